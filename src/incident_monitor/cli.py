@@ -1,0 +1,286 @@
+"""The ``incident-monitor`` command: serve, tokens, approvals, audit, status.
+
+Operator commands act as the local operator (``operator:<user>``) through the same service
+functions, policy checks and audit log as the MCP tools.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from incident_monitor import __version__
+from incident_monitor.config import Settings
+from incident_monitor.domain.enums import ApprovalStatus
+from incident_monitor.errors import MonitorError
+from incident_monitor.policy.principal import local_operator
+from incident_monitor.service import approvals, audit_log, incidents, queries, status, tokens
+from incident_monitor.service.monitor import Monitor
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def _print_json(value: BaseModel | list[BaseModel] | dict[str, Any]) -> None:
+    if isinstance(value, BaseModel):
+        data: Any = value.model_dump(mode="json")
+    elif isinstance(value, list):
+        data = [v.model_dump(mode="json") for v in value]
+    else:
+        data = value
+    print(json.dumps(data, indent=2, sort_keys=False))
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, Any] = {}
+    if args.config is not None:
+        overrides["config"] = args.config
+    if args.data_dir is not None:
+        overrides["data_dir"] = args.data_dir
+    return Settings(**overrides)
+
+
+def _open(args: argparse.Namespace) -> Monitor:
+    return Monitor.from_settings(_settings(args))
+
+
+# --- commands ----------------------------------------------------------------------------------
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from incident_monitor.server.stdio import serve_stdio
+
+    settings = _settings(args)
+    return serve_stdio(settings)
+
+
+def cmd_tokens_create(args: argparse.Namespace) -> int:
+    monitor = _open(args)
+    created = tokens.create_token(
+        monitor,
+        local_operator(),
+        name=args.name,
+        scopes=args.scopes.split(","),
+        expires_in_days=args.expires_in_days,
+    )
+    print(
+        f"token '{created.token.name}' created with scopes: {', '.join(created.token.scopes)}",
+        file=sys.stderr,
+    )
+    if created.token.expires_at:
+        print(f"expires at {created.token.expires_at.isoformat()}", file=sys.stderr)
+    print("copy it now; it is shown only once:", file=sys.stderr)
+    print(created.secret)
+    return EXIT_OK
+
+
+def cmd_tokens_list(args: argparse.Namespace) -> int:
+    rows = tokens.list_tokens(_open(args), local_operator())
+    if args.json:
+        _print_json(rows)
+        return EXIT_OK
+    if not rows:
+        print("no tokens; create one with: incident-monitor tokens create --name NAME --scopes read,report")
+    for row in rows:
+        state = (
+            "revoked" if row.revoked_at else ("expires " + row.expires_at.isoformat() if row.expires_at else "active")
+        )
+        print(f"{row.name:24} {state:32} {','.join(s.split(':', 1)[1] for s in row.scopes)}")
+    return EXIT_OK
+
+
+def cmd_tokens_revoke(args: argparse.Namespace) -> int:
+    row = tokens.revoke_token(_open(args), local_operator(), args.name)
+    print(f"token '{row.name}' revoked at {row.revoked_at.isoformat() if row.revoked_at else '?'}")
+    return EXIT_OK
+
+
+def cmd_approvals_list(args: argparse.Namespace) -> int:
+    wanted = None if args.status == "all" else ApprovalStatus(args.status)
+    page = queries.list_approvals(_open(args), local_operator(), status=wanted, limit=args.limit)
+    if args.json:
+        _print_json(page)
+        return EXIT_OK
+    if not page.approvals:
+        print(f"no {args.status} approvals")
+    for a in page.approvals:
+        print(
+            f"{a.approval_id}  {a.status.value:9} draft={a.draft_id} destination={a.destination_id} "
+            f"by={a.requested_by} expires={a.expires_at.isoformat()}\n    reason: {a.reason}"
+        )
+    return EXIT_OK
+
+
+def _decide(args: argparse.Namespace, decision: str) -> int:
+    result = approvals.decide_approval(_open(args), local_operator(), args.approval_id, decision, args.note)  # type: ignore[arg-type]
+    if args.json:
+        _print_json(result)
+        return EXIT_OK
+    a = result.approval
+    print(
+        f"approval {a.approval_id}: {a.status.value} by {a.decided_by or '-'}; "
+        f"draft {a.draft_id} is {result.draft_status.value}"
+    )
+    return EXIT_OK if a.status.value in ("approved", "denied") else EXIT_FAILED
+
+
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    result = audit_log.verify_audit(_open(args), local_operator())
+    if args.json:
+        _print_json(result)
+    elif result.ok:
+        print(f"audit chain intact: {result.events_checked} events, head {result.head_hash or '(empty)'}")
+    else:
+        print(
+            f"audit chain BROKEN at event {result.first_broken_seq}: {result.problem} "
+            f"({result.events_checked} events verified before it)"
+        )
+    return EXIT_OK if result.ok else EXIT_FAILED
+
+
+def cmd_audit_list(args: argparse.Namespace) -> int:
+    events = audit_log.list_audit_events(_open(args), local_operator(), limit=args.limit, subject_id=args.subject)
+    if args.json:
+        _print_json(events)
+        return EXIT_OK
+    for e in events:
+        reasons = "; ".join(e.reasons)
+        print(f"#{e.seq:<5} {e.at.strftime('%H:%M:%S')} {e.principal:18} {e.action:22} {e.decision.value:17} {reasons}")
+    return EXIT_OK
+
+
+def cmd_incidents_resolve(args: argparse.Namespace) -> int:
+    incident = incidents.resolve_incident(_open(args), local_operator(), args.incident_id, args.note)
+    if args.json:
+        _print_json(incident)
+        return EXIT_OK
+    print(f"incident {incident.incident_id} resolved by {incident.resolved_by}: {incident.resolution_note}")
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    view = status.get_status(_open(args), local_operator())
+    if args.json:
+        _print_json(view)
+        return EXIT_OK
+    r = view.readiness
+    print(f"incident-monitor {view.version}  policy {view.policy_version}")
+    print(
+        f"config_valid={r.config_valid} ingest_ready={r.ingest_ready} "
+        f"route_preview_ready={r.route_preview_ready} publish_ready={r.publish_ready}"
+    )
+    for d in view.destinations:
+        print(
+            f"  destination {d.destination_id} ({d.kind}): {'ready' if d.ready else 'NOT READY'}"
+            + (f" — {'; '.join(d.reasons)}" if d.reasons else "")
+        )
+    print(f"open incidents: {view.open_incidents}  pending approvals: {view.pending_approvals}")
+    for p in view.problems:
+        print(f"  problem: {p}")
+    return EXIT_OK
+
+
+# --- parser ------------------------------------------------------------------------------------
+
+
+def _common(parser: argparse.ArgumentParser, *, json_flag: bool = True) -> None:
+    parser.add_argument("--config", type=Path, default=None, help="config TOML (env INCIDENT_MONITOR_CONFIG)")
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="data directory (env INCIDENT_MONITOR_DATA_DIR; default ./.incident-monitor)",
+    )
+    if json_flag:
+        parser.add_argument("--json", action="store_true", help="print JSON")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="incident-monitor", description="Governed incident evidence over MCP.")
+    parser.add_argument("--version", action="version", version=f"incident-monitor {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the MCP server")
+    serve.add_argument(
+        "--transport", choices=["stdio"], default="stdio", help="stdio (HTTP comes with the remote issue)"
+    )
+    _common(serve, json_flag=False)
+    serve.set_defaults(func=cmd_serve)
+
+    tok = sub.add_parser("tokens", help="agent and operator tokens").add_subparsers(
+        dest="tokens_command", required=True
+    )
+    create = tok.add_parser("create", help="create a token (printed once)")
+    create.add_argument("--name", required=True)
+    create.add_argument("--scopes", required=True, help="comma-separated, e.g. read,report,triage")
+    create.add_argument("--expires-in-days", type=int, default=None)
+    _common(create, json_flag=False)
+    create.set_defaults(func=cmd_tokens_create)
+    lst = tok.add_parser("list", help="list tokens (names, scopes, status; never secrets)")
+    _common(lst)
+    lst.set_defaults(func=cmd_tokens_list)
+    revoke = tok.add_parser("revoke", help="revoke a token by name")
+    revoke.add_argument("name")
+    _common(revoke, json_flag=False)
+    revoke.set_defaults(func=cmd_tokens_revoke)
+
+    apr = sub.add_parser("approvals", help="decide approval requests").add_subparsers(
+        dest="approvals_command", required=True
+    )
+    alist = apr.add_parser("list", help="list approval requests")
+    alist.add_argument("--status", choices=[s.value for s in ApprovalStatus] + ["all"], default="pending")
+    alist.add_argument("--limit", type=int, default=50)
+    _common(alist)
+    alist.set_defaults(func=cmd_approvals_list)
+    for verb in ("approve", "deny"):
+        p = apr.add_parser(verb, help=f"{verb} a pending request as the local operator")
+        p.add_argument("approval_id")
+        p.add_argument("--note", required=True, help="why (recorded in the audit log)")
+        _common(p)
+        p.set_defaults(func=(lambda v: lambda a: _decide(a, v))(verb))
+
+    audit = sub.add_parser("audit", help="audit log").add_subparsers(dest="audit_command", required=True)
+    verify = audit.add_parser("verify", help="check the audit log's hash chain")
+    _common(verify)
+    verify.set_defaults(func=cmd_audit_verify)
+
+    alog = audit.add_parser("list", help="the newest audit events, oldest first")
+    alog.add_argument("--limit", type=int, default=30)
+    alog.add_argument("--subject", default=None, help="only events about this incident/draft/approval id")
+    _common(alog)
+    alog.set_defaults(func=cmd_audit_list)
+
+    inc = sub.add_parser("incidents", help="operator actions on incidents").add_subparsers(
+        dest="incidents_command", required=True
+    )
+    resolve = inc.add_parser("resolve", help="resolve an incident with a note")
+    resolve.add_argument("incident_id")
+    resolve.add_argument("--note", required=True, help="what fixed it (required)")
+    _common(resolve)
+    resolve.set_defaults(func=cmd_incidents_resolve)
+
+    st = sub.add_parser("status", help="readiness of the monitor and its destinations")
+    _common(st)
+    st.set_defaults(func=cmd_status)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except MonitorError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return EXIT_USAGE if exc.code in ("config_error", "invalid_input", "credential_error") else EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

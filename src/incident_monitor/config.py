@@ -1,0 +1,180 @@
+"""Settings (environment) and the monitor config (one TOML file), validated with pydantic.
+
+A bad config stops startup with a message naming the key and the fix; nothing is half-loaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from incident_monitor.destinations.telemetry import TelemetryConfig
+from incident_monitor.destinations.webhook import WebhookConfig
+from incident_monitor.domain.enums import ApprovalPolicy, Severity
+from incident_monitor.errors import ConfigError
+
+DestinationSettings = Annotated[WebhookConfig | TelemetryConfig, Field(discriminator="kind")]
+
+
+class Settings(BaseSettings):
+    """Process settings from the environment (INCIDENT_MONITOR_*) and CLI flags."""
+
+    model_config = SettingsConfigDict(env_prefix="INCIDENT_MONITOR_", extra="ignore")
+
+    config: Path | None = None
+    data_dir: Path = Path(".incident-monitor")
+    token: str | None = Field(default=None, repr=False)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
+
+
+class Limits(_Strict):
+    max_title_chars: int = Field(300, ge=20, le=2_000)
+    max_detail_chars: int = Field(20_000, ge=100, le=1_000_000)
+    max_evidence_refs: int = Field(50, ge=0, le=1_000)
+    max_evidence_ref_chars: int = Field(2_000, ge=20, le=100_000)
+    max_route_tags: int = Field(20, ge=0, le=200)
+    max_field_chars: int = Field(200, ge=20, le=2_000)
+    max_page_size: int = Field(200, ge=10, le=1_000)
+
+
+class ApprovalSettings(_Strict):
+    ttl_minutes: int = Field(60, ge=1, le=7 * 24 * 60)
+    require_approval_for_high_risk: bool = True
+
+
+class IntakeSettings(_Strict):
+    # Reports whose event ends with one of these (or whose level is one of noise_levels) are routine noise.
+    noise_event_suffixes: list[str] = Field(
+        default_factory=lambda: ["heartbeat", "progress", "started", "tick", "keepalive"]
+    )
+    noise_levels: list[str] = Field(default_factory=lambda: ["debug", "trace"])
+
+
+class TriageSettings(_Strict):
+    similarity_threshold: float = Field(0.6, ge=0.1, le=1.0)
+    duplicate_threshold: float = Field(0.9, ge=0.1, le=1.0)
+    max_candidates: int = Field(500, ge=10, le=100_000)
+    rate_window_hours: int = Field(24, ge=1, le=24 * 90)
+
+
+class RouteMatch(_Strict):
+    """Every non-empty criterion must hold; within a list any value matches (route_tags: any overlap)."""
+
+    route_tags: list[str] = Field(default_factory=list)
+    risk_categories: list[str] = Field(default_factory=list)
+    severities: list[Severity] = Field(default_factory=list)
+    sources: list[str] = Field(default_factory=list)
+    projects: list[str] = Field(default_factory=list)
+    events: list[str] = Field(default_factory=list)
+
+
+class Route(_Strict):
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+    destination_id: str
+    priority: int = 0
+    match: RouteMatch = Field(default_factory=RouteMatch)
+    approval_policy: ApprovalPolicy = ApprovalPolicy.inherit
+    labels: list[str] = Field(default_factory=list)
+    description: str = ""
+
+
+class DefaultDestinationPolicy(_Strict):
+    destination_id: str
+    approval_policy: ApprovalPolicy = ApprovalPolicy.inherit
+
+
+class MonitorConfig(_Strict):
+    destinations: list[DestinationSettings] = Field(default_factory=list)
+    routes: list[Route] = Field(default_factory=list)
+    default_destination: DefaultDestinationPolicy | None = None
+    approval: ApprovalSettings = Field(default_factory=ApprovalSettings)
+    limits: Limits = Field(default_factory=Limits)
+    intake: IntakeSettings = Field(default_factory=IntakeSettings)
+    triage: TriageSettings = Field(default_factory=TriageSettings)
+
+    @model_validator(mode="after")
+    def _references_resolve(self) -> MonitorConfig:
+        ids = [d.id for d in self.destinations]
+        duplicates = sorted({i for i in ids if ids.count(i) > 1})
+        if duplicates:
+            raise ValueError(f"destination ids must be unique; repeated: {', '.join(duplicates)}")
+        route_ids = [r.id for r in self.routes]
+        repeated = sorted({i for i in route_ids if route_ids.count(i) > 1})
+        if repeated:
+            raise ValueError(f"route ids must be unique; repeated: {', '.join(repeated)}")
+        known = set(ids)
+        for index, route in enumerate(self.routes):
+            if route.destination_id not in known:
+                raise ValueError(
+                    f"routes[{index}].destination_id: unknown destination '{route.destination_id}'; "
+                    f"add a [[destinations]] entry with that id or use one of: {', '.join(ids) or '(none)'}"
+                )
+        if self.default_destination and self.default_destination.destination_id not in known:
+            raise ValueError(
+                f"default_destination.destination_id: unknown destination "
+                f"'{self.default_destination.destination_id}'; configure it under [[destinations]]"
+            )
+        return self
+
+    def destination(self, destination_id: str) -> WebhookConfig | TelemetryConfig | None:
+        return next((d for d in self.destinations if d.id == destination_id), None)
+
+    @property
+    def policy_version(self) -> str:
+        """Digest of everything that decides where evidence goes and who must approve it.
+
+        Approvals bind to it: changing routes, destinations or approval rules invalidates them.
+        Secret references are names, not values, so hashing them reveals nothing.
+        """
+        relevant = self.model_dump(mode="json", include={"destinations", "routes", "default_destination", "approval"})
+        canonical = json.dumps(relevant, sort_keys=True, separators=(",", ":"))
+        return "pv_" + hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def _location(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+def describe_validation_error(error: ValidationError, *, source: str) -> str:
+    lines = [f"invalid config in {source}:"]
+    for err in error.errors(include_url=False, include_input=False):
+        # Discriminated unions put the kind in the location; drop it so the key reads as written.
+        loc = tuple(p for p in err["loc"] if p not in ("webhook", "telemetry"))
+        message = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            message = "unknown key; remove it or check its spelling"
+        elif err["type"] == "union_tag_invalid":
+            message = f"{message} (set kind to one of: webhook, telemetry)"
+        lines.append(f"  - {_location(loc)}: {message}")
+    return "\n".join(lines)
+
+
+def load_config(path: Path | None) -> MonitorConfig:
+    """Read and validate the config file; no file means an empty config (nothing routable)."""
+    if path is None:
+        return MonitorConfig()
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path} (pass --config or set INCIDENT_MONITOR_CONFIG)") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    try:
+        return MonitorConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc, source=str(path))) from None

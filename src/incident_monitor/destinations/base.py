@@ -1,0 +1,112 @@
+"""The one protocol every destination adapter implements.
+
+An adapter is constructed from its config model and the data directory. The publishing service
+calls ``publish`` with a ``PublishRequest`` and a permit; ``publish`` checks the permit and
+readiness, then hands over to the adapter's ``_deliver``. Adapters never raise for a delivery
+failure: they return an outcome, so the receipt always records what happened.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from incident_monitor.policy.permit import PublishPermit, verify_permit
+
+EXTERNAL_KINDS = frozenset({"github", "linear", "webhook", "mcp_tool"})
+
+
+class DestinationConfig(BaseModel):
+    """Fields every destination kind shares. Each kind subclasses it with a ``kind`` literal."""
+
+    # hide_input_in_errors: a secret pasted into the config must not be echoed in the startup error.
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
+
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$", description="Stable destination id.")
+    kind: str
+    enabled: bool = True
+    require_approval: bool | None = Field(
+        default=None,
+        description="Default: true for external kinds (github, linear, webhook, mcp_tool), false otherwise.",
+    )
+    description: str = ""
+    allowed_sources: list[str] = Field(
+        default_factory=list, description="Sources allowed to publish here; empty means any source."
+    )
+
+    @property
+    def approval_required_by_default(self) -> bool:
+        if self.require_approval is not None:
+            return self.require_approval
+        return self.kind in EXTERNAL_KINDS
+
+
+class Readiness(BaseModel):
+    ready: bool
+    reasons: list[str] = Field(default_factory=list)
+
+
+class PublishRequest(BaseModel):
+    """Everything an adapter may send. Evidence is already redacted."""
+
+    receipt_id: str
+    idempotency_key: str
+    draft_id: str
+    incident_id: str
+    destination_id: str
+    route_id: str | None
+    title: str
+    body: str
+    severity: str
+    labels: list[str]
+    fingerprint: str
+    evidence: dict[str, Any]
+    evidence_digest: str
+    attempt: int = 1
+
+
+class PublishOutcome(BaseModel):
+    status: Literal["published", "commented", "failed"]
+    external_id: str | None = None
+    external_url: str | None = None
+    attempts: int = 1
+    error: str | None = None
+    response_excerpt: str | None = None
+
+
+class DestinationAdapter(ABC):
+    kind: ClassVar[str]
+
+    def __init__(self, config: DestinationConfig, *, data_dir: Path) -> None:
+        self.config = config
+        self.data_dir = data_dir
+
+    @property
+    def id(self) -> str:
+        return self.config.id
+
+    @abstractmethod
+    def readiness(self) -> Readiness:
+        """Whether a publish could succeed now (config complete, secrets present). No network."""
+
+    async def publish(self, request: PublishRequest, permit: PublishPermit) -> PublishOutcome:
+        verify_permit(
+            permit,
+            receipt_id=request.receipt_id,
+            destination_id=self.id,
+            evidence_digest=request.evidence_digest,
+            idempotency_key=request.idempotency_key,
+        )
+        readiness = self.readiness()
+        if not readiness.ready:
+            return PublishOutcome(
+                status="failed", attempts=0, error="destination not ready: " + "; ".join(readiness.reasons)
+            )
+        return await self._deliver(request)
+
+    @abstractmethod
+    async def _deliver(self, request: PublishRequest) -> PublishOutcome:
+        """Send the request. Must be idempotent on ``request.idempotency_key``."""

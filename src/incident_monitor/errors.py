@@ -1,0 +1,54 @@
+"""Errors the service layer raises. Each says what failed and what to do next.
+
+The MCP, HTTP and CLI layers turn these into tool errors, JSON errors and exit codes; the text is
+written for the agent or operator who must act on it.
+"""
+
+from __future__ import annotations
+
+
+class MonitorError(Exception):
+    """Base class: an anticipated failure whose message is safe to show the caller."""
+
+    code = "error"
+
+    def __init__(self, message: str, *, reasons: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.reasons = reasons or [message]
+
+
+class PermissionDenied(MonitorError):
+    code = "permission_denied"
+
+
+class NotFound(MonitorError):
+    code = "not_found"
+
+
+class InvalidInput(MonitorError):
+    code = "invalid_input"
+
+
+class ReportRejected(MonitorError):
+    code = "report_rejected"
+
+
+class InvalidTransition(MonitorError):
+    code = "invalid_transition"
+
+
+class ApprovalRequired(MonitorError):
+    code = "approval_required"
+
+
+class PublishBlocked(MonitorError):
+    code = "publish_blocked"
+
+
+class ConfigError(MonitorError):
+    code = "config_error"
+
+
+class CredentialError(MonitorError):
+    code = "credential_error"

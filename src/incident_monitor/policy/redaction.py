@@ -1,0 +1,429 @@
+"""Secret redaction for everything agents report: titles, detail text and nested JSON evidence.
+
+Redaction runs once, at intake. Storage, publishing and the evidence digest all see only its output, so
+it must be deterministic, and it must stay linear-time on hostile input (evidence can be ~1 MB). Every
+pattern is compiled at import, and each is written so that a failed attempt costs at most the run of
+characters it started on; the two scanners that need more than one regex are loops that only move
+forward.
+
+It errs towards hiding: a false positive costs a little readability, a false negative leaks a credential
+to every destination. It still leaves prose, digests, UUIDs and paths alone, because evidence that reads
+"[REDACTED]" everywhere is useless to whoever handles the incident.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from typing import Any
+
+__all__ = [
+    "MAX_DEPTH",
+    "REDACTED",
+    "REDACTED_PRIVATE_KEY",
+    "TRUNCATED",
+    "contains_secret",
+    "is_sensitive_key",
+    "redact_json",
+    "redact_text",
+]
+
+REDACTED = "[REDACTED]"
+REDACTED_PRIVATE_KEY = "[REDACTED PRIVATE KEY]"
+TRUNCATED = "[TRUNCATED: nested too deep]"
+MAX_DEPTH = 32
+"""Containers nested deeper than this are replaced by TRUNCATED (also stops cycles)."""
+
+# --------------------------------------------------------------------------------------------------
+# Sensitive field names
+# --------------------------------------------------------------------------------------------------
+
+# Names after normalisation (see _normalise_key). Exact matches only: "token" is a secret, "tokens" and
+# "token_count" are metrics.
+_SENSITIVE_NAMES = frozenset(
+    {
+        "password",
+        "passwd",
+        "pwd",
+        "passphrase",
+        "password_confirmation",
+        "secret",
+        "client_secret",
+        "webhook_secret",
+        "signing_secret",
+        "secret_key",
+        "secret_access_key",
+        "token",
+        "access_token",
+        "refresh_token",
+        "id_token",
+        "auth_token",
+        "session_token",
+        "api_token",
+        "api_key",
+        "apikey",
+        "x_api_key",
+        "access_key",
+        "private_key",
+        "signing_key",
+        "encryption_key",
+        "master_key",
+        "authorization",
+        "proxy_authorization",
+        "cookie",
+        "cookies",
+        "set_cookie",
+        "credential",
+        "credentials",
+        "dsn",
+        "connection_string",
+        "conn_str",
+        # URL signatures grant access on their own (Azure SAS, S3/GCS presigned URLs).
+        "sig",
+        "x_amz_signature",
+        "x_goog_signature",
+        # Spellings without a separator, which camelCase splitting cannot recover.
+        "accesstoken",
+        "refreshtoken",
+        "authtoken",
+        "apitoken",
+        "clientsecret",
+        "privatekey",
+        "secretkey",
+        "sessiontoken",
+    }
+)
+# Suffixes that make any name sensitive (GITHUB_TOKEN, db_password, stripe_api_key). A bare "_key" suffix
+# is deliberately absent: sort_key, primary_key and idempotency_key are identifiers, not secrets.
+_SENSITIVE_SUFFIXES = (
+    "_token",
+    "_secret",
+    "_password",
+    "_passwd",
+    "_pass",
+    "_pwd",
+    "_passphrase",
+    "_api_key",
+    "_apikey",
+    "_secret_key",
+    "_secret_access_key",
+    "_private_key",
+    "_signing_key",
+    "_encryption_key",
+    "_credentials",
+)
+
+_CAMEL_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
+_NAME_SEPARATORS = re.compile(r"[\s.\-_]+")
+# Names longer than this are not cached (nor likely to be field names); keeps the cache's memory bounded.
+_MAX_CACHED_NAME = 128
+
+
+def _classify_key(key: str) -> bool:
+    # "X-Api-Key", "apiKey", "API Key" and "api.key" all normalise to "api_key".
+    name = _NAME_SEPARATORS.sub("_", _CAMEL_BOUNDARY.sub("_", key)).strip("_").lower()
+    return name in _SENSITIVE_NAMES or name.endswith(_SENSITIVE_SUFFIXES)
+
+
+_classify_key_cached = lru_cache(maxsize=4096)(_classify_key)
+
+
+def is_sensitive_key(key: str) -> bool:
+    """Whether a field with this name holds a secret (case, camelCase, '-', '.', ' ' and '_' insensitive)."""
+    if len(key) > _MAX_CACHED_NAME:
+        return _classify_key(key)
+    return _classify_key_cached(key)
+
+
+# --------------------------------------------------------------------------------------------------
+# Text patterns
+# --------------------------------------------------------------------------------------------------
+
+# PEM private keys. BEGIN and END are searched separately (see _redact_private_keys) because one regex
+# spanning the body would rescan the rest of the input for every BEGIN that has no END.
+_PEM_BEGIN = re.compile(r"-----BEGIN[ A-Z0-9]{0,40}PRIVATE KEY(?: BLOCK)?-----")
+_PEM_END = re.compile(r"-----END[ A-Z0-9]{0,40}PRIVATE KEY(?: BLOCK)?-----")
+# Body of a key whose END was cut off (truncated logs): encryption headers, then base64 lines. Newlines
+# may be real or escaped (a key inside a JSON string).
+_PEM_TRUNCATED_BODY = re.compile(
+    r"(?:(?:\s|\\[nr])*(?:Proc-Type|DEK-Info):[^\r\n\\]*)*(?:(?:\s|\\[nr])*[A-Za-z0-9+/=]{16,})*"
+)
+
+# scheme://user:password@host. The scheme is bounded and may not start inside a word, so each attempt
+# is O(1) until "://"; user and password cannot cross '/', so an attempt ends at the next "://".
+_URL_CREDENTIALS = re.compile(
+    r"(?<![\w+.-])(?P<head>[A-Za-z][A-Za-z0-9+.-]{0,30}://[^\s/?#@:\"'<>\\]*:)"
+    r"(?P<secret>[^\s/?#\"'<>\\]+)(?=@)"
+)
+# Webhook URLs whose path is the credential.
+_WEBHOOK_URLS = (
+    re.compile(r"(?P<head>\bhttps://hooks\.slack\.com/(?:services|workflows|triggers)/)(?P<secret>[\w/-]+)"),
+    re.compile(
+        r"(?P<head>\bhttps://(?:ptb\.|canary\.)?discord(?:app)?\.com/api/webhooks/)(?P<secret>[\w/-]+)"
+    ),
+)
+
+# Cookie headers carry several secrets separated by ';', so the whole rest of the line goes.
+_COOKIE_HEADER = re.compile(
+    r"(?<![\w-])(?P<head>(?:set-)?cookie[ \t]*:[ \t]*)(?P<secret>[^\s\"'\\][^\r\n\"'\\]*)", re.IGNORECASE
+)
+
+# Well-known credential formats, replaced wherever they appear.
+
+
+def _token(prefix: str, rest: str) -> re.Pattern[str]:
+    # The literal prefix leads so the engine can jump straight between its occurrences (a leading \b
+    # makes it try every position: ~50x slower on 1 MB); the lookbehind then checks that the prefix
+    # started a word. ``prefix`` must be fixed-width for that lookbehind.
+    return re.compile(rf"{prefix}(?<!\w{prefix}){rest}")
+
+
+# The flag says the prefix is ordinary enough ("sk-learn-...") that the value must also look random
+# (see _looks_random) to be redacted.
+_TOKEN_PATTERNS: tuple[tuple[re.Pattern[str], bool], ...] = (
+    (_token("gh[pousr]_", "[A-Za-z0-9]{30,}"), False),  # GitHub
+    (_token("github_pat_", "[A-Za-z0-9_]{30,}"), False),  # GitHub fine-grained
+    (_token("glpat-", "[A-Za-z0-9_-]{20,}"), False),  # GitLab
+    (_token("xox[a-z]", r"(?:\.xox[a-z])?-[A-Za-z0-9-]{10,}"), False),  # Slack bot/user/refresh
+    (_token("xapp-", r"\d-[A-Za-z0-9-]{10,}"), False),  # Slack app-level
+    (_token("A[KS]IA", r"[0-9A-Z]{16}\b"), False),  # AWS access key id (long-term / session)
+    (_token("sk-", "[A-Za-z0-9_-]{20,}"), True),  # OpenAI, Anthropic (sk-ant-...)
+    (_token("[rs]k_(?:live|test)_", "[A-Za-z0-9]{10,}"), True),  # Stripe secret/restricted
+    (_token("whsec_", "[A-Za-z0-9+/=]{16,}"), True),  # Standard Webhooks / Stripe signing secret
+    (_token("AIza", "[0-9A-Za-z_-]{35}(?![0-9A-Za-z_-])"), False),  # Google API key
+    (_token("lin_api_", "[A-Za-z0-9]{32,}"), False),  # Linear API key
+    (_token("lin_oauth_", "[A-Za-z0-9]{32,}"), False),  # Linear OAuth token
+    (_token("npm_", "[A-Za-z0-9]{36}(?![A-Za-z0-9])"), False),  # npm
+    (_token("hf_", "[A-Za-z0-9]{30,}"), True),  # Hugging Face
+    (_token(r"SG\.", r"[\w-]{16,}\.[\w-]{16,}"), False),  # SendGrid
+    (_token("eyJ", r"[A-Za-z0-9_-]{5,}\.eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*"), False),  # JWT
+)
+
+# <password>...</password> in XML config or SOAP dumps; the tag is checked with is_sensitive_key.
+_XML_ELEMENT = re.compile(r"<(?P<tag>[A-Za-z_][\w.-]*)>(?P<secret>[^<]+)</(?P=tag)>")
+
+# A field name followed by its separator: key=value, key: value, "key": value, \"key\": value (JSON
+# escaped inside a string), and --flag value. The lookbehind stops attempts starting inside a name, so
+# each name is scanned once.
+_FIELD = re.compile(
+    r"""
+    (?<![\w.-])
+    (?P<key>(?P<flag>--?)?[A-Za-z_][\w.-]*)
+    (?:
+        (?:\\?["'])?[ \t]*[:=][ \t]*
+      | (?P<gap>(?(flag)[ \t]+|(?!)))
+    )
+    """,
+    re.VERBOSE,
+)
+# Auth schemes stay readable: "Authorization: Bearer [REDACTED]".
+_AUTH_SCHEMES = r"(?:bearer|basic|token|bot|apikey|api-key|sso-key|negotiate|ntlm)"
+# The value after a sensitive field's separator. Exactly one content group matches; its span is what
+# gets replaced, so quotes and the auth scheme survive.
+_FIELD_VALUE = re.compile(
+    rf"""
+    (?:{_AUTH_SCHEMES}[ \t]+)?
+    (?:
+        (?P<done>\[REDACTED[^\]\r\n]{{0,40}}\])
+      | \\"(?P<edq>[^"\\\r\n]*)
+      | "(?P<dq>(?:[^"\\\r\n]|\\.)*)
+      | '(?P<sq>(?:[^'\\\r\n]|\\.)*)
+      | (?P<bare>[^\s"'`,;&<>(){{}}\[\]\\=][^\s"'`,;&<>(){{}}\\]*)
+    )
+    """,
+    re.VERBOSE | re.IGNORECASE,
+)
+_CONTENT_GROUPS = ("edq", "dq", "sq", "bare")
+_SCHEME_PREFIX = re.compile(rf"{_AUTH_SCHEMES}[ \t]+(?=\S)", re.IGNORECASE)
+
+# "Bearer <credential>" outside any header. Prose ("Bearer of bad news") is told apart by
+# _looks_like_credential, not by the regex.
+_BARE_BEARER = re.compile(r"(?<![\w-])(?P<head>bearer[ \t]+)(?P<secret>[A-Za-z0-9._~+/=-]{8,})", re.IGNORECASE)
+_CREDENTIAL_PUNCTUATION = frozenset("._~+/=")
+
+
+def _looks_random(value: str) -> bool:
+    # Generated credentials of 20+ characters virtually always mix digits or letter cases; words don't.
+    return any(c.isdigit() for c in value) or (
+        any(c.isupper() for c in value) and any(c.islower() for c in value)
+    )
+
+
+def _looks_like_credential(value: str) -> bool:
+    return _looks_random(value) or any(c in _CREDENTIAL_PUNCTUATION for c in value)
+
+
+def _keep_head(match: re.Match[str]) -> str:
+    return match["head"] + REDACTED
+
+
+def _replace_token(match: re.Match[str]) -> str:
+    return REDACTED
+
+
+def _replace_random_token(match: re.Match[str]) -> str:
+    return REDACTED if _looks_random(match.group()) else match.group()
+
+
+def _replace_bare_bearer(match: re.Match[str]) -> str:
+    return match["head"] + REDACTED if _looks_like_credential(match["secret"]) else match.group()
+
+
+def _replace_xml_element(match: re.Match[str]) -> str:
+    if not is_sensitive_key(match["tag"]):
+        return match.group()
+    return f"<{match['tag']}>{REDACTED}</{match['tag']}>"
+
+
+def _mask_field_value(content: str) -> str:
+    scheme = _SCHEME_PREFIX.match(content)
+    return content[: scheme.end()] + REDACTED if scheme else REDACTED
+
+
+def _redact_private_keys(text: str) -> str:
+    if "PRIVATE KEY" not in text:
+        return text
+    parts: list[str] = []
+    copied = 0
+    end_missing = False
+    while (begin := _PEM_BEGIN.search(text, copied)) is not None:
+        end = None if end_missing else _PEM_END.search(text, begin.end())
+        if end is not None:
+            stop = end.end()
+        else:
+            # No END after this BEGIN means none after any later BEGIN either: never search again.
+            end_missing = True
+            body = _PEM_TRUNCATED_BODY.match(text, begin.end())
+            stop = body.end() if body else begin.end()
+        parts += [text[copied : begin.start()], REDACTED_PRIVATE_KEY]
+        copied = stop
+    parts.append(text[copied:])
+    return "".join(parts)
+
+
+def _redact_fields(text: str) -> str:
+    parts: list[str] = []
+    copied = 0
+    pos = 0
+    while (field := _FIELD.search(text, pos)) is not None:
+        # Only the name and separator are consumed, so a value that is not secret is still scanned
+        # ('"msg": "password: hunter2"').
+        pos = field.end()
+        if not is_sensitive_key(field["key"]):
+            continue
+        value = _FIELD_VALUE.match(text, pos)
+        if value is None or value["done"] is not None:
+            continue
+        if field["gap"] is not None and text.startswith("-", pos):
+            continue  # "--password --verbose": the next token is another flag, not the value
+        group = next(name for name in _CONTENT_GROUPS if value[name] is not None)
+        start, end = value.span(group)
+        pos = value.end()
+        if start == end:
+            continue  # an empty value hides nothing
+        parts += [text[copied:start], _mask_field_value(value[group])]
+        copied = end
+    parts.append(text[copied:])
+    return "".join(parts)
+
+
+def redact_text(text: str) -> str:
+    """``text`` with every recognised secret replaced by REDACTED, keeping the surrounding text readable.
+
+    Deterministic and idempotent: ``redact_text(redact_text(t)) == redact_text(t)``.
+    """
+    if not text:
+        return text
+    # Private keys first: their base64 body must go as one block, not be nibbled by the token patterns.
+    text = _redact_private_keys(text)
+    text = _URL_CREDENTIALS.sub(_keep_head, text)
+    for pattern in _WEBHOOK_URLS:
+        text = pattern.sub(_keep_head, text)
+    text = _COOKIE_HEADER.sub(_keep_head, text)
+    for pattern, must_look_random in _TOKEN_PATTERNS:
+        text = pattern.sub(_replace_random_token if must_look_random else _replace_token, text)
+    text = _XML_ELEMENT.sub(_replace_xml_element, text)
+    text = _redact_fields(text)
+    # Last, so "Authorization: Bearer x" is handled (scheme kept) by the field scanner.
+    return _BARE_BEARER.sub(_replace_bare_bearer, text)
+
+
+def contains_secret(text: str) -> bool:
+    """Whether redact_text would change ``text``."""
+    return redact_text(text) != text
+
+
+# --------------------------------------------------------------------------------------------------
+# JSON
+# --------------------------------------------------------------------------------------------------
+
+_PAIR_NAME_FIELDS = frozenset({"name", "key"})
+
+
+def _names_secret_pair(mapping: dict[Any, Any]) -> bool:
+    # {"name": "DB_PASSWORD", "value": "..."} (Kubernetes env, HAR headers, AWS tags): the secret's name
+    # is in a sibling field, so the "value" field must be treated as sensitive.
+    return any(
+        isinstance(key, str)
+        and key.lower() in _PAIR_NAME_FIELDS
+        and isinstance(item, str)
+        and is_sensitive_key(item)
+        for key, item in mapping.items()
+    )
+
+
+def _mask_whole(value: Any) -> Any:
+    # None and booleans cannot carry a secret, and "[REDACTED]" in their place would wrongly suggest a
+    # secret was set ({"password": null} is often the very symptom being reported).
+    return value if value is None or isinstance(value, bool) else REDACTED
+
+
+def _unique_key(key: Any, taken: dict[Any, Any]) -> Any:
+    # Two keys that redact to the same text must not silently overwrite each other.
+    if key not in taken:
+        return key
+    n = 2
+    while f"{key} #{n}" in taken:
+        n += 1
+    return f"{key} #{n}"
+
+
+def _redact_mapping(mapping: dict[Any, Any], depth: int) -> dict[Any, Any]:
+    value_is_secret = _names_secret_pair(mapping)
+    result: dict[Any, Any] = {}
+    for key, item in mapping.items():
+        if not isinstance(key, str):
+            result[_unique_key(key, result)] = _redact_value(item, depth + 1)
+            continue
+        if is_sensitive_key(key) or (value_is_secret and key.lower() == "value"):
+            new_item = _mask_whole(item)
+        else:
+            new_item = _redact_value(item, depth + 1)
+        result[_unique_key(redact_text(key), result)] = new_item
+    return result
+
+
+def _redact_value(value: Any, depth: int) -> Any:
+    if isinstance(value, str):
+        return redact_text(value)
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if isinstance(value, dict | list | tuple):
+        if depth >= MAX_DEPTH:
+            return TRUNCATED
+        if isinstance(value, dict):
+            return _redact_mapping(value, depth)
+        return [_redact_value(item, depth + 1) for item in value]
+    # Never echo the value: it may be the secret.
+    raise TypeError(f"redact_json accepts JSON-like data only, got {type(value).__name__}")
+
+
+def redact_json(value: Any) -> Any:
+    """A redacted deep copy of JSON-like data (dict, list, tuple, str, int, float, bool, None).
+
+    Values under sensitive keys become REDACTED whatever their type (None and booleans are kept: they
+    cannot hold a secret). Every other string, including dict keys, goes through redact_text. Containers
+    nested more than MAX_DEPTH levels deep become TRUNCATED. Tuples come back as lists. Raises TypeError
+    for any other type.
+    """
+    return _redact_value(value, 0)

@@ -1,0 +1,66 @@
+"""Scopes and the tool → scope contract (DESIGN.md). Unknown tools and scopes fail closed."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+READ = "incident_monitor:read"
+REPORT = "incident_monitor:report"
+TRIAGE = "incident_monitor:triage"
+ROUTE_PREVIEW = "incident_monitor:route_preview"
+APPROVAL_REQUEST = "incident_monitor:approval_request"
+APPROVE = "incident_monitor:approve"
+PUBLISH = "incident_monitor:publish"
+RESOLVE = "incident_monitor:resolve"
+GOVERNANCE = "incident_monitor:governance"
+ADMIN = "incident_monitor:admin"
+
+ALL_SCOPES = frozenset(
+    {READ, REPORT, TRIAGE, ROUTE_PREVIEW, APPROVAL_REQUEST, APPROVE, PUBLISH, RESOLVE, GOVERNANCE, ADMIN}
+)
+
+DEFAULT_AGENT_SCOPES = frozenset({READ, REPORT, TRIAGE, ROUTE_PREVIEW, APPROVAL_REQUEST, PUBLISH})
+OPERATOR_SCOPES = frozenset({READ, APPROVE, RESOLVE, GOVERNANCE, ADMIN})
+
+# Every governed action and the scopes it needs. MCP tools and CLI actions share this table.
+ACTION_SCOPES: dict[str, frozenset[str]] = {
+    "get_status": frozenset({READ}),
+    "report_incident": frozenset({REPORT}),
+    "list_incidents": frozenset({READ}),
+    "get_incident": frozenset({READ}),
+    "list_drafts": frozenset({READ}),
+    "get_draft": frozenset({READ}),
+    "triage_draft": frozenset({TRIAGE}),
+    "preview_route": frozenset({ROUTE_PREVIEW}),
+    "request_approval": frozenset({APPROVAL_REQUEST}),
+    "decide_approval": frozenset({APPROVE}),
+    "list_approvals": frozenset({READ}),
+    "publish_draft": frozenset({PUBLISH}),
+    "list_receipts": frozenset({READ}),
+    "resolve_incident": frozenset({RESOLVE}),
+    "manage_tokens": frozenset({ADMIN}),
+    "verify_audit": frozenset({GOVERNANCE}),
+    "read_audit": frozenset({GOVERNANCE}),
+}
+
+
+def required_scopes(action: str) -> frozenset[str] | None:
+    """The scopes an action needs, or None for an unknown action (which is always denied)."""
+    return ACTION_SCOPES.get(action)
+
+
+def parse_scopes(values: Iterable[str]) -> frozenset[str]:
+    """Validate scope names; a short name like ``read`` means ``incident_monitor:read``."""
+    scopes: set[str] = set()
+    for raw in values:
+        value = raw.strip()
+        if not value:
+            continue
+        scope = value if ":" in value else f"incident_monitor:{value}"
+        if scope not in ALL_SCOPES:
+            known = ", ".join(sorted(s.split(":", 1)[1] for s in ALL_SCOPES))
+            raise ValueError(f"unknown scope '{value}'; known scopes: {known}")
+        scopes.add(scope)
+    if not scopes:
+        raise ValueError("at least one scope is required (for example: read,report)")
+    return frozenset(scopes)

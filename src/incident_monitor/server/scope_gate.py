@@ -1,0 +1,83 @@
+"""MCP middleware: the policy layer's front door for tools.
+
+- ``tools/list`` shows a caller only the tools its scopes allow.
+- ``tools/call`` of an unknown tool, or of a tool whose scope the caller lacks, is denied (and
+  audited) before the arguments are even parsed; invalid arguments are refused with the field
+  names and never the values. Allowed calls go on to the tool, whose service audits the decision.
+"""
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
+from mcp.server.mcpserver.utilities.func_metadata import FuncMetadata
+from mcp.types import CallToolResult, ListToolsResult, TextContent
+from pydantic import ValidationError
+
+from incident_monitor.domain.enums import Decision
+from incident_monitor.errors import PermissionDenied
+from incident_monitor.policy.engine import can_call
+from incident_monitor.policy.principal import Principal
+from incident_monitor.server.errors import describe_invalid_arguments
+from incident_monitor.service.governed import deny_if_not_allowed, record_decision
+from incident_monitor.service.monitor import Monitor
+
+
+def _error(text: str) -> CallToolResult:
+    return CallToolResult(content=[TextContent(type="text", text=text)], is_error=True)
+
+
+class ScopeGate:
+    def __init__(
+        self, monitor: Monitor, resolve_principal: Callable[[], Principal], tools: Mapping[str, FuncMetadata]
+    ) -> None:
+        self.monitor = monitor
+        self.resolve_principal = resolve_principal
+        self.tools = tools
+
+    async def __call__(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+        if ctx.method == "tools/list":
+            return self._filter(await call_next(ctx), self.resolve_principal())
+        if ctx.method == "tools/call":
+            refusal = self._check_call(ctx.params or {})
+            if refusal is not None:
+                return refusal
+        return await call_next(ctx)
+
+    def _filter(self, result: HandlerResult, principal: Principal) -> HandlerResult:
+        # The chain may hand back the model or its wire form (a dict), depending on the transport era.
+        if isinstance(result, ListToolsResult):
+            visible = [t for t in result.tools if can_call(principal, t.name)]
+            return result.model_copy(update={"tools": visible})
+        if isinstance(result, dict) and isinstance(result.get("tools"), list):
+            return {
+                **result,
+                "tools": [t for t in result["tools"] if can_call(principal, str(t.get("name")))],
+            }
+        return result
+
+    def _check_call(self, params: Mapping[str, Any]) -> CallToolResult | None:
+        principal = self.resolve_principal()
+        name = params.get("name")
+        arguments = params.get("arguments") or {}
+        if not isinstance(name, str) or name not in self.tools:
+            record_decision(
+                self.monitor,
+                principal,
+                f"tool:{str(name)[:100]}",
+                Decision.deny,
+                ["unknown tool: denied (fail closed)"],
+                arguments,
+            )
+            return _error(f"permission_denied: unknown tool {str(name)[:100]!r}; call tools/list to see your tools")
+        try:
+            deny_if_not_allowed(self.monitor, principal, name, arguments)
+        except PermissionDenied as exc:
+            return _error(f"{exc.code}: {exc.message}")
+        try:
+            self.tools[name].validate_arguments(dict(arguments))
+        except ValidationError as exc:
+            text = describe_invalid_arguments(name, exc)
+            record_decision(self.monitor, principal, name, Decision.rejected, text.splitlines()[1:], arguments)
+            return _error(text)
+        return None

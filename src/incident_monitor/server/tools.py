@@ -1,0 +1,293 @@
+"""The MCP tools: thin wrappers over the service functions (names and scopes are a contract).
+
+No ``from __future__ import annotations`` here: the SDK reads these signatures at registration.
+"""
+
+from collections.abc import Callable
+from typing import Annotated, Any, Literal
+
+from mcp.server import MCPServer
+from mcp.server.mcpserver.utilities.func_metadata import FuncMetadata, func_metadata
+from mcp.types import ToolAnnotations
+from pydantic import Field
+
+from incident_monitor import __version__
+from incident_monitor.domain.enums import DraftStatus, IncidentStatus, Severity
+from incident_monitor.domain.io import (
+    ApprovalResult,
+    DraftDetail,
+    DraftPage,
+    IncidentDetail,
+    IncidentPage,
+    IncidentReport,
+    PublishResult,
+    ReceiptPage,
+    ReportResult,
+    TriageResult,
+)
+from incident_monitor.domain.models import IncidentBase
+from incident_monitor.policy.principal import Principal
+from incident_monitor.policy.routing import RouteDecision
+from incident_monitor.server.errors import tool_errors
+from incident_monitor.server.scope_gate import ScopeGate
+from incident_monitor.service import (
+    approvals,
+    incidents,
+    intake,
+    publishing,
+    queries,
+    routing,
+    status,
+    triage,
+)
+from incident_monitor.service.monitor import Monitor
+
+DraftId = Annotated[
+    str, Field(min_length=1, max_length=100, description="A draft_id from list_drafts or report_incident.")
+]
+IncidentId = Annotated[str, Field(min_length=1, max_length=100, description="An incident_id from list_incidents.")]
+Limit = Annotated[int, Field(ge=1, le=1000, description="Page size (at most limits.max_page_size).")]
+Offset = Annotated[int, Field(ge=0, description="next_offset from the previous page.")]
+ShortText = Annotated[str, Field(max_length=200)]
+
+
+def _annotations(*, read_only: bool, destructive: bool, idempotent: bool, open_world: bool) -> ToolAnnotations:
+    return ToolAnnotations(
+        read_only_hint=read_only,
+        destructive_hint=destructive,
+        idempotent_hint=idempotent,
+        open_world_hint=open_world,
+    )
+
+
+READ_ONLY = _annotations(read_only=True, destructive=False, idempotent=True, open_world=False)
+
+TOOL_ANNOTATIONS: dict[str, ToolAnnotations] = {
+    "get_status": READ_ONLY,
+    "report_incident": _annotations(read_only=False, destructive=False, idempotent=True, open_world=False),
+    "list_incidents": READ_ONLY,
+    "get_incident": READ_ONLY,
+    "list_drafts": READ_ONLY,
+    "get_draft": READ_ONLY,
+    "triage_draft": _annotations(read_only=False, destructive=False, idempotent=False, open_world=False),
+    "preview_route": READ_ONLY,
+    "request_approval": _annotations(read_only=False, destructive=False, idempotent=True, open_world=False),
+    "decide_approval": _annotations(read_only=False, destructive=False, idempotent=False, open_world=False),
+    "publish_draft": _annotations(read_only=False, destructive=False, idempotent=True, open_world=True),
+    "list_receipts": READ_ONLY,
+    "resolve_incident": _annotations(read_only=False, destructive=False, idempotent=False, open_world=False),
+}
+
+
+class IncidentMonitorTools:
+    """One method per tool; each resolves the caller and calls one service function."""
+
+    def __init__(self, monitor: Monitor, principal: Callable[[], Principal]) -> None:
+        self.monitor = monitor
+        self.principal = principal
+
+    async def get_status(self) -> status.StatusView:
+        """Readiness of the monitor and each destination. Call first; stop if anything needed is not ready."""
+        with tool_errors():
+            return status.get_status(self.monitor, self.principal())
+
+    async def report_incident(
+        self,
+        title: Annotated[str, Field(min_length=1, description="One line saying what failed.")],
+        source: Annotated[str, Field(min_length=1, max_length=200, description="Who observed it, e.g. 'ci'.")],
+        event: Annotated[str, Field(min_length=1, max_length=200, description="Event name, e.g. 'ci.smoke.failed'.")],
+        detail: Annotated[str, Field(description="What happened and the evidence an operator needs.")] = "",
+        level: Annotated[str, Field(max_length=40, description="critical | error | warning | info.")] = "error",
+        fingerprint: Annotated[
+            str | None,
+            Field(max_length=200, description="Stable dedupe key; computed from stable fields if omitted."),
+        ] = None,
+        route_tags: Annotated[list[ShortText] | None, Field(description="Tags routes match on.")] = None,
+        risk_category: Annotated[str | None, Field(max_length=200)] = None,
+        risk_level: Annotated[Severity | None, Field(description="critical | high | medium | low.")] = None,
+        project_id: Annotated[str | None, Field(max_length=200)] = None,
+        run_id: Annotated[
+            str | None,
+            Field(max_length=200, description="The reporting run (never part of the fingerprint)."),
+        ] = None,
+        session_id: Annotated[str | None, Field(max_length=200)] = None,
+        evidence_refs: Annotated[list[str] | None, Field(description="Links or paths to logs, traces, runs.")] = None,
+        context: Annotated[
+            dict[str, Any] | None, Field(description="Structured evidence; secrets are redacted.")
+        ] = None,
+    ) -> ReportResult:
+        """Report a failure or safety signal. Secrets are redacted before storage; repeats dedupe by fingerprint."""
+        report = IncidentReport(
+            title=title,
+            detail=detail,
+            source=source,
+            event=event,
+            level=level,
+            fingerprint=fingerprint,
+            route_tags=route_tags or [],
+            risk_category=risk_category,
+            risk_level=risk_level,
+            project_id=project_id,
+            run_id=run_id,
+            session_id=session_id,
+            evidence_refs=evidence_refs or [],
+            context=context or {},
+        )
+        with tool_errors():
+            return intake.report_incident(self.monitor, self.principal(), report)
+
+    async def list_incidents(
+        self,
+        status: IncidentStatus | None = None,
+        severity: Severity | None = None,
+        source: Annotated[str | None, Field(max_length=200)] = None,
+        project_id: Annotated[str | None, Field(max_length=200)] = None,
+        limit: Limit = 50,
+        offset: Offset = 0,
+    ) -> IncidentPage:
+        """Incidents, most recently seen first, filtered by status, severity, source or project."""
+        with tool_errors():
+            return queries.list_incidents(
+                self.monitor,
+                self.principal(),
+                status=status,
+                severity=severity,
+                source=source,
+                project_id=project_id,
+                limit=limit,
+                offset=offset,
+            )
+
+    async def get_incident(self, incident_id: IncidentId) -> IncidentDetail:
+        """One incident with its drafts, recent occurrences and receipts."""
+        with tool_errors():
+            return queries.get_incident(self.monitor, self.principal(), incident_id)
+
+    async def list_drafts(
+        self,
+        status: DraftStatus | None = None,
+        severity: Severity | None = None,
+        source: Annotated[str | None, Field(max_length=200)] = None,
+        incident_id: Annotated[str | None, Field(max_length=100)] = None,
+        limit: Limit = 50,
+        offset: Offset = 0,
+    ) -> DraftPage:
+        """Drafts (what would be published), most recently updated first."""
+        with tool_errors():
+            return queries.list_drafts(
+                self.monitor,
+                self.principal(),
+                status=status,
+                severity=severity,
+                source=source,
+                incident_id=incident_id,
+                limit=limit,
+                offset=offset,
+            )
+
+    async def get_draft(self, draft_id: DraftId) -> DraftDetail:
+        """One draft: its evidence and digest, latest triage, approvals, receipts and the next step."""
+        with tool_errors():
+            return queries.get_draft(self.monitor, self.principal(), draft_id)
+
+    async def triage_draft(self, draft_id: DraftId) -> TriageResult:
+        """Run deterministic triage: duplicates, similar incidents, rate, suggested severity and tags."""
+        with tool_errors():
+            return triage.triage_draft(self.monitor, self.principal(), draft_id)
+
+    async def preview_route(
+        self,
+        draft_id: Annotated[str | None, Field(max_length=100, description="Preview an existing draft.")] = None,
+        route_tags: list[ShortText] | None = None,
+        risk_category: Annotated[str | None, Field(max_length=200)] = None,
+        risk_level: Severity | None = None,
+        level: Annotated[str | None, Field(max_length=40)] = None,
+        source: Annotated[str | None, Field(max_length=200)] = None,
+        project_id: Annotated[str | None, Field(max_length=200)] = None,
+        event: Annotated[str | None, Field(max_length=200)] = None,
+    ) -> RouteDecision:
+        """Where a draft (or a report you are about to send) would publish, whether approval is needed, and
+        what blocks it. Publish uses the same decision."""
+        with tool_errors():
+            return routing.preview_route(
+                self.monitor,
+                self.principal(),
+                draft_id=draft_id,
+                route_tags=route_tags,
+                risk_category=risk_category,
+                risk_level=risk_level,
+                level=level,
+                source=source,
+                project_id=project_id,
+                event=event,
+            )
+
+    async def request_approval(
+        self,
+        draft_id: DraftId,
+        reason: Annotated[str, Field(min_length=1, max_length=2000, description="Why this should be published.")],
+    ) -> ApprovalResult:
+        """Ask an operator to approve publishing this draft's current evidence to its routed destination."""
+        with tool_errors():
+            return approvals.request_approval(self.monitor, self.principal(), draft_id, reason)
+
+    async def decide_approval(
+        self,
+        approval_id: Annotated[str, Field(min_length=1, max_length=100)],
+        decision: Literal["approve", "deny"],
+        note: Annotated[str, Field(min_length=1, max_length=2000, description="Why; recorded in the audit log.")],
+    ) -> ApprovalResult:
+        """Approve or deny a pending approval (operators; never the principal that asked)."""
+        with tool_errors():
+            return approvals.decide_approval(self.monitor, self.principal(), approval_id, decision, note)
+
+    async def publish_draft(self, draft_id: DraftId) -> PublishResult:
+        """Publish through the policy gates to the routed destination and return the receipt. Idempotent."""
+        with tool_errors():
+            return await publishing.publish_draft(self.monitor, self.principal(), draft_id)
+
+    async def list_receipts(
+        self,
+        draft_id: Annotated[str | None, Field(max_length=100)] = None,
+        incident_id: Annotated[str | None, Field(max_length=100)] = None,
+        limit: Limit = 50,
+        offset: Offset = 0,
+    ) -> ReceiptPage:
+        """Publish receipts: destination, route, status, external id/URL, evidence digest, attempts, error."""
+        with tool_errors():
+            return queries.list_receipts(
+                self.monitor,
+                self.principal(),
+                draft_id=draft_id,
+                incident_id=incident_id,
+                limit=limit,
+                offset=offset,
+            )
+
+    async def resolve_incident(
+        self,
+        incident_id: IncidentId,
+        resolution_note: Annotated[str, Field(min_length=1, max_length=2000, description="What fixed it.")],
+    ) -> IncidentBase:
+        """Resolve an incident with a note. It stays for audit; a recurrence reopens it."""
+        with tool_errors():
+            return incidents.resolve_incident(self.monitor, self.principal(), incident_id, resolution_note)
+
+
+INSTRUCTIONS = """\
+Incident Monitor: governed incident evidence. Safe sequence: get_status -> preview_route -> report_incident ->
+list_drafts/get_draft -> triage_draft -> request_approval (an operator decides) -> publish_draft -> list_receipts.
+Publish only through publish_draft, never by calling GitHub, Linear, webhooks or other MCP tools yourself.
+Tool errors say what failed and what to call next."""
+
+
+def build_mcp_server(monitor: Monitor, principal: Callable[[], Principal]) -> MCPServer:
+    tools = IncidentMonitorTools(monitor, principal)
+    server = MCPServer(name="incident-monitor", version=__version__, instructions=INSTRUCTIONS)
+    metadata: dict[str, FuncMetadata] = {}
+    for name, annotations in TOOL_ANNOTATIONS.items():
+        fn = getattr(tools, name)
+        server.add_tool(fn, name=name, annotations=annotations, structured_output=True)
+        metadata[name] = func_metadata(fn, structured_output=True)
+    server.middleware.append(ScopeGate(monitor, principal, metadata))
+    return server

@@ -1,0 +1,134 @@
+"""Every governed action runs inside ``governed_call``: scope check, one unit of work, one audit row.
+
+An allowed call's audit row is committed together with its effect. A denial, a rejection or a
+failure is recorded in its own transaction (the effect rolled back), so every decision is in the
+audit log exactly once and nothing half-done is stored.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlmodel import Session
+
+from incident_monitor.domain.enums import Decision
+from incident_monitor.errors import ApprovalRequired, MonitorError, PermissionDenied, PublishBlocked
+from incident_monitor.policy.engine import check_action
+from incident_monitor.policy.principal import Principal
+from incident_monitor.service.audit import append_audit
+from incident_monitor.service.monitor import Monitor
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class GovernedCall:
+    session: Session
+    principal: Principal
+    action: str
+    subject_id: str | None = None
+    run_id: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def decision_for(exc: MonitorError) -> Decision:
+    if isinstance(exc, PermissionDenied | PublishBlocked):
+        return Decision.deny
+    if isinstance(exc, ApprovalRequired):
+        return Decision.approval_required
+    return Decision.rejected
+
+
+def record_decision(
+    monitor: Monitor,
+    principal: Principal,
+    action: str,
+    decision: Decision,
+    reasons: list[str],
+    arguments: Any,
+    *,
+    subject_id: str | None = None,
+    run_id: str | None = None,
+) -> None:
+    """Record a decision in its own transaction (used for everything that stores no effect)."""
+    with monitor.session() as session:
+        append_audit(
+            session,
+            at=monitor.clock(),
+            principal=principal.name,
+            action=action,
+            decision=decision,
+            reasons=reasons,
+            arguments=arguments,
+            subject_id=subject_id,
+            run_id=run_id,
+        )
+
+
+def deny_if_not_allowed(monitor: Monitor, principal: Principal, action: str, arguments: Any) -> None:
+    decision = check_action(principal, action)
+    if not decision.allowed:
+        record_decision(monitor, principal, action, Decision.deny, list(decision.reasons), arguments)
+        needed = ", ".join(decision.missing_scopes) or "(unknown action)"
+        raise PermissionDenied(
+            f"permission denied: {action} needs scope {needed}; {principal.name} has "
+            f"{', '.join(sorted(principal.scopes)) or 'no scopes'}. Ask an operator for a token with that scope.",
+            reasons=list(decision.reasons),
+        )
+
+
+@contextmanager
+def governed_call(
+    monitor: Monitor,
+    principal: Principal,
+    action: str,
+    arguments: Any,
+    *,
+    subject_id: str | None = None,
+    run_id: str | None = None,
+) -> Iterator[GovernedCall]:
+    deny_if_not_allowed(monitor, principal, action, arguments)
+    call: GovernedCall | None = None
+    try:
+        with monitor.session() as session:
+            call = GovernedCall(session, principal, action, subject_id=subject_id, run_id=run_id)
+            yield call
+            append_audit(
+                session,
+                at=monitor.clock(),
+                principal=principal.name,
+                action=action,
+                decision=Decision.allow,
+                reasons=[*check_action(principal, action).reasons, *call.notes],
+                arguments=arguments,
+                subject_id=call.subject_id,
+                run_id=call.run_id,
+            )
+    except MonitorError as exc:
+        record_decision(
+            monitor,
+            principal,
+            action,
+            decision_for(exc),
+            exc.reasons,
+            arguments,
+            subject_id=call.subject_id if call else subject_id,
+            run_id=call.run_id if call else run_id,
+        )
+        raise
+    except Exception:
+        logger.exception("%s failed for %s", action, principal.name)
+        record_decision(
+            monitor,
+            principal,
+            action,
+            Decision.error,
+            ["internal error (see server log)"],
+            arguments,
+            subject_id=call.subject_id if call else subject_id,
+        )
+        raise

@@ -1,0 +1,309 @@
+"""Publishing: the only path from a draft to a destination adapter.
+
+An outbox in three steps:
+1. ``claim``: every gate (scope, draft state, route, readiness, approval binding) and then a
+   ``pending`` receipt carrying the idempotency key, committed together with the audit row.
+2. deliver: the adapter is called with a permit minted for exactly that receipt.
+3. ``settle``: the outcome updates the receipt, draft and incident.
+A crash between 1 and 3 leaves a ``pending`` receipt; ``recover_pending`` finishes it through the
+same idempotent adapter call. Publishing an already published draft returns its receipt.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from sqlmodel import Session, col, select
+
+from incident_monitor.destinations.base import PublishOutcome, PublishRequest
+from incident_monitor.domain.enums import ApprovalStatus, Decision, DraftStatus, IncidentStatus, ReceiptStatus
+from incident_monitor.domain.evidence import sha256_hex
+from incident_monitor.domain.io import PublishResult
+from incident_monitor.domain.models import ApprovalRequest, Draft, Incident, Receipt, ReceiptBase, new_id
+from incident_monitor.domain.transitions import check_draft_transition, check_incident_transition
+from incident_monitor.errors import ApprovalRequired, MonitorError, PublishBlocked
+from incident_monitor.policy.permit import PublishPermit, issue_permit
+from incident_monitor.policy.principal import Principal
+from incident_monitor.policy.routing import RouteDecision
+from incident_monitor.service.approvals import approvals_for, is_expired
+from incident_monitor.service.audit import append_audit
+from incident_monitor.service.governed import governed_call
+from incident_monitor.service.monitor import Monitor
+from incident_monitor.service.queries import draft_next_step, get_draft_row
+from incident_monitor.service.routing import decide_for_draft
+
+logger = logging.getLogger(__name__)
+
+RECOVERY_PRINCIPAL = Principal(name="system:recovery", scopes=frozenset(), kind="system")
+DONE = frozenset({ReceiptStatus.published, ReceiptStatus.commented})
+
+
+def idempotency_key(draft_id: str, destination_id: str, evidence_digest: str) -> str:
+    return "idem_" + sha256_hex([draft_id, destination_id, evidence_digest])[:32]
+
+
+@dataclass(frozen=True)
+class Claim:
+    receipt_id: str
+    request: PublishRequest | None  # None: nothing to send (already published, or in flight elsewhere)
+    permit: PublishPermit | None
+
+
+def _approval_gate(
+    session: Session, monitor: Monitor, draft: Draft, decision: RouteDecision, key: str
+) -> ApprovalRequest | None:
+    """The approval that authorises this publish, or ApprovalRequired saying what to do."""
+    if not decision.approval_required:
+        return None
+    now = monitor.clock()
+    candidates = approvals_for(session, draft.draft_id, ApprovalStatus.approved, ApprovalStatus.used)
+    problems: list[str] = []
+    for approval in candidates:
+        if approval.status is ApprovalStatus.used:
+            used_receipt = session.get(Receipt, approval.used_by_receipt_id) if approval.used_by_receipt_id else None
+            if used_receipt is None or used_receipt.idempotency_key != key:
+                problems.append(f"approval {approval.approval_id} was already used for another publish")
+                continue
+        if approval.evidence_digest != draft.evidence_digest:
+            problems.append(
+                f"evidence changed since approval {approval.approval_id} "
+                f"(approved {approval.evidence_digest}, now {draft.evidence_digest})"
+            )
+        elif approval.destination_id != decision.destination_id or approval.route_id != decision.route_id:
+            problems.append(f"route changed since approval {approval.approval_id} (now {decision.destination_id})")
+        elif approval.policy_version != decision.policy_version:
+            problems.append(f"policy changed since approval {approval.approval_id}")
+        elif approval.status is ApprovalStatus.approved and is_expired(approval, now):
+            problems.append(f"approval {approval.approval_id} expired at {approval.expires_at.isoformat()}")
+        else:
+            return approval
+    pending = approvals_for(session, draft.draft_id, ApprovalStatus.pending)
+    if pending and not problems:
+        raise ApprovalRequired(
+            f"approval pending: approval_id={pending[0].approval_id} awaits an operator's decision; "
+            "wait, then call publish_draft again",
+            reasons=["approval pending"],
+        )
+    why = "; ".join(problems) if problems else "; ".join(decision.approval_reasons)
+    raise ApprovalRequired(
+        f"approval required ({why}): call request_approval with draft_id={draft.draft_id} and a reason",
+        reasons=problems or decision.approval_reasons,
+    )
+
+
+def _request_for(receipt: Receipt, draft: Draft, labels: list[str]) -> PublishRequest:
+    return PublishRequest(
+        receipt_id=receipt.receipt_id,
+        idempotency_key=receipt.idempotency_key,
+        draft_id=draft.draft_id,
+        incident_id=draft.incident_id,
+        destination_id=receipt.destination_id,
+        route_id=receipt.route_id,
+        title=draft.title,
+        body=draft.body,
+        severity=draft.severity.value,
+        labels=labels,
+        fingerprint=draft.evidence["incident"]["fingerprint"],
+        evidence=draft.evidence,
+        evidence_digest=draft.evidence_digest,
+        attempt=receipt.attempt_count + 1,
+    )
+
+
+def _labels(monitor: Monitor, draft: Draft, route_id: str | None) -> list[str]:
+    route = next((r for r in monitor.config.routes if r.id == route_id), None)
+    return sorted({f"severity:{draft.severity.value}", *draft.route_tags, *(route.labels if route else [])})
+
+
+def _permit_for(receipt: Receipt) -> PublishPermit:
+    return issue_permit(
+        receipt_id=receipt.receipt_id,
+        destination_id=receipt.destination_id,
+        evidence_digest=receipt.evidence_digest,
+        idempotency_key=receipt.idempotency_key,
+    )
+
+
+def claim(monitor: Monitor, principal: Principal, draft_id: str) -> Claim:
+    """Step 1: all gates, then a committed pending receipt and a permit (or the finished receipt)."""
+    with governed_call(monitor, principal, "publish_draft", {"draft_id": draft_id}, subject_id=draft_id) as call:
+        session = call.session
+        draft = get_draft_row(session, draft_id)
+        if draft.status in (DraftStatus.published, DraftStatus.publishing):
+            latest = session.exec(
+                select(Receipt)
+                .where(Receipt.draft_id == draft_id, Receipt.evidence_digest == draft.evidence_digest)
+                .order_by(col(Receipt.created_at).desc())
+            ).first()
+            if latest is not None:
+                call.notes.append(f"draft already {draft.status.value}: receipt {latest.receipt_id} returned")
+                return Claim(latest.receipt_id, None, None)
+        decision = decide_for_draft(monitor, draft)
+        if decision.blocked:
+            raise PublishBlocked(
+                "publish blocked: "
+                + "; ".join(decision.blocked_reasons)
+                + ". Use preview_route for details; do not publish through another surface.",
+                reasons=decision.blocked_reasons,
+            )
+        assert decision.destination_id is not None and decision.destination_kind is not None
+        key = idempotency_key(draft.draft_id, decision.destination_id, draft.evidence_digest)
+        approval = _approval_gate(session, monitor, draft, decision, key)
+        check_draft_transition(draft.draft_id, draft.status, DraftStatus.publishing)
+
+        now = monitor.clock()
+        receipt = session.exec(select(Receipt).where(Receipt.idempotency_key == key)).first()
+        if receipt is None:
+            receipt = Receipt(
+                receipt_id=new_id("rcp"),
+                draft_id=draft.draft_id,
+                incident_id=draft.incident_id,
+                destination_id=decision.destination_id,
+                destination_kind=decision.destination_kind,
+                route_id=decision.route_id,
+                match_reason=decision.match_reason,
+                evidence_digest=draft.evidence_digest,
+                idempotency_key=key,
+                approval_id=approval.approval_id if approval else None,
+                published_by=principal.name,
+                created_at=now,
+                updated_at=now,
+            )
+        receipt.status = ReceiptStatus.pending
+        receipt.updated_at = now
+        session.add(receipt)
+        session.flush()
+        if approval is not None and approval.status is ApprovalStatus.approved:
+            approval.status = ApprovalStatus.used
+            approval.used_at = now
+            approval.used_by_receipt_id = receipt.receipt_id
+            session.add(approval)
+        draft.status = DraftStatus.publishing
+        draft.updated_at = now
+        session.add(draft)
+        call.notes.append(f"receipt {receipt.receipt_id} pending for {receipt.destination_id}")
+        request = _request_for(receipt, draft, _labels(monitor, draft, decision.route_id))
+        return Claim(receipt.receipt_id, request, _permit_for(receipt))
+
+
+async def deliver(monitor: Monitor, request: PublishRequest, permit: PublishPermit) -> PublishOutcome:
+    """Step 2: the adapter call. Never raises for a delivery failure."""
+    adapter = monitor.destinations[request.destination_id]
+    try:
+        return await adapter.publish(request, permit)
+    except Exception as exc:  # an adapter bug must still end in a receipt
+        logger.exception("adapter %s crashed", request.destination_id)
+        return PublishOutcome(status="failed", attempts=1, error=f"adapter error: {type(exc).__name__}")
+
+
+def settle(monitor: Monitor, principal: Principal, receipt_id: str, outcome: PublishOutcome) -> None:
+    """Step 3: record the outcome on the receipt, the draft and the incident."""
+    with monitor.session() as session:
+        now = monitor.clock()
+        receipt = session.get(Receipt, receipt_id)
+        assert receipt is not None
+        draft = session.get(Draft, receipt.draft_id)
+        assert draft is not None
+        receipt.status = ReceiptStatus(outcome.status)
+        receipt.external_id = outcome.external_id
+        receipt.external_url = outcome.external_url
+        receipt.attempt_count += outcome.attempts
+        receipt.error = outcome.error
+        receipt.response_excerpt = outcome.response_excerpt
+        receipt.updated_at = now
+        session.add(receipt)
+        succeeded = receipt.status in DONE
+        target = DraftStatus.published if succeeded else DraftStatus.publish_failed
+        if draft.status is DraftStatus.publishing:
+            draft.status = target
+            draft.updated_at = now
+            session.add(draft)
+        incident = session.get(Incident, receipt.incident_id)
+        if succeeded and incident is not None and incident.status in (IncidentStatus.open, IncidentStatus.triaged):
+            check_incident_transition(incident.incident_id, incident.status, IncidentStatus.published)
+            incident.status = IncidentStatus.published
+            session.add(incident)
+        append_audit(
+            session,
+            at=now,
+            principal=principal.name,
+            action="publish_draft.outcome",
+            decision=Decision.allow if succeeded else Decision.error,
+            reasons=[f"receipt {receipt.receipt_id} {receipt.status.value}"]
+            + ([outcome.error] if outcome.error else []),
+            arguments={"receipt_id": receipt_id},
+            subject_id=receipt.draft_id,
+        )
+
+
+def _record_blocked_attempt(monitor: Monitor, principal: Principal, draft_id: str, error: MonitorError) -> None:
+    """A publish the gates stopped still leaves a receipt (status blocked) saying why."""
+    with monitor.session() as session:
+        draft = session.get(Draft, draft_id)
+        if draft is None:
+            return
+        decision = decide_for_draft(monitor, draft)
+        now = monitor.clock()
+        session.add(
+            Receipt(
+                receipt_id=new_id("rcp"),
+                draft_id=draft.draft_id,
+                incident_id=draft.incident_id,
+                destination_id=decision.destination_id or "(none)",
+                destination_kind=decision.destination_kind or "(none)",
+                route_id=decision.route_id,
+                match_reason=decision.match_reason,
+                status=ReceiptStatus.blocked,
+                evidence_digest=draft.evidence_digest,
+                idempotency_key=new_id("blocked"),
+                error=error.message,
+                published_by=principal.name,
+                created_at=now,
+                updated_at=now,
+            )
+        )
+
+
+def _result(monitor: Monitor, receipt_id: str, *, reused: bool) -> PublishResult:
+    with monitor.session() as session:
+        receipt = session.get(Receipt, receipt_id)
+        assert receipt is not None
+        draft = session.get(Draft, receipt.draft_id)
+        assert draft is not None
+        return PublishResult(
+            receipt=ReceiptBase.model_validate(receipt, from_attributes=True),
+            draft_status=draft.status,
+            reused=reused,
+            next_step=draft_next_step(draft),
+        )
+
+
+async def publish_draft(monitor: Monitor, principal: Principal, draft_id: str) -> PublishResult:
+    try:
+        claimed = claim(monitor, principal, draft_id)
+    except (ApprovalRequired, PublishBlocked) as exc:
+        _record_blocked_attempt(monitor, principal, draft_id, exc)
+        raise
+    if claimed.request is None or claimed.permit is None:
+        return _result(monitor, claimed.receipt_id, reused=True)
+    outcome = await deliver(monitor, claimed.request, claimed.permit)
+    settle(monitor, principal, claimed.receipt_id, outcome)
+    return _result(monitor, claimed.receipt_id, reused=False)
+
+
+async def recover_pending(monitor: Monitor) -> list[str]:
+    """Finish publishes that a crash left pending, through the same idempotent adapter call."""
+    with monitor.session() as session:
+        pending = session.exec(select(Receipt).where(Receipt.status == ReceiptStatus.pending)).all()
+        work: list[tuple[str, PublishRequest, PublishPermit]] = []
+        for receipt in pending:
+            draft = session.get(Draft, receipt.draft_id)
+            if draft is None or receipt.destination_id not in monitor.destinations:
+                continue
+            request = _request_for(receipt, draft, _labels(monitor, draft, receipt.route_id))
+            work.append((receipt.receipt_id, request, _permit_for(receipt)))
+    for receipt_id, request, permit in work:
+        outcome = await deliver(monitor, request, permit)
+        settle(monitor, RECOVERY_PRINCIPAL, receipt_id, outcome)
+    return [receipt_id for receipt_id, _, _ in work]

@@ -1,0 +1,254 @@
+"""Read-only views: incidents, drafts, receipts, approvals. Filters and offset paging."""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+from sqlmodel import Session, col, select
+from sqlmodel.sql.expression import SelectOfScalar
+
+from incident_monitor.domain.enums import ApprovalStatus, DraftStatus, IncidentStatus, Severity
+from incident_monitor.domain.io import (
+    ApprovalPage,
+    DraftDetail,
+    DraftPage,
+    DraftSummary,
+    IncidentDetail,
+    IncidentPage,
+    OccurrenceView,
+    ReceiptPage,
+)
+from incident_monitor.domain.models import (
+    ApprovalRequest,
+    ApprovalRequestBase,
+    Draft,
+    DraftBase,
+    Incident,
+    IncidentBase,
+    IncidentOccurrence,
+    Receipt,
+    ReceiptBase,
+    TriageRun,
+    TriageRunBase,
+)
+from incident_monitor.errors import InvalidInput, NotFound
+from incident_monitor.policy.principal import Principal
+from incident_monitor.service.governed import governed_call
+from incident_monitor.service.monitor import Monitor
+
+T = TypeVar("T")
+
+
+def _page(
+    session: Session, query: SelectOfScalar[T], limit: int, offset: int, max_limit: int
+) -> tuple[list[T], int | None]:
+    if not 1 <= limit <= max_limit:
+        raise InvalidInput(f"limit: {limit} is out of range; use 1 to {max_limit} (limits.max_page_size)")
+    if offset < 0:
+        raise InvalidInput("offset: must be 0 or more; pass the next_offset of the previous page")
+    rows = list(session.exec(query.offset(offset).limit(limit + 1)).all())
+    next_offset = offset + limit if len(rows) > limit else None
+    return rows[:limit], next_offset
+
+
+def get_incident_row(session: Session, incident_id: str) -> Incident:
+    incident = session.get(Incident, incident_id)
+    if incident is None:
+        raise NotFound(f"incident_id: no incident {incident_id!r}; call list_incidents to find one")
+    return incident
+
+
+def get_draft_row(session: Session, draft_id: str) -> Draft:
+    draft = session.get(Draft, draft_id)
+    if draft is None:
+        raise NotFound(f"draft_id: no draft {draft_id!r}; call list_drafts to find one")
+    return draft
+
+
+def draft_summary(draft: Draft) -> DraftSummary:
+    return DraftSummary.model_validate(draft, from_attributes=True)
+
+
+def draft_next_step(draft: Draft) -> str:
+    steps = {
+        DraftStatus.draft: f"call preview_route with draft_id={draft.draft_id}, then triage_draft, then "
+        "request_approval or publish_draft",
+        DraftStatus.approval_required: "wait for an operator to approve or deny the pending approval",
+        DraftStatus.approved: f"call publish_draft with draft_id={draft.draft_id}",
+        DraftStatus.denied: "approval denied: keep the draft and its evidence; do not publish through another surface",
+        DraftStatus.publishing: "a publish is in progress; read list_receipts",
+        DraftStatus.published: f"published: read the receipt with list_receipts draft_id={draft.draft_id}",
+        DraftStatus.publish_failed: f"publish failed: read the receipt error, then call publish_draft with "
+        f"draft_id={draft.draft_id} to retry",
+    }
+    return steps[draft.status]
+
+
+def list_incidents(
+    monitor: Monitor,
+    principal: Principal,
+    *,
+    status: IncidentStatus | None = None,
+    severity: Severity | None = None,
+    source: str | None = None,
+    project_id: str | None = None,
+    limit: int = 50,
+    offset: int = 0,
+) -> IncidentPage:
+    args: dict[str, Any] = {
+        "status": status,
+        "severity": severity,
+        "source": source,
+        "project_id": project_id,
+        "limit": limit,
+        "offset": offset,
+    }
+    with governed_call(monitor, principal, "list_incidents", args) as call:
+        query = select(Incident)
+        if status is not None:
+            query = query.where(Incident.status == status)
+        if severity is not None:
+            query = query.where(Incident.severity == severity)
+        if source is not None:
+            query = query.where(Incident.source == source)
+        if project_id is not None:
+            query = query.where(Incident.project_id == project_id)
+        query = query.order_by(col(Incident.last_seen_at).desc(), col(Incident.incident_id).desc())
+        rows, next_offset = _page(call.session, query, limit, offset, monitor.config.limits.max_page_size)
+        return IncidentPage(
+            incidents=[IncidentBase.model_validate(r, from_attributes=True) for r in rows],
+            next_offset=next_offset,
+        )
+
+
+def _receipts_for(
+    session: Session, *, incident_id: str | None = None, draft_id: str | None = None
+) -> list[ReceiptBase]:
+    query = select(Receipt)
+    if incident_id:
+        query = query.where(Receipt.incident_id == incident_id)
+    if draft_id:
+        query = query.where(Receipt.draft_id == draft_id)
+    rows = session.exec(query.order_by(col(Receipt.created_at).desc()).limit(50)).all()
+    return [ReceiptBase.model_validate(r, from_attributes=True) for r in rows]
+
+
+def get_incident(monitor: Monitor, principal: Principal, incident_id: str) -> IncidentDetail:
+    with governed_call(
+        monitor, principal, "get_incident", {"incident_id": incident_id}, subject_id=incident_id
+    ) as call:
+        incident = get_incident_row(call.session, incident_id)
+        drafts = call.session.exec(
+            select(Draft).where(Draft.incident_id == incident_id).order_by(col(Draft.created_at).desc())
+        ).all()
+        occurrences = call.session.exec(
+            select(IncidentOccurrence)
+            .where(IncidentOccurrence.incident_id == incident_id)
+            .order_by(col(IncidentOccurrence.seen_at).desc())
+            .limit(20)
+        ).all()
+        return IncidentDetail(
+            incident=IncidentBase.model_validate(incident, from_attributes=True),
+            drafts=[draft_summary(d) for d in drafts],
+            recent_occurrences=[OccurrenceView.model_validate(o, from_attributes=True) for o in occurrences],
+            receipts=_receipts_for(call.session, incident_id=incident_id),
+        )
+
+
+def list_drafts(
+    monitor: Monitor,
+    principal: Principal,
+    *,
+    status: DraftStatus | None = None,
+    severity: Severity | None = None,
+    source: str | None = None,
+    incident_id: str | None = None,
+    limit: int = 50,
+    offset: int = 0,
+) -> DraftPage:
+    args: dict[str, Any] = {
+        "status": status,
+        "severity": severity,
+        "source": source,
+        "incident_id": incident_id,
+        "limit": limit,
+        "offset": offset,
+    }
+    with governed_call(monitor, principal, "list_drafts", args) as call:
+        query = select(Draft)
+        if status is not None:
+            query = query.where(Draft.status == status)
+        if severity is not None:
+            query = query.where(Draft.severity == severity)
+        if source is not None:
+            query = query.where(Draft.source == source)
+        if incident_id is not None:
+            query = query.where(Draft.incident_id == incident_id)
+        query = query.order_by(col(Draft.updated_at).desc(), col(Draft.draft_id).desc())
+        rows, next_offset = _page(call.session, query, limit, offset, monitor.config.limits.max_page_size)
+        return DraftPage(drafts=[draft_summary(d) for d in rows], next_offset=next_offset)
+
+
+def get_draft(monitor: Monitor, principal: Principal, draft_id: str) -> DraftDetail:
+    with governed_call(monitor, principal, "get_draft", {"draft_id": draft_id}, subject_id=draft_id) as call:
+        draft = get_draft_row(call.session, draft_id)
+        triage = call.session.exec(
+            select(TriageRun).where(TriageRun.draft_id == draft_id).order_by(col(TriageRun.created_at).desc()).limit(1)
+        ).first()
+        approvals = call.session.exec(
+            select(ApprovalRequest)
+            .where(ApprovalRequest.draft_id == draft_id)
+            .order_by(col(ApprovalRequest.requested_at).desc())
+        ).all()
+        return DraftDetail(
+            draft=DraftBase.model_validate(draft, from_attributes=True),
+            latest_triage=TriageRunBase.model_validate(triage, from_attributes=True) if triage else None,
+            approvals=[ApprovalRequestBase.model_validate(a, from_attributes=True) for a in approvals],
+            receipts=_receipts_for(call.session, draft_id=draft_id),
+            next_step=draft_next_step(draft),
+        )
+
+
+def list_receipts(
+    monitor: Monitor,
+    principal: Principal,
+    *,
+    draft_id: str | None = None,
+    incident_id: str | None = None,
+    limit: int = 50,
+    offset: int = 0,
+) -> ReceiptPage:
+    args = {"draft_id": draft_id, "incident_id": incident_id, "limit": limit, "offset": offset}
+    with governed_call(monitor, principal, "list_receipts", args) as call:
+        query = select(Receipt)
+        if draft_id is not None:
+            query = query.where(Receipt.draft_id == draft_id)
+        if incident_id is not None:
+            query = query.where(Receipt.incident_id == incident_id)
+        query = query.order_by(col(Receipt.created_at).desc(), col(Receipt.receipt_id).desc())
+        rows, next_offset = _page(call.session, query, limit, offset, monitor.config.limits.max_page_size)
+        return ReceiptPage(
+            receipts=[ReceiptBase.model_validate(r, from_attributes=True) for r in rows],
+            next_offset=next_offset,
+        )
+
+
+def list_approvals(
+    monitor: Monitor,
+    principal: Principal,
+    *,
+    status: ApprovalStatus | None = ApprovalStatus.pending,
+    limit: int = 50,
+    offset: int = 0,
+) -> ApprovalPage:
+    args = {"status": status, "limit": limit, "offset": offset}
+    with governed_call(monitor, principal, "list_approvals", args) as call:
+        query = select(ApprovalRequest)
+        if status is not None:
+            query = query.where(ApprovalRequest.status == status)
+        query = query.order_by(col(ApprovalRequest.requested_at).desc())
+        rows, next_offset = _page(call.session, query, limit, offset, monitor.config.limits.max_page_size)
+        return ApprovalPage(
+            approvals=[ApprovalRequestBase.model_validate(a, from_attributes=True) for a in rows],
+            next_offset=next_offset,
+        )

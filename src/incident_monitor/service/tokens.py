@@ -1,0 +1,111 @@
+"""Agent and operator tokens: random, shown once, stored as SHA-256 hashes, expiring, revocable."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+from datetime import timedelta
+
+from pydantic import BaseModel
+from sqlmodel import col, select
+
+from incident_monitor.domain.models import ApiToken, ApiTokenBase, new_id
+from incident_monitor.errors import CredentialError, InvalidInput, NotFound
+from incident_monitor.policy.principal import Principal
+from incident_monitor.policy.scopes import APPROVE, parse_scopes
+from incident_monitor.service.governed import governed_call
+from incident_monitor.service.monitor import Monitor
+
+TOKEN_PREFIX = "imt_"  # noqa: S105 - a public prefix, not a secret
+_NAME_PATTERN = "letters, digits, '.', '_', '-' (1-64 characters)"
+
+
+def hash_token(token: str) -> str:
+    # Tokens carry 256 random bits, so a fast hash is enough: there is nothing to brute-force.
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class CreatedToken(BaseModel):
+    token: ApiTokenBase
+    secret: str  # shown once
+
+
+def _valid_name(name: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", name):
+        raise InvalidInput(f"name: '{name[:64]}' is not valid; use {_NAME_PATTERN}")
+    if name.startswith(("operator:", "local-", "system:")):
+        raise InvalidInput("name: reserved prefix; choose another name")
+    return name
+
+
+def create_token(
+    monitor: Monitor,
+    principal: Principal,
+    *,
+    name: str,
+    scopes: list[str],
+    expires_in_days: int | None = None,
+) -> CreatedToken:
+    arguments = {"name": name, "scopes": scopes, "expires_in_days": expires_in_days}
+    with governed_call(monitor, principal, "manage_tokens", arguments, subject_id=name) as call:
+        name = _valid_name(name)
+        try:
+            parsed = parse_scopes(scopes)
+        except ValueError as exc:
+            raise InvalidInput(f"scopes: {exc}") from None
+        if expires_in_days is not None and not 1 <= expires_in_days <= 3650:
+            raise InvalidInput("expires_in_days: use 1 to 3650, or omit it for a token that does not expire")
+        if call.session.exec(select(ApiToken).where(ApiToken.name == name)).first():
+            raise InvalidInput(f"name: a token named '{name}' exists; revoke it first or choose another name")
+        now = monitor.clock()
+        secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        row = ApiToken(
+            token_id=new_id("tok"),
+            name=name,
+            scopes=sorted(parsed),
+            created_at=now,
+            expires_at=now + timedelta(days=expires_in_days) if expires_in_days else None,
+            token_hash=hash_token(secret),
+        )
+        call.session.add(row)
+        if APPROVE in parsed and len(parsed) > 1 and "incident_monitor:publish" in parsed:
+            call.notes.append("token holds both publish and approve (separate them where you can)")
+        call.session.flush()
+        return CreatedToken(token=ApiTokenBase.model_validate(row, from_attributes=True), secret=secret)
+
+
+def list_tokens(monitor: Monitor, principal: Principal) -> list[ApiTokenBase]:
+    with governed_call(monitor, principal, "manage_tokens", {"list": True}) as call:
+        rows = call.session.exec(select(ApiToken).order_by(col(ApiToken.created_at))).all()
+        return [ApiTokenBase.model_validate(r, from_attributes=True) for r in rows]
+
+
+def revoke_token(monitor: Monitor, principal: Principal, name: str) -> ApiTokenBase:
+    with governed_call(monitor, principal, "manage_tokens", {"revoke": name}, subject_id=name) as call:
+        row = call.session.exec(select(ApiToken).where(ApiToken.name == name)).first()
+        if row is None:
+            raise NotFound(f"name: no token named '{name}'; see `incident-monitor tokens list`")
+        if row.revoked_at is None:
+            row.revoked_at = monitor.clock()
+            call.session.add(row)
+            call.session.flush()
+        return ApiTokenBase.model_validate(row, from_attributes=True)
+
+
+def authenticate_token(monitor: Monitor, secret: str) -> Principal:
+    """The principal a token stands for; CredentialError (never naming the token) otherwise."""
+    digest = hash_token(secret)
+    with monitor.session() as session:
+        row = session.exec(select(ApiToken).where(ApiToken.token_hash == digest)).first()
+        if row is None or not hmac.compare_digest(row.token_hash, digest):
+            raise CredentialError("token not recognised: create one with `incident-monitor tokens create`")
+        now = monitor.clock()
+        if row.revoked_at is not None:
+            raise CredentialError(f"token '{row.name}' was revoked at {row.revoked_at.isoformat()}; issue a new one")
+        if row.expires_at is not None and row.expires_at <= now:
+            raise CredentialError(f"token '{row.name}' expired at {row.expires_at.isoformat()}; issue a new one")
+        row.last_used_at = now
+        session.add(row)
+        return Principal(name=row.name, scopes=frozenset(row.scopes), kind="agent", token_id=row.token_id)

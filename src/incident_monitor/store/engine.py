@@ -1,0 +1,62 @@
+"""Database engine and sessions: a SQLite file in the data directory by default (WAL mode).
+
+SQL stays portable (no SQLite-only statements outside the connect hook) so PostgreSQL can follow.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, SQLModel, create_engine
+
+from incident_monitor.domain import models as _models  # noqa: F401  (registers the tables)
+
+DATABASE_FILENAME = "incident-monitor.sqlite3"
+
+
+def _sqlite_pragmas(dbapi_connection: sqlite3.Connection, _record: Any) -> None:
+    # Let SQLAlchemy's "begin" hook own transactions (pysqlite's implicit BEGIN is deferred).
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    # NORMAL is durable in WAL mode except on power loss mid-checkpoint; FULL for acknowledged reports.
+    cursor.execute("PRAGMA synchronous=FULL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def sqlite_url(data_dir: Path) -> str:
+    return f"sqlite:///{(data_dir / DATABASE_FILENAME).resolve()}"
+
+
+def open_engine(data_dir: Path, url: str | None = None) -> Engine:
+    """Open (and create if needed) the database; the data directory is created too."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url or sqlite_url(data_dir), connect_args={"check_same_thread": False, "timeout": 30})
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
+        # BEGIN IMMEDIATE takes the write lock up front, so the server and the CLI writing at once
+        # wait for each other (busy_timeout) instead of failing on a stale snapshot, and the audit
+        # chain's "read last hash, append" is serialised across processes.
+        event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
+    SQLModel.metadata.create_all(engine)
+    return engine
+
+
+@contextmanager
+def session_scope(engine: Engine) -> Iterator[Session]:
+    """One unit of work: committed when the block ends, rolled back on any error."""
+    with Session(engine, expire_on_commit=False) as session:
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
