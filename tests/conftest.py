@@ -1,15 +1,143 @@
+"""Shared fixtures: monitors over real SQLite files, a controllable clock, principals, secrets."""
+
 from __future__ import annotations
 
+import base64
+import os
 import sys
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from incident_monitor.config import MonitorConfig
+from incident_monitor.policy.principal import LOCAL_AGENT, Principal, local_operator
+from incident_monitor.policy.scopes import DEFAULT_AGENT_SCOPES, OPERATOR_SCOPES
+from incident_monitor.service.monitor import Monitor
+
 ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
 # The examples' webhook receiver doubles as the tests' receiver.
-sys.path.insert(0, str(ROOT / "examples"))
+sys.path.insert(0, str(EXAMPLES))
+
+WEBHOOK_SECRET_VARIABLE = "INCIDENT_MONITOR_WEBHOOK_SECRET"
 
 
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+class FakeClock:
+    """A clock tests move by hand (approval expiry, rates) instead of sleeping."""
+
+    def __init__(self, start: datetime | None = None) -> None:
+        self.now = start or datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> None:
+        self.now += timedelta(**delta)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+def new_webhook_secret() -> str:
+    return "whsec_" + base64.b64encode(os.urandom(24)).decode()
+
+
+@pytest.fixture
+def webhook_secret(monkeypatch: pytest.MonkeyPatch) -> str:
+    """A fresh Standard Webhooks secret, exported where the config's env: reference points."""
+    secret = new_webhook_secret()
+    monkeypatch.setenv(WEBHOOK_SECRET_VARIABLE, secret)
+    return secret
+
+
+def flow_config(webhook_url: str | None = None, **overrides: Any) -> dict[str, Any]:
+    """A config like examples/config.toml, pointing its webhook at ``webhook_url``."""
+    config: dict[str, Any] = {
+        "destinations": [
+            {
+                "id": "ops-webhook",
+                "kind": "webhook",
+                "url": webhook_url or "http://127.0.0.1:9/hooks/incident",
+                "secret": f"env:{WEBHOOK_SECRET_VARIABLE}",
+                "allow_insecure_http": True,
+                "timeout_seconds": 5,
+                "max_attempts": 2,
+                "backoff_seconds": 0,
+            },
+            {"id": "telemetry", "kind": "telemetry", "path": "telemetry.jsonl"},
+        ],
+        "routes": [
+            {
+                "id": "runtime-failures",
+                "destination_id": "ops-webhook",
+                "priority": 10,
+                "match": {"route_tags": ["runtime-failure"]},
+            },
+            {
+                "id": "safety-signals",
+                "destination_id": "ops-webhook",
+                "priority": 20,
+                "approval_policy": "always",
+                "match": {"risk_categories": ["tool_policy"]},
+            },
+        ],
+        "default_destination": {"destination_id": "telemetry"},
+    }
+    config.update(overrides)
+    return config
+
+
+MonitorFactory = Callable[..., Monitor]
+
+
+@pytest.fixture
+def make_monitor(tmp_path: Path, clock: FakeClock) -> Iterator[MonitorFactory]:
+    """Open a monitor on a real SQLite file in tmp_path: ``make_monitor(config_dict, data_dir=...)``."""
+    opened: list[Monitor] = []
+
+    def factory(
+        config: dict[str, Any] | None = None, *, data_dir: Path | None = None, use_clock: bool = True
+    ) -> Monitor:
+        monitor = Monitor.open(
+            config=MonitorConfig.model_validate(config if config is not None else flow_config()),
+            data_dir=data_dir or tmp_path / "data",
+            **({"clock": clock} if use_clock else {}),
+        )
+        opened.append(monitor)
+        return monitor
+
+    yield factory
+    for monitor in opened:
+        monitor.close()
+
+
+# Principals: the local agent (default agent scopes), the local operator, and made-to-measure ones.
+AGENT = LOCAL_AGENT
+OPERATOR = local_operator()
+
+
+def principal(name: str, *scopes: str) -> Principal:
+    return Principal(name=name, scopes=frozenset(s if ":" in s else f"incident_monitor:{s}" for s in scopes))
+
+
+@pytest.fixture
+def agent() -> Principal:
+    return AGENT
+
+
+@pytest.fixture
+def operator() -> Principal:
+    return OPERATOR
+
+
+__all__ = ["DEFAULT_AGENT_SCOPES", "OPERATOR_SCOPES", "FakeClock", "flow_config", "new_webhook_secret", "principal"]
