@@ -157,18 +157,14 @@ _URL_CREDENTIALS = re.compile(
 )
 # Webhook URLs whose path is the credential.
 _WEBHOOK_URLS = (
-    re.compile(r"(?P<head>\bhttps://hooks\.slack\.com/(?:services|workflows|triggers)/)(?P<secret>[\w/-]+)"),
-    re.compile(
-        r"(?P<head>\bhttps://(?:ptb\.|canary\.)?discord(?:app)?\.com/api/webhooks/)(?P<secret>[\w/-]+)"
-    ),
+    re.compile(r"(?P<head>https://hooks\.slack\.com/(?:services|workflows|triggers)/)(?P<secret>[\w/-]+)"),
+    re.compile(r"(?P<head>https://(?:ptb\.|canary\.)?discord(?:app)?\.com/api/webhooks/)(?P<secret>[\w/-]+)"),
 )
 
 # Cookie headers carry several secrets separated by ';', so the whole rest of the line goes.
 _COOKIE_HEADER = re.compile(
     r"(?<![\w-])(?P<head>(?:set-)?cookie[ \t]*:[ \t]*)(?P<secret>[^\s\"'\\][^\r\n\"'\\]*)", re.IGNORECASE
 )
-
-# Well-known credential formats, replaced wherever they appear.
 
 
 def _token(prefix: str, rest: str) -> re.Pattern[str]:
@@ -178,8 +174,8 @@ def _token(prefix: str, rest: str) -> re.Pattern[str]:
     return re.compile(rf"{prefix}(?<!\w{prefix}){rest}")
 
 
-# The flag says the prefix is ordinary enough ("sk-learn-...") that the value must also look random
-# (see _looks_random) to be redacted.
+# Well-known credential formats, replaced wherever they appear. The flag says the prefix is ordinary
+# enough ("sk-learn-...") that the value must also look random (see _looks_random) to be redacted.
 _TOKEN_PATTERNS: tuple[tuple[re.Pattern[str], bool], ...] = (
     (_token("gh[pousr]_", "[A-Za-z0-9]{30,}"), False),  # GitHub
     (_token("github_pat_", "[A-Za-z0-9_]{30,}"), False),  # GitHub fine-grained
@@ -234,6 +230,8 @@ _FIELD_VALUE = re.compile(
     re.VERBOSE | re.IGNORECASE,
 )
 _CONTENT_GROUPS = ("edq", "dq", "sq", "bare")
+# Unquoted literals that say a secret is absent, kept as redact_json keeps None and booleans.
+_ABSENT_VALUES = frozenset({"null", "none", "nil", "undefined", "true", "false"})
 _SCHEME_PREFIX = re.compile(rf"{_AUTH_SCHEMES}[ \t]+(?=\S)", re.IGNORECASE)
 
 # "Bearer <credential>" outside any header. Prose ("Bearer of bad news") is told apart by
@@ -244,9 +242,7 @@ _CREDENTIAL_PUNCTUATION = frozenset("._~+/=")
 
 def _looks_random(value: str) -> bool:
     # Generated credentials of 20+ characters virtually always mix digits or letter cases; words don't.
-    return any(c.isdigit() for c in value) or (
-        any(c.isupper() for c in value) and any(c.islower() for c in value)
-    )
+    return any(c.isdigit() for c in value) or (any(c.isupper() for c in value) and any(c.islower() for c in value))
 
 
 def _looks_like_credential(value: str) -> bool:
@@ -319,8 +315,8 @@ def _redact_fields(text: str) -> str:
         group = next(name for name in _CONTENT_GROUPS if value[name] is not None)
         start, end = value.span(group)
         pos = value.end()
-        if start == end:
-            continue  # an empty value hides nothing
+        if start == end or (group == "bare" and value[group].lower() in _ABSENT_VALUES):
+            continue  # nothing to hide, and "password: null" may be the very symptom being reported
         parts += [text[copied:start], _mask_field_value(value[group])]
         copied = end
     parts.append(text[copied:])
@@ -364,10 +360,7 @@ def _names_secret_pair(mapping: dict[Any, Any]) -> bool:
     # {"name": "DB_PASSWORD", "value": "..."} (Kubernetes env, HAR headers, AWS tags): the secret's name
     # is in a sibling field, so the "value" field must be treated as sensitive.
     return any(
-        isinstance(key, str)
-        and key.lower() in _PAIR_NAME_FIELDS
-        and isinstance(item, str)
-        and is_sensitive_key(item)
+        isinstance(key, str) and key.lower() in _PAIR_NAME_FIELDS and isinstance(item, str) and is_sensitive_key(item)
         for key, item in mapping.items()
     )
 

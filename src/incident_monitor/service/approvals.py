@@ -76,8 +76,8 @@ def request_approval(monitor: Monitor, principal: Principal, draft_id: str, reas
                 return _result(existing, draft)
             existing.status = ApprovalStatus.superseded
             session.add(existing)
-        if draft.status is DraftStatus.approval_required:
-            # Its request expired: start over from draft with a fresh request.
+        if draft.status in (DraftStatus.approval_required, DraftStatus.approved):
+            # Its request or approval expired (superseded above): start over with a fresh request.
             draft.status = DraftStatus.draft
         decision = decide_for_draft(monitor, draft)
         if decision.blocked:
