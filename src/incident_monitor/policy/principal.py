@@ -12,8 +12,10 @@ from incident_monitor.policy.scopes import DEFAULT_AGENT_SCOPES, OPERATOR_SCOPES
 class Principal:
     name: str
     scopes: frozenset[str]
-    kind: str = "agent"  # agent | operator | local
+    kind: str = "agent"  # agent | operator | local | system
     token_id: str | None = field(default=None, compare=False)
+    # Set when the credential stopped being valid mid-session: the principal then holds no scopes.
+    credential_problem: str | None = field(default=None, compare=False)
 
     def has(self, scope: str) -> bool:
         return scope in self.scopes

@@ -9,9 +9,6 @@ from incident_monitor.policy.principal import LOCAL_AGENT, Principal
 from incident_monitor.service.monitor import Monitor
 from incident_monitor.service.tokens import authenticate_token
 
-# Stands in for a token revoked or expired mid-session: holds no scopes, so every call is denied.
-INVALID_CREDENTIAL = Principal(name="invalid-credential", scopes=frozenset(), kind="agent")
-
 
 def stdio_principal(monitor: Monitor, token: str | None) -> Callable[[], Principal]:
     """The principal for a stdio session.
@@ -22,12 +19,13 @@ def stdio_principal(monitor: Monitor, token: str | None) -> Callable[[], Princip
     """
     if not token:
         return lambda: LOCAL_AGENT
-    authenticate_token(monitor, token)
+    name = authenticate_token(monitor, token).name
 
     def resolve() -> Principal:
         try:
             return authenticate_token(monitor, token)
-        except CredentialError:
-            return INVALID_CREDENTIAL
+        except CredentialError as exc:
+            # Same name (the audit log says who tried), no scopes (every call is denied).
+            return Principal(name=name, scopes=frozenset(), credential_problem=exc.message)
 
     return resolve

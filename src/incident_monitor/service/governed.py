@@ -71,14 +71,20 @@ def record_decision(
 
 def deny_if_not_allowed(monitor: Monitor, principal: Principal, action: str, arguments: Any) -> None:
     decision = check_action(principal, action)
-    if not decision.allowed:
-        record_decision(monitor, principal, action, Decision.deny, list(decision.reasons), arguments)
+    if decision.allowed:
+        return
+    if principal.credential_problem:
+        message = f"permission denied: {principal.credential_problem}"
+        reasons = [principal.credential_problem]
+    else:
         needed = ", ".join(decision.missing_scopes) or "(unknown action)"
-        raise PermissionDenied(
+        message = (
             f"permission denied: {action} needs scope {needed}; {principal.name} has "
-            f"{', '.join(sorted(principal.scopes)) or 'no scopes'}. Ask an operator for a token with that scope.",
-            reasons=list(decision.reasons),
+            f"{', '.join(sorted(principal.scopes)) or 'no scopes'}. Ask an operator for a token with that scope."
         )
+        reasons = list(decision.reasons)
+    record_decision(monitor, principal, action, Decision.deny, reasons, arguments)
+    raise PermissionDenied(message, reasons=reasons)
 
 
 @contextmanager

@@ -107,9 +107,7 @@ def _check_limits(report: IncidentReport, limits: Limits) -> None:
     context_size = len(str(report.context))
     over("context", context_size, limits.max_detail_chars, "max_detail_chars", "send less structured context")
     if report.level.lower() not in LEVEL_SEVERITY:
-        problems.append(
-            f"level: '{report.level[:40]}' is not a known level; use one of: critical, error, warning, info"
-        )
+        problems.append("level: not a known level; use one of: critical, error, warning, info")
     if problems:
         raise InvalidInput("report invalid:\n  - " + "\n  - ".join(problems), reasons=problems)
 
@@ -186,10 +184,11 @@ def _latest_draft(session: Session, incident_id: str) -> Draft | None:
 
 def report_incident(monitor: Monitor, principal: Principal, report: IncidentReport) -> ReportResult:
     arguments = report.model_dump(mode="json")
-    with governed_call(monitor, principal, "report_incident", arguments, run_id=report.run_id) as call:
+    with governed_call(monitor, principal, "report_incident", arguments) as call:
         # Sizes first, on the raw report: bounds the redaction work and names the caller's own field.
         _check_limits(report, monitor.config.limits)
         clean, redacted = _redact(report)
+        call.run_id = clean.run_id  # only after redaction: the audit row must not carry a secret
         _check_noise(clean, monitor.config)
         if redacted:
             call.notes.append(f"redacted secrets in: {', '.join(redacted)}")

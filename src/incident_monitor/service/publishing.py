@@ -54,6 +54,10 @@ def _approval_gate(
     session: Session, monitor: Monitor, draft: Draft, decision: RouteDecision, key: str
 ) -> ApprovalRequest | None:
     """The approval that authorises this publish, or ApprovalRequired saying what to do."""
+    if draft.status is DraftStatus.denied:
+        raise ApprovalRequired(
+            f"approval denied for draft {draft.draft_id}: {draft_next_step(draft)}", reasons=["approval denied"]
+        )
     if not decision.approval_required:
         return None
     now = monitor.clock()

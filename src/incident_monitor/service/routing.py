@@ -58,7 +58,7 @@ def preview_route(
             decision = decide_for_draft(monitor, get_draft_row(call.session, draft_id))
         else:
             if level is not None and level.lower() not in LEVEL_SEVERITY:
-                raise InvalidInput(f"level: '{level[:40]}' is not a known level; use critical, error, warning or info")
+                raise InvalidInput("level: not a known level; use critical, error, warning or info")
             severity = Severity.highest(LEVEL_SEVERITY[level.lower()] if level else None, risk_level)
             subject = RouteSubject(
                 severity=severity,
