@@ -51,6 +51,14 @@ def _page(
     return rows[:limit], next_offset
 
 
+def _where_equal(query: SelectOfScalar[T], model: type, filters: dict[str, Any]) -> SelectOfScalar[T]:
+    """``column == value`` for every filter given (None means "any")."""
+    for name, value in filters.items():
+        if value is not None:
+            query = query.where(getattr(model, name) == value)
+    return query
+
+
 def get_incident_row(session: Session, incident_id: str) -> Incident:
     incident = session.get(Incident, incident_id)
     if incident is None:
@@ -95,25 +103,11 @@ def list_incidents(
     limit: int = 50,
     offset: int = 0,
 ) -> IncidentPage:
-    args: dict[str, Any] = {
-        "status": status,
-        "severity": severity,
-        "source": source,
-        "project_id": project_id,
-        "limit": limit,
-        "offset": offset,
-    }
-    with governed_call(monitor, principal, "list_incidents", args) as call:
-        query = select(Incident)
-        if status is not None:
-            query = query.where(Incident.status == status)
-        if severity is not None:
-            query = query.where(Incident.severity == severity)
-        if source is not None:
-            query = query.where(Incident.source == source)
-        if project_id is not None:
-            query = query.where(Incident.project_id == project_id)
-        query = query.order_by(col(Incident.last_seen_at).desc(), col(Incident.incident_id).desc())
+    filters: dict[str, Any] = {"status": status, "severity": severity, "source": source, "project_id": project_id}
+    with governed_call(monitor, principal, "list_incidents", {**filters, "limit": limit, "offset": offset}) as call:
+        query = _where_equal(select(Incident), Incident, filters).order_by(
+            col(Incident.last_seen_at).desc(), col(Incident.incident_id).desc()
+        )
         rows, next_offset = _page(call.session, query, limit, offset, monitor.config.limits.max_page_size)
         return IncidentPage(
             incidents=[IncidentBase.model_validate(r, from_attributes=True) for r in rows],
@@ -124,11 +118,7 @@ def list_incidents(
 def _receipts_for(
     session: Session, *, incident_id: str | None = None, draft_id: str | None = None
 ) -> list[ReceiptBase]:
-    query = select(Receipt)
-    if incident_id:
-        query = query.where(Receipt.incident_id == incident_id)
-    if draft_id:
-        query = query.where(Receipt.draft_id == draft_id)
+    query = _where_equal(select(Receipt), Receipt, {"incident_id": incident_id, "draft_id": draft_id})
     rows = session.exec(query.order_by(col(Receipt.created_at).desc()).limit(50)).all()
     return [ReceiptBase.model_validate(r, from_attributes=True) for r in rows]
 
@@ -166,25 +156,11 @@ def list_drafts(
     limit: int = 50,
     offset: int = 0,
 ) -> DraftPage:
-    args: dict[str, Any] = {
-        "status": status,
-        "severity": severity,
-        "source": source,
-        "incident_id": incident_id,
-        "limit": limit,
-        "offset": offset,
-    }
-    with governed_call(monitor, principal, "list_drafts", args) as call:
-        query = select(Draft)
-        if status is not None:
-            query = query.where(Draft.status == status)
-        if severity is not None:
-            query = query.where(Draft.severity == severity)
-        if source is not None:
-            query = query.where(Draft.source == source)
-        if incident_id is not None:
-            query = query.where(Draft.incident_id == incident_id)
-        query = query.order_by(col(Draft.updated_at).desc(), col(Draft.draft_id).desc())
+    filters: dict[str, Any] = {"status": status, "severity": severity, "source": source, "incident_id": incident_id}
+    with governed_call(monitor, principal, "list_drafts", {**filters, "limit": limit, "offset": offset}) as call:
+        query = _where_equal(select(Draft), Draft, filters).order_by(
+            col(Draft.updated_at).desc(), col(Draft.draft_id).desc()
+        )
         rows, next_offset = _page(call.session, query, limit, offset, monitor.config.limits.max_page_size)
         return DraftPage(drafts=[draft_summary(d) for d in rows], next_offset=next_offset)
 
@@ -218,14 +194,11 @@ def list_receipts(
     limit: int = 50,
     offset: int = 0,
 ) -> ReceiptPage:
-    args = {"draft_id": draft_id, "incident_id": incident_id, "limit": limit, "offset": offset}
-    with governed_call(monitor, principal, "list_receipts", args) as call:
-        query = select(Receipt)
-        if draft_id is not None:
-            query = query.where(Receipt.draft_id == draft_id)
-        if incident_id is not None:
-            query = query.where(Receipt.incident_id == incident_id)
-        query = query.order_by(col(Receipt.created_at).desc(), col(Receipt.receipt_id).desc())
+    filters: dict[str, Any] = {"draft_id": draft_id, "incident_id": incident_id}
+    with governed_call(monitor, principal, "list_receipts", {**filters, "limit": limit, "offset": offset}) as call:
+        query = _where_equal(select(Receipt), Receipt, filters).order_by(
+            col(Receipt.created_at).desc(), col(Receipt.receipt_id).desc()
+        )
         rows, next_offset = _page(call.session, query, limit, offset, monitor.config.limits.max_page_size)
         return ReceiptPage(
             receipts=[ReceiptBase.model_validate(r, from_attributes=True) for r in rows],
@@ -241,12 +214,11 @@ def list_approvals(
     limit: int = 50,
     offset: int = 0,
 ) -> ApprovalPage:
-    args = {"status": status, "limit": limit, "offset": offset}
-    with governed_call(monitor, principal, "list_approvals", args) as call:
-        query = select(ApprovalRequest)
-        if status is not None:
-            query = query.where(ApprovalRequest.status == status)
-        query = query.order_by(col(ApprovalRequest.requested_at).desc())
+    filters: dict[str, Any] = {"status": status}
+    with governed_call(monitor, principal, "list_approvals", {**filters, "limit": limit, "offset": offset}) as call:
+        query = _where_equal(select(ApprovalRequest), ApprovalRequest, filters).order_by(
+            col(ApprovalRequest.requested_at).desc()
+        )
         rows, next_offset = _page(call.session, query, limit, offset, monitor.config.limits.max_page_size)
         return ApprovalPage(
             approvals=[ApprovalRequestBase.model_validate(a, from_attributes=True) for a in rows],
