@@ -7,7 +7,7 @@ where publish would block. Pure: readiness comes in as a function.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 
 from pydantic import BaseModel, Field
 
@@ -26,7 +26,9 @@ class RouteSubject:
     source: str | None = None
     project_id: str | None = None
     event: str | None = None
-    extra_reasons: list[str] = field(default_factory=list)
+    # The severity without the report's own risk claim. A reporter's risk_level may raise the
+    # approval requirement, never lower it (e.g. by steering to a `never` route for critical).
+    baseline_severity: Severity | None = None
 
 
 class RouteDecision(BaseModel):
@@ -92,6 +94,20 @@ def approval_requirement(
 
 
 def decide_route(config: MonitorConfig, subject: RouteSubject, readiness: Callable[[str], Readiness]) -> RouteDecision:
+    decision = _decide(config, subject, readiness)
+    if subject.baseline_severity is None or subject.baseline_severity == subject.severity:
+        return decision
+    baseline = _decide(config, replace(subject, severity=subject.baseline_severity), readiness)
+    if baseline.approval_required and not decision.approval_required:
+        reasons = [
+            f"without the report's risk_level (severity {subject.baseline_severity.value}): {reason}"
+            for reason in baseline.approval_reasons
+        ]
+        return decision.model_copy(update={"approval_required": True, "approval_reasons": reasons})
+    return decision
+
+
+def _decide(config: MonitorConfig, subject: RouteSubject, readiness: Callable[[str], Readiness]) -> RouteDecision:
     candidates: list[tuple[int, int, Route, list[str]]] = []
     for order, route in enumerate(config.routes):
         why = _match(route, subject)

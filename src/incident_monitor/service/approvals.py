@@ -69,17 +69,25 @@ def request_approval(monitor: Monitor, principal: Principal, draft_id: str, reas
         reason = clean_note("reason", reason)
         draft = get_draft_row(session, draft_id)
         now = monitor.clock()
-        # Asking twice returns the request already open, so a retrying agent makes no duplicates.
+        decision = decide_for_draft(monitor, draft)
+        binding = (draft.evidence_digest, decision.destination_id, decision.route_id, decision.policy_version)
+        # Asking twice returns the request already open, so a retrying agent makes no duplicates;
+        # one bound to other evidence, another route or an older policy, or expired, is superseded.
         for existing in approvals_for(session, draft_id, ApprovalStatus.pending, ApprovalStatus.approved):
-            if existing.evidence_digest == draft.evidence_digest and not is_expired(existing, now):
+            existing_binding = (
+                existing.evidence_digest,
+                existing.destination_id,
+                existing.route_id,
+                existing.policy_version,
+            )
+            if existing_binding == binding and not is_expired(existing, now):
                 call.notes.append(f"existing {existing.status.value} approval {existing.approval_id} returned")
                 return _result(existing, draft)
             existing.status = ApprovalStatus.superseded
             session.add(existing)
         if draft.status in (DraftStatus.approval_required, DraftStatus.approved):
-            # Its request or approval expired (superseded above): start over with a fresh request.
+            # Its request or approval no longer applies (superseded above): start over.
             draft.status = DraftStatus.draft
-        decision = decide_for_draft(monitor, draft)
         if decision.blocked:
             raise PublishBlocked(
                 "route blocked, nothing to approve: "

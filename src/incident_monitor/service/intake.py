@@ -101,7 +101,10 @@ def _check_limits(report: IncidentReport, limits: Limits) -> None:
             "link, don't inline",
         )
     if len(report.route_tags) > limits.max_route_tags:
-        problems.append(f"route_tags: {len(report.route_tags)} tags, limit {limits.max_route_tags}; keep fewer tags")
+        problems.append(
+            f"route_tags: {len(report.route_tags)} tags, limit {limits.max_route_tags} (limits.max_route_tags); "
+            "keep fewer tags"
+        )
     for i, tag in enumerate(report.route_tags):
         over(f"route_tags[{i}]", len(tag), limits.max_field_chars, "max_field_chars", "use a short tag")
     context_size = len(str(report.context))

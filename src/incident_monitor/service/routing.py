@@ -17,6 +17,7 @@ def subject_for_draft(draft: Draft) -> RouteSubject:
     inc = draft.evidence["incident"]
     return RouteSubject(
         severity=draft.severity,
+        baseline_severity=LEVEL_SEVERITY.get(inc.get("level", ""), Severity.critical),
         route_tags=tuple(draft.route_tags),
         risk_category=inc.get("risk_category"),
         source=inc.get("source"),
@@ -59,9 +60,10 @@ def preview_route(
         else:
             if level is not None and level.lower() not in LEVEL_SEVERITY:
                 raise InvalidInput("level: not a known level; use critical, error, warning or info")
-            severity = Severity.highest(LEVEL_SEVERITY[level.lower()] if level else None, risk_level)
+            level_severity = LEVEL_SEVERITY[level.lower()] if level else None
             subject = RouteSubject(
-                severity=severity,
+                severity=Severity.highest(level_severity, risk_level),
+                baseline_severity=Severity.highest(level_severity),
                 route_tags=tuple(route_tags or ()),
                 risk_category=risk_category,
                 source=source,
