@@ -88,10 +88,9 @@ def cmd_tokens_list(args: argparse.Namespace) -> int:
     if not rows:
         print("no tokens; create one with: incident-monitor tokens create --name NAME --scopes read,report")
     for row in rows:
-        state = (
-            "revoked" if row.revoked_at else ("expires " + row.expires_at.isoformat() if row.expires_at else "active")
-        )
-        print(f"{row.name:24} {state:32} {','.join(s.split(':', 1)[1] for s in row.scopes)}")
+        when = row.revoked_at if row.status == "revoked" else row.expires_at
+        state = f"{row.status} {when.isoformat()}" if when else row.status
+        print(f"{row.name:24} {state:40} {','.join(s.split(':', 1)[1] for s in row.scopes)}")
     return EXIT_OK
 
 

@@ -17,8 +17,11 @@ def stdio_principal(monitor: Monitor, token: str | None) -> Callable[[], Princip
     valid at startup (CredentialError otherwise), and is re-checked on every call so a revocation
     or expiry takes effect at once.
     """
-    if not token:
+    if token is None:
         return lambda: LOCAL_AGENT
+    if not token.strip():
+        # A blank token in a client config is a mistake, not a request to run unauthenticated.
+        raise CredentialError("set but empty; put a token in it, or unset it to run as the local agent")
     name = authenticate_token(monitor, token).name
 
     def resolve() -> Principal:
@@ -26,6 +29,7 @@ def stdio_principal(monitor: Monitor, token: str | None) -> Callable[[], Princip
             return authenticate_token(monitor, token)
         except CredentialError as exc:
             # Same name (the audit log says who tried), no scopes (every call is denied).
-            return Principal(name=name, scopes=frozenset(), credential_problem=exc.message)
+            problem = f"{exc.message} (restart the server with a valid INCIDENT_MONITOR_TOKEN)"
+            return Principal(name=name, scopes=frozenset(), credential_problem=problem)
 
     return resolve

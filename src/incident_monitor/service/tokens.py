@@ -6,7 +6,8 @@ import hashlib
 import hmac
 import re
 import secrets
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Literal
 
 from pydantic import BaseModel
 from sqlmodel import col, select
@@ -25,6 +26,18 @@ _NAME_PATTERN = "letters, digits, '.', '_', '-' (1-64 characters)"
 def hash_token(token: str) -> str:
     # Tokens carry 256 random bits, so a fast hash is enough: there is nothing to brute-force.
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+class TokenView(ApiTokenBase):
+    status: Literal["active", "expired", "revoked"]
+
+
+def token_status(row: ApiTokenBase, now: datetime) -> Literal["active", "expired", "revoked"]:
+    if row.revoked_at is not None:
+        return "revoked"
+    if row.expires_at is not None and row.expires_at <= now:
+        return "expired"
+    return "active"
 
 
 class CreatedToken(BaseModel):
@@ -76,10 +89,16 @@ def create_token(
         return CreatedToken(token=ApiTokenBase.model_validate(row, from_attributes=True), secret=secret)
 
 
-def list_tokens(monitor: Monitor, principal: Principal) -> list[ApiTokenBase]:
+def list_tokens(monitor: Monitor, principal: Principal) -> list[TokenView]:
     with governed_call(monitor, principal, "manage_tokens", {"list": True}) as call:
         rows = call.session.exec(select(ApiToken).order_by(col(ApiToken.created_at))).all()
-        return [ApiTokenBase.model_validate(r, from_attributes=True) for r in rows]
+        now = monitor.clock()
+        return [
+            TokenView.model_validate(
+                {**ApiTokenBase.model_validate(r, from_attributes=True).model_dump(), "status": token_status(r, now)}
+            )
+            for r in rows
+        ]
 
 
 def revoke_token(monitor: Monitor, principal: Principal, name: str) -> ApiTokenBase:
