@@ -34,10 +34,11 @@ from incident_monitor.domain.models import (
 from incident_monitor.policy.principal import Principal
 from incident_monitor.policy.scopes import ACTION_SCOPES, ALL_SCOPES
 from incident_monitor.server.principals import stdio_principal
-from incident_monitor.server.tools import TOOL_ANNOTATIONS, build_mcp_server
+from incident_monitor.server.tools import TOOL_ANNOTATIONS
 from incident_monitor.service.monitor import Monitor
 from incident_monitor.service.tokens import create_token, revoke_token
 from incident_monitor.store.engine import DATABASE_FILENAME
+from mcp_helpers import call_ok, call_refused, error_text, mcp_client
 from webhook_receiver import WebhookReceiver
 
 pytestmark = pytest.mark.anyio
@@ -64,31 +65,6 @@ CANARIES = (GITHUB_CANARY, OPENAI_CANARY)
 
 
 # --- MCP helpers -----------------------------------------------------------------------------------
-
-
-def error_text(result: CallToolResult) -> str:
-    return "\n".join(getattr(block, "text", "") for block in result.content)
-
-
-async def call_ok(client: Client, tool: str, **arguments: Any) -> dict[str, Any]:
-    result = await client.call_tool(tool, arguments)
-    assert not result.is_error, f"{tool} refused: {error_text(result)}"
-    assert result.structured_content is not None, f"{tool} returned no structured content"
-    return result.structured_content
-
-
-async def call_refused(client: Client, tool: str, **arguments: Any) -> str:
-    result = await client.call_tool(tool, arguments)
-    assert result.is_error, f"{tool} should have been refused, got {result.structured_content}"
-    # Errors raised inside a tool reach the client behind the SDK's prefix; the gate's errors do not.
-    return error_text(result).removeprefix(f"Error executing tool {tool}: ")
-
-
-@asynccontextmanager
-async def mcp_client(monitor: Monitor, who: Principal | Callable[[], Principal]) -> AsyncIterator[Client]:
-    resolver = who if callable(who) else (lambda: who)
-    async with Client(build_mcp_server(monitor, resolver)) as client:
-        yield client
 
 
 @asynccontextmanager

@@ -13,13 +13,13 @@ from typing import Any
 
 import pytest
 from mcp import Client
-from mcp.types import CallToolResult
 
 from conftest import AGENT, OPERATOR, WEBHOOK_SECRET_VARIABLE, MonitorFactory, flow_config, principal
 from incident_monitor.policy.principal import Principal
 from incident_monitor.policy.scopes import ALL_SCOPES, READ
-from incident_monitor.server.tools import TOOL_ANNOTATIONS, build_mcp_server
+from incident_monitor.server.tools import TOOL_ANNOTATIONS
 from incident_monitor.service.monitor import Monitor
+from mcp_helpers import call_ok, call_refused, mcp_client
 from webhook_receiver import WebhookReceiver, delivery_id_for
 
 pytestmark = pytest.mark.anyio
@@ -47,30 +47,6 @@ LINT_WARNING: dict[str, Any] = {
 
 
 # --- helpers ---------------------------------------------------------------------------------------
-
-
-def error_text(result: CallToolResult) -> str:
-    return "\n".join(getattr(block, "text", "") for block in result.content)
-
-
-async def call_ok(client: Client, tool: str, **arguments: Any) -> dict[str, Any]:
-    result = await client.call_tool(tool, arguments)
-    assert not result.is_error, f"{tool} refused: {error_text(result)}"
-    assert result.structured_content is not None, f"{tool} returned no structured content"
-    return result.structured_content
-
-
-async def call_refused(client: Client, tool: str, **arguments: Any) -> str:
-    result = await client.call_tool(tool, arguments)
-    assert result.is_error, f"{tool} should have been refused, got {result.structured_content}"
-    # Errors raised inside a tool reach the client behind the SDK's prefix; the gate's errors do not.
-    return error_text(result).removeprefix(f"Error executing tool {tool}: ")
-
-
-@asynccontextmanager
-async def mcp_client(monitor: Monitor, who: Principal) -> AsyncIterator[Client]:
-    async with Client(build_mcp_server(monitor, lambda: who)) as client:
-        yield client
 
 
 @asynccontextmanager

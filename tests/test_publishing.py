@@ -25,6 +25,7 @@ from incident_monitor.policy.scopes import ALL_SCOPES
 from incident_monitor.server.tools import build_mcp_server
 from incident_monitor.service import approvals, incidents, intake, publishing, triage
 from incident_monitor.service.monitor import Monitor
+from mcp_helpers import call_ok
 from webhook_receiver import WebhookReceiver
 
 SRC = Path(__file__).resolve().parent.parent / "src" / "incident_monitor"
@@ -364,13 +365,6 @@ class Caller:
         return self.principal
 
 
-async def call_ok(client: Client, tool: str, arguments: dict[str, Any]) -> dict[str, Any]:
-    result = await client.call_tool(tool, arguments)
-    assert not result.is_error, (tool, result.content)
-    assert result.structured_content is not None
-    return result.structured_content
-
-
 @pytest.mark.anyio
 async def test_runtime_no_tool_but_publish_draft_reaches_an_adapter(
     make_monitor: MonitorFactory, receiver: WebhookReceiver, monkeypatch: pytest.MonkeyPatch
@@ -387,7 +381,7 @@ async def test_runtime_no_tool_but_publish_draft_reaches_an_adapter(
 
         async def ok(tool: str, **arguments: Any) -> dict[str, Any]:
             called.add(tool)
-            return await call_ok(client, tool, arguments)
+            return await call_ok(client, tool, **arguments)
 
         await ok("get_status")
         report = {"source": "ci", "event": "ci.smoke.failed", "level": "warning", "route_tags": ["runtime-failure"]}
@@ -418,7 +412,7 @@ async def test_runtime_no_tool_but_publish_draft_reaches_an_adapter(
         assert spy.calls == []
         assert receiver.request_count == 0
 
-        published = await call_ok(client, "publish_draft", {"draft_id": first["draft_id"]})
+        published = await call_ok(client, "publish_draft", draft_id=first["draft_id"])
 
     assert spy.calls == [published["receipt"]["receipt_id"]]
     assert len(receiver.deliveries) == 1

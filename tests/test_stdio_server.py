@@ -27,6 +27,7 @@ from conftest import OPERATOR, WEBHOOK_SECRET_VARIABLE, new_webhook_secret
 from incident_monitor.config import MonitorConfig
 from incident_monitor.service import tokens
 from incident_monitor.service.monitor import Monitor
+from mcp_helpers import error_text
 from webhook_receiver import WebhookReceiver, delivery_id_for
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -148,10 +149,6 @@ async def served(config: Path, data_dir: Path, env: dict[str, str], errlog: Path
     with errlog.open("a", encoding="utf-8") as log, anyio.fail_after(SESSION_TIMEOUT_SECONDS):
         async with Client(stdio_client(params, errlog=log)) as client:
             yield client
-
-
-def error_text(result: Any) -> str:
-    return "\n".join(getattr(c, "text", "") for c in result.content)
 
 
 async def call(client: Client, tool: str, arguments: dict[str, Any] | None = None) -> dict[str, Any]:
