@@ -47,7 +47,8 @@ def console_script() -> str:
 
 
 def step(number: int, title: str) -> None:
-    print(f"\n\033[1m[{number}] {title}\033[0m")
+    bold, plain = ("\033[1m", "\033[0m") if sys.stdout.isatty() else ("", "")
+    print(f"\n{bold}[{number}] {title}{plain}")
 
 
 def show(value: Any) -> None:
