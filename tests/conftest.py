@@ -23,6 +23,19 @@ EXAMPLES = ROOT / "examples"
 sys.path.insert(0, str(EXAMPLES))
 
 WEBHOOK_SECRET_VARIABLE = "INCIDENT_MONITOR_WEBHOOK_SECRET"
+NODE_TOOLS = ROOT / "tools" / "node" / "node_modules"
+
+
+@pytest.fixture(scope="session")
+def node_bin() -> Path:
+    """The pinned Node tools (conformance suite, Inspector CLI, server-memory, Node 22).
+
+    `make test` installs them; a missing install is a failure, not a skip, so CI cannot pass without them.
+    """
+    bin_dir = NODE_TOOLS / ".bin"
+    if not (bin_dir / "node").exists():
+        pytest.fail("Node tools are not installed: run `make test` (it runs npm ci in tools/node)")
+    return bin_dir
 
 
 @pytest.fixture
