@@ -9,7 +9,7 @@ import hashlib
 import json
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -19,7 +19,11 @@ from incident_monitor.destinations.webhook import WebhookConfig
 from incident_monitor.domain.enums import ApprovalPolicy, Severity
 from incident_monitor.errors import ConfigError
 
+# One line per destination kind (its config model lives in its destinations/ module).
 DestinationSettings = Annotated[WebhookConfig | TelemetryConfig, Field(discriminator="kind")]
+DESTINATION_KINDS: tuple[str, ...] = tuple(
+    model.model_fields["kind"].default for model in get_args(get_args(DestinationSettings)[0])
+)
 
 
 class Settings(BaseSettings):
@@ -154,12 +158,12 @@ def describe_validation_error(error: ValidationError, *, source: str) -> str:
     lines = [f"invalid config in {source}:"]
     for err in error.errors(include_url=False, include_input=False):
         # Discriminated unions put the kind in the location; drop it so the key reads as written.
-        loc = tuple(p for p in err["loc"] if p not in ("webhook", "telemetry"))
+        loc = tuple(p for p in err["loc"] if p not in DESTINATION_KINDS)
         message = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             message = "unknown key; remove it or check its spelling"
         elif err["type"] == "union_tag_invalid":
-            message = f"{message} (set kind to one of: webhook, telemetry)"
+            message = f"{message} (set kind to one of: {', '.join(DESTINATION_KINDS)})"
         lines.append(f"  - {_location(loc)}: {message}")
     return "\n".join(lines)
 
