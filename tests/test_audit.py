@@ -203,7 +203,8 @@ CASES: dict[str, Case] = {
 @pytest.fixture
 def setup(make_monitor: MonitorFactory, monkeypatch: pytest.MonkeyPatch) -> Setup:
     monkeypatch.delenv("INCIDENT_MONITOR_WEBHOOK_SECRET", raising=False)
-    monitor = make_monitor(flow_config())
+    # Self-monitoring off: each call's own rows are counted (its incidents: tests/test_self_monitoring.py).
+    monitor = make_monitor(flow_config(self_monitoring={"enabled": False}))
     first = intake.report_incident(monitor, AGENT, report(level="warning"))
     webhook = intake.report_incident(monitor, AGENT, report(title="Deploy failed", route_tags=["runtime-failure"]))
     assert first.draft_id is not None and webhook.draft_id is not None
@@ -278,8 +279,8 @@ async def test_publish_needing_approval_writes_one_approval_required_row(
 
 
 def busy_monitor(make_monitor: MonitorFactory) -> Monitor:
-    """A log with allows, denials and rejections in it."""
-    monitor = make_monitor(flow_config())
+    """A log with allows, denials and rejections in it (and no self-monitoring rows, to count exactly)."""
+    monitor = make_monitor(flow_config(self_monitoring={"enabled": False}))
     for i, title in enumerate(["Checkout failed", "Login failed", "Search failed", "Cart failed"]):
         intake.report_incident(monitor, AGENT, report(title=title, run_id=f"run-{i}"))
     with pytest.raises(PermissionDenied):

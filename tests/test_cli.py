@@ -349,17 +349,20 @@ def test_audit_list_shows_the_newest_events_with_principal_action_and_decision(w
         with pytest.raises(PermissionDenied):
             approvals.decide_approval(monitor, AGENT, "apr_0000000000000000", "approve", "self-serve")
 
-    done = ws.run("audit", "list", "--limit", "2")
+    done = ws.run("audit", "list", "--limit", "3")
 
     assert done.returncode == 0, done.stderr
     shown = lines(done.stdout)
-    assert len(shown) == 2
+    assert len(shown) == 3
     assert shown[0].split()[0] == "#2"
     assert shown[0].split()[2:5] == ["local-agent", "list_incidents", "allow"]
     assert shown[1].split()[0] == "#3"
     assert shown[1].split()[2:5] == ["local-agent", "decide_approval", "deny"]
     assert "incident_monitor:approve" in shown[1]
-    assert OPERATOR.name not in done.stdout  # event #1 is older than the newest two
+    # The refusal opened a self-monitoring incident, reported by the system principal.
+    assert shown[2].split()[0] == "#4"
+    assert shown[2].split()[2:5] == ["system:self-monitor", "report_incident", "allow"]
+    assert OPERATOR.name not in done.stdout  # event #1 is older than the newest three
 
 
 # --- status ------------------------------------------------------------------------------------

@@ -150,7 +150,9 @@ def receiver(webhook_secret: str) -> Iterator[WebhookReceiver]:
 
 @pytest.fixture
 def monitor(make_monitor: MonitorFactory, receiver: WebhookReceiver) -> Monitor:
-    return make_monitor(flow_config(receiver.url))
+    # Self-monitoring off: these tests count each refused call's own rows (tests/test_self_monitoring.py
+    # covers the incidents a refusal opens).
+    return make_monitor(flow_config(receiver.url, self_monitoring={"enabled": False}))
 
 
 # --- scopes ----------------------------------------------------------------------------------------
@@ -172,6 +174,11 @@ def valid_arguments(tool: str, ids: dict[str, str]) -> dict[str, Any]:
         "publish_draft": {"draft_id": ids["draft_id"]},
         "list_receipts": {},
         "resolve_incident": {"incident_id": ids["incident_id"], "resolution_note": "fixed"},
+        "get_authority_inventory": {},
+        "run_posture_checks": {},
+        "run_assessment_probes": {},
+        "build_assessment_report": {},
+        "build_deployment_cards": {},
     }[tool]
 
 

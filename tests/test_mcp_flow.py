@@ -25,6 +25,14 @@ from webhook_receiver import WebhookReceiver, delivery_id_for
 pytestmark = pytest.mark.anyio
 
 READ_TOOLS = {"get_status", "list_incidents", "get_incident", "list_drafts", "get_draft", "list_receipts"}
+# Governance evidence is read-only (probes and the report run against an in-memory copy).
+GOVERNANCE_TOOLS = {
+    "get_authority_inventory",
+    "run_posture_checks",
+    "run_assessment_probes",
+    "build_assessment_report",
+    "build_deployment_cards",
+}
 # A runtime failure: routed to the signed webhook, which needs an operator's approval.
 RUNTIME_FAILURE: dict[str, Any] = {
     "title": "Agent run failed during Linear sync",
@@ -245,9 +253,23 @@ EXPECTED_IDS: dict[str, set[str]] = {
     "publish_draft": {"receipt_id", "draft_id", "incident_id", "destination_id", "route_id", "approval_id"},
     "list_receipts": {"receipt_id", "draft_id", "incident_id", "destination_id", "route_id"},
     "resolve_incident": {"incident_id"},
+    "get_authority_inventory": {"destination_id", "route_id"},
+    "run_posture_checks": {"rule_id"},
+    "run_assessment_probes": {"probe_id"},
+    "build_assessment_report": {"destination_id", "route_id", "rule_id", "probe_id", "card_id"},
+    "build_deployment_cards": {"card_id"},
 }
 # Every *_id an output may hold: the contract names plus a few that are not about these records.
 KNOWN_ID_FIELDS = {
+    # governance evidence: audit subjects, intake keys and their sources, findings, probes, cards
+    "subject_id",
+    "timeline_run_id",
+    "key_id",
+    "source_id",
+    "rule_id",
+    "probe_id",
+    "card_id",
+    "default_destination_id",
     "incident_id",
     "draft_id",
     "approval_id",
@@ -284,9 +306,9 @@ async def test_every_tool_declares_all_annotations_and_an_output_schema(make_mon
         assert id_like <= KNOWN_ID_FIELDS, f"{name} names identifiers off-contract: {id_like - KNOWN_ID_FIELDS}"
 
     # The design's table: reads are read-only, publish reaches the outside world and is idempotent.
-    for name in READ_TOOLS | {"preview_route"}:
+    for name in READ_TOOLS | GOVERNANCE_TOOLS | {"preview_route"}:
         assert tools[name].annotations.read_only_hint is True, name  # type: ignore[union-attr]
-    for name in set(tools) - READ_TOOLS - {"preview_route"}:
+    for name in set(tools) - READ_TOOLS - GOVERNANCE_TOOLS - {"preview_route"}:
         assert tools[name].annotations.read_only_hint is False, name  # type: ignore[union-attr]
     publish = tools["publish_draft"].annotations
     assert publish is not None and publish.open_world_hint is True and publish.idempotent_hint is True

@@ -400,6 +400,15 @@ async def test_runtime_no_tool_but_publish_draft_reaches_an_adapter(
         await ok("decide_approval", approval_id=requested["approval"]["approval_id"], decision="approve", note="ok")
         await ok("list_receipts")
         await ok("resolve_incident", incident_id=third["incident_id"], resolution_note="cache tuned")
+        # Governance evidence, probes included, runs dry: no adapter is reached.
+        for governance_tool in (
+            "get_authority_inventory",
+            "run_posture_checks",
+            "run_assessment_probes",
+            "build_assessment_report",
+            "build_deployment_cards",
+        ):
+            await ok(governance_tool)
         caller.principal = agent
 
         assert called == listed - {"publish_draft"}, "every tool but publish_draft was exercised"

@@ -9,7 +9,7 @@ import hashlib
 import json
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, get_args
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -96,6 +96,45 @@ class DefaultDestinationPolicy(_Strict):
     approval_policy: ApprovalPolicy = ApprovalPolicy.inherit
 
 
+class SelfMonitoringSettings(_Strict):
+    """Incidents about the governance layer itself (service/self_monitoring.py)."""
+
+    enabled: bool = True
+    source: str = Field("incident-monitor", min_length=1, max_length=200, description="Source of its incidents.")
+    # Reports from these sources are development noise: their incidents are severity low.
+    development_sources: list[str] = Field(default_factory=lambda: ["dev", "development", "local", "test"])
+    # The same low-risk denial this many times opens a separate "repeated" incident at severity high.
+    repeated_failure_threshold: int = Field(3, ge=2, le=1_000)
+
+
+class PostureSettings(_Strict):
+    """Windows and thresholds of the posture checks over recent decisions."""
+
+    recent_window_hours: int = Field(24, ge=1, le=24 * 90)
+    denied_action_threshold: int = Field(3, ge=2, le=10_000)
+
+
+class DeploymentCardSettings(_Strict):
+    """Owner-supplied facts for one deployment card (service/governance/cards.py).
+
+    ``subject`` is an agent principal's name (kind agent), a monitored source (kind source), or
+    anything for the monitor's own card (kind monitor). Facts left out are reported as findings.
+    """
+
+    kind: Literal["agent", "source", "monitor"]
+    subject: str = Field("incident-monitor", min_length=1, max_length=200)
+    owner: str | None = None
+    accountable_team: str | None = None
+    autonomy_level: str | None = Field(default=None, description="e.g. 'human-approved publish', 'report-only'.")
+    data_classification: str | None = None
+    escalation: str | None = Field(default=None, description="Who is paged, and how, when this goes wrong.")
+    review_cadence: str | None = None
+    allowed_actions: list[str] = Field(default_factory=list)
+    prohibited_actions: list[str] = Field(default_factory=list)
+    known_limitations: list[str] = Field(default_factory=list)
+    residual_risks: list[str] = Field(default_factory=list)
+
+
 class MonitorConfig(_Strict):
     destinations: list[DestinationSettings] = Field(default_factory=list)
     routes: list[Route] = Field(default_factory=list)
@@ -104,6 +143,9 @@ class MonitorConfig(_Strict):
     limits: Limits = Field(default_factory=Limits)
     intake: IntakeSettings = Field(default_factory=IntakeSettings)
     triage: TriageSettings = Field(default_factory=TriageSettings)
+    self_monitoring: SelfMonitoringSettings = Field(default_factory=SelfMonitoringSettings)
+    posture: PostureSettings = Field(default_factory=PostureSettings)
+    deployment_cards: list[DeploymentCardSettings] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _references_resolve(self) -> MonitorConfig:
@@ -122,6 +164,10 @@ class MonitorConfig(_Strict):
                     f"routes[{index}].destination_id: unknown destination '{route.destination_id}'; "
                     f"add a [[destinations]] entry with that id or use one of: {', '.join(ids) or '(none)'}"
                 )
+        cards = [(c.kind, c.subject) for c in self.deployment_cards]
+        twice = sorted({f"{k}:{s}" for k, s in cards if cards.count((k, s)) > 1})
+        if twice:
+            raise ValueError(f"deployment_cards: one card per kind and subject; repeated: {', '.join(twice)}")
         if self.default_destination and self.default_destination.destination_id not in known:
             raise ValueError(
                 f"default_destination.destination_id: unknown destination "

@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 from incident_monitor.domain.enums import DraftStatus, IncidentStatus, Severity
 from incident_monitor.domain.models import (
     ApprovalRequestBase,
+    AuditEventBase,
     DraftBase,
     IncidentBase,
     ReceiptBase,
@@ -101,6 +102,10 @@ class IncidentDetail(BaseModel):
     drafts: list[DraftSummary]
     recent_occurrences: list[OccurrenceView]
     receipts: list[ReceiptBase]
+    timeline_run_id: str | None = Field(default=None, description="The run that last reported this incident.")
+    timeline: list[AuditEventBase] = Field(
+        default_factory=list, description="That run's audit events in order: what it did and what policy decided."
+    )
 
 
 class DraftDetail(BaseModel):

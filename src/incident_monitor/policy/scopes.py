@@ -41,6 +41,12 @@ ACTION_SCOPES: dict[str, frozenset[str]] = {
     "manage_tokens": frozenset({ADMIN}),
     "verify_audit": frozenset({GOVERNANCE}),
     "read_audit": frozenset({GOVERNANCE}),
+    # Governance evidence (service/governance/): read-only or dry-run, operators and auditors only.
+    "get_authority_inventory": frozenset({GOVERNANCE}),
+    "run_posture_checks": frozenset({GOVERNANCE}),
+    "run_assessment_probes": frozenset({GOVERNANCE}),
+    "build_assessment_report": frozenset({GOVERNANCE}),
+    "build_deployment_cards": frozenset({GOVERNANCE}),
 }
 
 

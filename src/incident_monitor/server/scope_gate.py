@@ -11,7 +11,7 @@ from typing import Any
 
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.mcpserver.utilities.func_metadata import FuncMetadata
-from mcp.types import CallToolResult, ListToolsResult, TextContent
+from mcp.types import CallToolResult, ListResourcesResult, ListToolsResult, TextContent
 from pydantic import ValidationError
 
 from incident_monitor.domain.enums import Decision
@@ -21,6 +21,8 @@ from incident_monitor.policy.principal import Principal
 from incident_monitor.server.errors import describe_invalid_arguments
 from incident_monitor.service.governed import deny_if_not_allowed, record_decision
 from incident_monitor.service.monitor import Monitor
+
+GOVERNED_RESOURCE_PREFIX = "incident-monitor://inventory"
 
 
 def _error(text: str) -> CallToolResult:
@@ -38,6 +40,8 @@ class ScopeGate:
     async def __call__(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
         if ctx.method == "tools/list":
             return self._filter(await call_next(ctx), self.resolve_principal())
+        if ctx.method == "resources/list":
+            return self._filter_resources(await call_next(ctx), self.resolve_principal())
         if ctx.method == "tools/call":
             refusal = self._check_call(ctx.params or {})
             if refusal is not None:
@@ -54,6 +58,20 @@ class ScopeGate:
                 **result,
                 "tools": [t for t in result["tools"] if can_call(principal, str(t.get("name")))],
             }
+        return result
+
+    def _filter_resources(self, result: HandlerResult, principal: Principal) -> HandlerResult:
+        """The inventory resources are listed only to callers that may read them (reading checks again)."""
+        if can_call(principal, "get_authority_inventory"):
+            return result
+
+        def visible(uri: object) -> bool:
+            return not str(uri).startswith(GOVERNED_RESOURCE_PREFIX)
+
+        if isinstance(result, ListResourcesResult):
+            return result.model_copy(update={"resources": [r for r in result.resources if visible(r.uri)]})
+        if isinstance(result, dict) and isinstance(result.get("resources"), list):
+            return {**result, "resources": [r for r in result["resources"] if visible(r.get("uri"))]}
         return result
 
     def _check_call(self, params: Mapping[str, Any]) -> CallToolResult | None:

@@ -3,10 +3,12 @@
 No ``from __future__ import annotations`` here: the SDK reads these signatures at registration.
 """
 
+import json
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 from mcp.server import MCPServer
+from mcp.server.mcpserver.exceptions import ResourceError
 from mcp.server.mcpserver.utilities.func_metadata import FuncMetadata, func_metadata
 from mcp.types import ToolAnnotations
 from pydantic import Field
@@ -26,8 +28,10 @@ from incident_monitor.domain.io import (
     TriageResult,
 )
 from incident_monitor.domain.models import IncidentBase
+from incident_monitor.errors import MonitorError
 from incident_monitor.policy.principal import Principal
 from incident_monitor.policy.routing import RouteDecision
+from incident_monitor.policy.scopes import ACTION_SCOPES
 from incident_monitor.server.errors import tool_errors
 from incident_monitor.server.scope_gate import ScopeGate
 from incident_monitor.service import (
@@ -40,6 +44,8 @@ from incident_monitor.service import (
     status,
     triage,
 )
+from incident_monitor.service.governance import cards, inventory, posture, report
+from incident_monitor.service.governance import probes as assessment_probes
 from incident_monitor.service.monitor import Monitor
 
 DraftId = Annotated[
@@ -76,7 +82,28 @@ TOOL_ANNOTATIONS: dict[str, ToolAnnotations] = {
     "publish_draft": _annotations(read_only=False, destructive=False, idempotent=True, open_world=True),
     "list_receipts": READ_ONLY,
     "resolve_incident": _annotations(read_only=False, destructive=False, idempotent=False, open_world=False),
+    # Governance evidence: read-only, or dry-run against an in-memory copy (probes, report).
+    "get_authority_inventory": READ_ONLY,
+    "run_posture_checks": READ_ONLY,
+    "run_assessment_probes": READ_ONLY,
+    "build_assessment_report": READ_ONLY,
+    "build_deployment_cards": READ_ONLY,
 }
+
+
+def tool_catalog() -> list[inventory.ToolEntry]:
+    """The MCP tools with their scopes and annotations, for the authority inventory."""
+    return [
+        inventory.ToolEntry(
+            name=name,
+            scopes=sorted(ACTION_SCOPES.get(name, frozenset())),
+            read_only=bool(hints.read_only_hint),
+            destructive=bool(hints.destructive_hint),
+            idempotent=bool(hints.idempotent_hint),
+            open_world=bool(hints.open_world_hint),
+        )
+        for name, hints in TOOL_ANNOTATIONS.items()
+    ]
 
 
 class IncidentMonitorTools:
@@ -273,6 +300,53 @@ class IncidentMonitorTools:
         with tool_errors():
             return incidents.resolve_incident(self.monitor, self.principal(), incident_id, resolution_note)
 
+    async def get_authority_inventory(self) -> inventory.AuthorityInventory:
+        """What the agents can do and where evidence can go: tools and scopes, principals, tokens and intake
+        keys (never secrets or hashes), destinations (kind, readiness, approval; no config values), routes,
+        outbound MCP servers with their tool allowlists, approval policy."""
+        with tool_errors():
+            return inventory.get_authority_inventory(self.monitor, self.principal(), tool_catalog())
+
+    async def run_posture_checks(
+        self,
+        rules: Annotated[
+            list[ShortText] | None, Field(description="Rule ids to run (default: all; see the README).")
+        ] = None,
+        min_severity: Annotated[Severity, Field(description="Only findings at or above this severity.")] = (
+            Severity.low
+        ),
+    ) -> posture.PostureReport:
+        """Deterministic governance findings over the inventory and recent decisions: rule id, severity,
+        evidence refs and a recommendation each."""
+        with tool_errors():
+            return posture.run_posture_checks(
+                self.monitor, self.principal(), tool_catalog(), rules=rules, min_severity=min_severity
+            )
+
+    async def run_assessment_probes(
+        self,
+        probes: Annotated[list[ShortText] | None, Field(description="Probe ids to run (default: all).")] = None,
+    ) -> assessment_probes.ProbeReport:
+        """Dry-run checks that the controls hold (approval, high-risk preview, unready destinations, intake keys,
+        MCP allowlists, webhook URL policy), run against an in-memory copy: nothing is stored or sent."""
+        with tool_errors():
+            return await assessment_probes.run_assessment_probes(
+                self.monitor, self.principal(), tool_catalog(), probes=probes
+            )
+
+    async def build_assessment_report(self) -> report.AssessmentReport:
+        """A redacted assessment report (JSON sections and a Markdown rendering) with evidence refs and
+        recommendations: inventory, posture findings, probe results, deployment cards."""
+        with tool_errors():
+            return await report.build_assessment_report(self.monitor, self.principal(), tool_catalog())
+
+    async def build_deployment_cards(self) -> cards.DeploymentCards:
+        """One card per agent principal, per monitored source, and one for the monitor: owner, team, autonomy,
+        allowed and prohibited actions, authority, data classification, approval and escalation, limitations,
+        risks, review cadence. Missing required facts are reported as findings."""
+        with tool_errors():
+            return cards.build_deployment_cards(self.monitor, self.principal(), tool_catalog())
+
 
 INSTRUCTIONS = """\
 Incident Monitor: governed incident evidence. Safe sequence: get_status -> preview_route -> report_incident ->
@@ -290,4 +364,30 @@ def build_mcp_server(monitor: Monitor, principal: Callable[[], Principal]) -> MC
         server.add_tool(fn, name=name, annotations=annotations, structured_output=True)
         metadata[name] = func_metadata(fn, structured_output=True)
     server.middleware.append(ScopeGate(monitor, principal, metadata))
+    _add_inventory_resources(server, monitor, principal)
     return server
+
+
+INVENTORY_URI = "incident-monitor://inventory"
+
+
+def _add_inventory_resources(server: MCPServer, monitor: Monitor, principal: Callable[[], Principal]) -> None:
+    """The inventory as resources: the whole of it and one per section. Reading one is the governed
+    action get_authority_inventory (scope-checked and audited; denied without the governance scope)."""
+
+    def reader(section: str | None) -> Callable[[], str]:
+        def read() -> str:
+            try:
+                view = inventory.get_authority_inventory(monitor, principal(), tool_catalog(), section=section)
+            except MonitorError as exc:
+                raise ResourceError(f"{exc.code}: {exc.message}") from None
+            data = view.model_dump(mode="json")
+            return json.dumps(data if section is None else {section: data[section]}, indent=2)
+
+        return read
+
+    server.resource(INVENTORY_URI, name="authority-inventory", mime_type="application/json")(reader(None))
+    for section in inventory.INVENTORY_SECTIONS:
+        server.resource(f"{INVENTORY_URI}/{section}", name=f"inventory-{section}", mime_type="application/json")(
+            reader(section)
+        )

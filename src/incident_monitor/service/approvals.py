@@ -23,9 +23,10 @@ from incident_monitor.errors import (
     PublishBlocked,
 )
 from incident_monitor.policy.principal import Principal
+from incident_monitor.service import self_monitoring
 from incident_monitor.service.governed import governed_call
 from incident_monitor.service.monitor import Monitor
-from incident_monitor.service.queries import draft_next_step, get_draft_row
+from incident_monitor.service.queries import draft_next_step, get_draft_row, run_id_for_draft
 from incident_monitor.service.routing import decide_for_draft
 
 MAX_NOTE_CHARS = 2_000
@@ -68,6 +69,7 @@ def request_approval(monitor: Monitor, principal: Principal, draft_id: str, reas
         session = call.session
         reason = clean_note("reason", reason)
         draft = get_draft_row(session, draft_id)
+        call.run_id = run_id_for_draft(session, draft)
         now = monitor.clock()
         decision = decide_for_draft(monitor, draft)
         binding = (draft.evidence_digest, decision.destination_id, decision.route_id, decision.policy_version)
@@ -148,6 +150,7 @@ def decide_approval(
             )
         now = monitor.clock()
         draft = get_draft_row(session, approval.draft_id)
+        call.run_id = run_id_for_draft(session, draft)
         if is_expired(approval, now):
             raise InvalidTransition(
                 f"approval {approval_id} expired at {approval.expires_at.isoformat()}; the agent must request again"
@@ -179,4 +182,9 @@ def decide_approval(
         call.subject_id = approval_id
         call.notes.append(f"{decision}d draft {draft.draft_id}")
         session.flush()
-        return _result(approval, draft)
+        result = _result(approval, draft)
+    if result.approval.status is ApprovalStatus.denied:
+        self_monitoring.on_approval_denied(
+            monitor, principal, approval_id, result.approval.requested_by, result.approval.decision_note or ""
+        )
+    return result

@@ -19,6 +19,7 @@ from incident_monitor.domain.enums import Decision
 from incident_monitor.errors import ApprovalRequired, MonitorError, PermissionDenied, PublishBlocked
 from incident_monitor.policy.engine import check_action
 from incident_monitor.policy.principal import Principal
+from incident_monitor.service import self_monitoring
 from incident_monitor.service.audit import append_audit
 from incident_monitor.service.monitor import Monitor
 
@@ -67,6 +68,10 @@ def record_decision(
             subject_id=subject_id,
             run_id=run_id,
         )
+    # After the commit: the self-monitoring report is its own governed call (and transaction).
+    self_monitoring.on_decision(
+        monitor, principal, action, decision, reasons, arguments, subject_id=subject_id, run_id=run_id
+    )
 
 
 def deny_if_not_allowed(monitor: Monitor, principal: Principal, action: str, arguments: Any) -> None:
@@ -83,7 +88,9 @@ def deny_if_not_allowed(monitor: Monitor, principal: Principal, action: str, arg
             f"{', '.join(sorted(principal.scopes)) or 'no scopes'}. Ask an operator for a token with that scope."
         )
         reasons = list(decision.reasons)
-    record_decision(monitor, principal, action, Decision.deny, reasons, arguments)
+    # The refusal joins the timeline of the run whose draft/incident/approval the call named.
+    run_id = self_monitoring.related_run(monitor, arguments)
+    record_decision(monitor, principal, action, Decision.deny, reasons, arguments, run_id=run_id)
     raise PermissionDenied(message, reasons=reasons)
 
 

@@ -26,11 +26,12 @@ from incident_monitor.errors import ApprovalRequired, MonitorError, PublishBlock
 from incident_monitor.policy.permit import PublishPermit, issue_permit
 from incident_monitor.policy.principal import Principal
 from incident_monitor.policy.routing import RouteDecision
+from incident_monitor.service import self_monitoring
 from incident_monitor.service.approvals import approvals_for, is_expired
 from incident_monitor.service.audit import append_audit
 from incident_monitor.service.governed import governed_call
 from incident_monitor.service.monitor import Monitor
-from incident_monitor.service.queries import draft_next_step, get_draft_row
+from incident_monitor.service.queries import draft_next_step, get_draft_row, run_id_for_draft
 from incident_monitor.service.routing import decide_for_draft
 
 logger = logging.getLogger(__name__)
@@ -134,6 +135,7 @@ def claim(monitor: Monitor, principal: Principal, draft_id: str) -> Claim:
     with governed_call(monitor, principal, "publish_draft", {"draft_id": draft_id}, subject_id=draft_id) as call:
         session = call.session
         draft = get_draft_row(session, draft_id)
+        call.run_id = run_id_for_draft(session, draft)
         if draft.status in (DraftStatus.published, DraftStatus.publishing):
             latest = session.exec(
                 select(Receipt)
@@ -238,7 +240,11 @@ def settle(monitor: Monitor, principal: Principal, receipt_id: str, outcome: Pub
             + ([outcome.error] if outcome.error else []),
             arguments={"receipt_id": receipt_id},
             subject_id=receipt.draft_id,
+            run_id=incident.last_run_id if incident is not None else None,
         )
+        failure = None if succeeded else (receipt.receipt_id, receipt.destination_id, receipt.error or "")
+    if failure is not None:
+        self_monitoring.on_publish_failed(monitor, principal, *failure)
 
 
 def _record_blocked_attempt(monitor: Monitor, principal: Principal, draft_id: str, error: MonitorError) -> None:

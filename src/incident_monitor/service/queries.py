@@ -21,6 +21,8 @@ from incident_monitor.domain.io import (
 from incident_monitor.domain.models import (
     ApprovalRequest,
     ApprovalRequestBase,
+    AuditEvent,
+    AuditEventBase,
     Draft,
     DraftBase,
     Incident,
@@ -71,6 +73,28 @@ def get_draft_row(session: Session, draft_id: str) -> Draft:
     if draft is None:
         raise NotFound(f"draft_id: no draft {draft_id!r}; call list_drafts to find one")
     return draft
+
+
+def run_id_for_draft(session: Session, draft: Draft) -> str | None:
+    """The run that last reported the draft's incident: its later decisions join that run's timeline."""
+    incident = session.get(Incident, draft.incident_id)
+    return incident.last_run_id if incident is not None else None
+
+
+MAX_TIMELINE_EVENTS = 500
+
+
+def run_timeline(session: Session, run_id: str | None) -> list[AuditEventBase]:
+    """The audit events of one run, oldest first (the latest MAX_TIMELINE_EVENTS of a very long run)."""
+    if not run_id:
+        return []
+    rows = session.exec(
+        select(AuditEvent)
+        .where(AuditEvent.run_id == run_id)
+        .order_by(col(AuditEvent.seq).desc())
+        .limit(MAX_TIMELINE_EVENTS)
+    ).all()
+    return [AuditEventBase.model_validate(r, from_attributes=True) for r in reversed(rows)]
 
 
 def draft_summary(draft: Draft) -> DraftSummary:
@@ -142,6 +166,8 @@ def get_incident(monitor: Monitor, principal: Principal, incident_id: str) -> In
             drafts=[draft_summary(d) for d in drafts],
             recent_occurrences=[OccurrenceView.model_validate(o, from_attributes=True) for o in occurrences],
             receipts=_receipts_for(call.session, incident_id=incident_id),
+            timeline_run_id=incident.last_run_id,
+            timeline=run_timeline(call.session, incident.last_run_id),
         )
 
 

@@ -34,7 +34,7 @@ from incident_monitor.domain.transitions import check_draft_transition, check_in
 from incident_monitor.policy.principal import Principal
 from incident_monitor.service.governed import governed_call
 from incident_monitor.service.monitor import Monitor
-from incident_monitor.service.queries import draft_next_step, get_draft_row, get_incident_row
+from incident_monitor.service.queries import draft_next_step, get_draft_row, get_incident_row, run_id_for_draft
 
 _TOKEN = re.compile(r"[a-z][a-z0-9_-]+")
 _VOLATILE = re.compile(r"\b[0-9a-f]{7,64}\b|\d+")
@@ -89,6 +89,7 @@ def triage_draft(monitor: Monitor, principal: Principal, draft_id: str) -> Triag
         session = call.session
         settings = monitor.config.triage
         draft = get_draft_row(session, draft_id)
+        call.run_id = run_id_for_draft(session, draft)
         incident = get_incident_row(session, draft.incident_id)
         now = monitor.clock()
 

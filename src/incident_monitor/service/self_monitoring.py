@@ -1,0 +1,297 @@
+"""Self-monitoring: incidents about the governance layer itself.
+
+What opens (or dedupes into) a self-monitoring incident, and at which severity:
+
+| trigger (where it is hooked)                                   | kind            | severity |
+|----------------------------------------------------------------|-----------------|----------|
+| a call the policy denied or blocked (``governed.record_decision``) |                 |          |
+|   - of a high-impact action (publish, approve, resolve, tokens)  | blocked_call    | critical |
+|   - of any other action (reads, report, triage, preview, …)      | blocked_call    | medium   |
+| a governed call that failed with an internal error               | failed_call     | critical |
+| a publish whose delivery failed (``publishing.settle``)          | publish_failed  | critical |
+| an approval an operator denied (``approvals.decide_approval``)   | approval_denied | high     |
+| the same medium/low trigger ``repeated_failure_threshold`` times | repeated        | high     |
+
+Run errors reported by an agent are ordinary reports (``report_incident``): a report whose event
+ends in ``failed``/``error``/``errored``/``crashed``/``aborted`` at level error or above is a run
+error; it is linked to the reporting run by its ``run_id`` (``get_incident`` shows that run's
+timeline), and a report from one of ``self_monitoring.development_sources`` is severity low
+(an explicit ``risk_level`` can still raise it; routing still requires approval by the level).
+
+Every self-monitoring incident goes through the intake path (redaction, limits, dedupe) as the
+system principal ``system:self-monitor`` with the fingerprint ``selfmon:<kind>:<action>:<principal>``,
+and is linked to the caller's run and session when the call names a draft, incident, approval or
+receipt (or a run id). Three guards stop loops: nothing is recorded while a self-monitoring report
+is being written, nothing about the self-monitor's own calls, and nothing about an action on a
+self-monitoring incident (so an incident about the monitor never triggers more incidents — and
+nothing here ever triages). A failure here is logged and never breaks the original call.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any
+
+from sqlmodel import Session
+
+from incident_monitor.config import MonitorConfig
+from incident_monitor.domain.enums import Decision, Severity
+from incident_monitor.domain.io import IncidentReport
+from incident_monitor.domain.models import ApprovalRequest, Draft, Incident, Receipt
+from incident_monitor.policy.principal import Principal
+from incident_monitor.policy.scopes import REPORT
+from incident_monitor.service.monitor import Monitor
+
+logger = logging.getLogger(__name__)
+
+SELF_MONITOR = Principal(name="system:self-monitor", scopes=frozenset({REPORT}), kind="system")
+SELF_MONITORING_TAG = "self-monitoring"
+FINGERPRINT_PREFIX = "selfmon:"
+
+# Denying one of these stops an effect on the outside world or on who may do what.
+HIGH_IMPACT_ACTIONS = frozenset({"publish_draft", "decide_approval", "resolve_incident", "manage_tokens"})
+RUN_ERROR_SUFFIXES = frozenset({"failed", "error", "errored", "crashed", "aborted"})
+RUN_ERROR_LEVELS = frozenset({"error", "err", "critical", "fatal", "alert", "emergency"})
+# The level whose severity (service/intake.py LEVEL_SEVERITY) is exactly the one wanted.
+_LEVEL_FOR_SEVERITY = {
+    Severity.critical: "critical",
+    Severity.high: "error",
+    Severity.medium: "warning",
+    Severity.low: "info",
+}
+_TITLES = {
+    "blocked_call": "Blocked call",
+    "failed_call": "Failed call",
+    "publish_failed": "Publish failed",
+    "approval_denied": "Approval denied",
+}
+_MAX_DETAIL_CHARS = 4_000
+
+_recording: ContextVar[bool] = ContextVar("incident_monitor_self_monitoring", default=False)
+
+
+@contextmanager
+def _guard() -> Iterator[None]:
+    token = _recording.set(True)
+    try:
+        yield
+    finally:
+        _recording.reset(token)
+
+
+# --- classification (pure) -------------------------------------------------------------------------
+
+
+def severity_for_decision(kind: str, action: str) -> Severity:
+    if kind in ("publish_failed", "failed_call"):
+        return Severity.critical
+    if kind == "approval_denied":
+        return Severity.high
+    return Severity.critical if action in HIGH_IMPACT_ACTIONS else Severity.medium
+
+
+def is_run_error(event: str, level: str) -> bool:
+    """A report saying an agent's run ended in error (see the module docstring)."""
+    last = re.split(r"[.:/]", event.lower())[-1]
+    return last in RUN_ERROR_SUFFIXES and level.lower() in RUN_ERROR_LEVELS
+
+
+def report_severity(
+    config: MonitorConfig, principal: Principal, report: IncidentReport, severity: Severity
+) -> tuple[Severity, str | None]:
+    """The severity intake stores for a report, and an audit note saying why it differs (if it does)."""
+    note = None
+    if principal.kind != "system" and is_run_error(report.event, report.level):
+        note = f"run error reported by {principal.name}" + (f", linked to run {report.run_id}" if report.run_id else "")
+    if report.source in config.self_monitoring.development_sources:
+        lowered = Severity.highest(Severity.low, report.risk_level)
+        if lowered != severity:
+            note = (note + "; " if note else "") + f"development source {report.source!r}: severity {lowered.value}"
+        return lowered, note
+    return severity, note
+
+
+# --- linking a decision to the run it belongs to ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Link:
+    incident: Incident | None
+    run_id: str | None
+    session_id: str | None
+
+
+def _incident_for(session: Session, ref: str) -> Incident | None:
+    if ref.startswith("inc_"):
+        return session.get(Incident, ref)
+    row: Draft | ApprovalRequest | Receipt | None = None
+    if ref.startswith("drf_"):
+        row = session.get(Draft, ref)
+    elif ref.startswith("apr_"):
+        row = session.get(ApprovalRequest, ref)
+    elif ref.startswith("rcp_"):
+        row = session.get(Receipt, ref)
+    return session.get(Incident, row.incident_id) if row is not None else None
+
+
+def _link(monitor: Monitor, subject_id: str | None, arguments: Any, run_id: str | None) -> _Link:
+    refs = [subject_id] if subject_id else []
+    if isinstance(arguments, dict):
+        refs += [
+            str(arguments[k])
+            for k in ("draft_id", "incident_id", "approval_id", "receipt_id")
+            if isinstance(arguments.get(k), str)
+        ]
+    with monitor.session() as session:
+        for ref in refs:
+            incident = _incident_for(session, ref)
+            if incident is not None:
+                return _Link(incident, run_id or incident.last_run_id, incident.last_session_id)
+    return _Link(None, run_id, None)
+
+
+def related_run(monitor: Monitor, arguments: Any) -> str | None:
+    """The run a refused call belongs to, from the draft/incident/approval/receipt it names (None if none)."""
+    try:
+        return _link(monitor, None, arguments, None).run_id
+    except Exception:  # a lookup problem must not stop the refusal from being recorded
+        logger.exception("could not find the run of a refused call")
+        return None
+
+
+def is_self_monitoring_incident(incident: Incident) -> bool:
+    return incident.fingerprint.startswith(FINGERPRINT_PREFIX) or SELF_MONITORING_TAG in incident.route_tags
+
+
+# --- recording ---------------------------------------------------------------------------------------
+
+
+def _record(
+    monitor: Monitor,
+    *,
+    kind: str,
+    action: str,
+    actor: str,
+    reasons: list[str],
+    subject_id: str | None = None,
+    run_id: str | None = None,
+    arguments: Any = None,
+) -> None:
+    settings = monitor.config.self_monitoring
+    if not settings.enabled or _recording.get() or actor == SELF_MONITOR.name:
+        return
+    # Imported here: intake → governed → self_monitoring would otherwise be a cycle.
+    from incident_monitor.service.intake import report_incident
+
+    with _guard():
+        try:
+            link = _link(monitor, subject_id, arguments, run_id)
+            if link.incident is not None and is_self_monitoring_incident(link.incident):
+                return  # an action on an incident about the monitor: no incident about that incident
+            severity = severity_for_decision(kind, action)
+            fingerprint = f"{FINGERPRINT_PREFIX}{kind}:{action}:{actor}"[:200]
+            evidence_refs = [f"audit:run:{link.run_id}"] if link.run_id else []
+            evidence_refs += [f"audit:subject:{ref}" for ref in (subject_id,) if ref]
+            if link.incident is not None:
+                evidence_refs.append(f"incident:{link.incident.incident_id}")
+            detail = (
+                f"{_TITLES[kind]}: {action} by {actor}.\nReasons:\n- "
+                + "\n- ".join(reasons or ["(none recorded)"])
+                + "\nThe decision is in the audit log"
+                + (f"; the run's timeline is under run {link.run_id}." if link.run_id else ".")
+            )[:_MAX_DETAIL_CHARS]
+
+            def send(fp: str, title: str, sev: Severity) -> int:
+                result = report_incident(
+                    monitor,
+                    SELF_MONITOR,
+                    IncidentReport(
+                        title=title[:200],
+                        detail=detail,
+                        source=settings.source,
+                        event=f"incident_monitor.self.{kind}",
+                        level=_LEVEL_FOR_SEVERITY[sev],
+                        fingerprint=fp,
+                        route_tags=[SELF_MONITORING_TAG],
+                        run_id=link.run_id,
+                        session_id=link.session_id,
+                        evidence_refs=evidence_refs,
+                        context={
+                            "self_monitoring": True,
+                            "kind": kind,
+                            "action": action,
+                            "principal": actor,
+                            "subject_id": subject_id,
+                        },
+                    ),
+                )
+                return result.occurrence_count
+
+            count = send(fingerprint, f"{_TITLES[kind]}: {action} by {actor}", severity)
+            if severity.rank < Severity.high.rank and count >= settings.repeated_failure_threshold:
+                send(
+                    f"{FINGERPRINT_PREFIX}repeated:{kind}:{action}:{actor}"[:200],
+                    f"Repeated {_TITLES[kind].lower()}: {action} by {actor}",
+                    Severity.high,
+                )
+        except Exception:
+            logger.exception("self-monitoring could not record %s of %s by %s", kind, action, actor)
+
+
+def on_decision(
+    monitor: Monitor,
+    principal: Principal,
+    action: str,
+    decision: Decision,
+    reasons: list[str],
+    arguments: Any,
+    *,
+    subject_id: str | None = None,
+    run_id: str | None = None,
+) -> None:
+    """A recorded decision: denials and internal errors become incidents; the rest is normal flow."""
+    kinds = {Decision.deny: "blocked_call", Decision.error: "failed_call"}
+    kind = kinds.get(decision)
+    if kind is None:
+        return
+    if action.startswith("tool:"):
+        # Unknown tool names are caller-chosen: one incident for all of them, the name in the reasons.
+        reasons = [f"called {action[:100]!r}", *reasons]
+        action = "unknown_tool"
+    _record(
+        monitor,
+        kind=kind,
+        action=action,
+        actor=principal.name,
+        reasons=reasons,
+        subject_id=subject_id,
+        run_id=run_id,
+        arguments=arguments,
+    )
+
+
+def on_publish_failed(monitor: Monitor, principal: Principal, receipt_id: str, destination_id: str, error: str) -> None:
+    _record(
+        monitor,
+        kind="publish_failed",
+        action=f"publish_draft:{destination_id}",
+        actor=principal.name,
+        reasons=[f"receipt {receipt_id} failed: {error}"],
+        subject_id=receipt_id,
+    )
+
+
+def on_approval_denied(monitor: Monitor, principal: Principal, approval_id: str, requested_by: str, note: str) -> None:
+    _record(
+        monitor,
+        kind="approval_denied",
+        action="decide_approval",
+        actor=requested_by,
+        reasons=[f"approval {approval_id} requested by {requested_by} was denied by {principal.name}: {note}"],
+        subject_id=approval_id,
+    )
