@@ -15,9 +15,10 @@ from mcp.types import TextResourceContents
 from sqlmodel import select
 
 from conftest import AGENT, OPERATOR, WEBHOOK_SECRET_VARIABLE, MonitorFactory, flow_config, new_webhook_secret
+from incident_monitor.config import load_config
 from incident_monitor.domain.io import IncidentReport
 from incident_monitor.domain.models import ApiToken
-from incident_monitor.errors import PermissionDenied
+from incident_monitor.errors import ConfigError, PermissionDenied
 from incident_monitor.policy.scopes import ACTION_SCOPES
 from incident_monitor.server.tools import TOOL_ANNOTATIONS, tool_catalog
 from incident_monitor.service import intake, tokens
@@ -326,3 +327,24 @@ destination_id = "telemetry"
         ("probes", probes_run),
     ):
         assert_clean(f"incident-monitor {where}", done.stdout + done.stderr, forbidden)
+
+
+@pytest.mark.parametrize(
+    ("cards_toml", "message"),
+    [
+        (
+            '[[deployment_cards]]\nkind = "agent"\nsubject = "ci"\n' * 2,
+            "deployment_cards: one card per kind and subject; repeated: agent:ci",
+        ),
+        ('[[deployment_cards]]\nkind = "agent"\nsubject = "ci"\nownr = "x"\n', "deployment_cards[0].ownr: unknown key"),
+        ('[[deployment_cards]]\nkind = "robot"\n', "deployment_cards[0].kind: Input should be 'agent', 'source'"),
+        ("[self_monitoring]\nrepeated_failure_threshold = 1\n", "self_monitoring.repeated_failure_threshold"),
+    ],
+)
+def test_bad_governance_config_names_the_key(tmp_path: Path, cards_toml: str, message: str) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text(cards_toml, encoding="utf-8")
+
+    with pytest.raises(ConfigError) as raised:
+        load_config(path)
+    assert message in raised.value.message

@@ -490,7 +490,10 @@ async def run_assessment_probes(
     with governed_call(
         monitor, principal, "run_assessment_probes", {"probes": list(probes) if probes else None}
     ) as call:
-        inventory = collect_inventory(monitor, call.session, tools)
+        # A short read of its own: the call's session (and the database's write lock) is taken only for
+        # the audit row at the end, not while the probes run.
+        with monitor.session() as session:
+            inventory = collect_inventory(monitor, session, tools)
         report = await run_probes(monitor, inventory, probes)
         call.notes.append(f"dry run: {report.counts}")
         return report

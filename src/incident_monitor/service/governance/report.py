@@ -12,7 +12,6 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from pydantic import BaseModel
-from sqlmodel import Session
 
 from incident_monitor.domain.enums import Severity
 from incident_monitor.policy.principal import Principal
@@ -198,8 +197,10 @@ def render_markdown(report: AssessmentReport) -> str:
     return "\n".join(out).rstrip() + "\n"
 
 
-async def assemble_report(monitor: Monitor, session: Session, tools: Sequence[ToolEntry]) -> AssessmentReport:
-    evidence = collect_evidence(monitor, session, tools)
+async def assemble_report(monitor: Monitor, tools: Sequence[ToolEntry]) -> AssessmentReport:
+    # A short read of its own, so the database is not held while the probes run.
+    with monitor.session() as session:
+        evidence = collect_evidence(monitor, session, tools)
     posture = evaluate(evidence)
     probes = await run_probes(monitor, evidence.inventory)
     cards = build_cards(monitor.config, evidence.inventory)
@@ -234,6 +235,6 @@ async def build_assessment_report(
     monitor: Monitor, principal: Principal, tools: Sequence[ToolEntry]
 ) -> AssessmentReport:
     with governed_call(monitor, principal, "build_assessment_report", {}) as call:
-        report = await assemble_report(monitor, call.session, tools)
+        report = await assemble_report(monitor, tools)
         call.notes.append(f"findings {report.posture.counts}; probes {report.probes.counts}")
         return report
