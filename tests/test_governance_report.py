@@ -10,7 +10,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
+from mcp import Client, StdioServerParameters
+from mcp.client.stdio import stdio_client
 from mcp.types import TextResourceContents
 from sqlmodel import select
 
@@ -348,3 +351,37 @@ def test_bad_governance_config_names_the_key(tmp_path: Path, cards_toml: str, me
     with pytest.raises(ConfigError) as raised:
         load_config(path)
     assert message in raised.value.message
+
+
+async def test_over_stdio_an_auditor_token_gets_the_evidence_and_the_local_agent_does_not(
+    monitor: Monitor, canary: str, tmp_path: Path
+) -> None:
+    auditor = tokens.create_token(monitor, OPERATOR, name="auditor", scopes=["read", "governance"])
+    config = tmp_path / "stdio-config.toml"
+    config.write_text(
+        f'[[destinations]]\nid = "ops-webhook"\nkind = "webhook"\nurl = "https://hooks.example.com/{CANARY_URL_PART}"\n'
+        f'secret = "env:{WEBHOOK_SECRET_VARIABLE}"\n[default_destination]\ndestination_id = "ops-webhook"\n',
+        encoding="utf-8",
+    )
+    base_env = {"PATH": os.environ.get("PATH", ""), WEBHOOK_SECRET_VARIABLE: canary}
+    forbidden = [canary, auditor.secret, CANARY_URL_PART]
+
+    def params(env: dict[str, str]) -> StdioServerParameters:
+        args = ["serve", "--transport", "stdio", "--config", str(config), "--data-dir", str(monitor.data_dir)]
+        return StdioServerParameters(command=str(SCRIPT), args=args, env=env)
+
+    with (tmp_path / "stderr.log").open("a", encoding="utf-8") as log, anyio.fail_after(120):
+        async with Client(stdio_client(params(base_env | {"INCIDENT_MONITOR_TOKEN": auditor.secret}), errlog=log)) as c:
+            view = await call_ok(c, "get_authority_inventory")
+            built = await call_ok(c, "build_assessment_report")
+            [routes] = (await c.read_resource("incident-monitor://inventory/routes")).contents
+        async with Client(stdio_client(params(base_env), errlog=log)) as local_agent:
+            assert (await local_agent.list_resources()).resources == []
+            refusal = await call_refused(local_agent, "run_posture_checks")
+
+    assert [d["destination_id"] for d in view["destinations"]] == ["ops-webhook"]
+    assert built["markdown"].startswith("# Incident Monitor assessment report")
+    assert json.loads(getattr(routes, "text", ""))["routes"][0]["is_default"] is True
+    assert "incident_monitor:governance" in refusal
+    for where, text in (("inventory", json.dumps(view)), ("report", json.dumps(built))):
+        assert_clean(f"stdio {where}", text, forbidden)

@@ -7,7 +7,7 @@ Seams for work landing in parallel are marked "seam" (intake keys, projects, MCP
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any, Literal
 
@@ -258,12 +258,8 @@ def _principals(session: Session, now: datetime) -> list[PrincipalEntry]:
     return entries
 
 
-def _intake_keys(session: Session) -> list[IntakeKeyEntry]:
-    # Seam (remote issue #4): intake keys are rows of a table `IntakeKey` in domain/models.py with
-    # key_id, project_id, source_id, scopes, created_at, disabled_at, last_used_at. The hash is never read.
-    table: Any = getattr(models, "IntakeKey", None)
-    if table is None:
-        return []
+def intake_key_entries(rows: Iterable[Any]) -> list[IntakeKeyEntry]:
+    """Intake-key rows → entries: names, bindings, scopes and dates only (the hash is never read)."""
     return [
         IntakeKeyEntry(
             key_id=row.key_id,
@@ -275,8 +271,18 @@ def _intake_keys(session: Session) -> list[IntakeKeyEntry]:
             disabled_at=getattr(row, "disabled_at", None),
             last_used_at=getattr(row, "last_used_at", None),
         )
-        for row in session.exec(select(table)).all()
+        for row in rows
     ]
+
+
+def _intake_keys(session: Session) -> list[IntakeKeyEntry]:
+    # Seam (remote issue #4): intake keys are rows of a table `IntakeKey` in domain/models.py with
+    # key_id, project_id, source_id, scopes, created_at, disabled_at, last_used_at. Until it exists
+    # there are no keys.
+    table: Any = getattr(models, "IntakeKey", None)
+    if table is None:
+        return []
+    return intake_key_entries(session.exec(select(table)).all())
 
 
 def outbound_mcp_servers(config: MonitorConfig) -> list[OutboundMcpServerEntry]:
@@ -306,7 +312,7 @@ def outbound_mcp_servers(config: MonitorConfig) -> list[OutboundMcpServerEntry]:
     return entries
 
 
-def _projects(config: MonitorConfig) -> list[ProjectEntry]:
+def project_entries(config: MonitorConfig) -> list[ProjectEntry]:
     # Seam (remote issue #4): `config.projects`, each with id, name, sources, default_route_tags,
     # allowed_destinations.
     return [
@@ -364,7 +370,7 @@ def collect_inventory(monitor: Monitor, session: Session, tools: Sequence[ToolEn
             )
         )
     principals = _principals(session, now)
-    projects = _projects(config)
+    projects = project_entries(config)
     return AuthorityInventory(
         generated_at=now,
         policy_version=config.policy_version,
