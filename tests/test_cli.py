@@ -38,6 +38,7 @@ kind = "webhook"
 url = "http://127.0.0.1:9/hooks/incident"
 secret = "env:{WEBHOOK_SECRET_VARIABLE}"
 allow_insecure_http = true
+allow_private_networks = true
 
 [[destinations]]
 id = "telemetry"

@@ -21,7 +21,7 @@ from incident_monitor.config import Settings
 from incident_monitor.domain.enums import ApprovalStatus
 from incident_monitor.errors import MonitorError
 from incident_monitor.policy.principal import local_operator
-from incident_monitor.service import approvals, audit_log, incidents, queries, status, tokens
+from incident_monitor.service import approvals, audit_log, destination_states, incidents, queries, status, tokens
 from incident_monitor.service.monitor import Monitor
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -185,6 +185,12 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_destinations_enable(args: argparse.Namespace) -> int:
+    changed = destination_states.enable_destination(_open(args), local_operator(), args.destination_id)
+    print(f"destination {args.destination_id} " + ("re-enabled" if changed else "was not disabled"))
+    return EXIT_OK
+
+
 # --- parser ------------------------------------------------------------------------------------
 
 
@@ -267,6 +273,14 @@ def build_parser() -> argparse.ArgumentParser:
     st = sub.add_parser("status", help="readiness of the monitor and its destinations")
     _common(st)
     st.set_defaults(func=cmd_status)
+
+    dst = sub.add_parser("destinations", help="destination state").add_subparsers(
+        dest="destinations_command", required=True
+    )
+    enable = dst.add_parser("enable", help="re-enable a destination its receiver disabled (HTTP 410)")
+    enable.add_argument("destination_id")
+    _common(enable, json_flag=False)
+    enable.set_defaults(func=cmd_destinations_enable)
     return parser
 
 
