@@ -21,6 +21,7 @@ from incident_monitor.errors import PermissionDenied, PublishBlocked
 from incident_monitor.service import destination_states, publishing, status
 from incident_monitor.service.monitor import Monitor
 from linear_fake import FakeLinear
+from mcp_helpers import mcp_client
 from test_destination_mcp_tool import ENTITIES
 from test_egress import Redirector
 from test_publishing import approved_draft
@@ -232,3 +233,31 @@ def approved_draft_from(monitor: Monitor, source: str) -> str:
     requested = approvals.request_approval(monitor, AGENT, report.draft_id, "canary")
     approvals.decide_approval(monitor, OPERATOR, requested.approval.approval_id, "approve", "ok")
     return report.draft_id
+
+
+async def test_the_outbound_servers_tools_are_never_listed_to_our_callers(
+    make_monitor: MonitorFactory, node_bin: Path, tmp_path: Path
+) -> None:
+    config = flow_config()
+    config["destinations"].append(
+        {
+            "id": "memory",
+            "kind": "mcp_tool",
+            "server": "memory",
+            "command": str(node_bin / "mcp-server-memory"),
+            "env": {"PATH": f"{node_bin}:/usr/bin:/bin", "MEMORY_FILE_PATH": str(tmp_path / "m.jsonl")},
+            "tool": "create_entities",
+            "allowed_tools": ["create_entities"],
+            "arguments": {"entities": ENTITIES},
+        }
+    )
+    monitor = make_monitor(config)
+    for who in (AGENT, OPERATOR):
+        async with mcp_client(monitor, who) as client:
+            names = {tool.name for tool in (await client.list_tools()).tools}
+            assert names.isdisjoint({"create_entities", "add_observations", "read_graph", "delete_entities"})
+            refused = await client.call_tool("create_entities", {"entities": []})
+            assert refused.is_error
+    assert not (tmp_path / "m.jsonl").exists()
+    memory = next(d for d in status.get_status(monitor, OPERATOR).destinations if d.destination_id == "memory")
+    assert memory.kind == "mcp_tool" and memory.ready is True

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
+import uvicorn
+from mcp.server import MCPServer
 from pydantic import ValidationError
 
 from incident_monitor.destinations.mcp_tool import McpToolAdapter, McpToolConfig, build_arguments
@@ -119,10 +122,29 @@ async def test_an_unstartable_server_is_a_failed_publish(tmp_path: Path) -> None
         allowed_tools=["create_entities"],
         timeout_seconds=20,
     )
+    adapter = McpToolAdapter(config, data_dir=tmp_path)
+    reason = f"command '{tmp_path / 'no-such-program'}' not found or not executable: install it or give its full path"
+    assert adapter.readiness().reasons == [reason]
+    request = make_request(destination_id="memory")
+    outcome = await adapter.publish(request, permit_for(request))
+    assert outcome.status == "failed" and outcome.attempts == 0
+    assert outcome.error == f"destination not ready: {reason}"
+
+
+async def test_a_server_that_exits_at_once_is_a_failed_publish(tmp_path: Path) -> None:
+    config = McpToolConfig(
+        id="memory",
+        server="memory",
+        command="/bin/false",
+        tool="create_entities",
+        allowed_tools=["create_entities"],
+        timeout_seconds=20,
+    )
     request = make_request(destination_id="memory")
     outcome = await McpToolAdapter(config, data_dir=tmp_path).publish(request, permit_for(request))
     assert outcome.status == "failed"
-    assert outcome.error is not None and outcome.error.startswith("mcp://memory/create_entities: could not call")
+    assert outcome.error is not None
+    assert outcome.error.startswith("mcp://memory/create_entities: could not call the MCP server (")
 
 
 async def test_a_private_http_server_is_refused_before_any_connection(tmp_path: Path) -> None:
@@ -189,3 +211,94 @@ def test_argument_mapping_fills_references_placeholders_and_json() -> None:
         "literal": "as written",
         "nested": {"key": request.idempotency_key, "evidence": request.evidence},
     }
+
+
+# --- Streamable HTTP ------------------------------------------------------------------------------
+
+HTTP_TOKEN_VAR = "IM_TEST_REMOTE_MCP_AUTH"
+
+
+class RemoteMcp:
+    """A real MCP server over Streamable HTTP (uvicorn on 127.0.0.1:0) with a bearer check and two tools."""
+
+    def __init__(self, token: str) -> None:
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+        server = MCPServer("remote-tracker")
+
+        @server.tool(name="open_ticket")
+        def open_ticket(key: str, title: str, severity: str) -> str:
+            self.calls.append(("open_ticket", {"key": key, "title": title, "severity": severity}))
+            return f"ticket T-1 opened for {key}"
+
+        @server.tool(name="delete_everything")
+        def delete_everything() -> str:
+            self.calls.append(("delete_everything", {}))
+            return "gone"
+
+        inner = server.streamable_http_app()
+        expected = f"Bearer {token}".encode()
+
+        async def app(scope: Any, receive: Any, send: Any) -> None:
+            if scope["type"] == "http" and dict(scope["headers"]).get(b"authorization") != expected:
+                await send({"type": "http.response.start", "status": 401, "headers": []})
+                await send({"type": "http.response.body", "body": b"unauthorized"})
+                return
+            await inner(scope, receive, send)
+
+        self._server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+        self._thread = threading.Thread(target=self._server.run, daemon=True)
+        self._thread.start()
+        while not self._server.started:
+            threading.Event().wait(0.05)
+        port = self._server.servers[0].sockets[0].getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}/mcp"
+
+    def close(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=10)
+
+
+def remote_config(url: str, **overrides: Any) -> McpToolConfig:
+    settings: dict[str, Any] = {
+        "id": "remote",
+        "server": "tracker",
+        "url": url,
+        "headers": {"Authorization": f"env:{HTTP_TOKEN_VAR}"},
+        "allow_insecure_http": True,
+        "allow_private_networks": True,
+        "tool": "open_ticket",
+        "allowed_tools": ["open_ticket"],
+        "arguments": {"key": "$idempotency_key", "title": "$draft.title", "severity": "$incident.severity"},
+    }
+    settings.update(overrides)
+    return McpToolConfig(**settings)
+
+
+async def test_publish_over_streamable_http_calls_only_the_allowlisted_tool(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    token = "remote-token-0123456789abcdef"
+    header_value = f"Bearer {token}"
+    monkeypatch.setenv(HTTP_TOKEN_VAR, header_value)
+    remote = RemoteMcp(token)
+    try:
+        adapter = McpToolAdapter(remote_config(remote.url), data_dir=tmp_path)
+        assert adapter.readiness().ready
+        request = make_request(destination_id="remote", severity="high")
+        outcome = await adapter.publish(request, permit_for(request))
+
+        assert outcome.status == "published", outcome.error
+        assert outcome.external_url == "mcp://tracker/open_ticket"
+        assert outcome.response_excerpt == f"ticket T-1 opened for {request.idempotency_key}"
+        assert remote.calls == [
+            ("open_ticket", {"key": request.idempotency_key, "title": request.title, "severity": "high"})
+        ]
+
+        monkeypatch.setenv(HTTP_TOKEN_VAR, "Bearer wrong")
+        refused = await adapter.publish(request, permit_for(request))
+        assert refused.status == "failed"
+        assert refused.error is not None and refused.error.startswith("mcp://tracker/open_ticket: could not call")
+        assert "wrong" not in refused.error and token not in refused.error
+        assert len(remote.calls) == 1  # delete_everything was never called
+    finally:
+        remote.close()

@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
+import shutil
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any, Literal
@@ -219,6 +221,13 @@ class McpToolAdapter(DestinationAdapter):
             if _ENV_REF.match(value) and resolve_secret(value) is None:
                 where = "env" if config.command is not None else "headers"
                 reasons.append(f"{where}.{name}: environment variable {secret_ref_variable(value)} is not set or empty")
+        if config.command is not None:
+            # Looked up the way the process will be started: on the configured PATH, else ours.
+            search_path = config.env.get("PATH") if not _ENV_REF.match(config.env.get("PATH", "")) else None
+            if shutil.which(config.command, path=search_path or os.environ.get("PATH")) is None:
+                reasons.append(
+                    f"command '{config.command}' not found or not executable: install it or give its full path"
+                )
         if config.url is not None:
             problem = scheme_problem(config.url, self.egress_policy)
             if problem:
