@@ -261,3 +261,20 @@ async def test_the_outbound_servers_tools_are_never_listed_to_our_callers(
     assert not (tmp_path / "m.jsonl").exists()
     memory = next(d for d in status.get_status(monitor, OPERATOR).destinations if d.destination_id == "memory")
     assert memory.kind == "mcp_tool" and memory.ready is True
+
+
+async def test_recovery_leaves_a_disabled_destinations_pending_receipt_until_it_is_re_enabled(
+    make_monitor: MonitorFactory, github: FakeGitHub, webhook_secret: str
+) -> None:
+    monitor = make_monitor(github_config(github.url))
+    draft_id = approved_draft(monitor)
+    claimed = publishing.claim(monitor, AGENT, draft_id)  # then the process "crashes" before delivering
+    with monitor.session() as session:
+        destination_states.disable_destination(session, "gh", "issues disabled (410)", monitor.clock())
+
+    assert await publishing.recover_pending(monitor) == []
+    assert github.requests == []
+    assert destination_states.enable_destination(monitor, OPERATOR, "gh")
+    assert await publishing.recover_pending(monitor) == [claimed.receipt_id]
+    (receipt,) = receipts(monitor)
+    assert receipt.status is ReceiptStatus.published and len(github.issues) == 1

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from sqlmodel import Session, col, select
 
 from incident_monitor.destinations.base import PublishOutcome, PublishRequest
+from incident_monitor.domain.destination_state import read_disabled
 from incident_monitor.domain.enums import ApprovalStatus, Decision, DraftStatus, IncidentStatus, ReceiptStatus
 from incident_monitor.domain.evidence import sha256_hex
 from incident_monitor.domain.io import PublishResult
@@ -304,10 +305,13 @@ async def recover_pending(monitor: Monitor) -> list[str]:
     with monitor.session() as session:
         pending = session.exec(select(Receipt).where(Receipt.status == ReceiptStatus.pending)).all()
         work: list[tuple[str, PublishRequest, PublishPermit]] = []
+        disabled = read_disabled(monitor.engine)
         for receipt in pending:
             draft = session.get(Draft, receipt.draft_id)
             if draft is None or receipt.destination_id not in monitor.destinations:
                 continue
+            if receipt.destination_id in disabled:
+                continue  # stays pending until an operator re-enables the destination
             request = _request_for(receipt, draft, _labels(monitor, draft, receipt.route_id))
             work.append((receipt.receipt_id, request, _permit_for(receipt)))
     for receipt_id, request, permit in work:
