@@ -52,6 +52,7 @@ class FakeLinear:
     create_hang_seconds: float = 0.0
     rate_limit_next: int = 0
     error_next: str | None = None  # a GraphQL error code answered inside HTTP 200 (e.g. "FORBIDDEN")
+    stale_lookups: int = 0  # this many `issues` fields answer empty (a replica lagging behind the write)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __enter__(self) -> FakeLinear:
@@ -85,6 +86,9 @@ class FakeLinear:
     def _issues(self, _info: Any, filter: dict[str, Any] | None = None, **_: Any) -> dict[str, Any]:
         filter = filter or {}
         nodes = list(self.issues.values())
+        if self.stale_lookups:
+            self.stale_lookups -= 1
+            return {"nodes": []}
         if "id" in filter:
             nodes = [i for i in nodes if i["id"] == filter["id"]["eq"]]
         if "team" in filter:

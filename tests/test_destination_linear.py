@@ -107,6 +107,32 @@ async def test_a_timed_out_create_is_not_repeated(linear: FakeLinear, tmp_path: 
     assert outcome.attempts == 2
 
 
+async def test_a_create_refused_as_already_existing_is_looked_up_not_failed(linear: FakeLinear, tmp_path: Path) -> None:
+    adapter = make_adapter(linear, tmp_path)
+    first = await publish(adapter)
+    linear.stale_lookups = 2  # both issue searches of the next lookup miss: the adapter tries to create it again
+
+    again = await publish(adapter)
+
+    assert again.status == "published", again.error
+    assert again.external_id == first.external_id and again.attempts == 2
+    assert len(linear.issues) == 1
+    assert len(linear.creates()) == 2  # the refused create, then the lookup found it
+
+
+async def test_the_duplicate_search_finding_this_publishs_own_issue_is_not_a_duplicate(
+    linear: FakeLinear, tmp_path: Path
+) -> None:
+    adapter = make_adapter(linear, tmp_path)
+    first = await publish(adapter)
+    linear.stale_lookups = 1  # only the lookup by id misses; the fingerprint search finds the issue
+
+    again = await publish(adapter)
+
+    assert again.status == "published" and again.external_id == first.external_id
+    assert not linear.comments and len(linear.creates()) == 1
+
+
 async def test_republish_returns_the_same_issue(linear: FakeLinear, tmp_path: Path) -> None:
     adapter = make_adapter(linear, tmp_path)
     first = await publish(adapter)

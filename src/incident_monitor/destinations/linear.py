@@ -239,10 +239,12 @@ class LinearAdapter(DestinationAdapter):
             },
         )
         same = _first(found, "same")
+        duplicate = _first(found, "duplicate")
+        if same is None and duplicate is not None and duplicate.get("id") == issue_id:
+            same = duplicate  # the duplicate search found this publish's own issue
         if same is not None:
             return _issue_outcome(same, "found the issue an earlier attempt created")
         comment = _first(found, "comment")
-        duplicate = _first(found, "duplicate")
         if comment is not None:
             return _comment_outcome(duplicate, comment)
         if duplicate is not None:
@@ -311,6 +313,9 @@ class LinearAdapter(DestinationAdapter):
             raise _Failed(
                 f"the credentials in {variable} may not write to team {self.config.team_id} (forbidden)", excerpt
             )
+        if errors and any("already exists" in str(e.get("message", "")).lower() for e in errors if isinstance(e, dict)):
+            # The derived id is taken: an earlier attempt created it. Look it up rather than fail.
+            raise _Retry("Linear says the derived id already exists", wait=0)
         if errors:
             messages = "; ".join(str(e.get("message", "")) for e in errors if isinstance(e, dict))[:300]
             raise _Failed(
