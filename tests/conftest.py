@@ -83,6 +83,7 @@ def flow_config(webhook_url: str | None = None, **overrides: Any) -> dict[str, A
                 "url": webhook_url or "http://127.0.0.1:9/hooks/incident",
                 "secret": f"env:{WEBHOOK_SECRET_VARIABLE}",
                 "allow_insecure_http": True,
+                "allow_private_networks": True,
                 "timeout_seconds": 5,
                 "max_attempts": 2,
                 "backoff_seconds": 0,

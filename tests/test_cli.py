@@ -19,13 +19,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlmodel import select
 
 from conftest import AGENT, OPERATOR, WEBHOOK_SECRET_VARIABLE
 from incident_monitor import __version__
 from incident_monitor.domain.enums import ApprovalStatus, DraftStatus, IncidentStatus
 from incident_monitor.domain.io import IncidentReport
+from incident_monitor.domain.models import AuditEvent
 from incident_monitor.errors import PermissionDenied
 from incident_monitor.service import approvals, intake, queries, status, tokens
+from incident_monitor.service.destination_states import disable_destination
 from incident_monitor.service.monitor import Monitor
 
 SCRIPT = Path(sys.executable).with_name("incident-monitor")
@@ -38,6 +41,7 @@ kind = "webhook"
 url = "http://127.0.0.1:9/hooks/incident"
 secret = "env:{WEBHOOK_SECRET_VARIABLE}"
 allow_insecure_http = true
+allow_private_networks = true
 
 [[destinations]]
 id = "telemetry"
@@ -424,3 +428,26 @@ def test_incidents_resolve_records_the_note_and_a_second_resolve_is_refused(ws: 
     assert again.returncode == 1
     assert incident_id in again.stderr
     assert "resolved" in again.stderr
+
+
+def test_destinations_enable_re_enables_a_destination_its_receiver_disabled(ws: Workspace) -> None:
+    with ws.monitor() as monitor:
+        with monitor.session() as session:
+            disable_destination(session, "ops-webhook", "webhook answered 410 Gone", monitor.clock())
+        assert monitor.readiness("ops-webhook").reasons[0].startswith("disabled since ")
+
+    shown = ws.run("status")
+    assert "disabled since" in shown.stdout and "destinations enable ops-webhook" in shown.stdout
+
+    enabled = ws.run("destinations", "enable", "ops-webhook")
+    assert enabled.returncode == 0, enabled.stderr
+    assert enabled.stdout.strip() == "destination ops-webhook re-enabled"
+    assert ws.run("destinations", "enable", "ops-webhook").stdout.strip() == "destination ops-webhook was not disabled"
+    unknown = ws.run("destinations", "enable", "nope")
+    assert unknown.returncode == 2
+    assert "destination_id: unknown destination 'nope'" in unknown.stderr
+    with ws.monitor() as monitor:
+        assert all("disabled" not in reason for reason in monitor.readiness("ops-webhook").reasons)
+        with monitor.session() as session:
+            actions = [e.action for e in session.exec(select(AuditEvent)).all()]
+    assert actions.count("enable_destination") == 3  # two allowed, one rejected: all audited

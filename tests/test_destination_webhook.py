@@ -72,6 +72,7 @@ def make_adapter(url: str, tmp_path: Path, **config: Any) -> WebhookAdapter:
         "url": url,
         "secret": f"env:{SECRET_VAR}",
         "allow_insecure_http": True,
+        "allow_private_networks": True,
         "backoff_seconds": 0,
         "timeout_seconds": 5,
     }

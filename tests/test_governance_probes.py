@@ -216,12 +216,14 @@ async def test_webhook_url_policy_probe(make_monitor: MonitorFactory, monkeypatc
     http = result.checks[0]
     assert (http.name, http.passed) == ("plain http:// target", True)
     assert "https://" in http.observed
-    # Private-network refusal arrives with the destinations issue; until then it is reported as unchecked.
-    assert all(c.passed is None and "not checked" in c.observed for c in result.checks[1:])
+    private = result.checks[1:]
+    assert private and all(c.passed is True for c in private)
+    assert all("allow_private_networks" in c.observed or "metadata" in c.observed for c in private)
 
     monkeypatch.setattr(WebhookAdapter, "readiness", lambda self: Readiness(ready=True))  # a policy that allows http
     broken = await run(monitor, "webhook-url-policy")
-    assert failed_checks(broken) == ["plain http:// target"]
+    # A policy that accepts everything fails every check: http and each private target.
+    assert failed_checks(broken) == [c.name for c in result.checks]
 
 
 async def test_probes_do_not_write_to_the_data_dir(make_monitor: MonitorFactory) -> None:

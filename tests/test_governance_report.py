@@ -119,7 +119,8 @@ def test_inventory_lists_authority_without_secrets(monitor: Monitor, canary: str
         True,
         True,
     )
-    assert webhook.policy_flags == {"allow_insecure_http": False}
+    # flow_config allows private networks for the tests' loopback receivers; the inventory shows that flag too.
+    assert webhook.policy_flags == {"allow_insecure_http": False, "allow_private_networks": True}
     assert webhook.route_ids == ["runtime-failures", "safety-signals"]
     assert [r.route_id for r in view.routes] == ["runtime-failures", "safety-signals", None]
     assert view.intake_keys == [] and view.outbound_mcp_servers == []  # sections exist before their issues land

@@ -66,6 +66,7 @@ kind = "webhook"
 url = "{webhook_url}"
 secret = "env:{WEBHOOK_SECRET_VARIABLE}"
 allow_insecure_http = true
+allow_private_networks = true
 timeout_seconds = 5
 max_attempts = 2
 backoff_seconds = 0

@@ -21,7 +21,7 @@ from incident_monitor.config import Settings
 from incident_monitor.domain.enums import ApprovalStatus, Severity
 from incident_monitor.errors import MonitorError
 from incident_monitor.policy.principal import local_operator
-from incident_monitor.service import approvals, audit_log, incidents, queries, status, tokens
+from incident_monitor.service import approvals, audit_log, destination_states, incidents, queries, status, tokens
 from incident_monitor.service.governance import cards as governance_cards
 from incident_monitor.service.governance import inventory as governance_inventory
 from incident_monitor.service.governance import posture as governance_posture
@@ -329,6 +329,12 @@ def _add_governance_commands(sub: Any) -> None:
     crd.set_defaults(func=cmd_cards)
 
 
+def cmd_destinations_enable(args: argparse.Namespace) -> int:
+    changed = destination_states.enable_destination(_open(args), local_operator(), args.destination_id)
+    print(f"destination {args.destination_id} " + ("re-enabled" if changed else "was not disabled"))
+    return EXIT_OK
+
+
 # --- parser ------------------------------------------------------------------------------------
 
 
@@ -412,6 +418,14 @@ def build_parser() -> argparse.ArgumentParser:
     _common(st)
     st.set_defaults(func=cmd_status)
     _add_governance_commands(sub)
+
+    dst = sub.add_parser("destinations", help="destination state").add_subparsers(
+        dest="destinations_command", required=True
+    )
+    enable = dst.add_parser("enable", help="re-enable a destination its receiver disabled (HTTP 410)")
+    enable.add_argument("destination_id")
+    _common(enable, json_flag=False)
+    enable.set_defaults(func=cmd_destinations_enable)
     return parser
 
 

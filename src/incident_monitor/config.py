@@ -14,13 +14,18 @@ from typing import Annotated, Any, Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from incident_monitor.destinations.github import GitHubConfig
+from incident_monitor.destinations.linear import LinearConfig
+from incident_monitor.destinations.mcp_tool import McpToolConfig
 from incident_monitor.destinations.telemetry import TelemetryConfig
 from incident_monitor.destinations.webhook import WebhookConfig
 from incident_monitor.domain.enums import ApprovalPolicy, Severity
 from incident_monitor.errors import ConfigError
 
 # One line per destination kind (its config model lives in its destinations/ module).
-DestinationSettings = Annotated[WebhookConfig | TelemetryConfig, Field(discriminator="kind")]
+DestinationSettings = Annotated[
+    WebhookConfig | TelemetryConfig | GitHubConfig | LinearConfig | McpToolConfig, Field(discriminator="kind")
+]
 DESTINATION_KINDS: tuple[str, ...] = tuple(
     model.model_fields["kind"].default for model in get_args(get_args(DestinationSettings)[0])
 )

@@ -75,6 +75,9 @@ class PublishOutcome(BaseModel):
     attempts: int = 1
     error: str | None = None
     response_excerpt: str | None = None
+    # Set when the destination answered that it is gone for good (e.g. HTTP 410): publishing there stops
+    # until an operator re-enables it.
+    disable_reason: str | None = None
 
 
 class DestinationAdapter(ABC):
@@ -105,8 +108,30 @@ class DestinationAdapter(ABC):
             return PublishOutcome(
                 status="failed", attempts=0, error="destination not ready: " + "; ".join(readiness.reasons)
             )
-        return await self._deliver(request)
+        return scrub_outcome(await self._deliver(request), self.secret_values())
+
+    def secret_values(self) -> list[str]:
+        """The resolved secrets this adapter sends; scrubbed from every outcome it returns."""
+        return []
 
     @abstractmethod
     async def _deliver(self, request: PublishRequest) -> PublishOutcome:
         """Send the request. Must be idempotent on ``request.idempotency_key``."""
+
+
+def scrub_outcome(outcome: PublishOutcome, secrets: list[str]) -> PublishOutcome:
+    """The outcome with every occurrence of a secret replaced, so a receiver echoing a credential cannot
+    plant it in a receipt."""
+    secrets = [s for s in secrets if len(s) >= 4]
+    if not secrets:
+        return outcome
+    updates: dict[str, str] = {}
+    for name in ("error", "response_excerpt", "external_id", "external_url", "disable_reason"):
+        value = getattr(outcome, name)
+        if isinstance(value, str):
+            scrubbed = value
+            for secret in secrets:
+                scrubbed = scrubbed.replace(secret, "[redacted]")
+            if scrubbed != value:
+                updates[name] = scrubbed
+    return outcome.model_copy(update=updates) if updates else outcome

@@ -5,12 +5,18 @@ from __future__ import annotations
 from pathlib import Path
 
 from incident_monitor.destinations.base import DestinationAdapter, DestinationConfig
+from incident_monitor.destinations.github import GitHubAdapter
+from incident_monitor.destinations.linear import LinearAdapter
+from incident_monitor.destinations.mcp_tool import McpToolAdapter
 from incident_monitor.destinations.telemetry import TelemetryAdapter
 from incident_monitor.destinations.webhook import WebhookAdapter
 
 ADAPTER_KINDS: dict[str, type[DestinationAdapter]] = {
     WebhookAdapter.kind: WebhookAdapter,
     TelemetryAdapter.kind: TelemetryAdapter,
+    GitHubAdapter.kind: GitHubAdapter,
+    LinearAdapter.kind: LinearAdapter,
+    McpToolAdapter.kind: McpToolAdapter,
 }
 
 

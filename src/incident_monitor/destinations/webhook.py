@@ -32,6 +32,14 @@ from incident_monitor.destinations.base import (
     PublishRequest,
     Readiness,
 )
+from incident_monitor.destinations.egress import (
+    EgressPolicy,
+    EgressRefused,
+    describe_transport_error,
+    egress_client,
+    literal_address_problem,
+    send,
+)
 from incident_monitor.secret_ref import SecretRef, resolve_secret, secret_ref_variable
 
 log = logging.getLogger(__name__)
@@ -77,6 +85,10 @@ class WebhookConfig(DestinationConfig):
         description="env:NAME of a variable holding a Standard Webhooks secret ('whsec_<base64>').",
     )
     allow_insecure_http: bool = Field(default=False, description="Allow http:// URLs (local testing only).")
+    allow_private_networks: bool = Field(
+        default=False,
+        description="Allow private, loopback and link-local receivers (checked after DNS resolution).",
+    )
     timeout_seconds: float = Field(10.0, gt=0, le=120)
     max_attempts: int = Field(3, ge=1, le=10)
     max_payload_bytes: int = Field(256_000, ge=1024)
@@ -174,6 +186,19 @@ class WebhookAdapter(DestinationAdapter):
     def __repr__(self) -> str:
         return f"WebhookAdapter(id={self.config.id!r}, url={self.config.url!r})"
 
+    @property
+    def egress_policy(self) -> EgressPolicy:
+        return EgressPolicy(
+            allow_insecure_http=self.config.allow_insecure_http,
+            allow_private_networks=self.config.allow_private_networks,
+            timeout_seconds=self.config.timeout_seconds,
+            max_response_bytes=_MAX_RESPONSE_BYTES,
+        )
+
+    def secret_values(self) -> list[str]:
+        secret = resolve_secret(self.config.secret)
+        return [secret.get_secret_value()] if secret else []
+
     def readiness(self) -> Readiness:
         config = self.config
         reasons: list[str] = []
@@ -181,6 +206,9 @@ class WebhookAdapter(DestinationAdapter):
             reasons.append(f"destination '{config.id}' is disabled (set enabled = true to publish)")
         if urlsplit(config.url).scheme == "http" and not config.allow_insecure_http:
             reasons.append("url uses plain http://: use https:// or set allow_insecure_http = true for local testing")
+        address_problem = literal_address_problem(config.url, self.egress_policy)
+        if address_problem:
+            reasons.append(f"url: {address_problem}")
         _, problem = self._signer()
         if problem:
             reasons.append(problem)
@@ -250,11 +278,13 @@ class WebhookAdapter(DestinationAdapter):
         last_error = "webhook was not called"
         excerpt: str | None = None
         attempt = 0
-        async with httpx.AsyncClient(timeout=config.timeout_seconds, follow_redirects=False) as client:
+        async with egress_client(self.egress_policy) as client:
             for attempt in range(1, config.max_attempts + 1):
                 wait: float | None = None
                 try:
                     status, raw, retry_after = await self._post(client, signer, webhook_id, body)
+                except EgressRefused as exc:
+                    return self._failed(f"webhook {describe_transport_error(exc, timeout_seconds=0)}", attempt, None)
                 except httpx.TimeoutException:
                     last_error = f"webhook timed out (timeout_seconds = {config.timeout_seconds:g})"
                 except httpx.TransportError as exc:
@@ -275,6 +305,14 @@ class WebhookAdapter(DestinationAdapter):
                             attempt,
                             excerpt,
                         )
+                    if status == 410:
+                        outcome = self._failed(
+                            f"webhook answered 410 Gone: destination '{config.id}' is now disabled; fix url, then "
+                            f"re-enable it with `incident-monitor destinations enable {config.id}`",
+                            attempt,
+                            excerpt,
+                        )
+                        return outcome.model_copy(update={"disable_reason": "webhook answered 410 Gone"})
                     if status != 429 and status < 500:
                         return self._failed(
                             f"webhook answered {status} after {_plural(attempt)}: {self._hint(status)}",
@@ -307,13 +345,8 @@ class WebhookAdapter(DestinationAdapter):
             "content-type": "application/json",
             "user-agent": USER_AGENT,
         }
-        async with client.stream("POST", self.config.url, content=body.encode(), headers=headers) as response:
-            raw = b""
-            async for chunk in response.aiter_bytes():
-                raw += chunk
-                if len(raw) >= _MAX_RESPONSE_BYTES:
-                    break
-            return response.status_code, raw, response.headers.get("retry-after")
+        answer = await send(client, self.egress_policy, "POST", self.config.url, content=body.encode(), headers=headers)
+        return answer.status, answer.body, answer.headers.get("retry-after")
 
     def _hint(self, status: int) -> str:
         if status in (401, 403):

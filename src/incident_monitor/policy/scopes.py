@@ -47,6 +47,7 @@ ACTION_SCOPES: dict[str, frozenset[str]] = {
     "run_assessment_probes": frozenset({GOVERNANCE}),
     "build_assessment_report": frozenset({GOVERNANCE}),
     "build_deployment_cards": frozenset({GOVERNANCE}),
+    "enable_destination": frozenset({ADMIN}),
 }
 
 

@@ -14,6 +14,7 @@ from sqlmodel import Session
 from incident_monitor.config import MonitorConfig, Settings, load_config
 from incident_monitor.destinations.base import DestinationAdapter, Readiness
 from incident_monitor.destinations.registry import build_adapters
+from incident_monitor.domain.destination_state import read_disabled
 from incident_monitor.domain.types import utcnow
 from incident_monitor.store.engine import open_engine, session_scope
 
@@ -55,6 +56,15 @@ class Monitor:
         adapter = self.destinations.get(destination_id)
         if adapter is None:
             return Readiness(ready=False, reasons=[f"destination '{destination_id}' is not configured"])
+        disabled = read_disabled(self.engine).get(destination_id)
+        if disabled is not None:
+            return Readiness(
+                ready=False,
+                reasons=[
+                    f"{disabled}; fix the destination, then re-enable it with "
+                    f"`incident-monitor destinations enable {destination_id}`"
+                ],
+            )
         return adapter.readiness()
 
     @contextmanager

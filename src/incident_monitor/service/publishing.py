@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from sqlmodel import Session, col, select
 
 from incident_monitor.destinations.base import PublishOutcome, PublishRequest
+from incident_monitor.domain.destination_state import read_disabled
 from incident_monitor.domain.enums import ApprovalStatus, Decision, DraftStatus, IncidentStatus, ReceiptStatus
 from incident_monitor.domain.evidence import sha256_hex
 from incident_monitor.domain.io import PublishResult
@@ -29,6 +30,7 @@ from incident_monitor.policy.routing import RouteDecision
 from incident_monitor.service import self_monitoring
 from incident_monitor.service.approvals import approvals_for, is_expired
 from incident_monitor.service.audit import append_audit
+from incident_monitor.service.destination_states import disable_destination
 from incident_monitor.service.governed import governed_call
 from incident_monitor.service.monitor import Monitor
 from incident_monitor.service.queries import draft_next_step, get_draft_row, run_id_for_draft
@@ -225,6 +227,8 @@ def settle(monitor: Monitor, principal: Principal, receipt_id: str, outcome: Pub
             draft.status = target
             draft.updated_at = now
             session.add(draft)
+        if outcome.disable_reason:
+            disable_destination(session, receipt.destination_id, outcome.disable_reason, now)
         incident = session.get(Incident, receipt.incident_id)
         if succeeded and incident is not None and incident.status in (IncidentStatus.open, IncidentStatus.triaged):
             check_incident_transition(incident.incident_id, incident.status, IncidentStatus.published)
@@ -307,10 +311,13 @@ async def recover_pending(monitor: Monitor) -> list[str]:
     with monitor.session() as session:
         pending = session.exec(select(Receipt).where(Receipt.status == ReceiptStatus.pending)).all()
         work: list[tuple[str, PublishRequest, PublishPermit]] = []
+        disabled = read_disabled(monitor.engine)
         for receipt in pending:
             draft = session.get(Draft, receipt.draft_id)
             if draft is None or receipt.destination_id not in monitor.destinations:
                 continue
+            if receipt.destination_id in disabled:
+                continue  # stays pending until an operator re-enables the destination
             request = _request_for(receipt, draft, _labels(monitor, draft, receipt.route_id))
             work.append((receipt.receipt_id, request, _permit_for(receipt)))
     for receipt_id, request, permit in work:

@@ -15,6 +15,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, SQLModel, create_engine
 
+from incident_monitor.domain import destination_state as _destination_state  # noqa: F401  (registers the table)
 from incident_monitor.domain import models as _models  # noqa: F401  (registers the tables)
 
 DATABASE_FILENAME = "incident-monitor.sqlite3"

@@ -1,0 +1,77 @@
+"""Config for the github, linear and mcp_tool destinations: the README's examples load, mistakes name the key."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT
+from incident_monitor.config import DESTINATION_KINDS, MonitorConfig, load_config
+from incident_monitor.destinations.registry import ADAPTER_KINDS
+from incident_monitor.errors import ConfigError
+
+README_TOML = re.findall(r"```toml\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+
+
+def readme_destination(kind: str) -> dict[str, object]:
+    for block in README_TOML:
+        parsed = tomllib.loads(block)
+        for destination in parsed.get("destinations", []):
+            if destination["kind"] == kind:
+                return destination
+    raise AssertionError(f"README has no example for kind {kind}")
+
+
+def test_every_kind_has_an_adapter() -> None:
+    assert set(DESTINATION_KINDS) == set(ADAPTER_KINDS)
+    assert {"github", "linear", "mcp_tool", "webhook", "telemetry"} <= set(DESTINATION_KINDS)
+
+
+@pytest.mark.parametrize("kind", ["github", "linear", "mcp_tool", "webhook"])
+def test_the_readme_example_of_each_destination_loads(kind: str) -> None:
+    config = MonitorConfig.model_validate({"destinations": [readme_destination(kind)]})
+    assert config.destinations[0].kind == kind
+    assert config.destinations[0].approval_required_by_default is True
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.toml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            '[[destinations]]\nid = "gh"\nkind = "github"\nrepo = "acme"\ntoken = "env:T"\n',
+            "destinations[0].repo: repo must be 'owner/repo'",
+        ),
+        (
+            '[[destinations]]\nid = "gh"\nkind = "github"\nrepo = "a/b"\ntoken = "ghp_literal0123456789"\n',
+            "destinations[0].token: must be a reference of the form 'env:VARIABLE_NAME'",
+        ),
+        (
+            '[[destinations]]\nid = "lin"\nkind = "linear"\nteam_id = "t"\nauth = "password"\n',
+            "destinations[0].auth: Input should be 'api_key' or 'oauth'",
+        ),
+        (
+            '[[destinations]]\nid = "m"\nkind = "mcp_tool"\nserver = "s"\ncommand = "x"\ntool = "drop"\n'
+            'allowed_tools = ["create"]\n',
+            "tool 'drop' is not in allowed_tools (create)",
+        ),
+        (
+            '[[destinations]]\nid = "m"\nkind = "mcp_tool"\nserver = "s"\ncommand = "x"\ntool = "t"\n'
+            'allowed_tools = ["t"]\narguments = { a = "$draft.nope" }\n',
+            "arguments.a: unknown reference $draft.nope",
+        ),
+    ],
+)
+def test_mistakes_name_the_key_and_the_fix(tmp_path: Path, text: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, text))
+    assert expected in caught.value.message
+    assert "ghp_literal0123456789" not in caught.value.message
