@@ -41,6 +41,7 @@ ACTION_SCOPES: dict[str, frozenset[str]] = {
     "manage_tokens": frozenset({ADMIN}),
     "verify_audit": frozenset({GOVERNANCE}),
     "read_audit": frozenset({GOVERNANCE}),
+    "manage_intake_keys": frozenset({ADMIN}),
 }
 
 

@@ -29,6 +29,7 @@ from incident_monitor.domain.models import IncidentBase
 from incident_monitor.policy.principal import Principal
 from incident_monitor.policy.routing import RouteDecision
 from incident_monitor.server.errors import tool_errors
+from incident_monitor.server.logging_level import accept_logging_level
 from incident_monitor.server.scope_gate import ScopeGate
 from incident_monitor.service import (
     approvals,
@@ -290,4 +291,5 @@ def build_mcp_server(monitor: Monitor, principal: Callable[[], Principal]) -> MC
         server.add_tool(fn, name=name, annotations=annotations, structured_output=True)
         metadata[name] = func_metadata(fn, structured_output=True)
     server.middleware.append(ScopeGate(monitor, principal, metadata))
+    accept_logging_level(server)
     return server
