@@ -47,7 +47,9 @@ def body(project_id: str = "shop", source_id: str | None = "ci", **report: Any) 
 
 @pytest.fixture
 def monitor(make_monitor: MonitorFactory, webhook_secret: str) -> Monitor:
-    return make_monitor(flow_config(projects=PROJECTS, http={"rate_limits": {"intake_key_burst": 5}}))
+    return make_monitor(
+        flow_config(projects=PROJECTS, http={"rate_limits": {"intake_key_burst": 5, "intake_key_per_minute": 1}})
+    )
 
 
 @pytest.fixture

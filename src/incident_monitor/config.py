@@ -121,8 +121,9 @@ class JwtSettings(_Strict):
     def _one_key_source(self) -> JwtSettings:
         if (self.jwks_file is None) == (self.jwks_url is None):
             raise ValueError("set exactly one of jwks_file or jwks_url")
-        if self.jwks_url is not None and not self.jwks_url.startswith("https://"):
-            raise ValueError("jwks_url: must be an https:// URL (or use jwks_file)")
+        loopback = self.jwks_url is not None and self.jwks_url.startswith(("http://127.0.0.1:", "http://localhost:"))
+        if self.jwks_url is not None and not (self.jwks_url.startswith("https://") or loopback):
+            raise ValueError("jwks_url: use an https:// URL (http:// only on 127.0.0.1/localhost), or jwks_file")
         return self
 
 

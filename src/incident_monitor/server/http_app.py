@@ -15,7 +15,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 import sys
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
@@ -166,15 +166,18 @@ def build_http_app(monitor: Monitor, options: HttpOptions) -> Starlette:
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
-    """Bind before serving, so ``--port 0`` can print the port the OS chose."""
+    """Bind (and listen) before serving, so ``--port 0`` can print the port the OS chose."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
+    # Listening now means clients told the URL can connect at once (they queue until uvicorn accepts).
+    sock.listen(2048)
     return sock
 
 
-def serve_http(monitor: Monitor, options: HttpOptions) -> int:
+def serve_http(monitor: Monitor, options: HttpOptions, announce: Callable[[str], None] | None = None) -> int:
+    """Bind, build the app, tell the operator (and ``announce``) the base URL, then serve until stopped."""
     try:
         sock = bind_socket(options.host, options.port)
     except OSError as exc:
@@ -201,6 +204,8 @@ def serve_http(monitor: Monitor, options: HttpOptions) -> int:
         file=sys.stderr,
         flush=True,
     )
+    if announce is not None:
+        announce(base)
     config = uvicorn.Config(app, log_level="warning", lifespan="on")
     uvicorn.Server(config).run(sockets=[sock])
     return 0
