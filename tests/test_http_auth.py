@@ -25,12 +25,13 @@ from http_helpers import http_client, http_server
 from incident_monitor.config import MonitorConfig
 from incident_monitor.domain.io import IncidentReport
 from incident_monitor.domain.models import AuditEvent
-from incident_monitor.policy.principal import LOCAL_AGENT, local_operator
+from incident_monitor.policy.principal import LOCAL_AGENT, Principal, local_operator
 from incident_monitor.policy.scopes import ACTION_SCOPES, DEFAULT_AGENT_SCOPES, OPERATOR_SCOPES
+from incident_monitor.server.rate_limit import RateLimiter
 from incident_monitor.server.tools import TOOL_ANNOTATIONS
 from incident_monitor.service import approvals, intake, intake_keys, tokens
 from incident_monitor.service.monitor import Monitor
-from mcp_helpers import error_text
+from mcp_helpers import error_text, mcp_client
 
 pytestmark = pytest.mark.anyio
 
@@ -200,3 +201,25 @@ async def test_protected_resource_metadata_lists_the_scopes(world: World) -> Non
     assert doc["resource"] == f"{world.url}/mcp"
     assert doc["bearer_methods_supported"] == ["header"]
     assert set(doc["scopes_supported"]) >= DEFAULT_AGENT_SCOPES | OPERATOR_SCOPES
+
+
+async def test_stdio_and_http_refuse_a_missing_scope_with_the_same_words(world: World) -> None:
+    """The ScopeGate is shared: an in-memory (stdio-equivalent) client and an HTTP client read the same refusal."""
+    args = arguments("decide_approval", world.ids)
+    async with mcp_client(world.monitor, Principal("agent-1", DEFAULT_AGENT_SCOPES)) as local:
+        local_text = error_text(await local.call_tool("decide_approval", args))
+    async with http_client(world.url, world.secrets["agent"]) as remote:
+        remote_text = error_text(await remote.call_tool("decide_approval", args))
+    assert local_text == remote_text
+    assert local_text.startswith("insufficient_scope: permission denied: decide_approval needs scope")
+
+
+def test_the_token_bucket_refills_at_the_configured_rate() -> None:
+    now = [0.0]
+    limiter = RateLimiter(per_minute=60, burst=2, clock=lambda: now[0])
+    assert [limiter.retry_after("p"), limiter.retry_after("p")] == [None, None]
+    assert limiter.retry_after("p") == 1  # empty: one token a second
+    assert limiter.retry_after("q") is None  # buckets are per key
+    now[0] += 1.0
+    assert limiter.retry_after("p") is None
+    assert limiter.retry_after("p") == 1

@@ -21,6 +21,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from incident_monitor.errors import CredentialError
 from incident_monitor.policy.principal import LOCAL_AGENT, Principal
+from incident_monitor.policy.scopes import ALL_SCOPES
 from incident_monitor.server.asgi_json import send_json
 from incident_monitor.server.jwt_verifier import JwtVerifier
 from incident_monitor.server.rate_limit import RateLimiter
@@ -157,8 +158,6 @@ def principal_resolver(authenticated: bool) -> Callable[[], Principal]:
 
 def protected_resource_metadata(resource: str, authorization_servers: list[str]) -> bytes:
     """RFC 9728 metadata: where the resource is, how to present a token, which scopes exist."""
-    from incident_monitor.policy.scopes import ALL_SCOPES
-
     document: dict[str, object] = {
         "resource": resource,
         "bearer_methods_supported": ["header"],

@@ -75,14 +75,13 @@ class IntakeEndpoint:
             key = await anyio.to_thread.run_sync(authenticate_intake_key, self.monitor, secret)
         except CredentialError as exc:
             return _error(401, "key_invalid", exc.message)
-        wait = self.limiter.take(f"intake-key:{key.key_id}")
-        if wait is not None:
-            retry_after = str(max(1, int(wait + 0.999)))
+        retry_after = self.limiter.retry_after(f"intake-key:{key.key_id}")
+        if retry_after is not None:
             return _error(
                 429,
                 "rate_limited",
-                f"too many reports with this key; retry after {retry_after} s",
-                {"retry-after": retry_after},
+                f"too many reports with this key; retry after {retry_after} s (http.rate_limits)",
+                {"retry-after": str(retry_after)},
             )
         limit = self.monitor.config.http.max_intake_body_bytes
         try:

@@ -46,12 +46,16 @@ class RateLimiter:
             return None
         return (1.0 - bucket.tokens) / self.rate
 
+    def retry_after(self, key: str) -> int | None:
+        """Spend one token: None when allowed, else the whole seconds to put in ``Retry-After`` (at least 1)."""
+        wait = self.take(key)
+        return None if wait is None else max(1, math.ceil(wait))
+
     async def refuse(self, key: str, send: Send) -> bool:
         """Answer 429 and return True when ``key`` is over its limit."""
-        wait = self.take(key)
-        if wait is None:
+        retry_after = self.retry_after(key)
+        if retry_after is None:
             return False
-        retry_after = max(1, math.ceil(wait))
         await send_json(
             send,
             429,
