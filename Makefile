@@ -6,8 +6,15 @@ STAMP := $(VENV)/.installed-stamp
 NODE_TOOLS := tools/node
 NODE_STAMP := $(NODE_TOOLS)/node_modules/.installed-stamp
 
-.PHONY: run test lint
+PORT ?= 8000
+
+.PHONY: run demo test lint
+# Serve HTTP on 127.0.0.1:$(PORT) with examples/config.toml; prints the URL, a fresh agent token and the Inspector command.
 run: $(STAMP)
+	$(VENV)/bin/python examples/serve_http.py --port $(PORT)
+
+# The governed flow played end to end over stdio (examples/agent_flow.py).
+demo: $(STAMP)
 	$(VENV)/bin/python examples/agent_flow.py
 
 # Lint, then the whole suite. pytest's exit 5 ("no tests collected") is a failure, not a pass.

@@ -42,7 +42,7 @@ def console_script() -> str:
     beside = Path(sys.executable).with_name("incident-monitor")
     found = str(beside) if beside.exists() else shutil.which("incident-monitor")
     if not found:
-        sys.exit("incident-monitor is not installed: run `make run` (it installs the project into .venv)")
+        sys.exit("incident-monitor is not installed: run `make demo` (it installs the project into .venv)")
     return found
 
 

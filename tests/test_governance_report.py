@@ -247,7 +247,11 @@ async def test_governance_tools_and_resources_are_for_the_governance_scope_only(
         assert (await agent.list_resources()).resources == []
         refusal = await call_refused(agent, "get_authority_inventory")
         assert "incident_monitor:governance" in refusal
-        with pytest.raises(Exception, match="permission_denied"):
+        with pytest.raises(
+            Exception,
+            match="insufficient_scope: permission denied: get_authority_inventory needs scope "
+            "incident_monitor:governance",
+        ):
             await agent.read_resource("incident-monitor://inventory/destinations")
 
     async with mcp_client(monitor, OPERATOR) as operator:

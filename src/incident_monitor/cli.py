@@ -21,7 +21,16 @@ from incident_monitor.config import Settings
 from incident_monitor.domain.enums import ApprovalStatus, Severity
 from incident_monitor.errors import MonitorError
 from incident_monitor.policy.principal import local_operator
-from incident_monitor.service import approvals, audit_log, destination_states, incidents, queries, status, tokens
+from incident_monitor.service import (
+    approvals,
+    audit_log,
+    destination_states,
+    incidents,
+    intake_keys,
+    queries,
+    status,
+    tokens,
+)
 from incident_monitor.service.governance import cards as governance_cards
 from incident_monitor.service.governance import inventory as governance_inventory
 from incident_monitor.service.governance import posture as governance_posture
@@ -62,7 +71,54 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from incident_monitor.server.stdio import serve_stdio
 
     settings = _settings(args)
+    if args.transport == "http":
+        return _serve_http(args, settings)
     return serve_stdio(settings)
+
+
+def _serve_http(args: argparse.Namespace, settings: Settings) -> int:
+    from incident_monitor.server.http_app import HttpOptions, serve_http
+
+    monitor = Monitor.from_settings(settings)
+    options = HttpOptions(
+        host=args.host,
+        port=args.port,
+        no_auth=args.no_auth,
+        allowed_hosts=tuple(args.allowed_host),
+        allowed_origins=tuple(args.allowed_origin),
+    )
+    return serve_http(monitor, options)
+
+
+def cmd_intake_keys_create(args: argparse.Namespace) -> int:
+    created = intake_keys.create_intake_key(
+        _open(args), local_operator(), project_id=args.project, source_id=args.source
+    )
+    key = created.key
+    bound = f"project '{key.project_id}'" + (f", source '{key.source_id}'" if key.source_id else "")
+    print(f"intake key {key.key_id} created for {bound}; it can only report", file=sys.stderr)
+    print("copy it now; it is shown only once:", file=sys.stderr)
+    print(created.secret)
+    return EXIT_OK
+
+
+def cmd_intake_keys_list(args: argparse.Namespace) -> int:
+    rows = intake_keys.list_intake_keys(_open(args), local_operator())
+    if args.json:
+        _print_json(rows)
+        return EXIT_OK
+    if not rows:
+        print("no intake keys; create one with: incident-monitor intake-keys create --project P [--source S]")
+    for row in rows:
+        used = row.last_used_at.isoformat() if row.last_used_at else "never used"
+        print(f"{row.key_id:22} {row.status:9} project={row.project_id} source={row.source_id or '*'}  {used}")
+    return EXIT_OK
+
+
+def cmd_intake_keys_disable(args: argparse.Namespace) -> int:
+    row = intake_keys.disable_intake_key(_open(args), local_operator(), args.key_id)
+    print(f"intake key {row.key_id} disabled at {row.disabled_at.isoformat() if row.disabled_at else '?'}")
+    return EXIT_OK
 
 
 def cmd_tokens_create(args: argparse.Namespace) -> int:
@@ -357,10 +413,40 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="run the MCP server")
     serve.add_argument(
-        "--transport", choices=["stdio"], default="stdio", help="stdio (HTTP comes with the remote issue)"
+        "--transport",
+        choices=["stdio", "http"],
+        default="stdio",
+        help="stdio (one local client) or http (Streamable HTTP at /mcp, SSE at /sse, the intake endpoint)",
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="http: address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8000, help="http: port (default 8000; 0 picks a free one)")
+    serve.add_argument(
+        "--no-auth",
+        action="store_true",
+        help="http, loopback only: no bearer tokens; every caller is the local agent, as on stdio",
+    )
+    serve.add_argument("--allowed-host", action="append", default=[], help="http: Host header to accept (repeatable)")
+    serve.add_argument(
+        "--allowed-origin", action="append", default=[], help="http: Origin header to accept (repeatable)"
     )
     _common(serve, json_flag=False)
     serve.set_defaults(func=cmd_serve)
+
+    ik = sub.add_parser("intake-keys", help="scoped intake keys for CI and services").add_subparsers(
+        dest="intake_keys_command", required=True
+    )
+    ik_create = ik.add_parser("create", help="create a key that can only report for one project (printed once)")
+    ik_create.add_argument("--project", required=True, help="a [[projects]] id from the config")
+    ik_create.add_argument("--source", default=None, help="bind the key to one of the project's sources")
+    _common(ik_create, json_flag=False)
+    ik_create.set_defaults(func=cmd_intake_keys_create)
+    ik_list = ik.add_parser("list", help="list intake keys (ids, bindings, status; never secrets)")
+    _common(ik_list)
+    ik_list.set_defaults(func=cmd_intake_keys_list)
+    ik_disable = ik.add_parser("disable", help="disable an intake key by id")
+    ik_disable.add_argument("key_id")
+    _common(ik_disable, json_flag=False)
+    ik_disable.set_defaults(func=cmd_intake_keys_disable)
 
     tok = sub.add_parser("tokens", help="agent and operator tokens").add_subparsers(
         dest="tokens_command", required=True

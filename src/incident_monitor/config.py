@@ -140,6 +140,59 @@ class DeploymentCardSettings(_Strict):
     residual_risks: list[str] = Field(default_factory=list)
 
 
+class ProjectSettings(_Strict):
+    """A monitored project: reports through its intake keys inherit this binding."""
+
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+    name: str = ""
+    sources: list[str] = Field(default_factory=list, description="Source ids that may report for this project.")
+    default_route_tags: list[str] = Field(default_factory=list)
+    allowed_destinations: list[str] = Field(default_factory=list, description="Empty means any destination.")
+
+
+class JwtSettings(_Strict):
+    """Optional JWT bearer tokens from an identity provider (beside the monitor's own tokens)."""
+
+    issuer: str
+    audience: str
+    jwks_file: Path | None = None
+    jwks_url: str | None = None
+    algorithms: list[str] = Field(default_factory=lambda: ["RS256", "ES256"])
+    principal_claim: str = "sub"
+    scopes_claim: str = "scope"
+
+    @model_validator(mode="after")
+    def _one_key_source(self) -> JwtSettings:
+        if (self.jwks_file is None) == (self.jwks_url is None):
+            raise ValueError("set exactly one of jwks_file or jwks_url")
+        loopback = self.jwks_url is not None and self.jwks_url.startswith(("http://127.0.0.1:", "http://localhost:"))
+        if self.jwks_url is not None and not (self.jwks_url.startswith("https://") or loopback):
+            raise ValueError("jwks_url: use an https:// URL (http:// only on 127.0.0.1/localhost), or jwks_file")
+        return self
+
+
+class RateLimitSettings(_Strict):
+    """Token buckets: ``per_minute`` refill rate and ``burst`` capacity."""
+
+    principal_per_minute: float = Field(600, gt=0, le=1_000_000)
+    principal_burst: int = Field(120, ge=1, le=1_000_000)
+    intake_key_per_minute: float = Field(120, gt=0, le=1_000_000)
+    intake_key_burst: int = Field(30, ge=1, le=1_000_000)
+
+
+class HttpSettings(_Strict):
+    """``serve --transport http``: who may reach the server, and how callers authenticate."""
+
+    # DNS-rebinding protection: Host and Origin values accepted besides loopback ones ("host:port" or "host:*").
+    allowed_hosts: list[str] = Field(default_factory=list)
+    allowed_origins: list[str] = Field(default_factory=list)
+    # The server's public URL (RFC 9728 resource); defaults to http://HOST:PORT.
+    public_url: str | None = None
+    max_intake_body_bytes: int = Field(256_000, ge=1_000, le=10_000_000)
+    jwt: JwtSettings | None = None
+    rate_limits: RateLimitSettings = Field(default_factory=RateLimitSettings)
+
+
 class MonitorConfig(_Strict):
     destinations: list[DestinationSettings] = Field(default_factory=list)
     routes: list[Route] = Field(default_factory=list)
@@ -151,6 +204,8 @@ class MonitorConfig(_Strict):
     self_monitoring: SelfMonitoringSettings = Field(default_factory=SelfMonitoringSettings)
     posture: PostureSettings = Field(default_factory=PostureSettings)
     deployment_cards: list[DeploymentCardSettings] = Field(default_factory=list)
+    projects: list[ProjectSettings] = Field(default_factory=list)
+    http: HttpSettings = Field(default_factory=HttpSettings)
 
     @model_validator(mode="after")
     def _references_resolve(self) -> MonitorConfig:
@@ -178,7 +233,24 @@ class MonitorConfig(_Strict):
                 f"default_destination.destination_id: unknown destination "
                 f"'{self.default_destination.destination_id}'; configure it under [[destinations]]"
             )
+        self._projects_resolve(known)
         return self
+
+    def _projects_resolve(self, known_destinations: set[str]) -> None:
+        project_ids = [p.id for p in self.projects]
+        repeated = sorted({i for i in project_ids if project_ids.count(i) > 1})
+        if repeated:
+            raise ValueError(f"project ids must be unique; repeated: {', '.join(repeated)}")
+        for index, project in enumerate(self.projects):
+            for destination_id in project.allowed_destinations:
+                if destination_id not in known_destinations:
+                    raise ValueError(
+                        f"projects[{index}].allowed_destinations: unknown destination '{destination_id}'; "
+                        f"use one of: {', '.join(sorted(known_destinations)) or '(none configured)'}"
+                    )
+
+    def project(self, project_id: str | None) -> ProjectSettings | None:
+        return next((p for p in self.projects if p.id == project_id), None) if project_id else None
 
     def destination(self, destination_id: str) -> WebhookConfig | TelemetryConfig | None:
         return next((d for d in self.destinations if d.id == destination_id), None)
@@ -191,6 +263,9 @@ class MonitorConfig(_Strict):
         Secret references are names, not values, so hashing them reveals nothing.
         """
         relevant = self.model_dump(mode="json", include={"destinations", "routes", "default_destination", "approval"})
+        if self.projects:
+            # Only when configured, so configs without projects keep their policy version (and approvals).
+            relevant["projects"] = [p.model_dump(mode="json") for p in self.projects]
         canonical = json.dumps(relevant, sort_keys=True, separators=(",", ":"))
         return "pv_" + hashlib.sha256(canonical.encode()).hexdigest()[:16]
 

@@ -52,3 +52,9 @@ class ConfigError(MonitorError):
 
 class CredentialError(MonitorError):
     code = "credential_error"
+
+
+class InsufficientScope(PermissionDenied):
+    """The caller is known but lacks a scope the action needs (OAuth's ``insufficient_scope``)."""
+
+    code = "insufficient_scope"

@@ -225,3 +225,25 @@ class ApiToken(ApiTokenBase, table=True):
 
     # SHA-256 of the token; the token itself is shown once and never stored.
     token_hash: str = Field(unique=True, index=True)
+
+
+# --- intake keys -------------------------------------------------------------------------------
+
+
+class IntakeKeyBase(SQLModel):
+    """A key CI or a service uses to report for one project (and optionally one source), nothing else."""
+
+    key_id: str = Field(primary_key=True)
+    project_id: str = Field(index=True)
+    source_id: str | None = None
+    scopes: list[str] = Field(default_factory=list, sa_type=JSONType)  # always ["incident_monitor:report"]
+    created_at: datetime = _ts()
+    disabled_at: datetime | None = _ts_optional()
+    last_used_at: datetime | None = _ts_optional()
+
+
+class IntakeKey(IntakeKeyBase, table=True):
+    __tablename__ = "intake_keys"
+
+    # SHA-256 of the key; the key itself is shown once and never stored.
+    key_hash: str = Field(unique=True, index=True)

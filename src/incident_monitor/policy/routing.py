@@ -144,6 +144,12 @@ def _decide(config: MonitorConfig, subject: RouteSubject, readiness: Callable[[s
                 blocked_reasons.extend(f"destination '{destination.id}' not ready: {r}" for r in ready.reasons)
         if destination.allowed_sources and subject.source not in destination.allowed_sources:
             blocked_reasons.append(f"source {subject.source!r} is not allowed to publish to '{destination.id}'")
+        project = config.project(subject.project_id)
+        if project is not None and project.allowed_destinations and destination.id not in project.allowed_destinations:
+            blocked_reasons.append(
+                f"project '{project.id}' may publish only to {', '.join(project.allowed_destinations)}, "
+                f"not to '{destination.id}' (projects.allowed_destinations)"
+            )
 
     required, approval_reasons = approval_requirement(policy, destination, subject.severity, config.approval)
     return RouteDecision(

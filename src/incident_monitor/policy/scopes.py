@@ -48,6 +48,7 @@ ACTION_SCOPES: dict[str, frozenset[str]] = {
     "build_assessment_report": frozenset({GOVERNANCE}),
     "build_deployment_cards": frozenset({GOVERNANCE}),
     "enable_destination": frozenset({ADMIN}),
+    "manage_intake_keys": frozenset({ADMIN}),
 }
 
 

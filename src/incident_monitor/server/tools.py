@@ -33,6 +33,7 @@ from incident_monitor.policy.principal import Principal
 from incident_monitor.policy.routing import RouteDecision
 from incident_monitor.policy.scopes import ACTION_SCOPES
 from incident_monitor.server.errors import tool_errors
+from incident_monitor.server.logging_level import accept_logging_level
 from incident_monitor.server.scope_gate import ScopeGate
 from incident_monitor.service import (
     approvals,
@@ -365,6 +366,7 @@ def build_mcp_server(monitor: Monitor, principal: Callable[[], Principal]) -> MC
         metadata[name] = func_metadata(fn, structured_output=True)
     server.middleware.append(ScopeGate(monitor, principal, metadata))
     _add_inventory_resources(server, monitor, principal)
+    accept_logging_level(server)
     return server
 
 

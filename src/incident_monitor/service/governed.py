@@ -16,9 +16,16 @@ from typing import Any
 from sqlmodel import Session
 
 from incident_monitor.domain.enums import Decision
-from incident_monitor.errors import ApprovalRequired, MonitorError, PermissionDenied, PublishBlocked
+from incident_monitor.errors import (
+    ApprovalRequired,
+    InsufficientScope,
+    MonitorError,
+    PermissionDenied,
+    PublishBlocked,
+)
 from incident_monitor.policy.engine import check_action
 from incident_monitor.policy.principal import Principal
+from incident_monitor.policy.scopes import required_scopes
 from incident_monitor.service import self_monitoring
 from incident_monitor.service.audit import append_audit
 from incident_monitor.service.monitor import Monitor
@@ -81,16 +88,23 @@ def deny_if_not_allowed(monitor: Monitor, principal: Principal, action: str, arg
     if principal.credential_problem:
         message = f"permission denied: {principal.credential_problem}"
         reasons = [principal.credential_problem]
-    else:
-        needed = ", ".join(decision.missing_scopes) or "(unknown action)"
+    elif decision.missing_scopes:
+        # Name every scope the action needs, not only the missing ones, so one new token suffices.
+        needed = ", ".join(sorted(required_scopes(action) or ()))
         message = (
-            f"permission denied: {action} needs scope {needed}; {principal.name} has "
-            f"{', '.join(sorted(principal.scopes)) or 'no scopes'}. Ask an operator for a token with that scope."
+            f"permission denied: {action} needs scope {needed} (missing: {', '.join(decision.missing_scopes)}); "
+            f"{principal.name} has {', '.join(sorted(principal.scopes)) or 'no scopes'}. "
+            "Ask an operator for a token with that scope."
         )
+        reasons = list(decision.reasons)
+    else:
+        message = f"permission denied: {action} needs scope (unknown action); denied (fail closed)"
         reasons = list(decision.reasons)
     # The refusal joins the timeline of the run whose draft/incident/approval the call named.
     run_id = self_monitoring.related_run(monitor, arguments)
     record_decision(monitor, principal, action, Decision.deny, reasons, arguments, run_id=run_id)
+    if decision.missing_scopes and not principal.credential_problem:
+        raise InsufficientScope(message, reasons=reasons)
     raise PermissionDenied(message, reasons=reasons)
 
 

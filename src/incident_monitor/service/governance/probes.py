@@ -323,21 +323,22 @@ async def probe_intake_key_cannot_read_preview_publish(monitor: Monitor, invento
         refs.append(f"intake_key:{name.removeprefix('intake-key:')}")
         attempts = _key_attempts(scratch.monitor, key, seeded.incident_id, draft_id)
         for action, attempt in attempts:
+            refused = False
             try:
                 outcome = attempt()
                 if isinstance(outcome, Awaitable):
                     await outcome
                 observed = "allowed"
-            except PermissionDenied as exc:
-                observed = _describe(exc)
+            except PermissionDenied as exc:  # insufficient_scope included (a subclass)
+                refused, observed = True, _describe(exc)
             except MonitorError as exc:
                 observed = "got past the scope check: " + _describe(exc)
             checks.append(
                 ProbeCheck(
                     name=f"{name} calls {action}",
-                    expected="permission_denied",
+                    expected="refused by the scope check",
                     observed=observed,
-                    passed=observed.startswith("permission_denied") and not scratch.deliveries,
+                    passed=refused and not scratch.deliveries,
                 )
             )
     return _result(

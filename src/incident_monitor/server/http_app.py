@@ -1,0 +1,211 @@
+"""``incident-monitor serve --transport http``: one ASGI app for remote MCP clients, CI and probes.
+
+    /mcp                         Streamable HTTP      (bearer auth, per-tool scopes)
+    /sse + /messages/            legacy SSE           (bearer auth, per-tool scopes)
+    /incident-monitor/intake/report                   (intake keys only)
+    /healthz, /readyz                                 (no auth; nothing secret)
+    /.well-known/oauth-protected-resource[/mcp|/sse]  (RFC 9728 metadata)
+
+DNS-rebinding protection (Host/Origin checks) is always on: loopback names on a loopback bind,
+plus ``http.allowed_hosts`` / ``allowed_origins``. A non-loopback bind needs those and auth.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import sys
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+import uvicorn
+from mcp.server.transport_security import TransportSecuritySettings
+from sqlalchemy import text
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Mount, Route
+
+from incident_monitor.errors import ConfigError
+from incident_monitor.server.auth import (
+    INTAKE_PATH,
+    BearerAuthenticator,
+    RequireBearer,
+    principal_resolver,
+    protected_resource_metadata,
+)
+from incident_monitor.server.intake_endpoint import IntakeEndpoint
+from incident_monitor.server.jwt_verifier import JwtVerifier
+from incident_monitor.server.rate_limit import RateLimiter
+from incident_monitor.server.tools import build_mcp_server
+from incident_monitor.service.monitor import Monitor
+from incident_monitor.service.publishing import recover_pending
+
+LOOPBACK_HOSTS = ["127.0.0.1:*", "localhost:*", "[::1]:*"]
+LOOPBACK_ORIGINS = ["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"]
+METADATA_PATH = "/.well-known/oauth-protected-resource"
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True)
+class HttpOptions:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    no_auth: bool = False
+    # Added to http.allowed_hosts / allowed_origins from the config.
+    allowed_hosts: Sequence[str] = field(default_factory=tuple)
+    allowed_origins: Sequence[str] = field(default_factory=tuple)
+
+
+def check_binding(monitor: Monitor, options: HttpOptions) -> TransportSecuritySettings:
+    """Refuse unsafe binds with what to configure; return the Host/Origin checks to apply."""
+    hosts = [*monitor.config.http.allowed_hosts, *options.allowed_hosts]
+    origins = [*monitor.config.http.allowed_origins, *options.allowed_origins]
+    if not is_loopback(options.host):
+        if options.no_auth:
+            raise ConfigError(
+                f"--no-auth is allowed only on a loopback address (127.0.0.1, ::1, localhost), not {options.host}; "
+                "remove --no-auth and give clients tokens (`incident-monitor tokens create`)"
+            )
+        if not hosts:
+            raise ConfigError(
+                f"binding {options.host} needs allowed hosts for DNS-rebinding protection: set http.allowed_hosts "
+                '(e.g. ["monitor.example.com", "monitor.example.com:*"]) and http.allowed_origins in the config, '
+                "or pass --allowed-host"
+            )
+    else:
+        hosts = [*LOOPBACK_HOSTS, *hosts]
+        origins = [*LOOPBACK_ORIGINS, *origins]
+    return TransportSecuritySettings(enable_dns_rebinding_protection=True, allowed_hosts=hosts, allowed_origins=origins)
+
+
+def _public_url(monitor: Monitor, options: HttpOptions) -> str:
+    if monitor.config.http.public_url:
+        return monitor.config.http.public_url.rstrip("/")
+    host = f"[{options.host}]" if ":" in options.host else options.host
+    return f"http://{host}:{options.port}"
+
+
+def _metadata_route(path: str, resource: str, authorization_servers: list[str]) -> Route:
+    body = protected_resource_metadata(resource, authorization_servers)
+
+    async def metadata(_: Request) -> Response:
+        return Response(body, media_type="application/json", headers={"access-control-allow-origin": "*"})
+
+    return Route(path, metadata, methods=["GET"])
+
+
+def _health_routes(monitor: Monitor) -> list[Route]:
+    async def healthz(_: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(_: Request) -> Response:
+        # Public: says whether the monitor can take reports, not which destination lacks what.
+        try:
+            with monitor.session() as session:
+                session.connection().execute(text("SELECT 1"))
+        except Exception:  # any database failure means not ready
+            return JSONResponse({"status": "not_ready", "database": "unavailable"}, status_code=503)
+        ready = sum(1 for d in monitor.config.destinations if d.enabled and monitor.readiness(d.id).ready)
+        total = len(monitor.config.destinations)
+        return JSONResponse({"status": "ready", "database": "ok", "destinations_ready": ready, "destinations": total})
+
+    return [Route("/healthz", healthz, methods=["GET"]), Route("/readyz", readyz, methods=["GET"])]
+
+
+def build_http_app(monitor: Monitor, options: HttpOptions) -> Starlette:
+    security = check_binding(monitor, options)
+    http = monitor.config.http
+    authenticated = not options.no_auth
+    authenticator = BearerAuthenticator(monitor, JwtVerifier(http.jwt) if http.jwt else None) if authenticated else None
+    limits = http.rate_limits
+    principal_limiter = RateLimiter(limits.principal_per_minute, limits.principal_burst)
+    key_limiter = RateLimiter(limits.intake_key_per_minute, limits.intake_key_burst)
+    server = build_mcp_server(monitor, principal_resolver(authenticated))
+    base = _public_url(monitor, options)
+    authorization_servers = [http.jwt.issuer] if http.jwt else []
+
+    def guarded(route: BaseRoute, resource_path: str) -> BaseRoute:
+        metadata_url = f"{base}{METADATA_PATH}{resource_path}"
+        if isinstance(route, Mount):
+            return Mount(route.path, app=RequireBearer(route.app, authenticator, principal_limiter, metadata_url))
+        assert isinstance(route, Route)
+        guard = RequireBearer(route.app, authenticator, principal_limiter, metadata_url)
+        return Route(route.path, guard, methods=sorted(route.methods or ()) or None)
+
+    streamable = server.streamable_http_app(streamable_http_path="/mcp", transport_security=security)
+    sse = server.sse_app(sse_path="/sse", message_path="/messages/", transport_security=security)
+    routes: list[BaseRoute] = [
+        *_health_routes(monitor),
+        Route(INTAKE_PATH, IntakeEndpoint(monitor, key_limiter).handle, methods=["POST"]),
+        _metadata_route(METADATA_PATH, base, authorization_servers),
+        _metadata_route(f"{METADATA_PATH}/mcp", f"{base}/mcp", authorization_servers),
+        _metadata_route(f"{METADATA_PATH}/sse", f"{base}/sse", authorization_servers),
+        *(guarded(r, "/mcp") for r in streamable.routes),
+        *(guarded(r, "/sse") for r in sse.routes),
+    ]
+
+    @asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        recovered = await recover_pending(monitor)
+        if recovered:
+            print(f"incident-monitor: finished {len(recovered)} publish(es) left pending by a crash", file=sys.stderr)
+        async with server.session_manager.run():
+            yield
+
+    return Starlette(routes=routes, lifespan=lifespan)
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """Bind (and listen) before serving, so ``--port 0`` can print the port the OS chose."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    # Listening now means clients told the URL can connect at once (they queue until uvicorn accepts).
+    sock.listen(2048)
+    return sock
+
+
+def serve_http(monitor: Monitor, options: HttpOptions, announce: Callable[[str], None] | None = None) -> int:
+    """Bind, build the app, tell the operator (and ``announce``) the base URL, then serve until stopped."""
+    try:
+        sock = bind_socket(options.host, options.port)
+    except OSError as exc:
+        print(f"incident-monitor: cannot listen on {options.host}:{options.port}: {exc.strerror}", file=sys.stderr)
+        return 2
+    options = HttpOptions(
+        host=options.host,
+        port=sock.getsockname()[1],
+        no_auth=options.no_auth,
+        allowed_hosts=options.allowed_hosts,
+        allowed_origins=options.allowed_origins,
+    )
+    try:
+        app = build_http_app(monitor, options)
+    except ConfigError as exc:
+        sock.close()
+        print(f"incident-monitor: cannot start: {exc.message}", file=sys.stderr)
+        return 2
+    base = _public_url(monitor, options)
+    who = "auth OFF: every caller is local-agent" if options.no_auth else "bearer tokens required"
+    print(
+        f"incident-monitor: serving {base}/mcp (Streamable HTTP) and {base}/sse (SSE); {who}; "
+        f"data in {monitor.data_dir}",
+        file=sys.stderr,
+        flush=True,
+    )
+    if announce is not None:
+        announce(base)
+    config = uvicorn.Config(app, log_level="warning", lifespan="on")
+    uvicorn.Server(config).run(sockets=[sock])
+    return 0
