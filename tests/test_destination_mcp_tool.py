@@ -123,12 +123,13 @@ async def test_an_unstartable_server_is_a_failed_publish(tmp_path: Path) -> None
         timeout_seconds=20,
     )
     adapter = McpToolAdapter(config, data_dir=tmp_path)
-    reason = f"command '{tmp_path / 'no-such-program'}' not found or not executable: install it or give its full path"
+    reason = "destination 'memory': command not found or not executable: install it or give its full path in `command`"
     assert adapter.readiness().reasons == [reason]
     request = make_request(destination_id="memory")
     outcome = await adapter.publish(request, permit_for(request))
     assert outcome.status == "failed" and outcome.attempts == 0
     assert outcome.error == f"destination not ready: {reason}"
+    assert "no-such-program" not in outcome.error  # a config value, not for agents' eyes
 
 
 async def test_a_server_that_exits_at_once_is_a_failed_publish(tmp_path: Path) -> None:

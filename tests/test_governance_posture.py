@@ -143,10 +143,10 @@ def test_route_to_unready_destination_is_quiet_when_ready(make_monitor: MonitorF
 
 def test_outbound_mcp_server_without_allowlist(make_monitor: MonitorFactory) -> None:
     found = evidence(make_monitor(clean_config()))
-    assert found.inventory.outbound_mcp_servers == []  # no MCP-tool destinations in this build's config
+    assert found.inventory.outbound_mcp_servers == []  # no MCP-tool destinations in this config
     servers = [
         OutboundMcpServerEntry(
-            destination_id="memory", server="memory", tool="create_entities", transport="stdio", allowed_tools=None
+            destination_id="memory", server="memory", tool="create_entities", transport="stdio", allowed_tools=[]
         ),
         OutboundMcpServerEntry(destination_id="empty", server="s", tool="t", transport="http", allowed_tools=[]),
         OutboundMcpServerEntry(destination_id="listed", server="s", tool="t", transport="http", allowed_tools=["t"]),

@@ -10,6 +10,7 @@ from sqlmodel import SQLModel, func, select, text
 
 from conftest import AGENT, OPERATOR, MonitorFactory, flow_config
 from incident_monitor.destinations.base import DestinationAdapter, Readiness
+from incident_monitor.destinations.mcp_tool import McpToolAdapter
 from incident_monitor.destinations.telemetry import TelemetryAdapter
 from incident_monitor.destinations.webhook import WebhookAdapter
 from incident_monitor.domain.io import IncidentReport
@@ -22,7 +23,6 @@ from incident_monitor.service.governance import probes
 from incident_monitor.service.governance.inventory import (
     AuthorityInventory,
     IntakeKeyEntry,
-    OutboundMcpServerEntry,
     collect_inventory,
 )
 from incident_monitor.service.monitor import Monitor
@@ -177,35 +177,37 @@ async def test_intake_key_probe_fails_for_a_key_that_can_read(make_monitor: Moni
     assert result.evidence_refs == ["intake_key:imk_ok", "intake_key:imk_wide"]
 
 
-async def test_outbound_mcp_allowlist_probe(make_monitor: MonitorFactory) -> None:
-    monitor = make_monitor(flow_config())
-    inventory = inventory_of(monitor)
+def mcp_tool_destination(destination_id: str, allowed_tools: list[str]) -> dict[str, Any]:
+    """An MCP-tool destination as configured (never started by a probe: readiness and rules only)."""
+    return {
+        "id": destination_id,
+        "kind": "mcp_tool",
+        "server": "memory",
+        "command": "mcp-server-memory",
+        "tool": "create_entities",
+        "allowed_tools": allowed_tools,
+        "arguments": {"entities": "$draft.title"},
+    }
 
-    def server(allowed: list[str] | None) -> OutboundMcpServerEntry:
-        return OutboundMcpServerEntry(
-            destination_id="memory", server="memory", tool="create_entities", transport="stdio", allowed_tools=allowed
-        )
 
-    listed = await run(
-        monitor,
-        "outbound-mcp-allowlist-enforced",
-        inventory.model_copy(update={"outbound_mcp_servers": [server(["create_entities"])]}),
-    )
-    missing = await run(
-        monitor,
-        "outbound-mcp-allowlist-enforced",
-        inventory.model_copy(update={"outbound_mcp_servers": [server(None)]}),
-    )
-    wrong_tool = await run(
-        monitor,
-        "outbound-mcp-allowlist-enforced",
-        inventory.model_copy(update={"outbound_mcp_servers": [server(["add_observations"])]}),
-    )
+async def test_outbound_mcp_allowlist_probe(make_monitor: MonitorFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = flow_config()
+    config["destinations"] += [
+        mcp_tool_destination("listed", ["create_entities"]),
+        mcp_tool_destination("unlisted", []),
+    ]
+    monitor = make_monitor(config)
 
-    assert listed.status == "passed"
-    assert missing.status == "failed"
-    assert failed_checks(missing) == ["memory has a tool allowlist", "memory's configured tool is on its allowlist"]
-    assert failed_checks(wrong_tool) == ["memory's configured tool is on its allowlist"]
+    result = await run(monitor, "outbound-mcp-allowlist-enforced")
+
+    assert result.status == "failed"
+    assert result.evidence_refs == ["outbound_mcp:listed", "outbound_mcp:unlisted"]
+    assert failed_checks(result) == ["unlisted has a tool allowlist", "unlisted's configured tool is on its allowlist"]
+
+    # The probe asks the adapter's own rule: an adapter that lets any tool through fails it.
+    monkeypatch.setattr(McpToolAdapter, "is_tool_allowed", lambda self, name: True)
+    broken = await run(monitor, "outbound-mcp-allowlist-enforced")
+    assert "listed refuses a tool not on the allowlist" in failed_checks(broken)
 
 
 async def test_webhook_url_policy_probe(make_monitor: MonitorFactory, monkeypatch: pytest.MonkeyPatch) -> None:

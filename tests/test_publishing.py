@@ -431,6 +431,27 @@ async def test_runtime_no_tool_but_publish_draft_reaches_an_adapter(
 
 
 @pytest.mark.anyio
+async def test_republishing_returns_the_published_receipt_not_an_earlier_blocked_one(
+    make_monitor: MonitorFactory, receiver: WebhookReceiver
+) -> None:
+    # The FakeClock stands still, so the blocked attempt and the publish share a timestamp.
+    monitor = make_monitor(flow_config(receiver.url))
+    _, draft_id = report_runtime_failure(monitor)
+    with pytest.raises(ApprovalRequired):
+        await publishing.publish_draft(monitor, AGENT, draft_id)
+    approve(monitor, draft_id)
+    published = await publishing.publish_draft(monitor, AGENT, draft_id)
+
+    again = await publishing.publish_draft(monitor, AGENT, draft_id)
+
+    assert sorted(r.status.value for r in receipts_for(monitor, draft_id)) == ["blocked", "published"]
+    assert again.reused is True
+    assert again.receipt.receipt_id == published.receipt.receipt_id
+    assert again.receipt.status is ReceiptStatus.published
+    assert len(receiver.deliveries) == 1
+
+
+@pytest.mark.anyio
 async def test_an_approval_is_used_once(make_monitor: MonitorFactory, receiver: WebhookReceiver) -> None:
     monitor = make_monitor(flow_config(receiver.url))
     incident_id, draft_id = report_runtime_failure(monitor)

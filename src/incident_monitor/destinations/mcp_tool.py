@@ -205,6 +205,10 @@ class McpToolAdapter(DestinationAdapter):
             timeout_seconds=self.config.timeout_seconds,
         )
 
+    def is_tool_allowed(self, name: str) -> bool:
+        """The allowlist rule (no network): only tools on a non-empty allowlist may be called."""
+        return bool(self.config.allowed_tools) and name in self.config.allowed_tools
+
     def secret_values(self) -> list[str]:
         refs = [v for v in (*self.config.env.values(), *self.config.headers.values()) if _ENV_REF.match(v)]
         return [s.get_secret_value() for s in map(resolve_secret, refs) if s is not None]
@@ -226,7 +230,9 @@ class McpToolAdapter(DestinationAdapter):
             search_path = config.env.get("PATH") if not _ENV_REF.match(config.env.get("PATH", "")) else None
             if shutil.which(config.command, path=search_path or os.environ.get("PATH")) is None:
                 reasons.append(
-                    f"command '{config.command}' not found or not executable: install it or give its full path"
+                    # The key, not its value: readiness reasons reach agents (get_status) and reports.
+                    f"destination '{config.id}': command not found or not executable: install it or give its "
+                    "full path in `command`"
                 )
         if config.url is not None:
             problem = scheme_problem(config.url, self.egress_policy)
@@ -246,7 +252,7 @@ class McpToolAdapter(DestinationAdapter):
 
     async def _deliver(self, request: PublishRequest) -> PublishOutcome:
         config = self.config
-        if config.tool not in config.allowed_tools:  # defence in depth: config validation already refuses it
+        if not self.is_tool_allowed(config.tool):  # defence in depth: config validation already refuses it
             return self._failed(f"tool '{config.tool}' is not in allowed_tools; nothing was called", attempts=0)
         arguments = build_arguments(config.arguments, request)
         try:

@@ -141,7 +141,12 @@ def claim(monitor: Monitor, principal: Principal, draft_id: str) -> Claim:
         if draft.status in (DraftStatus.published, DraftStatus.publishing):
             latest = session.exec(
                 select(Receipt)
-                .where(Receipt.draft_id == draft_id, Receipt.evidence_digest == draft.evidence_digest)
+                .where(
+                    Receipt.draft_id == draft_id,
+                    Receipt.evidence_digest == draft.evidence_digest,
+                    # A blocked attempt is a refusal on record, never the publish itself.
+                    Receipt.status != ReceiptStatus.blocked,
+                )
                 .order_by(col(Receipt.created_at).desc())
             ).first()
             if latest is not None:

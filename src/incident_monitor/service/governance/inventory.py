@@ -2,23 +2,22 @@
 
 Redacted by construction: it lists names, scopes, states and policies — never token or key
 material, hashes, secret references or destination config values (URLs, paths, commands).
-Seams for work landing in parallel are marked "seam" (intake keys, projects, MCP-tool destinations).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, Field
 from sqlmodel import Session, col, select
 
 from incident_monitor.config import MonitorConfig, Route
 from incident_monitor.destinations.base import EXTERNAL_KINDS, Readiness
-from incident_monitor.domain import models
+from incident_monitor.destinations.mcp_tool import McpToolConfig
 from incident_monitor.domain.enums import ApprovalPolicy, Severity
-from incident_monitor.domain.models import ApiToken, Incident
+from incident_monitor.domain.models import ApiToken, Incident, IntakeKey, IntakeKeyBase
 from incident_monitor.policy.principal import LOCAL_AGENT, Principal, local_operator
 from incident_monitor.policy.redaction import redact_text
 from incident_monitor.policy.routing import RouteSubject, approval_requirement, decide_route
@@ -29,7 +28,6 @@ from incident_monitor.service.self_monitoring import SELF_MONITOR
 from incident_monitor.service.tokens import token_status
 
 HIGH_RISK = frozenset({Severity.high, Severity.critical})
-MCP_TOOL_KIND = "mcp_tool"
 INVENTORY_SECTIONS = (
     "tools",
     "principals",
@@ -108,8 +106,8 @@ class OutboundMcpServerEntry(BaseModel):
     destination_id: str
     server: str | None
     tool: str | None
-    transport: Literal["stdio", "http", "unknown"]
-    allowed_tools: list[str] | None = Field(description="The tool allowlist; None or empty means none is set.")
+    transport: Literal["stdio", "http"]
+    allowed_tools: list[str] = Field(description="The tool allowlist; empty means none is set.")
 
 
 class ApprovalPolicies(BaseModel):
@@ -258,72 +256,52 @@ def _principals(session: Session, now: datetime) -> list[PrincipalEntry]:
     return entries
 
 
-def intake_key_entries(rows: Iterable[Any]) -> list[IntakeKeyEntry]:
+def intake_key_entries(rows: Iterable[IntakeKeyBase]) -> list[IntakeKeyEntry]:
     """Intake-key rows → entries: names, bindings, scopes and dates only (the hash is never read)."""
     return [
         IntakeKeyEntry(
             key_id=row.key_id,
-            project_id=getattr(row, "project_id", None),
-            source_id=getattr(row, "source_id", None),
-            scopes=sorted(getattr(row, "scopes", None) or []),
-            status="disabled" if getattr(row, "disabled_at", None) else "active",
-            created_at=getattr(row, "created_at", None),
-            disabled_at=getattr(row, "disabled_at", None),
-            last_used_at=getattr(row, "last_used_at", None),
+            project_id=row.project_id,
+            source_id=row.source_id,
+            scopes=sorted(row.scopes),
+            status="disabled" if row.disabled_at else "active",
+            created_at=row.created_at,
+            disabled_at=row.disabled_at,
+            last_used_at=row.last_used_at,
         )
         for row in rows
     ]
 
 
 def _intake_keys(session: Session) -> list[IntakeKeyEntry]:
-    # Seam (remote issue #4): intake keys are rows of a table `IntakeKey` in domain/models.py with
-    # key_id, project_id, source_id, scopes, created_at, disabled_at, last_used_at. Until it exists
-    # there are no keys.
-    table: Any = getattr(models, "IntakeKey", None)
-    if table is None:
-        return []
-    return intake_key_entries(session.exec(select(table)).all())
+    return intake_key_entries(session.exec(select(IntakeKey).order_by(col(IntakeKey.created_at))).all())
 
 
 def outbound_mcp_servers(config: MonitorConfig) -> list[OutboundMcpServerEntry]:
-    # Seam (destinations issue #3): an MCP-tool destination is a destination with kind "mcp_tool" and
-    # fields server, tool, allowed_tools, and command/args (stdio) or url (http). Only names are shown.
-    entries = []
-    for destination in config.destinations:
-        if getattr(destination, "kind", None) != MCP_TOOL_KIND:
-            continue
-        allowed = getattr(destination, "allowed_tools", None)
-        transport: Literal["stdio", "http", "unknown"] = (
-            "stdio"
-            if getattr(destination, "command", None)
-            else "http"
-            if getattr(destination, "url", None)
-            else "unknown"
+    """MCP-tool destinations: server and tool names and the allowlist — never commands, URLs or headers."""
+    return [
+        OutboundMcpServerEntry(
+            destination_id=destination.id,
+            server=destination.server,
+            tool=destination.tool,
+            transport="stdio" if destination.command else "http",
+            allowed_tools=list(destination.allowed_tools),
         )
-        entries.append(
-            OutboundMcpServerEntry(
-                destination_id=destination.id,
-                server=getattr(destination, "server", None),
-                tool=getattr(destination, "tool", None),
-                transport=transport,
-                allowed_tools=list(allowed) if allowed is not None else None,
-            )
-        )
-    return entries
+        for destination in config.destinations
+        if isinstance(destination, McpToolConfig)
+    ]
 
 
 def project_entries(config: MonitorConfig) -> list[ProjectEntry]:
-    # Seam (remote issue #4): `config.projects`, each with id, name, sources, default_route_tags,
-    # allowed_destinations.
     return [
         ProjectEntry(
-            project_id=str(getattr(p, "id", "")),
-            name=getattr(p, "name", None),
-            sources=list(getattr(p, "sources", None) or []),
-            default_route_tags=list(getattr(p, "default_route_tags", None) or []),
-            allowed_destinations=list(getattr(p, "allowed_destinations", None) or []),
+            project_id=p.id,
+            name=p.name,
+            sources=list(p.sources),
+            default_route_tags=list(p.default_route_tags),
+            allowed_destinations=list(p.allowed_destinations),
         )
-        for p in getattr(config, "projects", None) or []
+        for p in config.projects
     ]
 
 

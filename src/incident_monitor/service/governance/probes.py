@@ -13,7 +13,6 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from functools import partial
 from pathlib import Path
 from typing import Literal
 
@@ -23,6 +22,7 @@ from sqlmodel import SQLModel, create_engine
 
 from incident_monitor.config import MonitorConfig
 from incident_monitor.destinations.base import DestinationAdapter, PublishOutcome, PublishRequest, Readiness
+from incident_monitor.destinations.mcp_tool import McpToolAdapter
 from incident_monitor.destinations.webhook import WebhookAdapter, WebhookConfig
 from incident_monitor.domain.enums import Severity
 from incident_monitor.domain.io import IncidentReport
@@ -33,7 +33,6 @@ from incident_monitor.policy.scopes import DEFAULT_AGENT_SCOPES, REPORT
 from incident_monitor.service import approvals, intake, publishing, queries, routing, status, triage
 from incident_monitor.service.governance.inventory import (
     AuthorityInventory,
-    OutboundMcpServerEntry,
     RouteEntry,
     ToolEntry,
     collect_inventory,
@@ -368,21 +367,15 @@ def _key_attempts(
     ]
 
 
-def tool_allowed(server: OutboundMcpServerEntry, tool: str) -> bool:
-    """The allowlist rule: only tools on a non-empty allowlist may be called."""
-    return bool(server.allowed_tools) and tool in (server.allowed_tools or [])
-
-
 async def probe_outbound_mcp_allowlist(monitor: Monitor, inventory: AuthorityInventory) -> ProbeResult:
     checks, refs = [], []
     for server in inventory.outbound_mcp_servers:
         refs.append(f"outbound_mcp:{server.destination_id}")
-        # Seam (destinations issue #3): when the MCP-tool adapter exposes its own check
-        # (`is_tool_allowed(name)`, no network), probe that; otherwise the configured allowlist.
-        adapter = monitor.destinations.get(server.destination_id)
-        own_check = getattr(adapter, "is_tool_allowed", None)
-        allowed: Callable[[str], bool] = own_check if callable(own_check) else partial(tool_allowed, server)
-        source = "adapter" if callable(own_check) else "configured allowlist"
+        # The adapter's own rule, the one its delivery path applies (no network).
+        adapter = monitor.destinations[server.destination_id]
+        assert isinstance(adapter, McpToolAdapter)
+        allowed = adapter.is_tool_allowed
+        source = "adapter"
         checks.append(
             ProbeCheck(
                 name=f"{server.destination_id} has a tool allowlist",
