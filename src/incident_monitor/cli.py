@@ -272,6 +272,12 @@ def cmd_inventory(args: argparse.Namespace) -> int:
     print(f"\nprincipals ({len(view.principals)}):")
     for p in view.principals:
         print(f"  {p.name:26} {p.kind:12} {p.status:9} {','.join(s.split(':', 1)[1] for s in p.scopes) or '-'}")
+    print(f"\nprojects ({len(view.projects)}):")
+    for proj in view.projects:
+        print(
+            f"  {proj.project_id:26} sources={','.join(proj.sources) or '-'} "
+            f"destinations={','.join(proj.allowed_destinations) or 'any'}"
+        )
     print(f"\nintake keys ({len(view.intake_keys)}):")
     for k in view.intake_keys:
         print(f"  {k.key_id:26} project={k.project_id or '-'} source={k.source_id or '-'} {k.status}")
