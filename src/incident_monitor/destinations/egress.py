@@ -15,7 +15,7 @@ import ipaddress
 import socket
 import ssl
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import anyio
@@ -62,6 +62,24 @@ class EgressResponse:
 
     def excerpt(self, chars: int = 500) -> str:
         return self.body.decode("utf-8", errors="replace")[:chars]
+
+
+class EgressConfig(Protocol):
+    """The config fields every destination that calls out over HTTP carries."""
+
+    allow_insecure_http: bool
+    allow_private_networks: bool
+    timeout_seconds: float
+
+
+def policy_for(config: EgressConfig, **limits: Any) -> EgressPolicy:
+    """A destination's egress policy: its config's allowances plus the adapter's own size/redirect limits."""
+    return EgressPolicy(
+        allow_insecure_http=config.allow_insecure_http,
+        allow_private_networks=config.allow_private_networks,
+        timeout_seconds=config.timeout_seconds,
+        **limits,
+    )
 
 
 def scheme_problem(url: str, policy: EgressPolicy) -> str | None:

@@ -37,6 +37,7 @@ from incident_monitor.destinations.egress import (
     EgressResponse,
     describe_transport_error,
     egress_client,
+    policy_for,
     send,
 )
 from incident_monitor.destinations.webhook import MAX_RETRY_AFTER_SECONDS, retry_after_seconds
@@ -126,13 +127,7 @@ class GitHubAdapter(DestinationAdapter):
 
     @property
     def egress_policy(self) -> EgressPolicy:
-        return EgressPolicy(
-            allow_insecure_http=self.config.allow_insecure_http,
-            allow_private_networks=self.config.allow_private_networks,
-            timeout_seconds=self.config.timeout_seconds,
-            max_response_bytes=2 * 1024 * 1024,  # a page of 100 issues
-            max_redirects=3,
-        )
+        return policy_for(self.config, max_response_bytes=2 * 1024 * 1024, max_redirects=3)  # a page of 100 issues
 
     def secret_values(self) -> list[str]:
         token = resolve_secret(self.config.token)

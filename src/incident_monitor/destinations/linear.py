@@ -34,6 +34,7 @@ from incident_monitor.destinations.egress import (
     EgressRefused,
     describe_transport_error,
     egress_client,
+    policy_for,
     send,
 )
 from incident_monitor.destinations.webhook import MAX_RETRY_AFTER_SECONDS, retry_after_seconds
@@ -147,12 +148,7 @@ class LinearAdapter(DestinationAdapter):
 
     @property
     def egress_policy(self) -> EgressPolicy:
-        return EgressPolicy(
-            allow_insecure_http=self.config.allow_insecure_http,
-            allow_private_networks=self.config.allow_private_networks,
-            timeout_seconds=self.config.timeout_seconds,
-            max_response_bytes=256 * 1024,
-        )
+        return policy_for(self.config, max_response_bytes=256 * 1024)
 
     def secret_values(self) -> list[str]:
         token = resolve_secret(self.config.token)

@@ -41,7 +41,13 @@ from incident_monitor.destinations.base import (
     PublishRequest,
     Readiness,
 )
-from incident_monitor.destinations.egress import EgressPolicy, EgressRefused, resolve_checked, scheme_problem
+from incident_monitor.destinations.egress import (
+    EgressPolicy,
+    EgressRefused,
+    policy_for,
+    resolve_checked,
+    scheme_problem,
+)
 from incident_monitor.policy.redaction import redact_text
 from incident_monitor.secret_ref import resolve_secret, secret_ref_variable
 
@@ -199,11 +205,7 @@ class McpToolAdapter(DestinationAdapter):
 
     @property
     def egress_policy(self) -> EgressPolicy:
-        return EgressPolicy(
-            allow_insecure_http=self.config.allow_insecure_http,
-            allow_private_networks=self.config.allow_private_networks,
-            timeout_seconds=self.config.timeout_seconds,
-        )
+        return policy_for(self.config)
 
     def is_tool_allowed(self, name: str) -> bool:
         """The allowlist rule (no network): only tools on a non-empty allowlist may be called."""

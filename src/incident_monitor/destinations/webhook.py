@@ -38,6 +38,7 @@ from incident_monitor.destinations.egress import (
     describe_transport_error,
     egress_client,
     literal_address_problem,
+    policy_for,
     send,
 )
 from incident_monitor.secret_ref import SecretRef, resolve_secret, secret_ref_variable
@@ -188,12 +189,7 @@ class WebhookAdapter(DestinationAdapter):
 
     @property
     def egress_policy(self) -> EgressPolicy:
-        return EgressPolicy(
-            allow_insecure_http=self.config.allow_insecure_http,
-            allow_private_networks=self.config.allow_private_networks,
-            timeout_seconds=self.config.timeout_seconds,
-            max_response_bytes=_MAX_RESPONSE_BYTES,
-        )
+        return policy_for(self.config, max_response_bytes=_MAX_RESPONSE_BYTES)
 
     def secret_values(self) -> list[str]:
         secret = resolve_secret(self.config.secret)
