@@ -8,7 +8,7 @@ NODE_STAMP := $(NODE_TOOLS)/node_modules/.installed-stamp
 
 PORT ?= 8000
 
-.PHONY: run demo test lint
+.PHONY: run demo test lint bench
 # Serve HTTP on 127.0.0.1:$(PORT) with examples/config.toml; prints the URL, a fresh agent token and the Inspector command.
 run: $(STAMP)
 	$(VENV)/bin/python examples/serve_http.py --port $(PORT)
@@ -22,6 +22,11 @@ test: $(STAMP) $(NODE_STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/python -m pytest; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; exit $$rc
+
+# Every benchmark against its floor (benchmarks/run.py); writes benchmarks/results/latest.json. QUICK=1 for small sizes.
+bench: $(STAMP)
+	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check -e '.[bench]'
+	$(VENV)/bin/python -m benchmarks $(if $(QUICK),--quick)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -19,7 +19,7 @@ from incident_monitor.policy.principal import Principal
 from incident_monitor.policy.scopes import REPORT
 from incident_monitor.service.governed import governed_call
 from incident_monitor.service.monitor import Monitor
-from incident_monitor.service.tokens import hash_token
+from incident_monitor.service.tokens import hash_token, last_use_due
 
 INTAKE_KEY_PREFIX = "imk_"
 INTAKE_KEY_SCOPES = (REPORT,)
@@ -111,7 +111,9 @@ def authenticate_intake_key(monitor: Monitor, secret: str) -> IntakeKeyBase:
             raise CredentialError("intake key not recognised: create one with `incident-monitor intake-keys create`")
         if row.disabled_at is not None:
             raise CredentialError(f"intake key '{row.key_id}' was disabled; ask an operator for a new one")
-        row.last_used_at = monitor.clock()
-        session.add(row)
-        session.flush()
+        now = monitor.clock()
+        if last_use_due(row.last_used_at, now):
+            row.last_used_at = now
+            session.add(row)
+            session.flush()
         return IntakeKeyBase.model_validate(row, from_attributes=True)

@@ -28,6 +28,16 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+# "Last used" is kept to the minute: recording every use would make each authenticated request a
+# write transaction (and a disk sync) of its own.
+LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+
+def last_use_due(last_used_at: datetime | None, now: datetime) -> bool:
+    """Whether a credential's ``last_used_at`` is stale enough to be written again."""
+    return last_used_at is None or now - last_used_at >= LAST_USED_RESOLUTION or now < last_used_at
+
+
 class TokenView(ApiTokenBase):
     status: Literal["active", "expired", "revoked"]
 
@@ -125,6 +135,7 @@ def authenticate_token(monitor: Monitor, secret: str) -> Principal:
             raise CredentialError(f"token '{row.name}' was revoked at {row.revoked_at.isoformat()}; issue a new one")
         if row.expires_at is not None and row.expires_at <= now:
             raise CredentialError(f"token '{row.name}' expired at {row.expires_at.isoformat()}; issue a new one")
-        row.last_used_at = now
-        session.add(row)
+        if last_use_due(row.last_used_at, now):
+            row.last_used_at = now
+            session.add(row)
         return Principal(name=row.name, scopes=frozenset(row.scopes), kind="agent", token_id=row.token_id)

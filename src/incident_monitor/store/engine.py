@@ -6,19 +6,43 @@ SQL stays portable (no SQLite-only statements outside the connect hook) so Postg
 from __future__ import annotations
 
 import sqlite3
+import threading
+import weakref
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import Index, event
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, SQLModel, create_engine
 
 from incident_monitor.domain import destination_state as _destination_state  # noqa: F401  (registers the table)
 from incident_monitor.domain import models as _models  # noqa: F401  (registers the tables)
+from incident_monitor.domain.models import Incident
 
 DATABASE_FILENAME = "incident-monitor.sqlite3"
+
+# One unit of work at a time per engine within this process. Every unit of work begins IMMEDIATE
+# (SQLite's write lock), so they are serialised anyway; queueing on a Python lock first keeps
+# threads (the intake endpoint's workers) out of SQLite's busy handler, which sleeps 5-25 ms per
+# retry. Re-entrant, so a nested unit of work in one thread behaves exactly as before. Other
+# processes (the CLI) still wait on SQLite's lock with busy_timeout.
+_unit_of_work_locks: weakref.WeakKeyDictionary[Engine, threading.RLock] = weakref.WeakKeyDictionary()
+
+# Indexes added after the first release: create_all only creates missing tables, so these are
+# created IF NOT EXISTS at every open and older databases get them too.
+_INCIDENTS = Incident.__table__  # type: ignore[attr-defined]
+_LATER_INDEXES = (
+    # list_incidents filtered by status and severity, newest first (a page from 10^6 rows in ms).
+    Index(
+        "ix_incidents_status_severity_last_seen",
+        _INCIDENTS.c.status,
+        _INCIDENTS.c.severity,
+        _INCIDENTS.c.last_seen_at,
+        _INCIDENTS.c.incident_id,
+    ),
+)
 
 
 def _sqlite_pragmas(dbapi_connection: sqlite3.Connection, _record: Any) -> None:
@@ -48,13 +72,17 @@ def open_engine(data_dir: Path, url: str | None = None) -> Engine:
         # chain's "read last hash, append" is serialised across processes.
         event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
     SQLModel.metadata.create_all(engine)
+    with engine.begin() as connection:
+        for index in _LATER_INDEXES:
+            index.create(connection, checkfirst=True)
+    _unit_of_work_locks[engine] = threading.RLock()
     return engine
 
 
 @contextmanager
 def session_scope(engine: Engine) -> Iterator[Session]:
     """One unit of work: committed when the block ends, rolled back on any error."""
-    with Session(engine, expire_on_commit=False) as session:
+    with _unit_of_work_locks.get(engine) or nullcontext(), Session(engine, expire_on_commit=False) as session:
         try:
             yield session
             session.commit()

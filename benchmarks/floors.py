@@ -1,0 +1,64 @@
+"""The floors the governed server is measured against, served by the same libraries it uses.
+
+python -m benchmarks.floors noop-stdio          an MCPServer with one no-op tool, on stdio
+python -m benchmarks.floors noop-http PORT      the same server, Streamable HTTP on 127.0.0.1:PORT (uvicorn)
+python -m benchmarks.floors bare-intake PORT    a bare Starlette endpoint that parses the intake JSON
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from typing import Any
+
+import uvicorn
+from mcp.server import MCPServer
+from pydantic import BaseModel
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+
+class NoopResult(BaseModel):
+    ok: bool
+
+
+def noop_server() -> MCPServer:
+    server = MCPServer(name="noop")
+
+    # The same argument shape as report_incident, so argument parsing is part of the floor too.
+    def noop(title: str, source: str, event: str, detail: str = "", fingerprint: str | None = None) -> NoopResult:
+        return NoopResult(ok=True)
+
+    server.add_tool(noop, name="noop", structured_output=True)
+    return server
+
+
+async def bare_intake(request: Request) -> Response:
+    payload: Any = json.loads(await request.body())
+    if not isinstance(payload, dict):
+        return JSONResponse({"error": "body_invalid"}, status_code=400)
+    return JSONResponse({"ok": True, "fingerprint": payload.get("report", {}).get("fingerprint")}, status_code=201)
+
+
+def main(argv: list[str]) -> int:
+    logging.basicConfig(level=logging.WARNING)
+    kind = argv[0]
+    if kind == "noop-stdio":
+        noop_server().run()
+    elif kind == "noop-http":
+        # The governed server's settings: uvicorn at warning level, no per-request logging.
+        uvicorn.run(noop_server().streamable_http_app(), host="127.0.0.1", port=int(argv[1]), log_level="warning")
+    elif kind == "bare-intake":
+        app = Starlette(routes=[Route("/incident-monitor/intake/report", bare_intake, methods=["POST"])])
+        uvicorn.run(app, host="127.0.0.1", port=int(argv[1]), log_level="warning")
+    else:
+        print(f"unknown floor {kind!r}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,105 @@
+"""Behaviour behind the benchmark-driven fixes: what each one must keep doing, and what it changed."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import sqlite3
+import threading
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from sqlmodel import select
+
+from conftest import MonitorFactory
+from incident_monitor.domain.models import AuditEvent, Incident
+from incident_monitor.server.http_app import bind_socket
+from incident_monitor.service.audit import verify_chain
+from incident_monitor.service.tokens import LAST_USED_RESOLUTION, last_use_due
+from incident_monitor.store.engine import DATABASE_FILENAME, open_engine
+
+
+def test_connections_accepted_on_the_bound_socket_have_nagle_off() -> None:
+    """Without TCP_NODELAY each HTTP response waited ~40 ms for the client's delayed ACK."""
+    sock = bind_socket("127.0.0.1", 0)
+    port = sock.getsockname()[1]
+    seen: list[int] = []
+
+    async def main() -> None:
+        def accepted(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            seen.append(writer.get_extra_info("socket").getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+            writer.close()
+
+        server = await asyncio.start_server(accepted, sock=sock)
+        async with server:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            for _ in range(100):
+                if seen:
+                    break
+                await asyncio.sleep(0.01)
+            writer.close()
+
+    asyncio.run(main())
+    assert seen and seen[0] != 0
+
+
+def test_last_use_is_written_at_most_once_a_minute() -> None:
+    now = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+    assert last_use_due(None, now)
+    assert not last_use_due(now - timedelta(seconds=59), now)
+    assert last_use_due(now - LAST_USED_RESOLUTION, now)
+    assert last_use_due(now + timedelta(seconds=5), now)  # a clock that went back: write, don't keep a future time
+
+
+def test_an_old_database_gets_the_list_index_at_open(tmp_path: Path) -> None:
+    engine = open_engine(tmp_path)
+    engine.dispose()
+    db = sqlite3.connect(tmp_path / DATABASE_FILENAME)
+    db.execute("DROP INDEX ix_incidents_status_severity_last_seen")
+    db.commit()
+    db.close()
+    engine = open_engine(tmp_path)  # as a server started on a database from before the index
+    engine.dispose()
+    db = sqlite3.connect(tmp_path / DATABASE_FILENAME)
+    plan = " ".join(
+        str(row)
+        for row in db.execute(
+            "EXPLAIN QUERY PLAN SELECT * FROM incidents WHERE status = 'open' AND severity = 'high' "
+            "ORDER BY last_seen_at DESC, incident_id DESC LIMIT 51"
+        )
+    )
+    db.close()
+    assert "ix_incidents_status_severity_last_seen" in plan and "TEMP B-TREE" not in plan
+
+
+def test_concurrent_reports_from_threads_are_all_stored_and_audited(make_monitor: MonitorFactory) -> None:
+    """Units of work queue on the engine's lock: nothing lost, one chained audit row per report."""
+    from incident_monitor.domain.io import IncidentReport
+    from incident_monitor.policy.principal import LOCAL_AGENT
+    from incident_monitor.service.intake import report_incident
+
+    monitor = make_monitor(use_clock=False)
+    failures: list[BaseException] = []
+
+    def reporter(worker: int) -> None:
+        try:
+            for i in range(15):
+                report = IncidentReport(
+                    title="Smoke failed", source="ci", event="ci.smoke.failed", level="error", fingerprint=f"fp-{i % 5}"
+                )
+                report_incident(monitor, LOCAL_AGENT, report)
+        except BaseException as exc:
+            failures.append(exc)
+
+    threads = [threading.Thread(target=reporter, args=(w,)) for w in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not failures
+    with monitor.session() as session:
+        incidents = session.exec(select(Incident)).all()
+        assert sorted(i.occurrence_count for i in incidents) == [18] * 5
+        reports = session.exec(select(AuditEvent).where(AuditEvent.action == "report_incident")).all()
+        assert len(reports) == 90
+        assert verify_chain(session).ok
