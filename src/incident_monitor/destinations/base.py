@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -80,10 +80,15 @@ class PublishOutcome(BaseModel):
     disable_reason: str | None = None
 
 
-class DestinationAdapter(ABC):
+ConfigT = TypeVar("ConfigT", bound=DestinationConfig)
+
+
+class DestinationAdapter(ABC, Generic[ConfigT]):
+    """Subclass as ``DestinationAdapter[KindConfig]``: ``self.config`` is then typed as that kind's config."""
+
     kind: ClassVar[str]
 
-    def __init__(self, config: DestinationConfig, *, data_dir: Path) -> None:
+    def __init__(self, config: ConfigT, *, data_dir: Path) -> None:
         self.config = config
         self.data_dir = data_dir
 

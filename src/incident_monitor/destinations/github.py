@@ -17,7 +17,6 @@ import json
 import logging
 import re
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, Literal
 
 import anyio
@@ -115,12 +114,8 @@ class _Unknown(Exception):
         self.wait = wait
 
 
-class GitHubAdapter(DestinationAdapter):
+class GitHubAdapter(DestinationAdapter[GitHubConfig]):
     kind = "github"
-
-    def __init__(self, config: GitHubConfig, *, data_dir: Path) -> None:
-        super().__init__(config, data_dir=data_dir)
-        self.config: GitHubConfig = config
 
     def __repr__(self) -> str:
         return f"GitHubAdapter(id={self.config.id!r}, repo={self.config.repo!r})"

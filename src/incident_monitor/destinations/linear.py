@@ -15,7 +15,6 @@ import json
 import logging
 import uuid
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, Literal
 
 import anyio
@@ -136,12 +135,8 @@ class _Retry(Exception):
         self.wait = wait
 
 
-class LinearAdapter(DestinationAdapter):
+class LinearAdapter(DestinationAdapter[LinearConfig]):
     kind = "linear"
-
-    def __init__(self, config: LinearConfig, *, data_dir: Path) -> None:
-        super().__init__(config, data_dir=data_dir)
-        self.config: LinearConfig = config
 
     def __repr__(self) -> str:
         return f"LinearAdapter(id={self.config.id!r}, team_id={self.config.team_id!r})"

@@ -24,7 +24,6 @@ import os
 import re
 import shutil
 from contextlib import AsyncExitStack
-from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
@@ -189,12 +188,8 @@ class McpToolConfig(DestinationConfig):
         return self
 
 
-class McpToolAdapter(DestinationAdapter):
+class McpToolAdapter(DestinationAdapter[McpToolConfig]):
     kind = "mcp_tool"
-
-    def __init__(self, config: McpToolConfig, *, data_dir: Path) -> None:
-        super().__init__(config, data_dir=data_dir)
-        self.config: McpToolConfig = config
 
     def __repr__(self) -> str:
         return f"McpToolAdapter(id={self.config.id!r}, server={self.config.server!r}, tool={self.config.tool!r})"

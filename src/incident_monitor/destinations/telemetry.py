@@ -49,12 +49,8 @@ def _lock_for(path: Path) -> threading.Lock:
         return _locks.setdefault(path.resolve(), threading.Lock())
 
 
-class TelemetryAdapter(DestinationAdapter):
+class TelemetryAdapter(DestinationAdapter[TelemetryConfig]):
     kind = "telemetry"
-
-    def __init__(self, config: TelemetryConfig, *, data_dir: Path) -> None:
-        super().__init__(config, data_dir=data_dir)
-        self.config: TelemetryConfig = config
 
     @property
     def file_path(self) -> Path:

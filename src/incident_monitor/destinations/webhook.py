@@ -15,7 +15,6 @@ import logging
 import math
 import re
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
@@ -177,12 +176,8 @@ def _plural(n: int) -> str:
     return f"{n} attempt" if n == 1 else f"{n} attempts"
 
 
-class WebhookAdapter(DestinationAdapter):
+class WebhookAdapter(DestinationAdapter[WebhookConfig]):
     kind = "webhook"
-
-    def __init__(self, config: WebhookConfig, *, data_dir: Path) -> None:
-        super().__init__(config, data_dir=data_dir)
-        self.config: WebhookConfig = config
 
     def __repr__(self) -> str:
         return f"WebhookAdapter(id={self.config.id!r}, url={self.config.url!r})"
