@@ -11,20 +11,26 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel
+from sqlalchemy import insert
 from sqlmodel import Session, col, select
 
 from incident_monitor.domain.enums import Decision
 from incident_monitor.domain.evidence import sha256_hex
-from incident_monitor.domain.models import AuditEvent
+from incident_monitor.domain.models import AuditEvent, AuditEventBase
 
 GENESIS_HASH = "0" * 64
+
+_TABLE = AuditEvent.__table__  # type: ignore[attr-defined]
+_COLUMNS = tuple(column.name for column in _TABLE.columns)
+_HEAD = select(_TABLE.c.seq, _TABLE.c.hash).order_by(_TABLE.c.seq.desc()).limit(1)
+_INSERT = insert(_TABLE)
 
 
 def arguments_digest(arguments: Any) -> str:
     return "sha256:" + sha256_hex(arguments)
 
 
-def _row_hash(event: AuditEvent, prev_hash: str) -> str:
+def _row_hash(event: AuditEventBase, prev_hash: str) -> str:
     fields = {
         "seq": event.seq,
         "at": event.at.isoformat(),
@@ -51,9 +57,19 @@ def append_audit(
     arguments: Any,
     subject_id: str | None = None,
     run_id: str | None = None,
-) -> AuditEvent:
-    """Append one event inside the caller's transaction (committed with the effect it records)."""
-    event = AuditEvent(
+) -> AuditEventBase:
+    """Append one event inside the caller's transaction (committed with the effect it records).
+
+    One indexed read of the chain's head and one insert: every unit of work begins IMMEDIATE (the
+    write lock is ours), so the head cannot move until we commit and ``seq`` is the head's plus one.
+    Core statements, not the ORM: this runs on every governed call, and the ORM's unit of work
+    cost more than the rest of a report together.
+    """
+    connection = session.connection()
+    head = connection.execute(_HEAD).first()
+    prev_hash = head.hash if head is not None else GENESIS_HASH
+    event = AuditEventBase.model_construct(
+        seq=(head.seq if head is not None else 0) + 1,
         at=at,
         principal=principal,
         action=action,
@@ -62,19 +78,11 @@ def append_audit(
         arguments_digest=arguments_digest(arguments),
         subject_id=subject_id,
         run_id=run_id,
-        prev_hash="",
+        prev_hash=prev_hash,
         hash="",
     )
-    session.add(event)
-    # Insert first: the write lock (BEGIN IMMEDIATE) is ours, so the row before ours is final.
-    session.flush()
-    previous = session.exec(
-        select(AuditEvent.hash).where(col(AuditEvent.seq) < event.seq).order_by(col(AuditEvent.seq).desc()).limit(1)
-    ).first()
-    event.prev_hash = previous or GENESIS_HASH
-    event.hash = _row_hash(event, event.prev_hash)
-    session.add(event)
-    session.flush()
+    event.hash = _row_hash(event, prev_hash)
+    connection.execute(_INSERT, {name: getattr(event, name) for name in _COLUMNS})
     return event
 
 
