@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from incident_monitor.domain.enums import Severity
-from incident_monitor.domain.models import Incident
+from incident_monitor.domain.models import IncidentBase
 
 
 def canonical_json(value: Any) -> str:
@@ -26,25 +27,34 @@ def evidence_digest(evidence: dict[str, Any]) -> str:
     return "sha256:" + sha256_hex(evidence)
 
 
-def incident_evidence(incident: Incident) -> dict[str, Any]:
+def evidence_field(incident: IncidentBase | Mapping[str, Any], name: str) -> Any:
+    """A field of a stored incident, or of the column values of one being inserted (intake's Core path)."""
+    return incident[name] if isinstance(incident, Mapping) else getattr(incident, name)
+
+
+def incident_evidence(incident: IncidentBase | Mapping[str, Any]) -> dict[str, Any]:
+    def field(name: str) -> Any:
+        return evidence_field(incident, name)
+
+    risk_level = field("risk_level")
     return {
-        "title": incident.title,
-        "detail": incident.detail,
-        "source": incident.source,
-        "event": incident.event,
-        "level": incident.level,
-        "severity": incident.severity.value,
-        "risk_category": incident.risk_category,
-        "risk_level": incident.risk_level.value if incident.risk_level else None,
-        "project_id": incident.project_id,
-        "route_tags": sorted(incident.route_tags),
-        "evidence_refs": list(incident.evidence_refs),
-        "context": incident.context,
-        "fingerprint": incident.fingerprint,
+        "title": field("title"),
+        "detail": field("detail"),
+        "source": field("source"),
+        "event": field("event"),
+        "level": field("level"),
+        "severity": Severity(field("severity")).value,
+        "risk_category": field("risk_category"),
+        "risk_level": Severity(risk_level).value if risk_level else None,
+        "project_id": field("project_id"),
+        "route_tags": sorted(field("route_tags")),
+        "evidence_refs": list(field("evidence_refs")),
+        "context": field("context"),
+        "fingerprint": field("fingerprint"),
     }
 
 
-def build_evidence(incident: Incident, triage: dict[str, Any] | None = None) -> dict[str, Any]:
+def build_evidence(incident: IncidentBase | Mapping[str, Any], triage: dict[str, Any] | None = None) -> dict[str, Any]:
     evidence: dict[str, Any] = {"incident": incident_evidence(incident)}
     if triage is not None:
         evidence["triage"] = triage

@@ -6,9 +6,11 @@ Nothing is stored before redaction and the size and noise checks have passed.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
-from sqlmodel import Session, col, select
+from sqlalchemy import Connection, Update, bindparam, insert, select, update
 
 from incident_monitor.config import Limits, MonitorConfig
 from incident_monitor.domain.enums import DraftStatus, IncidentStatus, Severity
@@ -17,11 +19,12 @@ from incident_monitor.domain.evidence import (
     draft_route_tags,
     draft_severity,
     evidence_digest,
+    evidence_field,
     render_body,
     sha256_hex,
 )
 from incident_monitor.domain.io import IncidentReport, ReportResult
-from incident_monitor.domain.models import Draft, Incident, IncidentOccurrence, new_id
+from incident_monitor.domain.models import Draft, Incident, IncidentBase, IncidentOccurrence, new_id
 from incident_monitor.domain.transitions import check_incident_transition
 from incident_monitor.errors import InvalidInput, ReportRejected
 from incident_monitor.policy.principal import Principal
@@ -159,31 +162,72 @@ def _redact(report: IncidentReport) -> tuple[IncidentReport, list[str]]:
     return IncidentReport.model_validate(values), changed
 
 
-def new_draft(session: Session, incident: Incident, now: Any) -> Draft:
+# Intake runs on every report, so its statements are Core, compiled once: the ORM's unit of work and
+# model construction cost several times the rest of a report (benchmarks/, issue 6).
+_INCIDENTS = Incident.__table__  # type: ignore[attr-defined]
+_DRAFTS = Draft.__table__  # type: ignore[attr-defined]
+_OCCURRENCES = IncidentOccurrence.__table__  # type: ignore[attr-defined]
+_FIND_INCIDENT = select(
+    _INCIDENTS.c.incident_id,
+    _INCIDENTS.c.status,
+    _INCIDENTS.c.severity,
+    _INCIDENTS.c.occurrence_count,
+).where(_INCIDENTS.c.fingerprint == bindparam("fingerprint"))
+_LATEST_DRAFT = (
+    select(_DRAFTS.c.draft_id, _DRAFTS.c.status)
+    .where(_DRAFTS.c.incident_id == bindparam("incident_id"))
+    .order_by(_DRAFTS.c.created_at.desc())
+    .limit(1)
+)
+_INCIDENT_ROW = select(_INCIDENTS).where(_INCIDENTS.c.incident_id == bindparam("incident_id"))
+
+
+_INSERT_INCIDENT = insert(_INCIDENTS)
+_INSERT_DRAFT = insert(_DRAFTS)
+_INSERT_OCCURRENCE = insert(_OCCURRENCES)
+
+
+def _seen_again(*, reopen: bool) -> Update:
+    """Count one more occurrence (and reopen a resolved incident) in one statement."""
+    values: dict[str, Any] = {
+        "occurrence_count": _INCIDENTS.c.occurrence_count + 1,
+        "last_seen_at": bindparam("now"),
+        "last_run_id": bindparam("run_id"),
+        "last_session_id": bindparam("session_id"),
+    }
+    if reopen:
+        values |= {"status": IncidentStatus.open, "recurrence_count": _INCIDENTS.c.recurrence_count + 1}
+    return update(_INCIDENTS).where(_INCIDENTS.c.incident_id == bindparam("target_id")).values(values)
+
+
+_SEEN_AGAIN = _seen_again(reopen=False)
+_SEEN_AGAIN_REOPENED = _seen_again(reopen=True)
+
+
+def new_draft(connection: Connection, incident: IncidentBase | Mapping[str, Any], now: datetime) -> str:
+    """Insert the draft of an incident's evidence; returns its draft_id."""
     evidence = build_evidence(incident)
     digest = evidence_digest(evidence)
-    draft = Draft(
-        draft_id=new_id("drf"),
-        incident_id=incident.incident_id,
-        status=DraftStatus.draft,
-        title=incident.title,
-        body=render_body(evidence, digest),
-        severity=draft_severity(evidence),
-        source=incident.source,
-        route_tags=draft_route_tags(evidence),
-        evidence=evidence,
-        evidence_digest=digest,
-        created_at=now,
-        updated_at=now,
+    draft_id = new_id("drf")
+    connection.execute(
+        _INSERT_DRAFT,
+        {
+            "draft_id": draft_id,
+            "incident_id": evidence_field(incident, "incident_id"),
+            "status": DraftStatus.draft,
+            "title": evidence["incident"]["title"],
+            "body": render_body(evidence, digest),
+            "severity": draft_severity(evidence),
+            "source": evidence["incident"]["source"],
+            "route_tags": draft_route_tags(evidence),
+            "evidence": evidence,
+            "evidence_digest": digest,
+            "revision": 1,
+            "created_at": now,
+            "updated_at": now,
+        },
     )
-    session.add(draft)
-    return draft
-
-
-def _latest_draft(session: Session, incident_id: str) -> Draft | None:
-    return session.exec(
-        select(Draft).where(Draft.incident_id == incident_id).order_by(col(Draft.created_at).desc()).limit(1)
-    ).first()
+    return draft_id
 
 
 def report_incident(monitor: Monitor, principal: Principal, report: IncidentReport) -> ReportResult:
@@ -204,79 +248,89 @@ def report_incident(monitor: Monitor, principal: Principal, report: IncidentRepo
             call.notes.append(note)
         fingerprint = clean.fingerprint or compute_fingerprint(clean)
         now = monitor.clock()
-        session = call.session
-        incident = session.exec(select(Incident).where(Incident.fingerprint == fingerprint)).first()
+        connection = call.session.connection()
+        # BEGIN IMMEDIATE: the write lock is ours, so the row read here cannot change before commit.
+        found = connection.execute(_FIND_INCIDENT, {"fingerprint": fingerprint}).first()
         recurrence = False
-        if incident is None:
-            incident = Incident(
-                incident_id=new_id("inc"),
-                fingerprint=fingerprint,
-                title=clean.title,
-                detail=clean.detail,
-                source=clean.source,
-                event=clean.event,
-                level=level,
-                severity=severity,
-                risk_category=clean.risk_category,
-                risk_level=clean.risk_level,
-                project_id=clean.project_id,
-                route_tags=sorted(set(clean.route_tags)),
-                evidence_refs=clean.evidence_refs,
-                context=clean.context,
-                reported_by=principal.name,
-                first_seen_at=now,
-                last_seen_at=now,
-                last_run_id=clean.run_id,
-                last_session_id=clean.session_id,
-            )
-            session.add(incident)
-            session.flush()
-            draft: Draft | None = new_draft(session, incident, now)
+        draft_id: str | None
+        if found is None:
+            incident: dict[str, Any] = {
+                "incident_id": new_id("inc"),
+                "fingerprint": fingerprint,
+                "title": clean.title,
+                "detail": clean.detail,
+                "source": clean.source,
+                "event": clean.event,
+                "level": level,
+                "severity": severity,
+                "status": IncidentStatus.open,
+                "risk_category": clean.risk_category,
+                "risk_level": clean.risk_level,
+                "project_id": clean.project_id,
+                "route_tags": sorted(set(clean.route_tags)),
+                "evidence_refs": clean.evidence_refs,
+                "context": clean.context,
+                "occurrence_count": 1,
+                "recurrence_count": 0,
+                "reported_by": principal.name,
+                "first_seen_at": now,
+                "last_seen_at": now,
+                "resolved_at": None,
+                "resolved_by": None,
+                "resolution_note": None,
+                "last_run_id": clean.run_id,
+                "last_session_id": clean.session_id,
+            }
+            connection.execute(_INSERT_INCIDENT, incident)
+            incident_id, status, stored_severity = incident["incident_id"], IncidentStatus.open, severity
+            occurrences = 1
+            draft_id = new_draft(connection, incident, now)
             deduplicated = False
         else:
             deduplicated = True
-            if incident.status is IncidentStatus.resolved:
-                check_incident_transition(incident.incident_id, incident.status, IncidentStatus.open)
-                incident.status = IncidentStatus.open
-                incident.recurrence_count += 1
-                recurrence = True
-            incident.occurrence_count += 1
-            incident.last_seen_at = now
-            incident.last_run_id = clean.run_id
-            incident.last_session_id = clean.session_id
-            session.add(incident)
-            draft = _latest_draft(session, incident.incident_id)
-            # A recurrence after publication needs a fresh draft; otherwise the open draft stands.
-            if recurrence and (draft is None or draft.status is DraftStatus.published):
-                draft = new_draft(session, incident, now)
-        session.add(
-            IncidentOccurrence(
-                occurrence_id=new_id("occ"),
-                incident_id=incident.incident_id,
-                seen_at=now,
-                reported_by=principal.name,
-                run_id=clean.run_id,
-                session_id=clean.session_id,
-                detail_digest="sha256:" + sha256_hex(clean.detail),
-                recurrence=recurrence,
+            incident_id, status, stored_severity = found.incident_id, found.status, found.severity
+            if status is IncidentStatus.resolved:
+                check_incident_transition(incident_id, status, IncidentStatus.open)
+                status, recurrence = IncidentStatus.open, True
+            connection.execute(
+                _SEEN_AGAIN_REOPENED if recurrence else _SEEN_AGAIN,
+                {"target_id": incident_id, "now": now, "run_id": clean.run_id, "session_id": clean.session_id},
             )
+            occurrences = found.occurrence_count + 1
+            latest = connection.execute(_LATEST_DRAFT, {"incident_id": incident_id}).first()
+            draft_id = latest.draft_id if latest is not None else None
+            # A recurrence after publication needs a fresh draft; otherwise the open draft stands.
+            if recurrence and (latest is None or latest.status is DraftStatus.published):
+                row = connection.execute(_INCIDENT_ROW, {"incident_id": incident_id}).mappings().one()
+                draft_id = new_draft(connection, row, now)
+        connection.execute(
+            _INSERT_OCCURRENCE,
+            {
+                "occurrence_id": new_id("occ"),
+                "incident_id": incident_id,
+                "seen_at": now,
+                "reported_by": principal.name,
+                "run_id": clean.run_id,
+                "session_id": clean.session_id,
+                "detail_digest": "sha256:" + sha256_hex(clean.detail),
+                "recurrence": recurrence,
+            },
         )
-        call.subject_id = incident.incident_id
+        call.subject_id = incident_id
         call.notes.append("deduplicated by fingerprint" if deduplicated else "new incident")
-        session.flush()
-        if draft is not None:
-            next_step = f"call get_draft or triage_draft with draft_id={draft.draft_id}"
+        if draft_id is not None:
+            next_step = f"call get_draft or triage_draft with draft_id={draft_id}"
         else:
-            next_step = f"call get_incident with incident_id={incident.incident_id}"
+            next_step = f"call get_incident with incident_id={incident_id}"
         return ReportResult(
-            incident_id=incident.incident_id,
-            draft_id=draft.draft_id if draft else None,
+            incident_id=incident_id,
+            draft_id=draft_id,
             fingerprint=fingerprint,
-            severity=incident.severity,
-            status=incident.status,
+            severity=stored_severity,
+            status=status,
             deduplicated=deduplicated,
             recurrence=recurrence,
-            occurrence_count=incident.occurrence_count,
+            occurrence_count=occurrences,
             redacted_fields=redacted,
             next_step=next_step,
         )
