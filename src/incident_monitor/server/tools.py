@@ -5,8 +5,10 @@ No ``from __future__ import annotations`` here: the SDK reads these signatures a
 
 import json
 from collections.abc import Callable
-from typing import Annotated, Any, Literal
+from functools import partial
+from typing import Annotated, Any, Literal, TypeVar
 
+import anyio
 from mcp.server import MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError
 from mcp.server.mcpserver.utilities.func_metadata import FuncMetadata, func_metadata
@@ -48,6 +50,8 @@ from incident_monitor.service import (
 from incident_monitor.service.governance import cards, inventory, posture, report
 from incident_monitor.service.governance import probes as assessment_probes
 from incident_monitor.service.monitor import Monitor
+
+T = TypeVar("T")
 
 DraftId = Annotated[
     str, Field(min_length=1, max_length=100, description="A draft_id from list_drafts or report_incident.")
@@ -107,6 +111,12 @@ def tool_catalog() -> list[inventory.ToolEntry]:
     ]
 
 
+async def in_worker(service: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run a (synchronous) service call in a worker thread: it blocks on SQLite and its fsync, and there the
+    event loop keeps serving other calls and concurrent units of work share one commit (store/group_commit.py)."""
+    return await anyio.to_thread.run_sync(partial(service, *args, **kwargs))
+
+
 class IncidentMonitorTools:
     """One method per tool; each resolves the caller and calls one service function."""
 
@@ -117,7 +127,7 @@ class IncidentMonitorTools:
     async def get_status(self) -> status.StatusView:
         """Readiness of the monitor and each destination. Call first; stop if anything needed is not ready."""
         with tool_errors():
-            return status.get_status(self.monitor, self.principal())
+            return await in_worker(status.get_status, self.monitor, self.principal())
 
     async def report_incident(
         self,
@@ -162,7 +172,7 @@ class IncidentMonitorTools:
             context=context or {},
         )
         with tool_errors():
-            return intake.report_incident(self.monitor, self.principal(), report)
+            return await in_worker(intake.report_incident, self.monitor, self.principal(), report)
 
     async def list_incidents(
         self,
@@ -175,7 +185,8 @@ class IncidentMonitorTools:
     ) -> IncidentPage:
         """Incidents, most recently seen first, filtered by status, severity, source or project."""
         with tool_errors():
-            return queries.list_incidents(
+            return await in_worker(
+                queries.list_incidents,
                 self.monitor,
                 self.principal(),
                 status=status,
@@ -189,7 +200,7 @@ class IncidentMonitorTools:
     async def get_incident(self, incident_id: IncidentId) -> IncidentDetail:
         """One incident with its drafts, recent occurrences and receipts."""
         with tool_errors():
-            return queries.get_incident(self.monitor, self.principal(), incident_id)
+            return await in_worker(queries.get_incident, self.monitor, self.principal(), incident_id)
 
     async def list_drafts(
         self,
@@ -202,7 +213,8 @@ class IncidentMonitorTools:
     ) -> DraftPage:
         """Drafts (what would be published), most recently updated first."""
         with tool_errors():
-            return queries.list_drafts(
+            return await in_worker(
+                queries.list_drafts,
                 self.monitor,
                 self.principal(),
                 status=status,
@@ -216,12 +228,12 @@ class IncidentMonitorTools:
     async def get_draft(self, draft_id: DraftId) -> DraftDetail:
         """One draft: its evidence and digest, latest triage, approvals, receipts and the next step."""
         with tool_errors():
-            return queries.get_draft(self.monitor, self.principal(), draft_id)
+            return await in_worker(queries.get_draft, self.monitor, self.principal(), draft_id)
 
     async def triage_draft(self, draft_id: DraftId) -> TriageResult:
         """Run deterministic triage: duplicates, similar incidents, rate, suggested severity and tags."""
         with tool_errors():
-            return triage.triage_draft(self.monitor, self.principal(), draft_id)
+            return await in_worker(triage.triage_draft, self.monitor, self.principal(), draft_id)
 
     async def preview_route(
         self,
@@ -237,7 +249,8 @@ class IncidentMonitorTools:
         """Where a draft (or a report you are about to send) would publish, whether approval is needed, and
         what blocks it. Publish uses the same decision."""
         with tool_errors():
-            return routing.preview_route(
+            return await in_worker(
+                routing.preview_route,
                 self.monitor,
                 self.principal(),
                 draft_id=draft_id,
@@ -257,7 +270,7 @@ class IncidentMonitorTools:
     ) -> ApprovalResult:
         """Ask an operator to approve publishing this draft's current evidence to its routed destination."""
         with tool_errors():
-            return approvals.request_approval(self.monitor, self.principal(), draft_id, reason)
+            return await in_worker(approvals.request_approval, self.monitor, self.principal(), draft_id, reason)
 
     async def decide_approval(
         self,
@@ -267,7 +280,9 @@ class IncidentMonitorTools:
     ) -> ApprovalResult:
         """Approve or deny a pending approval (operators; never the principal that asked)."""
         with tool_errors():
-            return approvals.decide_approval(self.monitor, self.principal(), approval_id, decision, note)
+            return await in_worker(
+                approvals.decide_approval, self.monitor, self.principal(), approval_id, decision, note
+            )
 
     async def publish_draft(self, draft_id: DraftId) -> PublishResult:
         """Publish through the policy gates to the routed destination and return the receipt. Idempotent."""
@@ -283,7 +298,8 @@ class IncidentMonitorTools:
     ) -> ReceiptPage:
         """Publish receipts: destination, route, status, external id/URL, evidence digest, attempts, error."""
         with tool_errors():
-            return queries.list_receipts(
+            return await in_worker(
+                queries.list_receipts,
                 self.monitor,
                 self.principal(),
                 draft_id=draft_id,
@@ -299,14 +315,16 @@ class IncidentMonitorTools:
     ) -> IncidentBase:
         """Resolve an incident with a note. It stays for audit; a recurrence reopens it."""
         with tool_errors():
-            return incidents.resolve_incident(self.monitor, self.principal(), incident_id, resolution_note)
+            return await in_worker(
+                incidents.resolve_incident, self.monitor, self.principal(), incident_id, resolution_note
+            )
 
     async def get_authority_inventory(self) -> inventory.AuthorityInventory:
         """What the agents can do and where evidence can go: tools and scopes, principals, tokens and intake
         keys (never secrets or hashes), destinations (kind, readiness, approval; no config values), routes,
         outbound MCP servers with their tool allowlists, approval policy."""
         with tool_errors():
-            return inventory.get_authority_inventory(self.monitor, self.principal(), tool_catalog())
+            return await in_worker(inventory.get_authority_inventory, self.monitor, self.principal(), tool_catalog())
 
     async def run_posture_checks(
         self,
@@ -320,8 +338,13 @@ class IncidentMonitorTools:
         """Deterministic governance findings over the inventory and recent decisions: rule id, severity,
         evidence refs and a recommendation each."""
         with tool_errors():
-            return posture.run_posture_checks(
-                self.monitor, self.principal(), tool_catalog(), rules=rules, min_severity=min_severity
+            return await in_worker(
+                posture.run_posture_checks,
+                self.monitor,
+                self.principal(),
+                tool_catalog(),
+                rules=rules,
+                min_severity=min_severity,
             )
 
     async def run_assessment_probes(
@@ -346,7 +369,7 @@ class IncidentMonitorTools:
         allowed and prohibited actions, authority, data classification, approval and escalation, limitations,
         risks, review cadence. Missing required facts are reported as findings."""
         with tool_errors():
-            return cards.build_deployment_cards(self.monitor, self.principal(), tool_catalog())
+            return await in_worker(cards.build_deployment_cards, self.monitor, self.principal(), tool_catalog())
 
 
 INSTRUCTIONS = """\

@@ -6,10 +6,9 @@ SQL stays portable (no SQLite-only statements outside the connect hook) so Postg
 from __future__ import annotations
 
 import sqlite3
-import threading
 import weakref
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,15 +19,11 @@ from sqlmodel import Session, SQLModel, create_engine
 from incident_monitor.domain import destination_state as _destination_state  # noqa: F401  (registers the table)
 from incident_monitor.domain import models as _models  # noqa: F401  (registers the tables)
 from incident_monitor.domain.models import Incident
+from incident_monitor.store.group_commit import GroupCommit
 
 DATABASE_FILENAME = "incident-monitor.sqlite3"
 
-# One unit of work at a time per engine within this process. Every unit of work begins IMMEDIATE
-# (SQLite's write lock), so they are serialised anyway; queueing on a Python lock first keeps
-# threads (the intake endpoint's workers) out of SQLite's busy handler, which sleeps 5-25 ms per
-# retry. Re-entrant, so a nested unit of work in one thread behaves exactly as before. Other
-# processes (the CLI) still wait on SQLite's lock with busy_timeout.
-_unit_of_work_locks: weakref.WeakKeyDictionary[Engine, threading.RLock] = weakref.WeakKeyDictionary()
+_group_commits: weakref.WeakKeyDictionary[Engine, GroupCommit] = weakref.WeakKeyDictionary()
 
 # Indexes added after the first release: create_all only creates missing tables, so these are
 # created IF NOT EXISTS at every open and older databases get them too.
@@ -75,14 +70,19 @@ def open_engine(data_dir: Path, url: str | None = None) -> Engine:
     with engine.begin() as connection:
         for index in _LATER_INDEXES:
             index.create(connection, checkfirst=True)
-    _unit_of_work_locks[engine] = threading.RLock()
+    _group_commits[engine] = GroupCommit(engine)
     return engine
 
 
 @contextmanager
 def session_scope(engine: Engine) -> Iterator[Session]:
-    """One unit of work: committed when the block ends, rolled back on any error."""
-    with _unit_of_work_locks.get(engine) or nullcontext(), Session(engine, expire_on_commit=False) as session:
+    """One unit of work: durable when the block ends (its commit has completed), rolled back on any error."""
+    group_commit = _group_commits.get(engine)
+    if group_commit is not None:
+        with group_commit.unit_of_work() as session:
+            yield session
+        return
+    with Session(engine, expire_on_commit=False) as session:
         try:
             yield session
             session.commit()
