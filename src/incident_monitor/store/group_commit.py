@@ -125,7 +125,10 @@ class GroupCommit:
             batch.error = exc
         finally:
             try:
-                batch.connection.close()  # back to the pool; rolls back whatever is still open
+                if batch.error is not None:
+                    # Whatever state a failed commit left the connection in, it must not be reused.
+                    batch.connection.invalidate()
+                batch.connection.close()
             finally:
                 self.commits += 1
                 self.units += batch.units
