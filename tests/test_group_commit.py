@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import event, text
 from sqlalchemy.engine import Engine
 
-from incident_monitor.store.engine import open_engine, session_scope
+from incident_monitor.store.engine import dispose_engine, open_engine, session_scope
 from incident_monitor.store.group_commit import BatchCommitFailed, GroupCommit
 
 
@@ -22,7 +22,7 @@ def engine(tmp_path: Path) -> Iterator[Engine]:
     with engine.begin() as conn:
         conn.execute(text("CREATE TABLE notes (n INTEGER PRIMARY KEY, who TEXT NOT NULL)"))
     yield engine
-    engine.dispose()
+    dispose_engine(engine)
 
 
 def stored(engine: Engine) -> list[str]:

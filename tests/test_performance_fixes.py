@@ -16,7 +16,7 @@ from incident_monitor.domain.models import AuditEvent, Incident
 from incident_monitor.server.http_app import bind_socket
 from incident_monitor.service.audit import verify_chain
 from incident_monitor.service.tokens import LAST_USED_RESOLUTION, last_use_due
-from incident_monitor.store.engine import DATABASE_FILENAME, open_engine
+from incident_monitor.store.engine import DATABASE_FILENAME, dispose_engine, open_engine
 
 
 def test_connections_accepted_on_the_bound_socket_have_nagle_off() -> None:
@@ -53,13 +53,13 @@ def test_last_use_is_written_at_most_once_a_minute() -> None:
 
 def test_an_old_database_gets_the_list_index_at_open(tmp_path: Path) -> None:
     engine = open_engine(tmp_path)
-    engine.dispose()
+    dispose_engine(engine)
     db = sqlite3.connect(tmp_path / DATABASE_FILENAME)
     db.execute("DROP INDEX ix_incidents_status_severity_last_seen")
     db.commit()
     db.close()
     engine = open_engine(tmp_path)  # as a server started on a database from before the index
-    engine.dispose()
+    dispose_engine(engine)
     db = sqlite3.connect(tmp_path / DATABASE_FILENAME)
     plan = " ".join(
         str(row)

@@ -16,7 +16,7 @@ from incident_monitor.destinations.base import DestinationAdapter, Readiness
 from incident_monitor.destinations.registry import build_adapters
 from incident_monitor.domain.destination_state import read_disabled
 from incident_monitor.domain.types import utcnow
-from incident_monitor.store.engine import open_engine, session_scope
+from incident_monitor.store.engine import dispose_engine, open_engine, session_scope
 
 
 @dataclass
@@ -73,4 +73,4 @@ class Monitor:
             yield session
 
     def close(self) -> None:
-        self.engine.dispose()
+        dispose_engine(self.engine)

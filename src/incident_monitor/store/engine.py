@@ -74,6 +74,14 @@ def open_engine(data_dir: Path, url: str | None = None) -> Engine:
     return engine
 
 
+def dispose_engine(engine: Engine) -> None:
+    """Close the engine's connections, the group commit's own included."""
+    group_commit = _group_commits.pop(engine, None)
+    if group_commit is not None:
+        group_commit.close()
+    engine.dispose()
+
+
 @contextmanager
 def session_scope(engine: Engine) -> Iterator[Session]:
     """One unit of work: durable when the block ends (its commit has completed), rolled back on any error."""

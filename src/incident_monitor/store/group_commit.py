@@ -36,6 +36,7 @@ class _Batch:
     connection: Connection
     transaction: RootTransaction
     units: int = 0
+    ended: bool = False  # rolled back by its only unit: nothing to commit, nobody may join
     broken: bool = False
     error: BaseException | None = None
     done: threading.Event = field(default_factory=threading.Event)
@@ -47,6 +48,8 @@ class _Batch:
 
 
 class GroupCommit:
+    """One per engine; every unit of work of this process goes through it, on one connection."""
+
     def __init__(self, engine: Engine, max_units: int = MAX_UNITS_PER_COMMIT) -> None:
         self.engine = engine
         self.max_units = max_units
@@ -55,6 +58,8 @@ class GroupCommit:
         self._waiting = 0
         self._batch: _Batch | None = None
         self._owner: int | None = None
+        # Units run one at a time, so one connection serves them all (no pool round trip per unit).
+        self._connection: Connection | None = None
         self.commits = 0  # for tests and benchmarks: how many commits served how many units
         self.units = 0
 
@@ -63,16 +68,23 @@ class GroupCommit:
         if self._owner == threading.get_ident():
             # Nested in a unit of this thread: a savepoint inside it, durable when the outer one is.
             assert self._batch is not None
-            with self._savepoint(self._batch) as session:
+            with self._session(self._batch, savepoint=True) as session:
                 yield session
             return
         batch = self._take_turn()
         try:
-            with self._savepoint(batch) as session:
+            # The first unit needs no savepoint: if it fails, the transaction holds nothing else.
+            with self._session(batch, savepoint=batch.units > 1) as session:
                 yield session
         finally:
             self._end_turn(batch)
         batch.wait_durable()
+
+    def close(self) -> None:
+        with self._turn:
+            if self._connection is not None:
+                self._connection.close()
+                self._connection = None
 
     def _take_turn(self) -> _Batch:
         with self._state:
@@ -82,8 +94,10 @@ class GroupCommit:
             with self._state:
                 self._waiting -= 1
                 if self._batch is None:
-                    connection = self.engine.connect()
-                    self._batch = _Batch(connection, connection.begin())  # BEGIN IMMEDIATE (engine hook)
+                    if self._connection is None:
+                        self._connection = self.engine.connect()
+                    # BEGIN IMMEDIATE (the engine's begin hook): the write lock for the whole batch.
+                    self._batch = _Batch(self._connection, self._connection.begin())
                 batch = self._batch
             batch.units += 1
             self._owner = threading.get_ident()
@@ -93,22 +107,28 @@ class GroupCommit:
             raise
 
     @contextmanager
-    def _savepoint(self, batch: _Batch) -> Iterator[Session]:
-        with Session(bind=batch.connection, join_transaction_mode="create_savepoint", expire_on_commit=False) as s:
+    def _session(self, batch: _Batch, *, savepoint: bool) -> Iterator[Session]:
+        # Savepoint: commit releases it (durable with the batch), rollback undoes this unit alone.
+        # Otherwise the unit is the batch's first: commit leaves the transaction to the batch,
+        # rollback ends the whole transaction (it holds nothing else).
+        mode = "create_savepoint" if savepoint else "rollback_only"
+        with Session(bind=batch.connection, join_transaction_mode=mode, expire_on_commit=False) as session:
             try:
-                yield s
-                s.commit()  # RELEASE SAVEPOINT: durable with the batch's commit
+                yield session
+                session.commit()
             except BaseException:
                 try:
-                    s.rollback()  # ROLLBACK TO SAVEPOINT: this unit alone
+                    session.rollback()
                 except BaseException:
                     batch.broken = True  # the transaction is in an unknown state: commit none of it
                     raise
+                if not savepoint:
+                    batch.ended = True
                 raise
 
     def _end_turn(self, batch: _Batch) -> None:
         with self._state:
-            hand_on = not batch.broken and self._waiting > 0 and batch.units < self.max_units
+            hand_on = not (batch.ended or batch.broken) and self._waiting > 0 and batch.units < self.max_units
             if not hand_on:
                 self._batch = None
         self._owner = None
@@ -119,7 +139,7 @@ class GroupCommit:
             if batch.broken:
                 batch.error = RuntimeError("a unit of work left the transaction in an unknown state")
                 batch.transaction.rollback()
-            else:
+            elif not batch.ended:
                 batch.transaction.commit()
         except BaseException as exc:
             batch.error = exc
@@ -127,8 +147,9 @@ class GroupCommit:
             try:
                 if batch.error is not None:
                     # Whatever state a failed commit left the connection in, it must not be reused.
+                    self._connection = None
                     batch.connection.invalidate()
-                batch.connection.close()
+                    batch.connection.close()
             finally:
                 self.commits += 1
                 self.units += batch.units
