@@ -147,3 +147,11 @@ def test_a_nested_unit_in_the_same_thread_joins_the_outer_one(engine: Engine) ->
         with session_scope(engine) as inner:
             inner.execute(text("INSERT INTO notes (who) VALUES ('inner')"))
     assert stored(engine) == ["outer", "inner"]
+
+
+def test_a_unit_that_fails_before_touching_its_session_leaves_the_next_one_working(engine: Engine) -> None:
+    with pytest.raises(ValueError), session_scope(engine):
+        raise ValueError("refused before any statement")
+    with session_scope(engine) as session:
+        session.execute(text("INSERT INTO notes (who) VALUES ('next')"))
+    assert stored(engine) == ["next"]

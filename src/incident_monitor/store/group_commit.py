@@ -141,6 +141,9 @@ class GroupCommit:
                 batch.transaction.rollback()
             elif not batch.ended:
                 batch.transaction.commit()
+            elif batch.transaction.is_active:
+                # Its only unit failed without touching its session, which left the transaction open.
+                batch.transaction.rollback()
         except BaseException as exc:
             batch.error = exc
         finally:
