@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import socket
 import ssl
@@ -190,16 +191,21 @@ class _GuardedBackend(httpcore.AsyncNetworkBackend):
         await self._inner.sleep(seconds)
 
 
-# Building a TLS context (loading the CA store) costs ~35 ms; it was built twice per client, i.e. per
-# publish. One default context, never modified, is shared by every connection.
-_TLS_CONTEXT = ssl.create_default_context()
+@functools.cache
+def tls_context() -> ssl.SSLContext:
+    """The one TLS context every connection shares (default settings, never modified).
+
+    Building it (loading the CA store) costs ~35 ms: once per publish was too often, and once per process
+    start is paid by servers that never publish, so it is built on the first outbound connection.
+    """
+    return ssl.create_default_context()
 
 
 class _GuardedTransport(httpx.AsyncHTTPTransport):
     def __init__(self, policy: EgressPolicy) -> None:
-        super().__init__(verify=_TLS_CONTEXT, trust_env=False)
+        super().__init__(verify=tls_context(), trust_env=False)
         # httpx takes no network backend argument; its pool is replaced by one that connects through the guard.
-        self._pool = httpcore.AsyncConnectionPool(ssl_context=_TLS_CONTEXT, network_backend=_GuardedBackend(policy))
+        self._pool = httpcore.AsyncConnectionPool(ssl_context=tls_context(), network_backend=_GuardedBackend(policy))
 
 
 def egress_client(policy: EgressPolicy) -> httpx.AsyncClient:
