@@ -13,16 +13,20 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-import ssl
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
 import anyio
-import httpcore
-import httpx
 
 from incident_monitor import __version__
+
+if TYPE_CHECKING:
+    import httpx
+
+# httpx (with httpcore, h11, certifi and, through httpx's CLI, pygments and rich: ~45 ms) is imported by the
+# functions that send, not here: every server imports the destination modules to read its config, and most
+# server starts send nothing. The connection guard that needs httpcore lives in egress_transport.
 
 USER_AGENT = f"incident-monitor-mcp/{__version__}"
 DEFAULT_MAX_RESPONSE_BYTES = 64 * 1024
@@ -140,6 +144,8 @@ async def resolve_checked(host: str, port: int, policy: EgressPolicy) -> list[st
         literal = ipaddress.ip_address(host.strip("[]"))
         addresses: list[IPAddress] = [literal]
     except ValueError:
+        import httpx  # already loaded: only a client's connection or ``send`` resolves
+
         try:
             infos = await anyio.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         except OSError as exc:
@@ -147,6 +153,8 @@ async def resolve_checked(host: str, port: int, policy: EgressPolicy) -> list[st
         addresses = [ipaddress.ip_address(info[4][0]) for info in infos]
         addresses = list(dict.fromkeys(addresses))
     if not addresses:
+        import httpx  # already loaded: only a client's connection or ``send`` resolves
+
         raise httpx.ConnectError(f"{host} resolves to no address")
     for address in addresses:
         problem = address_problem(address, policy)
@@ -156,56 +164,14 @@ async def resolve_checked(host: str, port: int, policy: EgressPolicy) -> list[st
     return [str(a) for a in addresses]
 
 
-class _GuardedBackend(httpcore.AsyncNetworkBackend):
-    """Resolves, checks and connects to a checked address, so the check and the connection see the same IP."""
-
-    def __init__(self, policy: EgressPolicy) -> None:
-        self._policy = policy
-        self._inner = httpcore.AnyIOBackend()
-
-    async def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: Any = None,
-    ) -> httpcore.AsyncNetworkStream:
-        addresses = await resolve_checked(host, port, self._policy)
-        last: Exception | None = None
-        for address in addresses:
-            try:
-                return await self._inner.connect_tcp(
-                    address, port, timeout=timeout, local_address=local_address, socket_options=socket_options
-                )
-            except httpcore.ConnectError as exc:
-                last = exc
-        assert last is not None
-        raise last
-
-    async def connect_unix_socket(self, *args: Any, **kwargs: Any) -> httpcore.AsyncNetworkStream:
-        raise EgressRefused("unix sockets are not a destination")
-
-    async def sleep(self, seconds: float) -> None:
-        await self._inner.sleep(seconds)
-
-
-# Building a TLS context (loading the CA store) costs ~35 ms; it was built twice per client, i.e. per
-# publish. One default context, never modified, is shared by every connection.
-_TLS_CONTEXT = ssl.create_default_context()
-
-
-class _GuardedTransport(httpx.AsyncHTTPTransport):
-    def __init__(self, policy: EgressPolicy) -> None:
-        super().__init__(verify=_TLS_CONTEXT, trust_env=False)
-        # httpx takes no network backend argument; its pool is replaced by one that connects through the guard.
-        self._pool = httpcore.AsyncConnectionPool(ssl_context=_TLS_CONTEXT, network_backend=_GuardedBackend(policy))
-
-
 def egress_client(policy: EgressPolicy) -> httpx.AsyncClient:
     """An HTTP client whose every connection passes the address rules. Redirects are followed by ``send``."""
+    import httpx  # lazy: see the note at the imports
+
+    from incident_monitor.destinations.egress_transport import GuardedTransport
+
     return httpx.AsyncClient(
-        transport=_GuardedTransport(policy),
+        transport=GuardedTransport(policy),
         timeout=policy.timeout_seconds,
         follow_redirects=False,
         trust_env=False,
@@ -226,6 +192,8 @@ async def send(
 
     Raises EgressRefused for a refused URL or address, httpx.TransportError for transport failures.
     """
+    import httpx  # already loaded: ``client`` is an httpx client
+
     hops = 0
     while True:
         problem = scheme_problem(url, policy)
@@ -256,6 +224,8 @@ def describe_transport_error(exc: Exception, *, timeout_seconds: float) -> str:
     """A short, secret-free description of a transport failure (no URL query, no headers)."""
     if isinstance(exc, EgressRefused):
         return f"refused by egress rules: {exc}"
+    import httpx  # already loaded: any other transport error came from an httpx client
+
     if isinstance(exc, httpx.TimeoutException):
         return f"timed out (timeout_seconds = {timeout_seconds:g})"
     message = str(exc).splitlines()[0][:160] if str(exc).strip() else ""

@@ -17,10 +17,9 @@ import json
 import logging
 import re
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
-import httpx
 from pydantic import Field, field_validator
 
 from incident_monitor.destinations.base import (
@@ -41,6 +40,9 @@ from incident_monitor.destinations.egress import (
 )
 from incident_monitor.destinations.webhook import MAX_RETRY_AFTER_SECONDS, retry_after_seconds
 from incident_monitor.secret_ref import SecretRef, resolve_secret, secret_ref_variable
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger(__name__)
 
@@ -222,6 +224,8 @@ class _Session:
         """(the issue this publish created, an open issue with the same fingerprint) from the repo's issues."""
         query = "state=all&sort=created&direction=desc&per_page=100"
         if self.config.marker_label:
+            import httpx  # already loaded by the session's egress client (lazy: see egress)
+
             query += "&labels=" + httpx.QueryParams({"l": self.config.marker_label})["l"]
         url: str | None = f"{self.base}/issues?{query}"
         duplicate: dict[str, Any] | None = None
@@ -266,6 +270,8 @@ class _Session:
     async def _call(self, method: str, url: str, payload: dict[str, Any] | None, *, write: bool) -> EgressResponse:
         """One request; rate limits wait and retry; a write with an unknown outcome raises _Unknown."""
         content = json.dumps(payload).encode() if payload is not None else None
+        import httpx  # already loaded by the session's egress client (lazy: see egress)
+
         for _ in range(self.config.max_attempts):
             try:
                 answer = await send(

@@ -15,10 +15,9 @@ import json
 import logging
 import uuid
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
-import httpx
 from pydantic import Field
 
 from incident_monitor.destinations.base import (
@@ -38,6 +37,9 @@ from incident_monitor.destinations.egress import (
 )
 from incident_monitor.destinations.webhook import MAX_RETRY_AFTER_SECONDS, retry_after_seconds
 from incident_monitor.secret_ref import SecretRef, resolve_secret, secret_ref_variable
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger(__name__)
 
@@ -268,6 +270,8 @@ class LinearAdapter(DestinationAdapter[LinearConfig]):
     async def _graphql(
         self, client: httpx.AsyncClient, headers: dict[str, str], query: str, variables: dict[str, Any]
     ) -> dict[str, Any]:
+        import httpx  # already loaded: ``client`` is an httpx client (lazy: see egress)
+
         content = json.dumps({"query": query, "variables": variables}).encode()
         try:
             answer = await send(

@@ -15,11 +15,11 @@ import logging
 import math
 import re
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
 import anyio
-import httpx
+import httpx2
 from pydantic import ConfigDict, Field, field_validator
 from standardwebhooks import Webhook
 
@@ -41,6 +41,9 @@ from incident_monitor.destinations.egress import (
     send,
 )
 from incident_monitor.secret_ref import SecretRef, resolve_secret, secret_ref_variable
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger(__name__)
 
@@ -102,8 +105,10 @@ class WebhookConfig(DestinationConfig):
         try:
             parts = urlsplit(value)
             _ = parts.port  # raises ValueError for a malformed or out-of-range port
-            httpx.URL(value)
-        except (ValueError, httpx.InvalidURL):
+            # httpx2 (the mcp SDK's maintained fork of httpx, loaded by every server) has httpx's URL parser, so
+            # this accepts exactly what deliveries can send, without importing httpx at start-up (see egress).
+            httpx2.URL(value)
+        except (ValueError, httpx2.InvalidURL):
             raise ValueError(f"url is not a valid URL; {example}") from None
         if parts.scheme not in ("http", "https") or not parts.hostname or any(c.isspace() for c in value):
             raise ValueError(f"url must be an http(s) URL with a host; {example}")
@@ -270,6 +275,8 @@ class WebhookAdapter(DestinationAdapter[WebhookConfig]):
         excerpt: str | None = None
         attempt = 0
         async with egress_client(self.egress_policy) as client:
+            import httpx  # already loaded by egress_client (lazy: see egress)
+
             for attempt in range(1, config.max_attempts + 1):
                 wait: float | None = None
                 try:
