@@ -386,7 +386,8 @@ def build_mcp_server(monitor: Monitor, principal: Callable[[], Principal]) -> MC
     for name, annotations in TOOL_ANNOTATIONS.items():
         fn = getattr(tools, name)
         server.add_tool(fn, name=name, annotations=annotations, structured_output=True)
-        metadata[name] = func_metadata(fn, structured_output=True)
+        # ScopeGate only validates arguments: the output schema (half the metadata's cost at start-up) is not needed.
+        metadata[name] = func_metadata(fn, structured_output=False)
     server.middleware.append(ScopeGate(monitor, principal, metadata))
     _add_inventory_resources(server, monitor, principal)
     accept_logging_level(server)
