@@ -30,7 +30,6 @@ NOT_ON_THE_STDIO_PATH = (
     "incident_monitor.server.intake_endpoint",
     "incident_monitor.server.rate_limit",
     "jwt",  # PyJWT, for HTTP bearer tokens
-    "pydantic_settings",  # ~20 ms for three environment variables
     # The egress HTTP client (~45 ms with httpx's CLI extras), loaded by the first publish. A webhook is
     # configured below, so this also shows its config validation does without it.
     "httpx",
@@ -147,7 +146,7 @@ def test_httpx2_and_httpx_parse_webhook_urls_alike(url: str) -> None:
     assert parse(httpx2) == parse(httpx)
 
 
-# --- Settings: read from the environment without pydantic-settings, same behaviour ------------------
+# --- Settings: read from the environment (pydantic-settings), a flag wins ------------------
 
 
 def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

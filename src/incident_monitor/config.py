@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from incident_monitor.destinations.github import GitHubConfig
 from incident_monitor.destinations.linear import LinearConfig
@@ -31,35 +31,14 @@ DESTINATION_KINDS: tuple[str, ...] = tuple(
 )
 
 
-SETTINGS_ENV_PREFIX = "INCIDENT_MONITOR_"
+class Settings(BaseSettings):
+    """Process settings from the environment (INCIDENT_MONITOR_*) and CLI flags."""
 
-
-class Settings(BaseModel):
-    """Process settings from the environment (INCIDENT_MONITOR_<FIELD>) and CLI flags; a flag wins.
-
-    Read by hand rather than with pydantic-settings: a few plain strings, and importing pydantic-settings
-    cost ~20 ms of every server start (the stdio cold-start target of issue 6).
-    """
-
-    model_config = ConfigDict(extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="INCIDENT_MONITOR_", extra="ignore")
 
     config: Path | None = None
     data_dir: Path = Path(".incident-monitor")
     token: str | None = Field(default=None, repr=False)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _environment_under_arguments(cls, values: Any) -> Any:
-        if not isinstance(values, dict):
-            return values
-        # Case-insensitive names, and a set-but-empty variable counts as set (as pydantic-settings did).
-        environment = {name.upper(): value for name, value in os.environ.items()}
-        from_environment = {
-            field: environment[SETTINGS_ENV_PREFIX + field.upper()]
-            for field in cls.model_fields
-            if SETTINGS_ENV_PREFIX + field.upper() in environment
-        }
-        return {**from_environment, **values}
 
 
 class _Strict(BaseModel):
