@@ -37,6 +37,7 @@ from mcp.client.streamable_http import streamable_http_client
 from sqlalchemy import insert
 
 from benchmarks.load import encode_post, post_all
+from incident_monitor.server.http_stack import UVICORN_HTTP, UVICORN_LOOP
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -679,7 +680,18 @@ BENCHMARKS = ("report-stdio", "report-http", "intake", "list", "cold-start", "pu
 
 def machine() -> dict[str, Any]:
     versions = {}
-    for dist in ("mcp", "sqlmodel", "sqlalchemy", "uvicorn", "starlette", "pydantic", "httpx", "incident-monitor-mcp"):
+    for dist in (
+        "mcp",
+        "sqlmodel",
+        "sqlalchemy",
+        "uvicorn",
+        "httptools",
+        "uvloop",
+        "starlette",
+        "pydantic",
+        "httpx",
+        "incident-monitor-mcp",
+    ):
         try:
             versions[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
@@ -691,6 +703,8 @@ def machine() -> dict[str, Any]:
         "processor": platform.processor() or platform.machine(),
         "python": platform.python_version(),
         "sqlite": sqlite3.sqlite_version,
+        # uvicorn's HTTP implementation and loop, for the governed HTTP server and its floors alike.
+        "http_stack": {"http": UVICORN_HTTP, "loop": UVICORN_LOOP},
         "versions": versions,
     }
 
