@@ -20,6 +20,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from incident_monitor.server.http_stack import UVICORN_HTTP, UVICORN_LOOP
+
 
 class NoopResult(BaseModel):
     ok: bool
@@ -49,11 +51,18 @@ def main(argv: list[str]) -> int:
     if kind == "noop-stdio":
         noop_server().run()
     elif kind == "noop-http":
-        # The governed server's settings: uvicorn at warning level, no per-request logging.
-        uvicorn.run(noop_server().streamable_http_app(), host="127.0.0.1", port=int(argv[1]), log_level="warning")
+        # The governed server's settings: uvicorn on the same stack, at warning level, no per-request logging.
+        uvicorn.run(
+            noop_server().streamable_http_app(),
+            host="127.0.0.1",
+            port=int(argv[1]),
+            log_level="warning",
+            http=UVICORN_HTTP,
+            loop=UVICORN_LOOP,
+        )
     elif kind == "bare-intake":
         app = Starlette(routes=[Route("/incident-monitor/intake/report", bare_intake, methods=["POST"])])
-        uvicorn.run(app, host="127.0.0.1", port=int(argv[1]), log_level="warning")
+        uvicorn.run(app, host="127.0.0.1", port=int(argv[1]), log_level="warning", http=UVICORN_HTTP, loop=UVICORN_LOOP)
     else:
         print(f"unknown floor {kind!r}", file=sys.stderr)
         return 2

@@ -36,6 +36,9 @@ from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from sqlalchemy import insert
 
+from benchmarks.load import encode_post, post_all
+from incident_monitor.server.http_stack import UVICORN_HTTP, UVICORN_LOOP
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
 SERVER_SCRIPT = Path(sys.executable).parent / "incident-monitor"
@@ -346,26 +349,17 @@ def intake_body(i: int, fingerprint: str) -> dict[str, Any]:
 
 
 async def post_reports(url: str, key: str, total: int, fingerprint: Callable[[int], str]) -> tuple[list[float], float]:
-    clients = [
-        httpx.AsyncClient(
-            headers={"x-incident-monitor-intake-key": key}, timeout=60, limits=httpx.Limits(max_connections=1)
-        )
-        for _ in range(CONCURRENCY)
+    """``total`` intake reports over CONCURRENCY keep-alive connections with the lean generator (benchmarks/load.py).
+
+    The same generator drives the governed server and its floor; every answer must be 200 or 201.
+    """
+    parsed = httpx.URL(url)
+    host, port = parsed.host, parsed.port or 80
+    headers = [("x-incident-monitor-intake-key", key)]
+    requests = [
+        encode_post(host, port, parsed.raw_path.decode(), intake_body(i, fingerprint(i)), headers) for i in range(total)
     ]
-
-    def poster(client: httpx.AsyncClient) -> Callable[[int], Awaitable[None]]:
-        async def post(i: int) -> None:
-            response = await client.post(url, json=intake_body(i, fingerprint(i)))
-            if response.status_code not in (200, 201):
-                raise RuntimeError(f"intake answered {response.status_code}: {response.text[:300]}")
-
-        return post
-
-    try:
-        return await measure([poster(c) for c in clients], total)
-    finally:
-        for client in clients:
-            await client.aclose()
+    return await post_all(host, port, requests, CONCURRENCY)
 
 
 INTAKE_PATH = "/incident-monitor/intake/report"
@@ -686,7 +680,18 @@ BENCHMARKS = ("report-stdio", "report-http", "intake", "list", "cold-start", "pu
 
 def machine() -> dict[str, Any]:
     versions = {}
-    for dist in ("mcp", "sqlmodel", "sqlalchemy", "uvicorn", "starlette", "pydantic", "httpx", "incident-monitor-mcp"):
+    for dist in (
+        "mcp",
+        "sqlmodel",
+        "sqlalchemy",
+        "uvicorn",
+        "httptools",
+        "uvloop",
+        "starlette",
+        "pydantic",
+        "httpx",
+        "incident-monitor-mcp",
+    ):
         try:
             versions[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
@@ -698,6 +703,8 @@ def machine() -> dict[str, Any]:
         "processor": platform.processor() or platform.machine(),
         "python": platform.python_version(),
         "sqlite": sqlite3.sqlite_version,
+        # uvicorn's HTTP implementation and loop, for the governed HTTP server and its floors alike.
+        "http_stack": {"http": UVICORN_HTTP, "loop": UVICORN_LOOP},
         "versions": versions,
     }
 

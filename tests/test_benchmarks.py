@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from incident_monitor.server.http_stack import UVICORN_HTTP, UVICORN_LOOP
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -26,6 +28,8 @@ def test_quick_benchmark_run_writes_every_figure(tmp_path: Path) -> None:
     document = json.loads(output.read_text())
     assert document["mode"] == "quick"
     assert document["machine"]["cpus"] >= 1 and document["machine"]["python"]
+    # The floors run on the governed server's uvicorn stack (server/http_stack.py), so ratios compare like with like.
+    assert document["machine"]["http_stack"] == {"http": UVICORN_HTTP, "loop": UVICORN_LOOP}
     names = [b["name"] for b in document["benchmarks"]]
     for expected in (
         "report_incident stdio, 1 client",

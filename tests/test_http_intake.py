@@ -6,6 +6,7 @@ it can do nothing else, and every refusal is a JSON error with a code and the ri
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -277,3 +278,50 @@ def test_only_admins_manage_intake_keys(monitor: Monitor) -> None:
     with pytest.raises(PermissionDenied) as refused:
         intake_keys.create_intake_key(monitor, LOCAL_AGENT, project_id="shop")
     assert "incident_monitor:admin" in refused.value.message
+
+
+def test_a_key_disabled_after_use_is_refused_on_its_next_request(monitor: Monitor, url: str) -> None:
+    """Authentication reads the key on every request (no cache): disabling takes effect at once."""
+    key = new_key(monitor)
+    assert post(url, key, body(title="Before the key was disabled")).status_code == 201
+    intake_keys.disable_intake_key(monitor, local_operator(), _keys(monitor)[0].key_id)
+    refused = post(url, key, body(title="After the key was disabled"))
+    assert refused.status_code == 401 and refused.json()["error"] == "key_invalid"
+    assert "disabled" in refused.json()["message"]
+    assert [i.title for i in incidents(monitor)] == ["Before the key was disabled"]
+
+
+@pytest.mark.parametrize("payload", [b"not json", b"[]", b'{"project_id": "shop"}'])
+def test_a_bad_key_is_refused_before_the_body_is_judged(monitor: Monitor, url: str, payload: bytes) -> None:
+    """The body is parsed before the key is checked, but the key's refusal is what a caller hears first."""
+    headers = {"x-incident-monitor-intake-key": "imk_" + "B" * 43}
+    response = httpx.post(f"{url}{INTAKE}", content=payload, headers=headers)
+    assert response.status_code == 401 and response.json()["error"] == "key_invalid"
+
+
+def test_a_key_is_checked_without_waiting_for_the_write_lock(monitor: Monitor) -> None:
+    """Authentication is a plain read: it answers while another unit of work holds the write lock
+    (only the first use in a minute writes ``last_used_at``)."""
+    key = new_key(monitor)
+    intake_keys.authenticate_intake_key(monitor, key)  # the first use: recorded
+    assert _keys(monitor)[0].last_used_at is not None
+    held, release = threading.Event(), threading.Event()
+
+    def writer() -> None:
+        with monitor.session():
+            held.set()
+            release.wait(30)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        assert held.wait(30)
+        outcome: list[object] = []
+        checker = threading.Thread(target=lambda: outcome.append(intake_keys.authenticate_intake_key(monitor, key)))
+        checker.start()
+        checker.join(20)
+        assert outcome, "authentication waited for the writer"
+        assert outcome[0].project_id == "shop"  # type: ignore[attr-defined]
+    finally:
+        release.set()
+        thread.join()

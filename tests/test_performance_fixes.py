@@ -103,3 +103,27 @@ def test_concurrent_reports_from_threads_are_all_stored_and_audited(make_monitor
         reports = session.exec(select(AuditEvent).where(AuditEvent.action == "report_incident")).all()
         assert len(reports) == 90
         assert verify_chain(session).ok
+
+
+def test_the_server_and_the_benchmark_floors_run_on_one_uvicorn_stack() -> None:
+    """Both name the stack from server/http_stack.py, and that stack is installed (a dependency)."""
+    import ast
+    import importlib.util
+    from pathlib import Path
+
+    import incident_monitor.server.http_app as http_app
+    from incident_monitor.server.http_stack import UVICORN_HTTP, UVICORN_LOOP
+
+    assert importlib.util.find_spec(UVICORN_HTTP) is not None
+    assert UVICORN_LOOP == "asyncio" or importlib.util.find_spec(UVICORN_LOOP) is not None
+    floors = Path(__file__).resolve().parent.parent / "benchmarks" / "floors.py"
+    for source in (Path(http_app.__file__).read_text(), floors.read_text()):
+        calls = [
+            node
+            for node in ast.walk(ast.parse(source))
+            if isinstance(node, ast.Call) and ast.unparse(node.func) in ("uvicorn.Config", "uvicorn.run")
+        ]
+        assert calls
+        for call in calls:
+            keywords = {k.arg: ast.unparse(k.value) for k in call.keywords}
+            assert (keywords.get("http"), keywords.get("loop")) == ("UVICORN_HTTP", "UVICORN_LOOP"), ast.unparse(call)

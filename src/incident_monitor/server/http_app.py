@@ -35,6 +35,7 @@ from incident_monitor.server.auth import (
     principal_resolver,
     protected_resource_metadata,
 )
+from incident_monitor.server.http_stack import UVICORN_HTTP, UVICORN_LOOP
 from incident_monitor.server.intake_endpoint import IntakeEndpoint
 from incident_monitor.server.jwt_verifier import JwtVerifier
 from incident_monitor.server.rate_limit import RateLimiter
@@ -208,6 +209,6 @@ def serve_http(monitor: Monitor, options: HttpOptions, announce: Callable[[str],
     )
     if announce is not None:
         announce(base)
-    config = uvicorn.Config(app, log_level="warning", lifespan="on")
+    config = uvicorn.Config(app, log_level="warning", lifespan="on", http=UVICORN_HTTP, loop=UVICORN_LOOP)
     uvicorn.Server(config).run(sockets=[sock])
     return 0

@@ -7,6 +7,7 @@ process; several replicas would each allow the configured rate.
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -31,9 +32,15 @@ class RateLimiter:
         self.burst = burst
         self.clock = clock
         self._buckets: OrderedDict[str, _Bucket] = OrderedDict()
+        # The intake endpoint takes tokens from worker threads, the MCP guard from the event loop.
+        self._lock = threading.Lock()
 
     def take(self, key: str) -> float | None:
         """Spend one token for ``key``: None when allowed, else the seconds until one is available."""
+        with self._lock:
+            return self._take(key)
+
+    def _take(self, key: str) -> float | None:
         now = self.clock()
         bucket = self._buckets.pop(key, None) or _Bucket(tokens=float(self.burst), updated=now)
         bucket.tokens = min(float(self.burst), bucket.tokens + (now - bucket.updated) * self.rate)
