@@ -127,3 +127,43 @@ def test_the_server_and_the_benchmark_floors_run_on_one_uvicorn_stack() -> None:
         for call in calls:
             keywords = {k.arg: ast.unparse(k.value) for k in call.keywords}
             assert (keywords.get("http"), keywords.get("loop")) == ("UVICORN_HTTP", "UVICORN_LOOP"), ast.unparse(call)
+
+
+def test_a_token_is_checked_without_waiting_for_the_write_lock_and_revocation_is_immediate(
+    make_monitor: MonitorFactory,
+) -> None:
+    """Bearer authentication (every HTTP request, every stdio call with a token) is a read outside any unit of
+    work: it answers while another unit holds the write lock, and still sees a revocation at once."""
+    from incident_monitor.errors import CredentialError
+    from incident_monitor.policy.principal import local_operator
+    from incident_monitor.service import tokens
+
+    monitor = make_monitor(use_clock=False)
+    issued = tokens.create_token(monitor, local_operator(), name="ci-agent", scopes=["read"])
+    assert tokens.authenticate_token(monitor, issued.secret).name == "ci-agent"  # first use: recorded
+    held, release = threading.Event(), threading.Event()
+
+    def writer() -> None:
+        with monitor.session():
+            held.set()
+            release.wait(30)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        assert held.wait(30)
+        outcome: list[object] = []
+        checker = threading.Thread(target=lambda: outcome.append(tokens.authenticate_token(monitor, issued.secret)))
+        checker.start()
+        checker.join(20)
+        assert outcome, "authentication waited for the writer"
+    finally:
+        release.set()
+        thread.join()
+    tokens.revoke_token(monitor, local_operator(), "ci-agent")
+    try:
+        tokens.authenticate_token(monitor, issued.secret)
+    except CredentialError as exc:
+        assert "revoked" in exc.message
+    else:
+        raise AssertionError("a revoked token was accepted")

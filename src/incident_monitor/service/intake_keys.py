@@ -8,15 +8,10 @@ from __future__ import annotations
 
 import hmac
 import secrets
-from collections.abc import Callable
 from datetime import datetime
-from functools import lru_cache
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel
-from sqlalchemy import bindparam
-from sqlalchemy.engine import Dialect, Engine
-from sqlalchemy.sql.compiler import Compiled
 from sqlmodel import col, select
 
 from incident_monitor.domain.models import IntakeKey, IntakeKeyBase, new_id
@@ -26,6 +21,7 @@ from incident_monitor.policy.scopes import REPORT
 from incident_monitor.service.governed import governed_call
 from incident_monitor.service.monitor import Monitor
 from incident_monitor.service.tokens import hash_token, last_use_due
+from incident_monitor.store.engine import read_scope
 
 INTAKE_KEY_PREFIX = "imk_"
 INTAKE_KEY_SCOPES = (REPORT,)
@@ -108,45 +104,14 @@ def disable_intake_key(monitor: Monitor, principal: Principal, key_id: str) -> I
         return IntakeKeyBase.model_validate(row, from_attributes=True)
 
 
-# The lookup by hash, compiled once per dialect (see _read_key).
-_KEYS = IntakeKey.__table__  # type: ignore[attr-defined]
-_KEY_BY_HASH = select(_KEYS).where(_KEYS.c.key_hash == bindparam("key_hash"))
-
-
-@lru_cache(maxsize=4)
-def _compiled_key_by_hash(dialect: Dialect) -> tuple[Compiled, list[Callable[[Any], Any] | None]]:
-    compiled = _KEY_BY_HASH.compile(dialect=dialect)
-    return compiled, [column.type.dialect_impl(dialect).result_processor(dialect, None) for column in _KEYS.columns]
-
-
-def _read_key(engine: Engine, digest: str) -> tuple[IntakeKeyBase, str] | None:
-    """The key row with this hash, read outside any unit of work.
-
-    Every unit of work takes the engine's write lock and SQLite's (BEGIN IMMEDIATE), so reading the
-    key in one made each intake request queue behind every report being written, twice. This is a
-    plain read on a pooled connection: in autocommit (SQLite WAL) it sees every committed change,
-    so a key disabled a moment ago is refused on its next request.
-    """
-    compiled, processors = _compiled_key_by_hash(engine.dialect)
-    params = compiled.construct_params({"key_hash": digest})
-    arguments: Any = [params[name] for name in compiled.positiontup or ()] if compiled.positional else params
-    connection = engine.raw_connection()
-    try:
-        cursor = connection.cursor()
-        try:
-            cursor.execute(compiled.string, arguments)
-            values = cursor.fetchone()
-        finally:
-            cursor.close()
-    finally:
-        connection.close()  # back to the pool (which ends any transaction the driver began)
-    if values is None:
-        return None
-    row = {
-        column.name: processor(value) if processor else value
-        for column, processor, value in zip(_KEYS.columns, processors, values, strict=True)
-    }
-    return IntakeKeyBase.model_validate(row), row["key_hash"]
+def _read_key(monitor: Monitor, digest: str) -> IntakeKeyBase | None:
+    """The key with this hash, read outside any unit of work (store.engine.read_scope): an intake request
+    no longer queues behind every report being written just to check its key."""
+    with read_scope(monitor.engine) as session:
+        row = session.exec(select(IntakeKey).where(IntakeKey.key_hash == digest)).first()
+        if row is None or not hmac.compare_digest(row.key_hash, digest):
+            return None
+        return IntakeKeyBase.model_validate(row, from_attributes=True)
 
 
 def _record_use(monitor: Monitor, key_id: str, now: datetime) -> None:
@@ -165,10 +130,9 @@ def authenticate_intake_key(monitor: Monitor, secret: str) -> IntakeKeyBase:
     Checked against the database on every request (no cache): a disabled key is refused at once.
     """
     digest = hash_token(secret)
-    found = _read_key(monitor.engine, digest)
-    if found is None or not hmac.compare_digest(found[1], digest):
+    key = _read_key(monitor, digest)
+    if key is None:
         raise CredentialError("intake key not recognised: create one with `incident-monitor intake-keys create`")
-    key = found[0]
     if key.disabled_at is not None:
         raise CredentialError(f"intake key '{key.key_id}' was disabled; ask an operator for a new one")
     now = monitor.clock()

@@ -18,6 +18,7 @@ from incident_monitor.policy.principal import Principal
 from incident_monitor.policy.scopes import APPROVE, parse_scopes
 from incident_monitor.service.governed import governed_call
 from incident_monitor.service.monitor import Monitor
+from incident_monitor.store.engine import read_scope
 
 TOKEN_PREFIX = "imt_"  # noqa: S105 - a public prefix, not a secret
 _NAME_PATTERN = "letters, digits, '.', '_', '-' (1-64 characters)"
@@ -124,18 +125,32 @@ def revoke_token(monitor: Monitor, principal: Principal, name: str) -> ApiTokenB
 
 
 def authenticate_token(monitor: Monitor, secret: str) -> Principal:
-    """The principal a token stands for; CredentialError (never naming the token) otherwise."""
+    """The principal a token stands for; CredentialError (never naming the token) otherwise.
+
+    Checked on every request against the latest committed state (a revoked token is refused at once),
+    read outside any unit of work so that authenticating never waits behind a write in progress.
+    """
     digest = hash_token(secret)
-    with monitor.session() as session:
+    with read_scope(monitor.engine) as session:
         row = session.exec(select(ApiToken).where(ApiToken.token_hash == digest)).first()
         if row is None or not hmac.compare_digest(row.token_hash, digest):
             raise CredentialError("token not recognised: create one with `incident-monitor tokens create`")
-        now = monitor.clock()
-        if row.revoked_at is not None:
-            raise CredentialError(f"token '{row.name}' was revoked at {row.revoked_at.isoformat()}; issue a new one")
-        if row.expires_at is not None and row.expires_at <= now:
-            raise CredentialError(f"token '{row.name}' expired at {row.expires_at.isoformat()}; issue a new one")
-        if last_use_due(row.last_used_at, now):
-            row.last_used_at = now
-            session.add(row)
-        return Principal(name=row.name, scopes=frozenset(row.scopes), kind="agent", token_id=row.token_id)
+        token = ApiTokenBase.model_validate(row, from_attributes=True)
+    now = monitor.clock()
+    if token.revoked_at is not None:
+        raise CredentialError(f"token '{token.name}' was revoked at {token.revoked_at.isoformat()}; issue a new one")
+    if token.expires_at is not None and token.expires_at <= now:
+        raise CredentialError(f"token '{token.name}' expired at {token.expires_at.isoformat()}; issue a new one")
+    if last_use_due(token.last_used_at, now):
+        _record_use(monitor, token.token_id, now)
+    return Principal(name=token.name, scopes=frozenset(token.scopes), kind="agent", token_id=token.token_id)
+
+
+def _record_use(monitor: Monitor, token_id: str, now: datetime) -> None:
+    """Write ``last_used_at`` (at most once a minute per token): the only write authentication does."""
+    with monitor.session() as session:
+        row = session.get(ApiToken, token_id)
+        if row is None or row.revoked_at is not None:
+            raise CredentialError("token was revoked; issue a new one")
+        row.last_used_at = now
+        session.add(row)

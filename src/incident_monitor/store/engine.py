@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Index, event
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Session, SQLModel, create_engine
 
 from incident_monitor.domain import destination_state as _destination_state  # noqa: F401  (registers the table)
@@ -52,6 +52,15 @@ def _sqlite_pragmas(dbapi_connection: sqlite3.Connection, _record: Any) -> None:
     cursor.close()
 
 
+# Marks a connection of ``read_scope``: its transactions begin DEFERRED (a WAL snapshot, no write lock).
+_READ_ONLY = "incident_monitor_read_only"
+
+
+def _begin(connection: Connection) -> None:
+    read_only = connection.get_execution_options().get(_READ_ONLY, False)
+    connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+
+
 def sqlite_url(data_dir: Path) -> str:
     return f"sqlite:///{(data_dir / DATABASE_FILENAME).resolve()}"
 
@@ -65,13 +74,25 @@ def open_engine(data_dir: Path, url: str | None = None) -> Engine:
         # BEGIN IMMEDIATE takes the write lock up front, so the server and the CLI writing at once
         # wait for each other (busy_timeout) instead of failing on a stale snapshot, and the audit
         # chain's "read last hash, append" is serialised across processes.
-        event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
+        event.listen(engine, "begin", _begin)
     SQLModel.metadata.create_all(engine)
     with engine.begin() as connection:
         for index in _LATER_INDEXES:
             index.create(connection, checkfirst=True)
     _group_commits[engine] = GroupCommit(engine)
     return engine
+
+
+@contextmanager
+def read_scope(engine: Engine) -> Iterator[Session]:
+    """A read of committed data outside any unit of work, for what runs on every request (credentials).
+
+    A unit of work takes the write lock, so a read in one waits behind every write in progress; here
+    the read sees the latest committed state (a disabled key or revoked token is refused at once)
+    without waiting. Nothing written here is kept: the transaction is rolled back at the end.
+    """
+    with engine.connect() as connection, Session(bind=connection.execution_options(**{_READ_ONLY: True})) as s:
+        yield s
 
 
 def dispose_engine(engine: Engine) -> None:
