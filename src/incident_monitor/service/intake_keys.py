@@ -12,6 +12,8 @@ from datetime import datetime
 from typing import Literal
 
 from pydantic import BaseModel
+from sqlalchemy import bindparam
+from sqlalchemy import select as sa_select
 from sqlmodel import col, select
 
 from incident_monitor.domain.models import IntakeKey, IntakeKeyBase, new_id
@@ -104,14 +106,18 @@ def disable_intake_key(monitor: Monitor, principal: Principal, key_id: str) -> I
         return IntakeKeyBase.model_validate(row, from_attributes=True)
 
 
+_KEYS = IntakeKey.__table__  # type: ignore[attr-defined]
+_KEY_BY_HASH = sa_select(_KEYS).where(_KEYS.c.key_hash == bindparam("key_hash"))
+
+
 def _read_key(monitor: Monitor, digest: str) -> IntakeKeyBase | None:
     """The key with this hash, read outside any unit of work (store.engine.read_scope): an intake request
     no longer queues behind every report being written just to check its key."""
-    with read_scope(monitor.engine) as session:
-        row = session.exec(select(IntakeKey).where(IntakeKey.key_hash == digest)).first()
-        if row is None or not hmac.compare_digest(row.key_hash, digest):
-            return None
-        return IntakeKeyBase.model_validate(row, from_attributes=True)
+    with read_scope(monitor.engine) as connection:
+        row = connection.execute(_KEY_BY_HASH, {"key_hash": digest}).mappings().first()
+    if row is None or not hmac.compare_digest(row["key_hash"], digest):
+        return None
+    return IntakeKeyBase.model_validate(dict(row))
 
 
 def _record_use(monitor: Monitor, key_id: str, now: datetime) -> None:

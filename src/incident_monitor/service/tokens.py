@@ -10,6 +10,8 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 from pydantic import BaseModel
+from sqlalchemy import bindparam
+from sqlalchemy import select as sa_select
 from sqlmodel import col, select
 
 from incident_monitor.domain.models import ApiToken, ApiTokenBase, new_id
@@ -124,6 +126,10 @@ def revoke_token(monitor: Monitor, principal: Principal, name: str) -> ApiTokenB
         return ApiTokenBase.model_validate(row, from_attributes=True)
 
 
+_TOKENS = ApiToken.__table__  # type: ignore[attr-defined]
+_TOKEN_BY_HASH = sa_select(_TOKENS).where(_TOKENS.c.token_hash == bindparam("token_hash"))
+
+
 def authenticate_token(monitor: Monitor, secret: str) -> Principal:
     """The principal a token stands for; CredentialError (never naming the token) otherwise.
 
@@ -131,11 +137,11 @@ def authenticate_token(monitor: Monitor, secret: str) -> Principal:
     read outside any unit of work so that authenticating never waits behind a write in progress.
     """
     digest = hash_token(secret)
-    with read_scope(monitor.engine) as session:
-        row = session.exec(select(ApiToken).where(ApiToken.token_hash == digest)).first()
-        if row is None or not hmac.compare_digest(row.token_hash, digest):
-            raise CredentialError("token not recognised: create one with `incident-monitor tokens create`")
-        token = ApiTokenBase.model_validate(row, from_attributes=True)
+    with read_scope(monitor.engine) as connection:
+        row = connection.execute(_TOKEN_BY_HASH, {"token_hash": digest}).mappings().first()
+    if row is None or not hmac.compare_digest(row["token_hash"], digest):
+        raise CredentialError("token not recognised: create one with `incident-monitor tokens create`")
+    token = ApiTokenBase.model_validate(dict(row))
     now = monitor.clock()
     if token.revoked_at is not None:
         raise CredentialError(f"token '{token.name}' was revoked at {token.revoked_at.isoformat()}; issue a new one")

@@ -52,13 +52,14 @@ def _sqlite_pragmas(dbapi_connection: sqlite3.Connection, _record: Any) -> None:
     cursor.close()
 
 
-# Marks a connection of ``read_scope``: its transactions begin DEFERRED (a WAL snapshot, no write lock).
+# Marks a connection of ``read_scope``: it issues no BEGIN, so each statement runs in SQLite's
+# autocommit mode, reading the latest committed state (WAL) without taking or waiting for a lock.
 _READ_ONLY = "incident_monitor_read_only"
 
 
 def _begin(connection: Connection) -> None:
-    read_only = connection.get_execution_options().get(_READ_ONLY, False)
-    connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+    if not connection.get_execution_options().get(_READ_ONLY, False):
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def sqlite_url(data_dir: Path) -> str:
@@ -84,15 +85,16 @@ def open_engine(data_dir: Path, url: str | None = None) -> Engine:
 
 
 @contextmanager
-def read_scope(engine: Engine) -> Iterator[Session]:
+def read_scope(engine: Engine) -> Iterator[Connection]:
     """A read of committed data outside any unit of work, for what runs on every request (credentials).
 
     A unit of work takes the write lock, so a read in one waits behind every write in progress; here
     the read sees the latest committed state (a disabled key or revoked token is refused at once)
-    without waiting. Nothing written here is kept: the transaction is rolled back at the end.
+    without waiting. A connection for Core statements (the ORM would double the cost of a lookup that
+    runs per request), each statement its own snapshot: for single-statement lookups only.
     """
-    with engine.connect() as connection, Session(bind=connection.execution_options(**{_READ_ONLY: True})) as s:
-        yield s
+    with engine.connect() as connection:
+        yield connection.execution_options(**{_READ_ONLY: True})
 
 
 def dispose_engine(engine: Engine) -> None:
