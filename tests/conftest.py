@@ -5,10 +5,12 @@ from __future__ import annotations
 import base64
 import os
 import sys
+import threading
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -155,3 +157,36 @@ def operator() -> Principal:
 
 
 __all__ = ["DEFAULT_AGENT_SCOPES", "OPERATOR_SCOPES", "FakeClock", "flow_config", "new_webhook_secret", "principal"]
+
+
+T = TypeVar("T")
+
+
+def call_while_a_writer_holds_the_lock(monitor: Monitor, call: Callable[[], T]) -> T:
+    """``call`` made from another thread while a unit of work holds SQLite's write lock; fails if it waited."""
+
+    @contextmanager
+    def writer_holding_the_lock() -> Iterator[None]:
+        held, release = threading.Event(), threading.Event()
+
+        def writer() -> None:
+            with monitor.session():
+                held.set()
+                release.wait(30)
+
+        thread = threading.Thread(target=writer)
+        thread.start()
+        try:
+            assert held.wait(30)
+            yield
+        finally:
+            release.set()
+            thread.join()
+
+    outcome: list[T] = []
+    with writer_holding_the_lock():
+        checker = threading.Thread(target=lambda: outcome.append(call()))
+        checker.start()
+        checker.join(20)
+        assert outcome, "the call waited for the writer"
+    return outcome[0]

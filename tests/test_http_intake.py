@@ -6,7 +6,6 @@ it can do nothing else, and every refusal is a JSON error with a code and the ri
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,7 +13,7 @@ import httpx
 import pytest
 from sqlmodel import select
 
-from conftest import MonitorFactory, flow_config
+from conftest import MonitorFactory, call_while_a_writer_holds_the_lock, flow_config
 from http_helpers import http_server
 from incident_monitor.domain.models import AuditEvent, Incident, IntakeKey
 from incident_monitor.policy.principal import LOCAL_AGENT, local_operator
@@ -305,23 +304,5 @@ def test_a_key_is_checked_without_waiting_for_the_write_lock(monitor: Monitor) -
     key = new_key(monitor)
     intake_keys.authenticate_intake_key(monitor, key)  # the first use: recorded
     assert _keys(monitor)[0].last_used_at is not None
-    held, release = threading.Event(), threading.Event()
-
-    def writer() -> None:
-        with monitor.session():
-            held.set()
-            release.wait(30)
-
-    thread = threading.Thread(target=writer)
-    thread.start()
-    try:
-        assert held.wait(30)
-        outcome: list[object] = []
-        checker = threading.Thread(target=lambda: outcome.append(intake_keys.authenticate_intake_key(monitor, key)))
-        checker.start()
-        checker.join(20)
-        assert outcome, "authentication waited for the writer"
-        assert outcome[0].project_id == "shop"  # type: ignore[attr-defined]
-    finally:
-        release.set()
-        thread.join()
+    checked = call_while_a_writer_holds_the_lock(monitor, lambda: intake_keys.authenticate_intake_key(monitor, key))
+    assert checked.project_id == "shop"

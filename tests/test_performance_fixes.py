@@ -11,7 +11,7 @@ from pathlib import Path
 
 from sqlmodel import select
 
-from conftest import MonitorFactory
+from conftest import MonitorFactory, call_while_a_writer_holds_the_lock
 from incident_monitor.domain.models import AuditEvent, Incident
 from incident_monitor.server.http_app import bind_socket
 from incident_monitor.service.audit import verify_chain
@@ -141,25 +141,8 @@ def test_a_token_is_checked_without_waiting_for_the_write_lock_and_revocation_is
     monitor = make_monitor(use_clock=False)
     issued = tokens.create_token(monitor, local_operator(), name="ci-agent", scopes=["read"])
     assert tokens.authenticate_token(monitor, issued.secret).name == "ci-agent"  # first use: recorded
-    held, release = threading.Event(), threading.Event()
-
-    def writer() -> None:
-        with monitor.session():
-            held.set()
-            release.wait(30)
-
-    thread = threading.Thread(target=writer)
-    thread.start()
-    try:
-        assert held.wait(30)
-        outcome: list[object] = []
-        checker = threading.Thread(target=lambda: outcome.append(tokens.authenticate_token(monitor, issued.secret)))
-        checker.start()
-        checker.join(20)
-        assert outcome, "authentication waited for the writer"
-    finally:
-        release.set()
-        thread.join()
+    checked = call_while_a_writer_holds_the_lock(monitor, lambda: tokens.authenticate_token(monitor, issued.secret))
+    assert checked.name == "ci-agent"
     tokens.revoke_token(monitor, local_operator(), "ci-agent")
     try:
         tokens.authenticate_token(monitor, issued.secret)
