@@ -33,6 +33,11 @@ def resolve_secret(ref: str | None) -> SecretStr | None:
     return SecretStr(value) if value else None
 
 
+def resolved_secrets(*refs: str | None) -> list[str]:
+    """The values of the references that resolve: what an adapter scrubs from everything it returns."""
+    return [secret.get_secret_value() for secret in map(resolve_secret, refs) if secret is not None]
+
+
 def secret_ref_variable(ref: str) -> str:
     """The environment variable a reference names (safe to show: it is a name, not a secret)."""
     return ref.removeprefix("env:")

@@ -29,6 +29,7 @@ from incident_monitor.destinations.base import (
     PublishRequest,
     Readiness,
 )
+from incident_monitor.destinations.delivery_errors import DeliveryFailed, OutcomeUnknown
 from incident_monitor.destinations.egress import (
     EgressPolicy,
     EgressRefused,
@@ -39,7 +40,7 @@ from incident_monitor.destinations.egress import (
     send,
 )
 from incident_monitor.destinations.webhook import MAX_RETRY_AFTER_SECONDS, retry_after_seconds
-from incident_monitor.secret_ref import SecretRef, resolve_secret, secret_ref_variable
+from incident_monitor.secret_ref import SecretRef, resolve_secret, resolved_secrets, secret_ref_variable
 
 if TYPE_CHECKING:
     import httpx
@@ -97,25 +98,6 @@ def _with_marker(text: str, request: PublishRequest) -> str:
     return text + tail
 
 
-class _Failed(Exception):
-    """A definite failure: stop and record it."""
-
-    def __init__(self, error: str, excerpt: str | None = None, *, disable: str | None = None) -> None:
-        super().__init__(error)
-        self.error = error
-        self.excerpt = excerpt
-        self.disable = disable
-
-
-class _Unknown(Exception):
-    """The outcome of a write is unknown (timeout, 5xx): look up before trying again."""
-
-    def __init__(self, error: str, wait: float | None = None) -> None:
-        super().__init__(error)
-        self.error = error
-        self.wait = wait
-
-
 class GitHubAdapter(DestinationAdapter[GitHubConfig]):
     kind = "github"
 
@@ -127,8 +109,7 @@ class GitHubAdapter(DestinationAdapter[GitHubConfig]):
         return policy_for(self.config, max_response_bytes=2 * 1024 * 1024, max_redirects=3)  # a page of 100 issues
 
     def secret_values(self) -> list[str]:
-        token = resolve_secret(self.config.token)
-        return [token.get_secret_value()] if token else []
+        return resolved_secrets(self.config.token)
 
     def readiness(self) -> Readiness:
         config = self.config
@@ -164,7 +145,7 @@ class GitHubAdapter(DestinationAdapter[GitHubConfig]):
                 for attempt in range(1, self.config.max_attempts + 1):
                     try:
                         return (await session.publish_once(request)).model_copy(update={"attempts": attempt})
-                    except _Unknown as exc:
+                    except OutcomeUnknown as exc:
                         last_error = exc.error
                         log.info("github %s: attempt %d: %s", self.config.id, attempt, exc.error)
                         if attempt < self.config.max_attempts:
@@ -172,7 +153,7 @@ class GitHubAdapter(DestinationAdapter[GitHubConfig]):
                             if wait is None:
                                 wait = min(self.config.backoff_seconds * 2 ** (attempt - 1), MAX_RETRY_AFTER_SECONDS)
                             await anyio.sleep(wait)
-        except _Failed as exc:
+        except DeliveryFailed as exc:
             log.warning("github %s: %s", self.config.id, exc.error)
             return PublishOutcome(
                 status="failed",
@@ -268,7 +249,7 @@ class _Session:
         return _comment_outcome(issue, _json(answer))
 
     async def _call(self, method: str, url: str, payload: dict[str, Any] | None, *, write: bool) -> EgressResponse:
-        """One request; rate limits wait and retry; a write with an unknown outcome raises _Unknown."""
+        """One request; rate limits wait and retry; a write with an unknown outcome raises OutcomeUnknown."""
         content = json.dumps(payload).encode() if payload is not None else None
         import httpx  # already loaded by the session's egress client (lazy: see egress)
 
@@ -278,18 +259,18 @@ class _Session:
                     self.client, self.adapter.egress_policy, method, url, content=content, headers=self.headers
                 )
             except EgressRefused as exc:
-                raise _Failed(f"GitHub {describe_transport_error(exc, timeout_seconds=0)}") from None
+                raise DeliveryFailed(f"GitHub {describe_transport_error(exc, timeout_seconds=0)}") from None
             except httpx.TransportError as exc:
-                raise _Unknown(
+                raise OutcomeUnknown(
                     "GitHub " + describe_transport_error(exc, timeout_seconds=self.config.timeout_seconds)
                 ) from None
             wait = _rate_limit_wait(answer)
             if wait is None:
                 if answer.status >= 500:
-                    raise _Unknown(f"GitHub answered {answer.status}")
+                    raise OutcomeUnknown(f"GitHub answered {answer.status}")
                 return answer
             if wait > MAX_RETRY_AFTER_SECONDS:
-                raise _Failed(
+                raise DeliveryFailed(
                     f"GitHub rate limit: retry after {int(wait)} s (x-ratelimit-reset); publish again later",
                     answer.excerpt(_EXCERPT_CHARS),
                 )
@@ -297,10 +278,10 @@ class _Session:
             await anyio.sleep(wait)
             if write:
                 # A rate-limited write was refused, not performed; still, go back through the lookup.
-                raise _Unknown("GitHub rate limited the write", wait=0)
-        raise _Unknown("GitHub kept rate limiting")
+                raise OutcomeUnknown("GitHub rate limited the write", wait=0)
+        raise OutcomeUnknown("GitHub kept rate limiting")
 
-    def _error(self, answer: EgressResponse, action: str) -> _Failed:
+    def _error(self, answer: EgressResponse, action: str) -> DeliveryFailed:
         status = answer.status
         excerpt = answer.excerpt(_EXCERPT_CHARS)
         variable = secret_ref_variable(self.config.token) if self.config.token else "the token variable"
@@ -318,7 +299,7 @@ class _Session:
             "title, labels and body",
         }
         message = hints.get(status, f"GitHub answered {status} when trying to {action}")
-        return _Failed(
+        return DeliveryFailed(
             message, excerpt, disable="GitHub answered 410 Gone (issues disabled)" if status == 410 else None
         )
 
@@ -359,9 +340,10 @@ def _json(answer: EgressResponse) -> dict[str, Any]:
     try:
         data = json.loads(answer.body)
     except ValueError:
-        raise _Failed(f"GitHub answered {answer.status} with a body that is not JSON", answer.excerpt(200)) from None
+        problem = f"GitHub answered {answer.status} with a body that is not JSON"
+        raise DeliveryFailed(problem, answer.excerpt(200)) from None
     if not isinstance(data, dict):
-        raise _Failed(f"GitHub answered {answer.status} with unexpected JSON", answer.excerpt(200))
+        raise DeliveryFailed(f"GitHub answered {answer.status} with unexpected JSON", answer.excerpt(200))
     return data
 
 
@@ -369,7 +351,7 @@ def _json_list(answer: EgressResponse) -> list[dict[str, Any]]:
     try:
         data = json.loads(answer.body)
     except ValueError:
-        raise _Failed("GitHub's issue list is not JSON (or over the size cap)", answer.excerpt(200)) from None
+        raise DeliveryFailed("GitHub's issue list is not JSON (or over the size cap)", answer.excerpt(200)) from None
     return [item for item in data if isinstance(item, dict)] if isinstance(data, list) else []
 
 

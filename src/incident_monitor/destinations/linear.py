@@ -27,6 +27,7 @@ from incident_monitor.destinations.base import (
     PublishRequest,
     Readiness,
 )
+from incident_monitor.destinations.delivery_errors import DeliveryFailed, OutcomeUnknown
 from incident_monitor.destinations.egress import (
     EgressPolicy,
     EgressRefused,
@@ -36,7 +37,7 @@ from incident_monitor.destinations.egress import (
     send,
 )
 from incident_monitor.destinations.webhook import MAX_RETRY_AFTER_SECONDS, retry_after_seconds
-from incident_monitor.secret_ref import SecretRef, resolve_secret, secret_ref_variable
+from incident_monitor.secret_ref import SecretRef, resolve_secret, resolved_secrets, secret_ref_variable
 
 if TYPE_CHECKING:
     import httpx
@@ -121,22 +122,6 @@ def _description(request: PublishRequest) -> str:
     )
 
 
-class _Failed(Exception):
-    def __init__(self, error: str, excerpt: str | None = None) -> None:
-        super().__init__(error)
-        self.error = error
-        self.excerpt = excerpt
-
-
-class _Retry(Exception):
-    """Outcome unknown or rate limited: wait, then start again from the lookup."""
-
-    def __init__(self, error: str, wait: float | None = None) -> None:
-        super().__init__(error)
-        self.error = error
-        self.wait = wait
-
-
 class LinearAdapter(DestinationAdapter[LinearConfig]):
     kind = "linear"
 
@@ -148,8 +133,7 @@ class LinearAdapter(DestinationAdapter[LinearConfig]):
         return policy_for(self.config, max_response_bytes=256 * 1024)
 
     def secret_values(self) -> list[str]:
-        token = resolve_secret(self.config.token)
-        return [token.get_secret_value()] if token else []
+        return resolved_secrets(self.config.token)
 
     def readiness(self) -> Readiness:
         config = self.config
@@ -190,7 +174,7 @@ class LinearAdapter(DestinationAdapter[LinearConfig]):
                     try:
                         outcome = await self._publish_once(client, headers, request)
                         return outcome.model_copy(update={"attempts": attempt})
-                    except _Retry as exc:
+                    except OutcomeUnknown as exc:
                         last_error = exc.error
                         log.info("linear %s: attempt %d: %s", self.config.id, attempt, exc.error)
                         if attempt < self.config.max_attempts:
@@ -198,7 +182,7 @@ class LinearAdapter(DestinationAdapter[LinearConfig]):
                             if wait is None:
                                 wait = min(self.config.backoff_seconds * 2 ** (attempt - 1), MAX_RETRY_AFTER_SECONDS)
                             await anyio.sleep(wait)
-        except _Failed as exc:
+        except DeliveryFailed as exc:
             log.warning("linear %s: %s", self.config.id, exc.error)
             return PublishOutcome(
                 status="failed", attempts=max(attempt, 1), error=exc.error, response_excerpt=exc.excerpt
@@ -250,7 +234,7 @@ class LinearAdapter(DestinationAdapter[LinearConfig]):
             )
             payload = data.get("commentCreate") or {}
             if not payload.get("success") or not payload.get("comment"):
-                raise _Failed("Linear did not create the comment (success = false)", _excerpt(data))
+                raise DeliveryFailed("Linear did not create the comment (success = false)", _excerpt(data))
             return _comment_outcome(duplicate, payload["comment"])
         issue_input: dict[str, Any] = {
             "id": issue_id,
@@ -264,7 +248,7 @@ class LinearAdapter(DestinationAdapter[LinearConfig]):
         data = await self._graphql(client, headers, CREATE_MUTATION, {"input": issue_input})
         payload = data.get("issueCreate") or {}
         if not payload.get("success") or not payload.get("issue"):
-            raise _Failed("Linear did not create the issue (success = false)", _excerpt(data))
+            raise DeliveryFailed("Linear did not create the issue (success = false)", _excerpt(data))
         return _issue_outcome(payload["issue"], None)
 
     async def _graphql(
@@ -278,9 +262,9 @@ class LinearAdapter(DestinationAdapter[LinearConfig]):
                 client, self.egress_policy, "POST", self.config.api_url, content=content, headers=headers
             )
         except EgressRefused as exc:
-            raise _Failed(f"Linear {describe_transport_error(exc, timeout_seconds=0)}") from None
+            raise DeliveryFailed(f"Linear {describe_transport_error(exc, timeout_seconds=0)}") from None
         except httpx.TransportError as exc:
-            raise _Retry(
+            raise OutcomeUnknown(
                 "Linear " + describe_transport_error(exc, timeout_seconds=self.config.timeout_seconds)
             ) from None
         excerpt = answer.excerpt(_EXCERPT_CHARS)
@@ -293,31 +277,31 @@ class LinearAdapter(DestinationAdapter[LinearConfig]):
         if answer.status == 429 or "RATELIMITED" in codes:
             wait = _rate_limit_wait(answer.headers)
             if wait > MAX_RETRY_AFTER_SECONDS:
-                raise _Failed(f"Linear rate limit: retry after {int(wait)} s; publish again later", excerpt)
-            raise _Retry("Linear rate limited the request", wait=wait)
+                raise DeliveryFailed(f"Linear rate limit: retry after {int(wait)} s; publish again later", excerpt)
+            raise OutcomeUnknown("Linear rate limited the request", wait=wait)
         if answer.status >= 500:
-            raise _Retry(f"Linear answered {answer.status}")
+            raise OutcomeUnknown(f"Linear answered {answer.status}")
         variable = secret_ref_variable(self.config.token) if self.config.token else "the token variable"
         if answer.status == 401 or "AUTHENTICATION_ERROR" in codes:
-            raise _Failed(
+            raise DeliveryFailed(
                 f"Linear rejected the credentials (authentication error): check the {self.config.auth} in {variable} "
                 f"and that auth = '{self.config.auth}' matches its kind",
                 excerpt,
             )
         if answer.status == 403 or "FORBIDDEN" in codes:
-            raise _Failed(
+            raise DeliveryFailed(
                 f"the credentials in {variable} may not write to team {self.config.team_id} (forbidden)", excerpt
             )
         if errors and any("already exists" in str(e.get("message", "")).lower() for e in errors if isinstance(e, dict)):
             # The derived id is taken: an earlier attempt created it. Look it up rather than fail.
-            raise _Retry("Linear says the derived id already exists", wait=0)
+            raise OutcomeUnknown("Linear says the derived id already exists", wait=0)
         if errors:
             messages = "; ".join(str(e.get("message", "")) for e in errors if isinstance(e, dict))[:300]
-            raise _Failed(
+            raise DeliveryFailed(
                 f"Linear refused the request (GraphQL error: {messages}): check team_id and label_ids", excerpt
             )
         if answer.status != 200 or not isinstance(body, dict) or not isinstance(body.get("data"), dict):
-            raise _Failed(f"Linear answered {answer.status} without data", excerpt)
+            raise DeliveryFailed(f"Linear answered {answer.status} without data", excerpt)
         return body["data"]
 
 

@@ -48,7 +48,7 @@ from incident_monitor.destinations.egress import (
     scheme_problem,
 )
 from incident_monitor.policy.redaction import redact_text
-from incident_monitor.secret_ref import resolve_secret, secret_ref_variable
+from incident_monitor.secret_ref import resolve_secret, resolved_secrets, secret_ref_variable
 
 log = logging.getLogger(__name__)
 
@@ -208,7 +208,7 @@ class McpToolAdapter(DestinationAdapter[McpToolConfig]):
 
     def secret_values(self) -> list[str]:
         refs = [v for v in (*self.config.env.values(), *self.config.headers.values()) if _ENV_REF.match(v)]
-        return [s.get_secret_value() for s in map(resolve_secret, refs) if s is not None]
+        return resolved_secrets(*refs)
 
     def readiness(self) -> Readiness:
         config = self.config

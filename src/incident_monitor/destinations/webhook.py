@@ -40,7 +40,7 @@ from incident_monitor.destinations.egress import (
     policy_for,
     send,
 )
-from incident_monitor.secret_ref import SecretRef, resolve_secret, secret_ref_variable
+from incident_monitor.secret_ref import SecretRef, resolve_secret, resolved_secrets, secret_ref_variable
 
 if TYPE_CHECKING:
     import httpx
@@ -192,8 +192,7 @@ class WebhookAdapter(DestinationAdapter[WebhookConfig]):
         return policy_for(self.config, max_response_bytes=_MAX_RESPONSE_BYTES)
 
     def secret_values(self) -> list[str]:
-        secret = resolve_secret(self.config.secret)
-        return [secret.get_secret_value()] if secret else []
+        return resolved_secrets(self.config.secret)
 
     def readiness(self) -> Readiness:
         config = self.config
