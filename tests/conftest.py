@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 # The examples' webhook receiver doubles as the tests' receiver.
 sys.path.insert(0, str(EXAMPLES))
+from webhook_receiver import WebhookReceiver  # noqa: E402  (examples/ is on the path just above)
 
 WEBHOOK_SECRET_VARIABLE = "INCIDENT_MONITOR_WEBHOOK_SECRET"
 NODE_TOOLS = ROOT / "tools" / "node" / "node_modules"
@@ -65,6 +66,13 @@ def clock() -> FakeClock:
 
 def new_webhook_secret() -> str:
     return "whsec_" + base64.b64encode(os.urandom(24)).decode()
+
+
+@pytest.fixture
+def receiver(webhook_secret: str) -> Iterator[WebhookReceiver]:
+    """The examples' signature-verifying webhook receiver on 127.0.0.1, for the configured secret."""
+    with WebhookReceiver(webhook_secret) as started:
+        yield started
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ real signature-verifying webhook receiver on 127.0.0.1.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import anyio
@@ -35,12 +34,6 @@ RUNTIME_FAILURE: dict[str, Any] = {
     "level": "error",
     "route_tags": ["runtime-failure"],
 }
-
-
-@pytest.fixture
-def receiver(webhook_secret: str) -> Iterator[WebhookReceiver]:
-    with WebhookReceiver(webhook_secret) as started:
-        yield started
 
 
 @pytest.fixture

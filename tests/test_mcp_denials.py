@@ -10,7 +10,7 @@ import json
 import logging
 import secrets
 import string
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
@@ -140,12 +140,6 @@ def assert_no_canary(where: str, text: str | bytes) -> None:
 
 
 # --- fixtures --------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def receiver(webhook_secret: str) -> Iterator[WebhookReceiver]:
-    with WebhookReceiver(webhook_secret) as started:
-        yield started
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ each resolving to its own principal, so approvals really come from a different p
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
@@ -107,12 +107,6 @@ def schema_properties(schema: Any) -> set[str]:
 
 
 # --- fixtures --------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def receiver(webhook_secret: str) -> Iterator[WebhookReceiver]:
-    with WebhookReceiver(webhook_secret) as started:
-        yield started
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ast
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,12 +30,6 @@ from webhook_receiver import WebhookReceiver
 
 SRC = Path(__file__).resolve().parent.parent / "src" / "incident_monitor"
 MAX_ATTEMPTS = flow_config()["destinations"][0]["max_attempts"]
-
-
-@pytest.fixture
-def receiver(webhook_secret: str) -> Iterator[WebhookReceiver]:
-    with WebhookReceiver(webhook_secret) as running:
-        yield running
 
 
 # --- helpers -------------------------------------------------------------------------------------
