@@ -27,14 +27,11 @@ def evidence_digest(evidence: dict[str, Any]) -> str:
     return "sha256:" + sha256_hex(evidence)
 
 
-def evidence_field(incident: IncidentBase | Mapping[str, Any], name: str) -> Any:
-    """A field of a stored incident, or of the column values of one being inserted (intake's Core path)."""
-    return incident[name] if isinstance(incident, Mapping) else getattr(incident, name)
-
-
 def incident_evidence(incident: IncidentBase | Mapping[str, Any]) -> dict[str, Any]:
+    """From a stored incident, or from the column values of one (intake inserts with Core statements)."""
+
     def field(name: str) -> Any:
-        return evidence_field(incident, name)
+        return incident[name] if isinstance(incident, Mapping) else getattr(incident, name)
 
     risk_level = field("risk_level")
     return {

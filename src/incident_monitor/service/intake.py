@@ -19,12 +19,11 @@ from incident_monitor.domain.evidence import (
     draft_route_tags,
     draft_severity,
     evidence_digest,
-    evidence_field,
     render_body,
     sha256_hex,
 )
 from incident_monitor.domain.io import IncidentReport, ReportResult
-from incident_monitor.domain.models import Draft, Incident, IncidentBase, IncidentOccurrence, new_id
+from incident_monitor.domain.models import Draft, Incident, IncidentOccurrence, new_id
 from incident_monitor.domain.transitions import check_incident_transition
 from incident_monitor.errors import InvalidInput, ReportRejected
 from incident_monitor.policy.principal import Principal
@@ -204,7 +203,7 @@ _SEEN_AGAIN = _seen_again(reopen=False)
 _SEEN_AGAIN_REOPENED = _seen_again(reopen=True)
 
 
-def new_draft(connection: Connection, incident: IncidentBase | Mapping[str, Any], now: datetime) -> str:
+def new_draft(connection: Connection, incident: Mapping[str, Any], now: datetime) -> str:
     """Insert the draft of an incident's evidence; returns its draft_id."""
     evidence = build_evidence(incident)
     digest = evidence_digest(evidence)
@@ -213,7 +212,7 @@ def new_draft(connection: Connection, incident: IncidentBase | Mapping[str, Any]
         _INSERT_DRAFT,
         {
             "draft_id": draft_id,
-            "incident_id": evidence_field(incident, "incident_id"),
+            "incident_id": incident["incident_id"],
             "status": DraftStatus.draft,
             "title": evidence["incident"]["title"],
             "body": render_body(evidence, digest),
