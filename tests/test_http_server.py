@@ -257,7 +257,15 @@ def test_health_probes_need_no_token_and_reveal_no_secrets(monitor: Monitor, web
         ready = httpx.get(f"{url}/readyz")
     assert health.status_code == 200 and health.json() == {"status": "ok"}
     assert ready.status_code == 200
-    assert ready.json() == {"status": "ready", "database": "ok", "destinations_ready": 2, "destinations": 2}
+    assert ready.json() == {
+        "status": "ready",
+        "database": "ok",
+        "destinations_ready": 2,
+        "destinations": 2,
+        "publish_ready": True,
+        "publish_state": "ready",
+        "problems": [],
+    }
     assert webhook_secret not in ready.text
 
 
