@@ -12,6 +12,7 @@ from incident_monitor.errors import InsufficientScope, MonitorError
 from incident_monitor.policy.principal import LOCAL_AGENT
 from incident_monitor.service.incidents import resolve_incident
 from incident_monitor.service.intake import report_incident
+from incident_monitor.service.monitor import Monitor
 
 AUDIT_LOGGER = "incident_monitor.audit"
 CANARY_TITLE = "canary-title-7f3a91"
@@ -20,6 +21,13 @@ CANARY_DETAIL = "canary-detail-c0ffee token=sk-live-0123456789abcdef"
 
 def audit_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
     return [r for r in caplog.records if r.name == AUDIT_LOGGER]
+
+
+@pytest.fixture
+def monitor(make_monitor: MonitorFactory, caplog: pytest.LogCaptureFixture) -> Monitor:
+    """A monitor, with INFO on the audit logger captured."""
+    caplog.set_level(logging.INFO, logger=AUDIT_LOGGER)
+    return make_monitor()
 
 
 def canary_report() -> IncidentReport:
@@ -37,10 +45,8 @@ def everything_logged(record: logging.LogRecord) -> str:
 
 
 def test_an_allowed_call_logs_one_info_line_with_its_ids_and_none_of_its_values(
-    make_monitor: MonitorFactory, caplog: pytest.LogCaptureFixture
+    monitor: Monitor, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monitor = make_monitor()
-    caplog.set_level(logging.INFO, logger=AUDIT_LOGGER)
 
     result = report_incident(monitor, LOCAL_AGENT, canary_report())
 
@@ -62,11 +68,9 @@ def test_an_allowed_call_logs_one_info_line_with_its_ids_and_none_of_its_values(
 
 
 def test_a_denied_call_logs_one_deny_line_and_none_of_its_values(
-    make_monitor: MonitorFactory, caplog: pytest.LogCaptureFixture
+    monitor: Monitor, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monitor = make_monitor()
     reader = principal("ci-reader", "read")
-    caplog.set_level(logging.INFO, logger=AUDIT_LOGGER)
 
     with pytest.raises(InsufficientScope):
         report_incident(monitor, reader, canary_report())
@@ -84,10 +88,8 @@ def test_a_denied_call_logs_one_deny_line_and_none_of_its_values(
 
 
 def test_a_rejected_call_logs_its_decision_and_a_made_up_id_cannot_inject_a_line(
-    make_monitor: MonitorFactory, caplog: pytest.LogCaptureFixture
+    monitor: Monitor, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monitor = make_monitor()
-    caplog.set_level(logging.INFO, logger=AUDIT_LOGGER)
 
     with pytest.raises(MonitorError):
         resolve_incident(monitor, principal("op", "resolve"), "inc_x\nfake line decision=allow", f"note {CANARY_TITLE}")
@@ -100,11 +102,7 @@ def test_a_rejected_call_logs_its_decision_and_a_made_up_id_cannot_inject_a_line
     assert CANARY_TITLE not in everything_logged(record)
 
 
-def test_each_governed_call_gets_exactly_one_line(
-    make_monitor: MonitorFactory, caplog: pytest.LogCaptureFixture
-) -> None:
-    monitor = make_monitor()
-    caplog.set_level(logging.INFO, logger=AUDIT_LOGGER)
+def test_each_governed_call_gets_exactly_one_line(monitor: Monitor, caplog: pytest.LogCaptureFixture) -> None:
 
     for _ in range(3):
         report_incident(monitor, LOCAL_AGENT, canary_report())

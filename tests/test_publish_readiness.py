@@ -13,28 +13,13 @@ import pytest
 from conftest import AGENT, OPERATOR, WEBHOOK_SECRET_VARIABLE, FakeClock, MonitorFactory, flow_config
 from http_helpers import http_server
 from incident_monitor.domain.enums import DraftStatus, ReceiptStatus
-from incident_monitor.domain.io import IncidentReport
-from incident_monitor.service import approvals, intake, publishing
+from incident_monitor.service import publishing
 from incident_monitor.service.monitor import Monitor
 from incident_monitor.service.status import get_status
+from test_publishing import approved_draft  # a runtime failure routed to ops-webhook, approved
 from webhook_receiver import WebhookReceiver
 
 MAX_ATTEMPTS = flow_config()["destinations"][0]["max_attempts"]
-
-
-def approved_runtime_failure(monitor: Monitor, title: str = "Checkout smoke test failed") -> str:
-    """A runtime failure routed to ops-webhook, approved by the operator; returns its draft_id."""
-    result = intake.report_incident(
-        monitor,
-        AGENT,
-        IncidentReport(
-            title=title, source="ci", event="ci.smoke.failed", level="warning", route_tags=["runtime-failure"]
-        ),
-    )
-    assert result.draft_id is not None
-    requested = approvals.request_approval(monitor, AGENT, result.draft_id, "on-call should see this")
-    approvals.decide_approval(monitor, OPERATOR, requested.approval.approval_id, "approve", "looks right")
-    return result.draft_id
 
 
 def test_every_reachable_destination_ready_means_publish_ready(
@@ -96,8 +81,8 @@ async def test_failed_deliveries_degrade_publishing_and_show_the_last_error_and_
     make_monitor: MonitorFactory, webhook_secret: str, clock: FakeClock
 ) -> None:
     monitor = make_monitor()  # its webhook points at 127.0.0.1:9, where nothing listens
-    first = approved_runtime_failure(monitor, "Checkout smoke test failed")
-    second = approved_runtime_failure(monitor, "Payments smoke test failed")
+    first = approved_draft(monitor, "Checkout smoke test failed")
+    second = approved_draft(monitor, "Payments smoke test failed")
 
     assert (await publishing.publish_draft(monitor, AGENT, first)).receipt.status is ReceiptStatus.failed
     clock.advance(minutes=5)
@@ -134,7 +119,7 @@ async def test_a_successful_publish_clears_the_failure_and_keeps_the_last_error_
 ) -> None:
     with WebhookReceiver(webhook_secret, fail_first=MAX_ATTEMPTS) as receiver:
         monitor = make_monitor(flow_config(receiver.url))
-        draft_id = approved_runtime_failure(monitor)
+        draft_id = approved_draft(monitor)
         assert (await publishing.publish_draft(monitor, AGENT, draft_id)).receipt.status is ReceiptStatus.failed
         failed_at = clock.now
         assert get_status(monitor, OPERATOR).readiness.publish_state == "degraded"
