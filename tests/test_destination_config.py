@@ -10,7 +10,7 @@ import pytest
 
 from conftest import ROOT
 from incident_monitor.config import DESTINATION_KINDS, MonitorConfig, load_config
-from incident_monitor.destinations.registry import ADAPTER_KINDS
+from incident_monitor.destinations.registry import ADAPTERS
 from incident_monitor.errors import ConfigError
 
 README_TOML = re.findall(r"```toml\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
@@ -26,7 +26,7 @@ def readme_destination(kind: str) -> dict[str, object]:
 
 
 def test_every_kind_has_an_adapter() -> None:
-    assert set(DESTINATION_KINDS) == set(ADAPTER_KINDS)
+    assert set(DESTINATION_KINDS) == set(ADAPTERS)
     assert {"github", "linear", "mcp_tool", "webhook", "telemetry"} <= set(DESTINATION_KINDS)
 
 

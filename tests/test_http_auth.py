@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 from sqlmodel import func, select
 
@@ -168,7 +168,7 @@ async def _assert_refused_at_http(world: World, tool: str, credential: str, secr
     headers = {"Accept": "application/json, text/event-stream"}
     if secret:
         headers["Authorization"] = f"Bearer {secret}"
-    async with httpx.AsyncClient(base_url=world.url, timeout=30) as http:
+    async with httpx2.AsyncClient(base_url=world.url, timeout=30) as http:
         response = await http.post("/mcp", json=body, headers=headers)
         sse = await http.get("/sse", headers=headers)
     assert response.status_code == REFUSED_AT_HTTP[credential]
@@ -202,7 +202,7 @@ async def test_a_real_client_with_a_bad_token_cannot_connect(world: World) -> No
 
 
 async def test_protected_resource_metadata_lists_the_scopes(world: World) -> None:
-    async with httpx.AsyncClient(base_url=world.url) as http:
+    async with httpx2.AsyncClient(base_url=world.url) as http:
         doc = (await http.get("/.well-known/oauth-protected-resource/mcp")).json()
     assert doc["resource"] == f"{world.url}/mcp"
     assert doc["bearer_methods_supported"] == ["header"]

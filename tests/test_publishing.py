@@ -14,7 +14,7 @@ from sqlmodel import func, select
 
 from conftest import AGENT, OPERATOR, MonitorFactory, flow_config
 from incident_monitor.destinations.base import DestinationAdapter, PublishOutcome, PublishRequest
-from incident_monitor.destinations.registry import ADAPTER_KINDS
+from incident_monitor.destinations.registry import ADAPTERS, adapter_class
 from incident_monitor.domain.enums import ApprovalStatus, DraftStatus, IncidentStatus, ReceiptStatus
 from incident_monitor.domain.io import IncidentReport, PublishResult
 from incident_monitor.domain.models import ApprovalRequest, Draft, Incident, Receipt
@@ -337,7 +337,7 @@ class PublishSpy:
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.calls: list[str] = []
-        for cls in {DestinationAdapter, *ADAPTER_KINDS.values()}:
+        for cls in {DestinationAdapter, *map(adapter_class, ADAPTERS)}:
             if "publish" in cls.__dict__:
                 monkeypatch.setattr(cls, "publish", self._wrap(cls.__dict__["publish"]))
 
