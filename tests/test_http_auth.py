@@ -229,3 +229,33 @@ def test_the_token_bucket_refills_at_the_configured_rate() -> None:
     now[0] += 1.0
     assert limiter.retry_after("p") is None
     assert limiter.retry_after("p") == 1
+
+
+# --- the authenticator is the SDK's async TokenVerifier, and never blocks the loop -----------------
+
+
+async def test_the_authenticator_is_an_async_token_verifier_that_looks_tokens_up_off_the_loop(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    from mcp.server.auth.provider import AccessToken, TokenVerifier
+
+    from incident_monitor.server import auth
+
+    lookups: list[threading.Thread] = []
+    real = auth.authenticate_token
+
+    def recording(monitor: Monitor, credential: str) -> Principal:
+        lookups.append(threading.current_thread())
+        return real(monitor, credential)
+
+    monkeypatch.setattr(auth, "authenticate_token", recording)
+    verifier: TokenVerifier = auth.BearerAuthenticator(world.monitor)
+
+    access = await verifier.verify_token(world.secrets["agent"] or "")
+    assert isinstance(access, AccessToken)
+    assert (access.client_id, set(access.scopes)) == ("agent-1", set(DEFAULT_AGENT_SCOPES))
+    assert lookups and all(thread is not threading.current_thread() for thread in lookups)
+    for refused in ("bad", "expired", "revoked", "intake_key"):
+        assert await verifier.verify_token(world.secrets[refused] or "") is None
