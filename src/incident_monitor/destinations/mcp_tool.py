@@ -155,14 +155,15 @@ class McpToolAdapter(DestinationAdapter[McpToolConfig]):
                             f"the server offers no tool '{config.tool}': check tool against the server's tools",
                         )
                     result = await client.call_tool(config.tool, arguments)
-        except EgressRefused as exc:
-            return self._failed(f"refused by egress rules: {exc}", attempts=0)
         except TimeoutError:
             return self._failed(
                 f"the MCP server did not answer within timeout_seconds = {config.timeout_seconds:g}; publish again "
                 "once it is healthy"
             )
         except Exception as exc:  # an unreachable or broken server is a failed publish, never a crash
+            refusal = _egress_refusal(exc)
+            if refusal is not None:  # raised inside the SDK's transport tasks, so it arrives wrapped
+                return self._failed(f"refused by egress rules: {refusal}", attempts=0)
             return self._failed(f"could not call the MCP server ({_describe(exc)}): check command/url and its logs")
         excerpt = _result_excerpt(result)
         if result.is_error:
@@ -205,6 +206,23 @@ def _result_excerpt(result: Any) -> str:
     if not parts and result.structured_content is not None:
         parts.append(json.dumps(result.structured_content, default=str))
     return redact_text(" ".join(parts))[:RESULT_EXCERPT_CHARS]
+
+
+def _egress_refusal(exc: BaseException) -> EgressRefused | None:
+    """The egress refusal behind ``exc``: itself, inside an exception group, or its cause."""
+    seen: set[int] = set()
+    pending: list[BaseException] = [exc]
+    while pending:
+        current = pending.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, EgressRefused):
+            return current
+        if isinstance(current, BaseExceptionGroup):
+            pending.extend(current.exceptions)
+        pending.extend(e for e in (current.__cause__, current.__context__) if e is not None)
+    return None
 
 
 def _describe(exc: BaseException) -> str:
