@@ -19,8 +19,6 @@ import re
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
-import anyio
-
 from incident_monitor.destinations.base import DestinationAdapter, PublishOutcome, PublishRequest
 from incident_monitor.destinations.delivery import (
     MAX_RETRY_AFTER_SECONDS,
@@ -135,7 +133,7 @@ class _Session:
             return await self._comment(duplicate, request)
         labels = sorted({*request.labels, *self.config.labels, self.config.marker_label} - {""})
         payload = {"title": request.title[:256], "body": _with_marker(request.body, request), "labels": labels}
-        answer = await self._call("POST", f"{self.base}/issues", payload, write=True)
+        answer = await self._call("POST", f"{self.base}/issues", payload)
         if answer.status != 201:
             raise self._error(answer, "create the issue")
         return _issue_outcome("published", _json(answer), None)
@@ -152,7 +150,7 @@ class _Session:
         for _ in range(self.config.lookup_max_pages):
             if url is None:
                 break
-            answer = await self._call("GET", url, None, write=False)
+            answer = await self._call("GET", url, None)
             if answer.status != 200:
                 raise self._error(answer, "list issues")
             for issue in _json_list(answer):
@@ -173,7 +171,7 @@ class _Session:
         for _ in range(self.config.lookup_max_pages):
             if url is None:
                 break
-            answer = await self._call("GET", url, None, write=False)
+            answer = await self._call("GET", url, None)
             if answer.status != 200:
                 raise self._error(answer, "list comments")
             for comment in _json_list(answer):
@@ -182,46 +180,41 @@ class _Session:
             match = _NEXT_LINK.search(answer.headers.get("link", ""))
             url = match.group(1) if match else None
         text = f"**Duplicate report: {request.title}**\n\n{request.body}"
-        answer = await self._call("POST", comments_url, {"body": _with_marker(text, request)}, write=True)
+        answer = await self._call("POST", comments_url, {"body": _with_marker(text, request)})
         if answer.status != 201:
             raise self._error(answer, "comment on the existing issue")
         return _comment_outcome(issue, _json(answer))
 
-    async def _call(self, method: str, url: str, payload: dict[str, Any] | None, *, write: bool) -> EgressResponse:
-        """One request; rate limits wait and retry; a write with an unknown outcome raises OutcomeUnknown."""
+    async def _call(self, method: str, url: str, payload: dict[str, Any] | None) -> EgressResponse:
+        """One request. A transport failure, a 5xx or a rate limit raises OutcomeUnknown: the delivery helper waits
+        (as long as the rate limit asks) and the next attempt starts again from the lookup, so nothing is written
+        twice."""
         import httpx2  # already loaded by the session's egress client
 
         from incident_monitor.egress.transport import describe_transport_error, send
 
         content = json.dumps(payload).encode() if payload is not None else None
-
-        for _ in range(self.config.max_attempts):
-            try:
-                answer = await send(
-                    self.client, self.adapter.egress_policy, method, url, content=content, headers=self.headers
-                )
-            except EgressRefused as exc:
-                raise DeliveryFailed(f"GitHub {describe_transport_error(exc, timeout_seconds=0)}") from None
-            except httpx2.TransportError as exc:
-                raise OutcomeUnknown(
-                    "GitHub " + describe_transport_error(exc, timeout_seconds=self.config.timeout_seconds)
-                ) from None
-            wait = _rate_limit_wait(answer)
-            if wait is None:
-                if answer.status >= 500:
-                    raise OutcomeUnknown(f"GitHub answered {answer.status}")
-                return answer
-            if wait > MAX_RETRY_AFTER_SECONDS:
-                raise DeliveryFailed(
-                    f"GitHub rate limit: retry after {int(wait)} s (x-ratelimit-reset); publish again later",
-                    answer.excerpt(_EXCERPT_CHARS),
-                )
-            log.info("github %s: rate limited, waiting %.1f s", self.config.id, wait)
-            await anyio.sleep(wait)
-            if write:
-                # A rate-limited write was refused, not performed; still, go back through the lookup.
-                raise OutcomeUnknown("GitHub rate limited the write", wait=0)
-        raise OutcomeUnknown("GitHub kept rate limiting")
+        try:
+            answer = await send(
+                self.client, self.adapter.egress_policy, method, url, content=content, headers=self.headers
+            )
+        except EgressRefused as exc:
+            raise DeliveryFailed(f"GitHub {describe_transport_error(exc, timeout_seconds=0)}") from None
+        except httpx2.TransportError as exc:
+            raise OutcomeUnknown(
+                "GitHub " + describe_transport_error(exc, timeout_seconds=self.config.timeout_seconds)
+            ) from None
+        wait = _rate_limit_wait(answer)
+        if wait is None:
+            if answer.status >= 500:
+                raise OutcomeUnknown(f"GitHub answered {answer.status}")
+            return answer
+        if wait > MAX_RETRY_AFTER_SECONDS:
+            raise DeliveryFailed(
+                f"GitHub rate limit: retry after {int(wait)} s (x-ratelimit-reset); publish again later",
+                answer.excerpt(_EXCERPT_CHARS),
+            )
+        raise OutcomeUnknown("GitHub rate limited the request", wait=wait)
 
     def _error(self, answer: EgressResponse, action: str) -> DeliveryFailed:
         status = answer.status
