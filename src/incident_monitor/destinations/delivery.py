@@ -72,7 +72,7 @@ def retry_after_seconds(value: str | None, *, now: datetime | None = None) -> fl
 
 def backoff_seconds(attempt: int, base: float) -> float:
     """The wait after failed attempt ``attempt`` (1-based) when the peer named none: base, twice that, four times, …"""
-    return min(base * 2 ** (attempt - 1), MAX_RETRY_AFTER_SECONDS)
+    return min(base * 2.0 ** (attempt - 1), MAX_RETRY_AFTER_SECONDS)
 
 
 def plural_attempts(n: int) -> str:

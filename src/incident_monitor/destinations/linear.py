@@ -259,9 +259,10 @@ class LinearAdapter(DestinationAdapter[LinearConfig]):
             raise DeliveryFailed(
                 f"Linear refused the request (GraphQL error: {messages}): check team_id and label_ids", excerpt
             )
-        if answer.status != 200 or not isinstance(body, dict) or not isinstance(body.get("data"), dict):
+        data = body.get("data") if isinstance(body, dict) else None
+        if answer.status != 200 or not isinstance(data, dict):
             raise DeliveryFailed(f"Linear answered {answer.status} without data", excerpt)
-        return body["data"]
+        return data
 
 
 def _error_code(error: Any) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
+from typing import Any
 
 from incident_monitor.destinations.base import DestinationAdapter
 from incident_monitor.destinations.settings import DestinationConfig
@@ -22,15 +23,17 @@ ADAPTERS: dict[str, str] = {
 }
 
 
-def adapter_class(kind: str) -> type[DestinationAdapter]:
+def adapter_class(kind: str) -> type[DestinationAdapter[Any]]:
     module, name = ADAPTERS[kind].split(":")
-    found: type[DestinationAdapter] = getattr(importlib.import_module(f"incident_monitor.destinations.{module}"), name)
+    found: type[DestinationAdapter[Any]] = getattr(
+        importlib.import_module(f"incident_monitor.destinations.{module}"), name
+    )
     return found
 
 
-def build_adapter(config: DestinationConfig, data_dir: Path) -> DestinationAdapter:
+def build_adapter(config: DestinationConfig, data_dir: Path) -> DestinationAdapter[Any]:
     return adapter_class(config.kind)(config, data_dir=data_dir)
 
 
-def build_adapters(configs: list[DestinationConfig], data_dir: Path) -> dict[str, DestinationAdapter]:
+def build_adapters(configs: list[DestinationConfig], data_dir: Path) -> dict[str, DestinationAdapter[Any]]:
     return {c.id: build_adapter(c, data_dir) for c in configs}

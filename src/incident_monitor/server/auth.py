@@ -73,7 +73,7 @@ class BearerAuthenticator:
 def bearer_credential(scope: Scope) -> str | None:
     for name, value in scope.get("headers", []):
         if name == b"authorization":
-            text = value.decode("latin-1")
+            text = bytes(value).decode("latin-1")
             if text[:7].lower() == "bearer " and text[7:].strip():
                 return text[7:].strip()
     return None
