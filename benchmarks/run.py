@@ -695,7 +695,7 @@ def machine() -> dict[str, Any]:
         "uvloop",
         "starlette",
         "pydantic",
-        "httpx",
+        "httpx2",
         "incident-monitor-mcp",
     ):
         try:
