@@ -95,7 +95,7 @@ NEW_FAMILIES = frozenset(
 class SecretSample:
     family: str
     secret: str  # must appear in no output
-    text: str  # a line carrying it, at most 200 characters (the limit of run_id and session_id)
+    text: str  # a line carrying it; at most 190 characters, so a marker and it fit in run_id (200)
 
 
 def _in_prose(family: str, secret: str) -> SecretSample:
@@ -135,7 +135,7 @@ SAMPLES: tuple[SecretSample, ...] = (
     SecretSample("telegram bot", TELEGRAM_BOT_TOKEN, f"GET https://api.telegram.org/bot{TELEGRAM_BOT_TOKEN}/getMe"),
     _in_prose("discord bot", DISCORD_BOT_TOKEN),
     _in_prose("discord bot (new)", DISCORD_BOT_TOKEN_NEW),
-    SecretSample("azure storage", AZURE_ACCOUNT_KEY, f"upload failed: {AZURE_CONNECTION_STRING}"),
+    SecretSample("azure storage", AZURE_ACCOUNT_KEY, AZURE_CONNECTION_STRING),
     _in_prose("square access token", SQUARE_ACCESS_TOKEN),
     _in_prose("square legacy token", SQUARE_LEGACY_TOKEN),
     _in_prose("square oauth secret", SQUARE_OAUTH_SECRET),
