@@ -20,7 +20,7 @@ from pathlib import Path
 from incident_monitor.policy.principal import local_operator
 from incident_monitor.policy.scopes import DEFAULT_AGENT_SCOPES
 from incident_monitor.server.http_app import HttpOptions, serve_http
-from incident_monitor.service import tokens
+from incident_monitor.service import self_monitoring, tokens
 from incident_monitor.service.monitor import Monitor
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -72,7 +72,7 @@ def main() -> int:
     args = parser.parse_args()
     # The example webhook needs a signing secret; a demo one unless you set your own.
     os.environ.setdefault("INCIDENT_MONITOR_WEBHOOK_SECRET", "whsec_" + base64.b64encode(os.urandom(24)).decode())
-    monitor = Monitor.open(config_path=CONFIG, data_dir=args.data_dir)
+    monitor = self_monitoring.attach(Monitor.open(config_path=CONFIG, data_dir=args.data_dir))
     token = issue_demo_token(monitor)
     options = HttpOptions(host="127.0.0.1", port=args.port)
     return serve_http(monitor, options, announce=lambda base: print(connection_help(base, token), flush=True))

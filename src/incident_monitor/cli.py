@@ -28,6 +28,7 @@ from incident_monitor.service import (
     incidents,
     intake_keys,
     queries,
+    self_monitoring,
     status,
     tokens,
 )
@@ -61,7 +62,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _open(args: argparse.Namespace) -> Monitor:
-    return Monitor.from_settings(_settings(args))
+    return self_monitoring.attach(Monitor.from_settings(_settings(args)))
 
 
 # --- commands ----------------------------------------------------------------------------------
@@ -79,7 +80,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def _serve_http(args: argparse.Namespace, settings: Settings) -> int:
     from incident_monitor.server.http_app import HttpOptions, serve_http
 
-    monitor = Monitor.from_settings(settings)
+    monitor = self_monitoring.attach(Monitor.from_settings(settings))
     options = HttpOptions(
         host=args.host,
         port=args.port,
