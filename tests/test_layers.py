@@ -142,7 +142,7 @@ def test_importing_a_layer_loads_nothing_it_must_not(layer: str) -> None:
 def test_the_load_check_sees_what_an_import_drags_in() -> None:
     """The probe is not vacuous: the service layer does load the policy layer and the store."""
     loaded = loaded_by("service")
-    assert unwanted(loaded, (f"{PACKAGE}.policy.routing", f"{PACKAGE}.store.engine")) == [
-        f"{PACKAGE}.policy.routing",
+    assert unwanted(loaded, (f"{PACKAGE}.policy.route_decision", f"{PACKAGE}.store.engine")) == [
+        f"{PACKAGE}.policy.route_decision",
         f"{PACKAGE}.store.engine",
     ]

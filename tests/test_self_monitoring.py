@@ -183,7 +183,7 @@ def test_a_dev_source_report_still_needs_approval_by_its_level(make_monitor: Mon
     _, draft_id = send(monitor, source="dev", event="agent.run.failed", level="critical")
 
     preview = queries.get_draft(monitor, AGENT, draft_id)
-    from incident_monitor.service.routing import preview_route
+    from incident_monitor.service.route_preview import preview_route
 
     decision = preview_route(monitor, AGENT, draft_id=draft_id)
     assert preview.draft.severity is Severity.low

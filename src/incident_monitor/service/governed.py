@@ -26,7 +26,7 @@ from incident_monitor.errors import (
 from incident_monitor.policy.engine import check_action
 from incident_monitor.policy.principal import Principal
 from incident_monitor.policy.scopes import required_scopes
-from incident_monitor.service.audit import append_audit
+from incident_monitor.service.audit_chain import append_audit
 from incident_monitor.service.monitor import DecisionRecord, Monitor
 from incident_monitor.service.run_links import related_run
 

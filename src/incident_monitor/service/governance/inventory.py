@@ -20,7 +20,7 @@ from incident_monitor.domain.enums import ApprovalPolicy, Severity
 from incident_monitor.domain.models import ApiToken, Incident, IntakeKey, IntakeKeyBase
 from incident_monitor.policy.principal import LOCAL_AGENT, Principal, local_operator
 from incident_monitor.policy.redaction import redact_text
-from incident_monitor.policy.routing import RouteSubject, approval_requirement, decide_route
+from incident_monitor.policy.route_decision import RouteSubject, approval_requirement, decide_route
 from incident_monitor.service.governed import governed_call
 from incident_monitor.service.monitor import Monitor
 from incident_monitor.service.publishing import RECOVERY_PRINCIPAL
