@@ -187,11 +187,6 @@ def fails_closed(config: MonitorConfig, destination_id: str, readiness: Callable
     return True
 
 
-def _kind(config: MonitorConfig, destination_id: str) -> str | None:
-    destination = config.destination(destination_id)
-    return destination.kind if destination else None
-
-
 def route_entries(config: MonitorConfig) -> list[RouteEntry]:
     entries: list[RouteEntry] = []
     pairs: list[tuple[Route | None, str, ApprovalPolicy]] = [
