@@ -281,6 +281,19 @@ def test_decisions_reach_only_the_listeners_registered_on_that_monitor(make_moni
     assert [i.fingerprint for i in self_incidents(watched)] == ["selfmon:blocked_call:publish_draft:reader"]
 
 
+def test_a_monitor_without_self_monitoring_attached_opens_no_incident_for_a_denied_approval(
+    make_monitor: MonitorFactory,
+) -> None:
+    monitor = make_monitor(flow_config())
+    monitor.decision_listeners.clear()
+    _, draft_id = send(monitor, title="Deploy failed", route_tags=["runtime-failure"])
+    requested = approvals.request_approval(monitor, AGENT, draft_id, "Please publish.")
+
+    approvals.decide_approval(monitor, OPERATOR, requested.approval.approval_id, "deny", "Not enough evidence.")
+
+    assert self_incidents(monitor) == []
+
+
 def test_attaching_self_monitoring_twice_registers_it_once(make_monitor: MonitorFactory) -> None:
     monitor = make_monitor(flow_config())
     assert self_monitoring.attach(self_monitoring.attach(monitor)) is monitor

@@ -113,7 +113,10 @@ def _record(
     arguments: Any = None,
 ) -> None:
     settings = monitor.config.self_monitoring
-    if not settings.enabled or _recording.get() or actor == SELF_MONITOR.name:
+    # Only on a monitor it is attached to: publishing and approvals call in directly, and a monitor
+    # assembled without self-monitoring (a probe's scratch monitor) must stay quiet for them too.
+    attached = on_decision in monitor.decision_listeners
+    if not attached or not settings.enabled or _recording.get() or actor == SELF_MONITOR.name:
         return
     with _guard():
         try:
