@@ -40,7 +40,7 @@ from incident_monitor.destinations.egress import (
     policy_for,
     send,
 )
-from incident_monitor.secret_ref import SecretRef, resolve_secret, resolved_secrets, secret_ref_variable
+from incident_monitor.secret_ref import SecretRef, is_env_ref, resolve_secret, resolved_secrets, secret_ref_variable
 
 if TYPE_CHECKING:
     import httpx
@@ -82,7 +82,9 @@ class WebhookConfig(DestinationConfig):
     model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
 
     kind: Literal["webhook"] = "webhook"
-    url: str = Field(description="The receiver's https:// endpoint.")
+    url: str = Field(
+        description="The receiver's https:// endpoint, or env:NAME of a variable holding it (set at run time)."
+    )
     secret: SecretRef | None = Field(
         default=None,
         description="env:NAME of a variable holding a Standard Webhooks secret ('whsec_<base64>').",
@@ -101,23 +103,49 @@ class WebhookConfig(DestinationConfig):
     @classmethod
     def _check_url(cls, value: str) -> str:
         value = value.strip()
-        example = "e.g. url = 'https://hooks.example.com/incident'"
-        try:
-            parts = urlsplit(value)
-            _ = parts.port  # raises ValueError for a malformed or out-of-range port
-            # httpx2 (the mcp SDK's maintained fork of httpx, loaded by every server) has httpx's URL parser, so
-            # this accepts exactly what deliveries can send, without importing httpx at start-up (see egress).
-            httpx2.URL(value)
-        except (ValueError, httpx2.InvalidURL):
-            raise ValueError(f"url is not a valid URL; {example}") from None
-        if parts.scheme not in ("http", "https") or not parts.hostname or any(c.isspace() for c in value):
-            raise ValueError(f"url must be an http(s) URL with a host; {example}")
-        if parts.username is not None or parts.password is not None:
-            raise ValueError(
-                "url must not contain credentials (user:password@); deliveries are authenticated by "
-                "their signature, set `secret` instead"
-            )
+        if value.startswith("env:"):
+            if not is_env_ref(value):
+                raise ValueError("url: an environment reference must read 'env:VARIABLE_NAME'")
+            return value  # the variable's value is checked by readiness, when it is read
+        problem = url_problem(value)
+        if problem:
+            raise ValueError(problem)
         return value
+
+    def resolved_url(self) -> tuple[str | None, str | None]:
+        """The URL to post to, or why there is none (an ``env:`` reference naming only its variable)."""
+        if not self.url.startswith("env:"):
+            return self.url, None
+        variable = secret_ref_variable(self.url)
+        value = resolve_secret(self.url)
+        if value is None:
+            return None, f"environment variable {variable} is not set or empty: put the receiver's URL in it"
+        url = value.get_secret_value().strip()
+        problem = url_problem(url)
+        if problem:
+            return None, f"environment variable {variable}: {problem}"
+        return url, None
+
+
+def url_problem(value: str) -> str | None:
+    """Why ``value`` cannot be a webhook URL, or None."""
+    example = "e.g. url = 'https://hooks.example.com/incident'"
+    try:
+        parts = urlsplit(value)
+        _ = parts.port  # raises ValueError for a malformed or out-of-range port
+        # httpx2 (the mcp SDK's maintained fork of httpx, loaded by every server) has httpx's URL parser, so
+        # this accepts exactly what deliveries can send, without importing httpx at start-up (see egress).
+        httpx2.URL(value)
+    except (ValueError, httpx2.InvalidURL):
+        return f"url is not a valid URL; {example}"
+    if parts.scheme not in ("http", "https") or not parts.hostname or any(c.isspace() for c in value):
+        return f"url must be an http(s) URL with a host; {example}"
+    if parts.username is not None or parts.password is not None:
+        return (
+            "url must not contain credentials (user:password@); deliveries are authenticated by "
+            "their signature, set `secret` instead"
+        )
+    return None
 
 
 def event_data(request: PublishRequest) -> dict[str, Any]:
@@ -199,11 +227,17 @@ class WebhookAdapter(DestinationAdapter[WebhookConfig]):
         reasons: list[str] = []
         if not config.enabled:
             reasons.append(f"destination '{config.id}' is disabled (set enabled = true to publish)")
-        if urlsplit(config.url).scheme == "http" and not config.allow_insecure_http:
-            reasons.append("url uses plain http://: use https:// or set allow_insecure_http = true for local testing")
-        address_problem = literal_address_problem(config.url, self.egress_policy)
-        if address_problem:
-            reasons.append(f"url: {address_problem}")
+        url, url_missing = config.resolved_url()
+        if url is None:
+            reasons.append(f"url: {url_missing}")
+        else:
+            if urlsplit(url).scheme == "http" and not config.allow_insecure_http:
+                reasons.append(
+                    "url uses plain http://: use https:// or set allow_insecure_http = true for local testing"
+                )
+            address_problem = literal_address_problem(url, self.egress_policy)
+            if address_problem:
+                reasons.append(f"url: {address_problem}")
         _, problem = self._signer()
         if problem:
             reasons.append(problem)
@@ -245,6 +279,9 @@ class WebhookAdapter(DestinationAdapter[WebhookConfig]):
         signer, problem = self._signer()
         if signer is None:  # the variable changed since readiness was checked
             return PublishOutcome(status="failed", attempts=0, error=f"destination not ready: {problem}")
+        url, url_missing = config.resolved_url()
+        if url is None:
+            return PublishOutcome(status="failed", attempts=0, error=f"destination not ready: url: {url_missing}")
         webhook_id = request.idempotency_key
         if not webhook_id.isascii() or not webhook_id.isprintable() or " " in webhook_id:
             return PublishOutcome(
@@ -279,7 +316,7 @@ class WebhookAdapter(DestinationAdapter[WebhookConfig]):
             for attempt in range(1, config.max_attempts + 1):
                 wait: float | None = None
                 try:
-                    status, raw, retry_after = await self._post(client, signer, webhook_id, body)
+                    status, raw, retry_after = await self._post(client, url, signer, webhook_id, body)
                 except EgressRefused as exc:
                     return self._failed(f"webhook {describe_transport_error(exc, timeout_seconds=0)}", attempt, None)
                 except httpx.TimeoutException:
@@ -331,7 +368,7 @@ class WebhookAdapter(DestinationAdapter[WebhookConfig]):
         )
 
     async def _post(
-        self, client: httpx.AsyncClient, signer: Webhook, webhook_id: str, body: str
+        self, client: httpx.AsyncClient, url: str, signer: Webhook, webhook_id: str, body: str
     ) -> tuple[int, bytes, str | None]:
         # Signed per attempt: the timestamp is the attempt's, so late retries stay inside the tolerance.
         now = datetime.now(UTC)
@@ -342,7 +379,7 @@ class WebhookAdapter(DestinationAdapter[WebhookConfig]):
             "content-type": "application/json",
             "user-agent": USER_AGENT,
         }
-        answer = await send(client, self.egress_policy, "POST", self.config.url, content=body.encode(), headers=headers)
+        answer = await send(client, self.egress_policy, "POST", url, content=body.encode(), headers=headers)
         return answer.status, answer.body, answer.headers.get("retry-after")
 
     def _hint(self, status: int) -> str:

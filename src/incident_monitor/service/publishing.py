@@ -30,7 +30,7 @@ from incident_monitor.policy.route_decision import RouteDecision
 from incident_monitor.service import self_monitoring
 from incident_monitor.service.approvals import approvals_for, is_expired
 from incident_monitor.service.audit_chain import append_audit
-from incident_monitor.service.disabled_destinations import disable_destination
+from incident_monitor.service.disabled_destinations import disable_destination, record_delivery
 from incident_monitor.service.governed import governed_call
 from incident_monitor.service.monitor import Monitor
 from incident_monitor.service.queries import draft_next_step, get_draft_row, run_id_for_draft
@@ -234,6 +234,10 @@ def settle(monitor: Monitor, principal: Principal, receipt_id: str, outcome: Pub
             session.add(draft)
         if outcome.disable_reason:
             disable_destination(session, receipt.destination_id, outcome.disable_reason, now)
+        # Kept per destination (not only on the receipt) so status can say a destination keeps failing.
+        record_delivery(
+            session, receipt.destination_id, error=None if succeeded else (receipt.error or "failed"), at=now
+        )
         incident = session.get(Incident, receipt.incident_id)
         if succeeded and incident is not None and incident.status in (IncidentStatus.open, IncidentStatus.triaged):
             check_incident_transition(incident.incident_id, incident.status, IncidentStatus.published)
