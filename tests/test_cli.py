@@ -28,7 +28,7 @@ from incident_monitor.domain.io import IncidentReport
 from incident_monitor.domain.models import AuditEvent
 from incident_monitor.errors import PermissionDenied
 from incident_monitor.service import approvals, intake, queries, self_monitoring, status, tokens
-from incident_monitor.service.disabled_destinations import disable_destination
+from incident_monitor.service.destination_health import disable_destination
 from incident_monitor.service.monitor import Monitor
 
 SCRIPT = Path(sys.executable).with_name("incident-monitor")

@@ -24,7 +24,7 @@ from incident_monitor.policy.principal import local_operator
 from incident_monitor.service import (
     approvals,
     audit_queries,
-    disabled_destinations,
+    destination_health,
     incidents,
     intake_keys,
     queries,
@@ -393,7 +393,7 @@ def _add_governance_commands(sub: Any) -> None:
 
 
 def cmd_destinations_enable(args: argparse.Namespace) -> int:
-    changed = disabled_destinations.enable_destination(_open(args), local_operator(), args.destination_id)
+    changed = destination_health.enable_destination(_open(args), local_operator(), args.destination_id)
     print(f"destination {args.destination_id} " + ("re-enabled" if changed else "was not disabled"))
     return EXIT_OK
 

@@ -30,7 +30,7 @@ from incident_monitor.policy.route_decision import RouteDecision
 from incident_monitor.service import self_monitoring
 from incident_monitor.service.approvals import approvals_for, is_expired
 from incident_monitor.service.audit_chain import append_audit
-from incident_monitor.service.disabled_destinations import disable_destination, record_delivery
+from incident_monitor.service.destination_health import disable_destination, record_delivery
 from incident_monitor.service.governed import governed_call
 from incident_monitor.service.monitor import Monitor
 from incident_monitor.service.queries import draft_next_step, get_draft_row, run_id_for_draft
