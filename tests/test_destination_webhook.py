@@ -18,13 +18,9 @@ from pydantic import ValidationError
 
 from incident_monitor import __version__
 from incident_monitor.destinations.base import PublishOutcome, PublishRequest
-from incident_monitor.destinations.webhook import (
-    MAX_RETRY_AFTER_SECONDS,
-    WebhookAdapter,
-    WebhookConfig,
-    retry_after_seconds,
-    sanitize_error,
-)
+from incident_monitor.destinations.delivery import MAX_RETRY_AFTER_SECONDS, retry_after_seconds
+from incident_monitor.destinations.settings import WebhookConfig
+from incident_monitor.destinations.webhook import WebhookAdapter, sanitize_error
 from incident_monitor.policy.permit import PermitError, issue_permit
 from webhook_receiver import WebhookReceiver, delivery_id_for
 
@@ -349,7 +345,7 @@ def test_plain_http_needs_opt_in(secret: str, tmp_path: Path) -> None:
     readiness = make_adapter("http://hooks.example.com/x", tmp_path, allow_insecure_http=False).readiness()
     assert not readiness.ready
     assert readiness.reasons == [
-        "url uses plain http://: use https:// or set allow_insecure_http = true for local testing"
+        "url is not https://: use https:// or set allow_insecure_http = true for local testing"
     ]
 
 

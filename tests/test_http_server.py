@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
+import httpx2
 import pytest
 from mcp import Client
 
@@ -239,11 +239,11 @@ def test_dns_rebinding_protection_refuses_foreign_hosts_and_origins(monitor: Mon
     headers = {"Authorization": f"Bearer {token}", "Accept": "application/json, text/event-stream"}
     with http_server(monitor) as url:
         port = url.rsplit(":", 1)[1]
-        foreign_host = httpx.post(f"{url}/mcp", json=initialize_body(), headers={**headers, "Host": "evil.example"})
-        foreign_origin = httpx.post(
+        foreign_host = httpx2.post(f"{url}/mcp", json=initialize_body(), headers={**headers, "Host": "evil.example"})
+        foreign_origin = httpx2.post(
             f"{url}/mcp", json=initialize_body(), headers={**headers, "Origin": "http://evil.example"}
         )
-        local = httpx.post(
+        local = httpx2.post(
             f"{url}/mcp", json=initialize_body(), headers={**headers, "Origin": f"http://localhost:{port}"}
         )
     assert foreign_host.status_code == 421
@@ -253,8 +253,8 @@ def test_dns_rebinding_protection_refuses_foreign_hosts_and_origins(monitor: Mon
 
 def test_health_probes_need_no_token_and_reveal_no_secrets(monitor: Monitor, webhook_secret: str) -> None:
     with http_server(monitor) as url:
-        health = httpx.get(f"{url}/healthz")
-        ready = httpx.get(f"{url}/readyz")
+        health = httpx2.get(f"{url}/healthz")
+        ready = httpx2.get(f"{url}/readyz")
     assert health.status_code == 200 and health.json() == {"status": "ok"}
     assert ready.status_code == 200
     assert ready.json() == {
@@ -275,8 +275,8 @@ def test_each_principal_has_its_own_rate_limit(monitor: Monitor) -> None:
     headers = {"Accept": "application/json, text/event-stream"}
     with http_server(monitor) as url:
 
-        def send(token: str) -> httpx.Response:
-            return httpx.post(
+        def send(token: str) -> httpx2.Response:
+            return httpx2.post(
                 f"{url}/mcp", json=initialize_body(), headers={**headers, "Authorization": f"Bearer {token}"}
             )
 

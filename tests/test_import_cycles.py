@@ -10,8 +10,6 @@ import ast
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 SRC = Path(__file__).resolve().parents[1] / "src"
 PACKAGE = "incident_monitor"
 
@@ -143,23 +141,8 @@ def test_the_finder_reads_every_module_of_the_package() -> None:
     assert "incident_monitor.service.monitor" in graph["incident_monitor.service.governed"]
 
 
-# Cycles another branch of issue 11 removes. When it lands, the strict xfail below passes and so fails:
-# delete the entry (and, once empty, that test).
-PENDING = {
-    frozenset({"incident_monitor.destinations.egress", "incident_monitor.destinations.egress_transport"}): (
-        "http-stack branch: the egress guard becomes one transport module"
-    ),
-}
-
-
 def test_src_has_no_import_cycle() -> None:
-    cycles = [chain for chain in find_cycles(import_graph()) if frozenset(chain) not in PENDING]
+    cycles = find_cycles(import_graph())
     assert not cycles, "import cycles in src/ (break each one; a function-level import does not):\n" + "\n".join(
         _describe(cycles)
     )
-
-
-@pytest.mark.xfail(strict=True, reason="; ".join(PENDING.values()) or "nothing pending")
-def test_the_cycles_other_branches_remove_are_gone() -> None:
-    pending = [chain for chain in find_cycles(import_graph()) if frozenset(chain) in PENDING]
-    assert not pending, "\n".join(_describe(pending))

@@ -43,16 +43,6 @@ MUST_NOT_IMPORT: dict[str, frozenset[str]] = {
     "server": frozenset({"cli"}),
 }
 
-# Upward imports another branch of issue 11 removes. When it lands, the strict xfails below pass and so
-# fail: delete the entries (http-stack moves the destination config models into destinations.settings).
-PENDING_EDGES: dict[tuple[str, str], str] = {
-    (f"{PACKAGE}.config", f"{PACKAGE}.destinations.{adapter}"): "http-stack branch: config imports adapter modules"
-    for adapter in ("github", "linear", "mcp_tool", "telemetry", "webhook")
-}
-PENDING_LAYERS: dict[str, str] = {
-    "policy": "http-stack branch: policy → config → every adapter module (mcp.client, httpx)",
-}
-
 
 def forbidden_edges() -> list[tuple[str, str]]:
     found = []
@@ -71,14 +61,8 @@ def test_the_layer_of_every_module_is_known() -> None:
 
 
 def test_no_module_imports_a_layer_above_it() -> None:
-    upward = [edge for edge in forbidden_edges() if edge not in PENDING_EDGES]
+    upward = forbidden_edges()
     assert upward == [], "imports against the layers:\n" + "\n".join(f"{a} → {b}" for a, b in upward)
-
-
-@pytest.mark.xfail(strict=True, reason="; ".join(sorted(set(PENDING_EDGES.values()))) or "nothing pending")
-def test_the_upward_imports_other_branches_remove_are_gone() -> None:
-    pending = [edge for edge in forbidden_edges() if edge in PENDING_EDGES]
-    assert pending == [], "\n".join(f"{a} → {b}" for a, b in pending)
 
 
 # --- what importing a layer loads ------------------------------------------------------------------
@@ -88,12 +72,17 @@ def ours(*names: str) -> tuple[str, ...]:
     return tuple(f"{PACKAGE}.{name}" for name in names)
 
 
-ADAPTERS = ours(*(f"destinations.{name}" for name in ("base", "github", "linear", "mcp_tool", "telemetry", "webhook")))
-EGRESS = ours("destinations.egress", "destinations.egress_transport", "egress")
-HTTP_AND_MCP_CLIENTS = ("mcp.client", "httpx", "httpx2")
+# Everything under destinations/ but the I/O-free settings module.
+ADAPTERS = ours(
+    *(
+        f"destinations.{name}"
+        for name in ("base", "delivery", "registry", "github", "linear", "mcp_tool", "telemetry", "webhook")
+    )
+)
+HTTP_AND_MCP_CLIENTS = ("mcp.client", "httpx", "httpx2", "httpcore2", "standardwebhooks")
 NOT_LOADED_BY: dict[str, tuple[str, ...]] = {
     "domain": ours("config", "policy", "store", "destinations", "service", "server", "cli"),
-    "policy": (*ours("store", "service", "server", "cli"), *ADAPTERS, *EGRESS, *HTTP_AND_MCP_CLIENTS),
+    "policy": (*ours("store", "service", "server", "cli"), *ADAPTERS, *ours("egress"), *HTTP_AND_MCP_CLIENTS),
     "store": ours("policy", "destinations", "service", "server", "cli"),
     "service": ours("server", "cli"),
 }
@@ -124,15 +113,7 @@ def unwanted(loaded: set[str], banned: tuple[str, ...]) -> list[str]:
     return sorted(m for m in loaded if any(m == b or m.startswith(b + ".") for b in banned))
 
 
-@pytest.mark.parametrize(
-    "layer",
-    [
-        pytest.param(layer, marks=pytest.mark.xfail(strict=True, reason=PENDING_LAYERS[layer]))
-        if layer in PENDING_LAYERS
-        else layer
-        for layer in NOT_LOADED_BY
-    ],
-)
+@pytest.mark.parametrize("layer", list(NOT_LOADED_BY))
 def test_importing_a_layer_loads_nothing_it_must_not(layer: str) -> None:
     loaded = loaded_by(layer)
     assert f"{PACKAGE}.{layer}" in loaded

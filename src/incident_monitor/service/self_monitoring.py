@@ -41,6 +41,7 @@ from typing import Any
 
 from incident_monitor.domain.enums import Decision, Severity
 from incident_monitor.domain.io import IncidentReport
+from incident_monitor.domain.levels import LEVEL_FOR_SEVERITY
 from incident_monitor.domain.models import Incident
 from incident_monitor.policy.principal import Principal
 from incident_monitor.policy.scopes import REPORT
@@ -56,13 +57,6 @@ FINGERPRINT_PREFIX = "selfmon:"
 
 # Denying one of these stops an effect on the outside world or on who may do what.
 HIGH_IMPACT_ACTIONS = frozenset({"publish_draft", "decide_approval", "resolve_incident", "manage_tokens"})
-# The level whose severity (service/intake.py LEVEL_SEVERITY) is exactly the one wanted.
-_LEVEL_FOR_SEVERITY = {
-    Severity.critical: "critical",
-    Severity.high: "error",
-    Severity.medium: "warning",
-    Severity.low: "info",
-}
 _TITLES = {
     "blocked_call": "Blocked call",
     "failed_call": "Failed call",
@@ -145,7 +139,7 @@ def _record(
                         detail=detail,
                         source=settings.source,
                         event=f"incident_monitor.self.{kind}",
-                        level=_LEVEL_FOR_SEVERITY[sev],
+                        level=LEVEL_FOR_SEVERITY[sev],
                         fingerprint=fp,
                         route_tags=[SELF_MONITORING_TAG],
                         run_id=link.run_id,
