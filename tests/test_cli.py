@@ -27,8 +27,8 @@ from incident_monitor.domain.enums import ApprovalStatus, DraftStatus, IncidentS
 from incident_monitor.domain.io import IncidentReport
 from incident_monitor.domain.models import AuditEvent
 from incident_monitor.errors import PermissionDenied
-from incident_monitor.service import approvals, intake, queries, status, tokens
-from incident_monitor.service.destination_states import disable_destination
+from incident_monitor.service import approvals, intake, queries, self_monitoring, status, tokens
+from incident_monitor.service.destination_health import disable_destination
 from incident_monitor.service.monitor import Monitor
 
 SCRIPT = Path(sys.executable).with_name("incident-monitor")
@@ -78,8 +78,8 @@ class Workspace:
 
     @contextmanager
     def monitor(self) -> Iterator[Monitor]:
-        """The same data directory and config, opened in-process (real clock, like the CLI)."""
-        opened = Monitor.open(config_path=self.config, data_dir=self.data_dir)
+        """The same data directory and config, opened in-process (real clock, assembled like the CLI)."""
+        opened = self_monitoring.attach(Monitor.open(config_path=self.config, data_dir=self.data_dir))
         try:
             yield opened
         finally:
@@ -387,7 +387,14 @@ def test_status_reports_readiness_and_names_the_missing_secret_variable(ws: Work
 
     assert as_json.returncode == 0, as_json.stderr
     view: dict[str, Any] = json.loads(as_json.stdout)
-    assert set(view["readiness"]) == {"config_valid", "ingest_ready", "route_preview_ready", "publish_ready"}
+    assert set(view["readiness"]) == {
+        "config_valid",
+        "ingest_ready",
+        "route_preview_ready",
+        "publish_ready",
+        "publish_state",
+    }
+    assert view["readiness"]["publish_state"] == "degraded" and view["readiness"]["publish_ready"] is False
     assert view["readiness"]["config_valid"] is True
     assert {d["destination_id"]: d["ready"] for d in view["destinations"]} == {"ops-webhook": False, "telemetry": True}
     assert view["default_destination"] == "telemetry"

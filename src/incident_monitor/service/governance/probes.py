@@ -21,16 +21,18 @@ from sqlalchemy.pool import StaticPool
 from sqlmodel import SQLModel, create_engine
 
 from incident_monitor.config import MonitorConfig
-from incident_monitor.destinations.base import DestinationAdapter, PublishOutcome, PublishRequest, Readiness
-from incident_monitor.destinations.mcp_tool import McpToolAdapter
-from incident_monitor.destinations.webhook import WebhookAdapter, WebhookConfig
+from incident_monitor.destinations.base import DestinationAdapter, PublishOutcome, PublishRequest
+from incident_monitor.destinations.registry import build_adapter
+from incident_monitor.destinations.settings import McpToolConfig, WebhookConfig
 from incident_monitor.domain.enums import Severity
 from incident_monitor.domain.io import IncidentReport
+from incident_monitor.domain.levels import LEVEL_FOR_SEVERITY
+from incident_monitor.domain.readiness import Readiness
 from incident_monitor.errors import ApprovalRequired, InvalidInput, MonitorError, PermissionDenied
 from incident_monitor.policy.principal import Principal
 from incident_monitor.policy.redaction import redact_text
 from incident_monitor.policy.scopes import DEFAULT_AGENT_SCOPES, REPORT
-from incident_monitor.service import approvals, intake, publishing, queries, routing, status, triage
+from incident_monitor.service import approvals, intake, publishing, queries, route_preview, status, triage
 from incident_monitor.service.governance.inventory import (
     AuthorityInventory,
     RouteEntry,
@@ -45,7 +47,6 @@ ProbeStatus = Literal["passed", "failed", "not_applicable"]
 PROBE_AGENT = Principal(name="probe:agent", scopes=DEFAULT_AGENT_SCOPES, kind="system")
 # The scopes an intake key is issued with (DESIGN.md: report only), probed when no key exists yet.
 INTAKE_KEY_DEFAULT_SCOPES = frozenset({REPORT})
-_LEVEL = {Severity.critical: "critical", Severity.high: "error", Severity.medium: "warning", Severity.low: "notice"}
 _PRIVATE_TARGETS = (
     "https://10.0.0.8/hook",
     "https://127.0.0.1/hook",
@@ -127,7 +128,7 @@ def _scratch(monitor: Monitor, *, ready: dict[str, bool] | None = None, default_
 def _report_for(route: RouteEntry, config: MonitorConfig, severity: Severity, title: str) -> IncidentReport:
     if route.is_default:
         return IncidentReport(
-            title=title, source="assessment-probe", event="assessment.probe.failed", level=_LEVEL[severity]
+            title=title, source="assessment-probe", event="assessment.probe.failed", level=LEVEL_FOR_SEVERITY[severity]
         )
     settings = next(r for r in config.routes if r.id == route.route_id)
     subject = subject_for_route(settings, severity)
@@ -136,7 +137,7 @@ def _report_for(route: RouteEntry, config: MonitorConfig, severity: Severity, ti
         detail="Dry-run assessment probe (scratch copy; nothing is published).",
         source=subject.source or "assessment-probe",
         event=subject.event or "assessment.probe.failed",
-        level=_LEVEL[subject.severity],
+        level=LEVEL_FOR_SEVERITY[subject.severity],
         route_tags=list(subject.route_tags),
         risk_category=subject.risk_category,
         project_id=subject.project_id,
@@ -183,7 +184,7 @@ async def probe_approval_required_enforced(monitor: Monitor, inventory: Authorit
             report = _report_for(route, monitor.config, severity, "Assessment probe: approval gate")
             reported = intake.report_incident(scratch.monitor, PROBE_AGENT, report)
             assert reported.draft_id is not None
-            preview = routing.preview_route(scratch.monitor, PROBE_AGENT, draft_id=reported.draft_id)
+            preview = route_preview.preview_route(scratch.monitor, PROBE_AGENT, draft_id=reported.draft_id)
             if preview.route_id != route.route_id or not preview.approval_required:
                 checks.append(
                     ProbeCheck(
@@ -221,7 +222,7 @@ async def probe_high_risk_preview_requires_approval(monitor: Monitor, inventory:
         scratch = _scratch(monitor)
         report = _report_for(route, monitor.config, Severity.critical, "Assessment probe: high-risk preview")
         refs.append(f"route:{route.route_id or '(default)'}")
-        decision = routing.preview_route(
+        decision = route_preview.preview_route(
             scratch.monitor,
             PROBE_AGENT,
             route_tags=report.route_tags,
@@ -274,7 +275,7 @@ async def probe_unready_destination_fails_closed(monitor: Monitor, inventory: Au
             report = _report_for(route, monitor.config, Severity.low, "Assessment probe: unready destination")
             reported = intake.report_incident(scratch.monitor, PROBE_AGENT, report)
             assert reported.draft_id is not None
-            preview = routing.preview_route(scratch.monitor, PROBE_AGENT, draft_id=reported.draft_id)
+            preview = route_preview.preview_route(scratch.monitor, PROBE_AGENT, draft_id=reported.draft_id)
             if preview.destination_id != destination.destination_id:
                 checks.append(
                     ProbeCheck(
@@ -359,7 +360,7 @@ def _key_attempts(
         ("get_incident", lambda: queries.get_incident(monitor, key, incident_id)),
         ("list_drafts", lambda: queries.list_drafts(monitor, key)),
         ("get_draft", lambda: queries.get_draft(monitor, key, draft_id)),
-        ("preview_route", lambda: routing.preview_route(monitor, key, draft_id=draft_id)),
+        ("preview_route", lambda: route_preview.preview_route(monitor, key, draft_id=draft_id)),
         ("triage_draft", lambda: triage.triage_draft(monitor, key, draft_id)),
         ("request_approval", lambda: approvals.request_approval(monitor, key, draft_id, "probe")),
         ("publish_draft", lambda: publishing.publish_draft(monitor, key, draft_id)),
@@ -372,9 +373,9 @@ async def probe_outbound_mcp_allowlist(monitor: Monitor, inventory: AuthorityInv
     for server in inventory.outbound_mcp_servers:
         refs.append(f"outbound_mcp:{server.destination_id}")
         # The adapter's own rule, the one its delivery path applies (no network).
-        adapter = monitor.destinations[server.destination_id]
-        assert isinstance(adapter, McpToolAdapter)
-        allowed = adapter.is_tool_allowed
+        config = monitor.destinations[server.destination_id].config
+        assert isinstance(config, McpToolConfig)
+        allowed = config.allows_tool
         source = "adapter"
         checks.append(
             ProbeCheck(
@@ -417,7 +418,7 @@ def _webhook_refuses(url: str, **flags: bool) -> tuple[bool, str]:
         config = WebhookConfig(id="assessment-probe", url=url, secret=None, **flags)
     except ValidationError as exc:
         return True, "refused by config validation: " + "; ".join(e["msg"] for e in exc.errors(include_input=False))
-    reasons = [r for r in WebhookAdapter(config, data_dir=Path()).readiness().reasons]
+    reasons = build_adapter(config, Path()).readiness().reasons
     relevant = [r for r in reasons if "secret" not in r]  # the probe sets no secret on purpose
     return bool(relevant), ("not ready: " + "; ".join(relevant)) if relevant else "accepted"
 
