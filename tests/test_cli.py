@@ -341,7 +341,7 @@ def test_an_approval_refused_for_another_config_names_the_config_this_cli_loaded
     assert done.returncode == 1
     first_line = done.stderr.splitlines()[0]
     assert first_line.startswith(f"error: this CLI loaded {other.resolve()} (from --config; policy pv_")
-    assert f"under policy {server_policy}" in first_line
+    assert f"the server runs policy {server_policy} (approval {item.approval_id} was requested under it)" in first_line
     assert "Run this command with the server's config" in first_line
     assert done.stdout == ""
     assert _state(ws, item) == (ApprovalStatus.pending, DraftStatus.approval_required)

@@ -292,10 +292,10 @@ def _policy_mismatch(args: argparse.Namespace, monitor: Monitor, approval_id: st
         return None
     where = locate(args)
     return (
-        f"this CLI loaded {where.config} (from {where.config_from}; policy {loaded}); the server took approval "
-        f"{approval_id} under policy {requested_under}, so it runs a different config (or the config changed since). "
-        "Run this command with the server's config (--config PATH or INCIDENT_MONITOR_CONFIG). If the policy "
-        "changed on purpose, the agent must request approval again."
+        f"this CLI loaded {where.config} (from {where.config_from}; policy {loaded}); the server runs policy "
+        f"{requested_under} (approval {approval_id} was requested under it), so it uses another config or the "
+        "config changed since. Run this command with the server's config (--config PATH or "
+        "INCIDENT_MONITOR_CONFIG); if the config changed on purpose, the agent must request approval again."
     )
 
 
