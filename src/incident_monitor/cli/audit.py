@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from incident_monitor.cli.common import EXIT_FAILED, EXIT_OK, add_command, add_group, open_monitor, print_json
+from incident_monitor.cli.common import EXIT_FAILED, EXIT_OK, add_command, add_group, json_or, open_monitor, print_json
 from incident_monitor.cli.table import print_table
 from incident_monitor.policy.principal import local_operator
 from incident_monitor.service import audit_log
@@ -29,15 +29,15 @@ def cmd_audit_list(args: argparse.Namespace) -> int:
     events = audit_log.list_audit_events(
         open_monitor(args), local_operator(), limit=args.limit, subject_id=args.subject
     )
-    if args.json:
-        print_json(events)
-        return EXIT_OK
-    print_table(
-        ["#", "AT", "PRINCIPAL", "ACTION", "DECISION", "SUBJECT", "REASONS"],
-        [[e.seq, e.at, e.principal, e.action, e.decision, e.subject_id, "; ".join(e.reasons)] for e in events],
-        empty="no audit events",
+    return json_or(
+        args,
+        events,
+        lambda: print_table(
+            ["#", "AT", "PRINCIPAL", "ACTION", "DECISION", "SUBJECT", "REASONS"],
+            [[e.seq, e.at, e.principal, e.action, e.decision, e.subject_id, "; ".join(e.reasons)] for e in events],
+            empty="no audit events",
+        ),
     )
-    return EXIT_OK
 
 
 def register(sub: Any) -> None:

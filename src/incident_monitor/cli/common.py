@@ -117,5 +117,14 @@ def print_json(value: BaseModel | list[BaseModel] | dict[str, Any]) -> None:
     print(json.dumps(data, indent=2, sort_keys=False))
 
 
+def json_or(args: argparse.Namespace, value: BaseModel | list[BaseModel], render: Callable[[], None]) -> int:
+    """``--json`` prints the model as JSON; otherwise ``render`` prints it for people."""
+    if args.json:
+        print_json(value)
+    else:
+        render()
+    return EXIT_OK
+
+
 def short_scopes(scopes: list[str] | frozenset[str]) -> str:
     return ",".join(s.split(":", 1)[1] for s in sorted(scopes))

@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from incident_monitor.cli.common import EXIT_OK, add_command, add_group, open_monitor, print_json, short_scopes
+from incident_monitor.cli.common import EXIT_OK, add_command, add_group, json_or, open_monitor, short_scopes
 from incident_monitor.cli.table import print_table
 from incident_monitor.policy.principal import local_operator
 from incident_monitor.service import intake_keys, tokens
@@ -30,23 +30,23 @@ def cmd_tokens_create(args: argparse.Namespace) -> int:
 
 def cmd_tokens_list(args: argparse.Namespace) -> int:
     rows = tokens.list_tokens(open_monitor(args), local_operator())
-    if args.json:
-        print_json(rows)
-        return EXIT_OK
-    print_table(
-        ["NAME", "STATUS", "SINCE/UNTIL", "SCOPES"],
-        [
+    return json_or(
+        args,
+        rows,
+        lambda: print_table(
+            ["NAME", "STATUS", "SINCE/UNTIL", "SCOPES"],
             [
-                row.name,
-                row.status,
-                row.revoked_at if row.status == "revoked" else row.expires_at,
-                short_scopes(row.scopes),
-            ]
-            for row in rows
-        ],
-        empty="no tokens; create one with: incident-monitor tokens create --name NAME --scopes read,report",
+                [
+                    row.name,
+                    row.status,
+                    row.revoked_at if row.status == "revoked" else row.expires_at,
+                    short_scopes(row.scopes),
+                ]
+                for row in rows
+            ],
+            empty="no tokens; create one with: incident-monitor tokens create --name NAME --scopes read,report",
+        ),
     )
-    return EXIT_OK
 
 
 def cmd_tokens_revoke(args: argparse.Namespace) -> int:
@@ -69,15 +69,18 @@ def cmd_intake_keys_create(args: argparse.Namespace) -> int:
 
 def cmd_intake_keys_list(args: argparse.Namespace) -> int:
     rows = intake_keys.list_intake_keys(open_monitor(args), local_operator())
-    if args.json:
-        print_json(rows)
-        return EXIT_OK
-    print_table(
-        ["KEY", "STATUS", "PROJECT", "SOURCE", "LAST USED"],
-        [[row.key_id, row.status, row.project_id, row.source_id or "*", row.last_used_at or "never"] for row in rows],
-        empty="no intake keys; create one with: incident-monitor intake-keys create --project P [--source S]",
+    return json_or(
+        args,
+        rows,
+        lambda: print_table(
+            ["KEY", "STATUS", "PROJECT", "SOURCE", "LAST USED"],
+            [
+                [row.key_id, row.status, row.project_id, row.source_id or "*", row.last_used_at or "never"]
+                for row in rows
+            ],
+            empty="no intake keys; create one with: incident-monitor intake-keys create --project P [--source S]",
+        ),
     )
-    return EXIT_OK
 
 
 def cmd_intake_keys_disable(args: argparse.Namespace) -> int:

@@ -11,7 +11,6 @@ import argparse
 import base64
 import json
 import os
-import secrets
 import shutil
 import sys
 from importlib.resources import files
@@ -55,12 +54,7 @@ def write_private(path: Path, text: str) -> None:
 
 def _issue_http_token(monitor: Monitor) -> str:
     """A fresh agent token for remote HTTP clients; the one a previous init saved is revoked with its file."""
-    operator = local_operator()
-    for token in tokens.list_tokens(monitor, operator):
-        if token.name.startswith(HTTP_TOKEN_PREFIX) and token.status == "active":
-            tokens.revoke_token(monitor, operator, token.name)
-    name = HTTP_TOKEN_PREFIX + secrets.token_hex(3)
-    return tokens.create_token(monitor, operator, name=name, scopes=sorted(DEFAULT_AGENT_SCOPES)).secret
+    return tokens.reissue_token(monitor, local_operator(), HTTP_TOKEN_PREFIX, sorted(DEFAULT_AGENT_SCOPES)).secret
 
 
 def stdio_args(config: Path, data_dir: Path) -> list[str]:

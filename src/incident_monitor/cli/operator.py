@@ -16,6 +16,7 @@ from incident_monitor.cli.common import (
     EXIT_OK,
     add_command,
     add_group,
+    json_or,
     locate,
     open_monitor,
     print_json,
@@ -83,19 +84,19 @@ def cmd_incidents_list(args: argparse.Namespace) -> int:
         limit=args.limit,
         offset=args.offset,
     )
-    if args.json:
-        print_json(page)
-        return EXIT_OK
-    print_table(
-        ["INCIDENT", "STATUS", "SEVERITY", "SOURCE", "SEEN", "LAST SEEN", "TITLE"],
-        [
-            [i.incident_id, i.status, i.severity, i.source, i.occurrence_count, i.last_seen_at, i.title]
-            for i in page.incidents
-        ],
-        empty=f"no {'' if args.status == 'all' else args.status + ' '}incidents",
-        more=page.next_offset,
+    return json_or(
+        args,
+        page,
+        lambda: print_table(
+            ["INCIDENT", "STATUS", "SEVERITY", "SOURCE", "SEEN", "LAST SEEN", "TITLE"],
+            [
+                [i.incident_id, i.status, i.severity, i.source, i.occurrence_count, i.last_seen_at, i.title]
+                for i in page.incidents
+            ],
+            empty=f"no {'' if args.status == 'all' else args.status + ' '}incidents",
+            more=page.next_offset,
+        ),
     )
-    return EXIT_OK
 
 
 def cmd_incidents_show(args: argparse.Namespace) -> int:
@@ -160,11 +161,7 @@ def cmd_drafts_list(args: argparse.Namespace) -> int:
         limit=args.limit,
         offset=args.offset,
     )
-    if args.json:
-        print_json(page)
-        return EXIT_OK
-    _drafts_table(page.drafts, empty="no drafts", more=page.next_offset)
-    return EXIT_OK
+    return json_or(args, page, lambda: _drafts_table(page.drafts, empty="no drafts", more=page.next_offset))
 
 
 def cmd_drafts_show(args: argparse.Namespace) -> int:
@@ -233,13 +230,8 @@ def cmd_approvals_list(args: argparse.Namespace) -> int:
     page = queries.list_approvals(
         open_monitor(args), local_operator(), status=wanted, limit=args.limit, offset=args.offset
     )
-    if args.json:
-        print_json(page)
-        return EXIT_OK
-    _approvals_table(
-        page.approvals, empty=f"no {'' if args.status == 'all' else args.status + ' '}approvals", more=page.next_offset
-    )
-    return EXIT_OK
+    empty = f"no {'' if args.status == 'all' else args.status + ' '}approvals"
+    return json_or(args, page, lambda: _approvals_table(page.approvals, empty=empty, more=page.next_offset))
 
 
 def cmd_approvals_show(args: argparse.Namespace) -> int:
@@ -351,11 +343,7 @@ def cmd_receipts_list(args: argparse.Namespace) -> int:
         limit=args.limit,
         offset=args.offset,
     )
-    if args.json:
-        print_json(page)
-        return EXIT_OK
-    _receipts_table(page.receipts, empty="no receipts", more=page.next_offset)
-    return EXIT_OK
+    return json_or(args, page, lambda: _receipts_table(page.receipts, empty="no receipts", more=page.next_offset))
 
 
 def cmd_receipts_show(args: argparse.Namespace) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from incident_monitor.cli.common import EXIT_OK, add_command, add_group, open_monitor, print_json
+from incident_monitor.cli.common import EXIT_OK, add_command, add_group, json_or, open_monitor, print_json
 from incident_monitor.cli.table import print_table
 from incident_monitor.policy.principal import local_operator
 from incident_monitor.service import destination_states, status
@@ -40,19 +40,19 @@ def cmd_destinations_enable(args: argparse.Namespace) -> int:
 
 
 def cmd_destinations_list(args: argparse.Namespace) -> int:
-    view = status.get_status(open_monitor(args), local_operator())
-    if args.json:
-        print_json([d for d in view.destinations])
-        return EXIT_OK
-    print_table(
-        ["DESTINATION", "KIND", "READY", "REASONS"],
-        [
-            [d.destination_id, d.kind, "ready" if d.ready else "NOT READY", "; ".join(d.reasons)]
-            for d in view.destinations
-        ],
-        empty="no destinations configured; add [[destinations]] to the config",
+    destinations = status.get_status(open_monitor(args), local_operator()).destinations
+    return json_or(
+        args,
+        list(destinations),
+        lambda: print_table(
+            ["DESTINATION", "KIND", "READY", "REASONS"],
+            [
+                [d.destination_id, d.kind, "ready" if d.ready else "NOT READY", "; ".join(d.reasons)]
+                for d in destinations
+            ],
+            empty="no destinations configured; add [[destinations]] to the config",
+        ),
     )
-    return EXIT_OK
 
 
 def register(sub: Any) -> None:
