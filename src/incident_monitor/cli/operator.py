@@ -36,16 +36,17 @@ def _paging(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--offset", type=int, default=0, help="the next_offset a previous page printed")
 
 
-def _drafts_table(drafts: list[DraftSummary], *, empty: str, more: int | None = None) -> None:
+def _drafts_table(drafts: list[DraftSummary], *, empty: str, more: int | None = None, indent: str = "") -> None:
     print_table(
         ["DRAFT", "STATUS", "SEVERITY", "SOURCE", "UPDATED", "TITLE"],
         [[d.draft_id, d.status, d.severity, d.source, d.updated_at, d.title] for d in drafts],
         empty=empty,
         more=more,
+        indent=indent,
     )
 
 
-def _receipts_table(receipts: list[ReceiptBase], *, empty: str, more: int | None = None) -> None:
+def _receipts_table(receipts: list[ReceiptBase], *, empty: str, more: int | None = None, indent: str = "") -> None:
     print_table(
         ["RECEIPT", "STATUS", "DESTINATION", "DRAFT", "ATTEMPTS", "UPDATED", "EXTERNAL"],
         [
@@ -54,15 +55,17 @@ def _receipts_table(receipts: list[ReceiptBase], *, empty: str, more: int | None
         ],
         empty=empty,
         more=more,
+        indent=indent,
     )
 
 
-def _approvals_table(rows: list[ApprovalRequestBase], *, empty: str, more: int | None = None) -> None:
+def _approvals_table(rows: list[ApprovalRequestBase], *, empty: str, more: int | None = None, indent: str = "") -> None:
     print_table(
         ["APPROVAL", "STATUS", "DRAFT", "DESTINATION", "REQUESTED BY", "EXPIRES", "REASON"],
         [[a.approval_id, a.status, a.draft_id, a.destination_id, a.requested_by, a.expires_at, a.reason] for a in rows],
         empty=empty,
         more=more,
+        indent=indent,
     )
 
 
@@ -127,15 +130,16 @@ def cmd_incidents_show(args: argparse.Namespace) -> int:
     )
     print("detail:\n" + _indented(i.detail))
     print("\ndrafts:")
-    _drafts_table(view.drafts, empty="  (none)")
+    _drafts_table(view.drafts, empty="(none)", indent="    ")
     print("\nreceipts:")
-    _receipts_table(view.receipts, empty="  (none)")
+    _receipts_table(view.receipts, empty="(none)", indent="    ")
     if view.timeline:
         print(f"\ntimeline of run {view.timeline_run_id}:")
         print_table(
             ["#", "AT", "PRINCIPAL", "ACTION", "DECISION"],
             [[e.seq, e.at, e.principal, e.action, e.decision] for e in view.timeline],
             empty="",
+            indent="    ",
         )
     return EXIT_OK
 
@@ -215,9 +219,9 @@ def cmd_drafts_show(args: argparse.Namespace) -> int:
         indent="    ",
     )
     print("\napprovals:")
-    _approvals_table(review.detail.approvals, empty="    (none)")
+    _approvals_table(review.detail.approvals, empty="(none)", indent="    ")
     print("\nreceipts:")
-    _receipts_table(review.detail.receipts, empty="    (none)")
+    _receipts_table(review.detail.receipts, empty="(none)", indent="    ")
     print(f"\nnext step: {review.detail.next_step}")
     return EXIT_OK
 

@@ -35,12 +35,14 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join(lines)
 
 
-def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], *, empty: str, more: int | None = None) -> None:
+def print_table(
+    headers: Sequence[str], rows: Sequence[Sequence[Any]], *, empty: str, more: int | None = None, indent: str = ""
+) -> None:
     """``empty`` is printed instead of a bare header; ``more`` is the next page's offset, if any."""
     if not rows:
-        print(empty)
+        print(indent + empty)
         return
-    print(format_table(headers, rows))
+    print("\n".join(indent + line for line in format_table(headers, rows).splitlines()))
     if more is not None:
         print(f"(more: pass --offset {more})")
 
