@@ -280,6 +280,15 @@ def test_bare_command_prints_help_with_examples(cli: Cli) -> None:
     assert "incident-monitor approvals approve apr_" in done.stdout
 
 
+@pytest.mark.parametrize("group", ["approvals", "intake-keys", "tokens"])
+def test_a_command_group_without_its_subcommand_prints_its_help(cli: Cli, group: str) -> None:
+    done = cli(group)
+
+    assert done.returncode == 0
+    assert done.stdout.startswith(f"usage: incident-monitor {group}")
+    assert f"incident-monitor {group} " in done.stdout.split("example", 1)[1]
+
+
 def _leaf_commands(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
     found: list[tuple[str, ...]] = [path] if path else []
     for action in parser._actions:

@@ -64,7 +64,14 @@ def add_group(sub: Any, name: str, *, help: str, examples: list[str]) -> Any:
         epilog=example_epilog(*examples),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    return group.add_subparsers(dest=f"{name.replace('-', '_')}_command", required=True, metavar="COMMAND")
+    # Without a subcommand the group prints its help (with its examples), like the bare command does.
+    group.set_defaults(func=lambda _args: _print_help(group))
+    return group.add_subparsers(dest=f"{name.replace('-', '_')}_command", metavar="COMMAND")
+
+
+def _print_help(parser: argparse.ArgumentParser) -> int:
+    parser.print_help()
+    return EXIT_OK
 
 
 def add_command(
