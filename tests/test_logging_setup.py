@@ -11,7 +11,10 @@ from pathlib import Path
 import pytest
 
 from cli_helpers import isolate, run_cli
+from conftest import MonitorFactory
 from incident_monitor.logging_setup import CHATTY_LOGGERS, configure_logging
+from incident_monitor.policy.principal import LOCAL_AGENT
+from incident_monitor.service.status import get_status
 
 TIMESTAMP = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"
 
@@ -26,6 +29,26 @@ def _restore_logging() -> Iterator[None]:
     root.setLevel(level)
     for name, saved in levels.items():
         logging.getLogger(name).setLevel(saved)
+
+
+def test_a_governed_call_logs_one_json_line_with_its_fields(
+    capsys: pytest.CaptureFixture[str], make_monitor: MonitorFactory
+) -> None:
+    monitor = make_monitor()
+    configure_logging("INFO", "json")
+
+    get_status(monitor, LOCAL_AGENT)
+
+    entries = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    [entry] = [e for e in entries if e["logger"] == "incident_monitor.audit"]
+    assert (entry["level"], entry["principal"], entry["action"], entry["decision"]) == (
+        "INFO",
+        "local-agent",
+        "get_status",
+        "allow",
+    )
+    assert isinstance(entry["duration_ms"], float)
+    assert re.fullmatch(TIMESTAMP, entry["ts"])
 
 
 def test_json_lines_carry_timestamp_level_logger_message_and_extra_fields(capsys: pytest.CaptureFixture[str]) -> None:
@@ -48,13 +71,15 @@ def test_json_lines_carry_timestamp_level_logger_message_and_extra_fields(capsys
     }
 
 
-def test_text_lines_start_with_a_timestamp_and_end_with_the_extra_fields(capsys: pytest.CaptureFixture[str]) -> None:
+def test_text_lines_start_with_a_timestamp(capsys: pytest.CaptureFixture[str]) -> None:
     configure_logging("INFO", "text")
 
-    logging.getLogger("incident_monitor.audit").info("publish_draft allow", extra={"draft_id": "drf_1"})
+    logging.getLogger("incident_monitor.audit").info(
+        "publish_draft allow draft=%s", "drf_1", extra={"draft_id": "drf_1"}
+    )
 
     [line] = capsys.readouterr().err.splitlines()
-    assert re.fullmatch(TIMESTAMP + r' INFO incident_monitor\.audit: publish_draft allow draft_id="drf_1"', line)
+    assert re.fullmatch(TIMESTAMP + r" INFO incident_monitor\.audit: publish_draft allow draft=drf_1", line)
 
 
 def test_exceptions_are_kept_in_json(capsys: pytest.CaptureFixture[str]) -> None:

@@ -60,13 +60,10 @@ class JsonFormatter(logging.Formatter):
 
 
 class TextFormatter(logging.Formatter):
-    """``2026-11-26T12:00:00.000Z INFO logger: message key=value …``"""
+    """``2026-11-26T12:00:00.000Z INFO logger: message``; ``extra`` fields only in JSON (messages already say them)."""
 
     def format(self, record: logging.LogRecord) -> str:
         line = f"{_timestamp(record)} {record.levelname} {record.name}: {record.getMessage()}"
-        fields = extra_fields(record)
-        if fields:
-            line += " " + " ".join(f"{k}={json.dumps(v, default=str)}" for k, v in fields.items())
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
         return line
