@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from incident_monitor.cli import main
+from incident_monitor.service import self_monitoring
 from incident_monitor.service.monitor import Monitor
 
 LOCATION_VARIABLES = (
@@ -63,8 +64,8 @@ class Workspace:
 
     @contextmanager
     def monitor(self) -> Iterator[Monitor]:
-        """The same data directory and config, opened in-process (real clock, like the CLI)."""
-        opened = Monitor.open(config_path=self.config, data_dir=self.data_dir)
+        """The same data directory and config, opened in-process (real clock, assembled like the CLI)."""
+        opened = self_monitoring.attach(Monitor.open(config_path=self.config, data_dir=self.data_dir))
         try:
             yield opened
         finally:

@@ -29,7 +29,7 @@ from incident_monitor.domain.io import IncidentReport
 from incident_monitor.domain.models import AuditEvent
 from incident_monitor.errors import PermissionDenied
 from incident_monitor.service import approvals, intake, publishing, queries, status, tokens
-from incident_monitor.service.destination_states import disable_destination
+from incident_monitor.service.destination_health import disable_destination
 from incident_monitor.service.monitor import Monitor
 
 SCRIPT = Path(sys.executable).with_name("incident-monitor")

@@ -8,11 +8,11 @@ from typing import Any
 from incident_monitor.cli.common import EXIT_FAILED, EXIT_OK, add_command, add_group, json_or, open_monitor, print_json
 from incident_monitor.cli.table import print_table
 from incident_monitor.policy.principal import local_operator
-from incident_monitor.service import audit_log
+from incident_monitor.service import audit_queries
 
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
-    result = audit_log.verify_audit(open_monitor(args), local_operator())
+    result = audit_queries.verify_audit(open_monitor(args), local_operator())
     if args.json:
         print_json(result)
     elif result.ok:
@@ -26,7 +26,7 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_audit_list(args: argparse.Namespace) -> int:
-    events = audit_log.list_audit_events(
+    events = audit_queries.list_audit_events(
         open_monitor(args), local_operator(), limit=args.limit, subject_id=args.subject
     )
     return json_or(

@@ -12,6 +12,7 @@ from pydantic import BaseModel
 
 from incident_monitor.locations import Locations, find_locations
 from incident_monitor.logging_setup import LOG_FORMATS, LOG_LEVELS
+from incident_monitor.service import self_monitoring
 from incident_monitor.service.monitor import Monitor
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -109,7 +110,7 @@ def locate(args: argparse.Namespace) -> Locations:
 
 def open_monitor(args: argparse.Namespace) -> Monitor:
     """The monitor at the command's locations; closed by ``main`` when the command returns."""
-    monitor = Monitor.at(locate(args))
+    monitor = self_monitoring.attach(Monitor.at(locate(args)))
     args.opened.append(monitor)
     return monitor
 

@@ -27,7 +27,7 @@ from incident_monitor.domain.io import DraftSummary
 from incident_monitor.domain.models import ApprovalRequestBase, ReceiptBase
 from incident_monitor.errors import InvalidTransition
 from incident_monitor.policy.principal import local_operator
-from incident_monitor.service import approvals, incidents, queries, routing
+from incident_monitor.service import approvals, incidents, queries, route_preview
 from incident_monitor.service.monitor import Monitor
 
 
@@ -169,7 +169,7 @@ def cmd_drafts_list(args: argparse.Namespace) -> int:
 
 
 def cmd_drafts_show(args: argparse.Namespace) -> int:
-    review = routing.review_draft(open_monitor(args), local_operator(), args.draft_id)
+    review = route_preview.review_draft(open_monitor(args), local_operator(), args.draft_id)
     if args.json:
         print_json(review)
         return EXIT_OK

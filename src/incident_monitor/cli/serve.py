@@ -26,10 +26,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def _serve_http(args: argparse.Namespace, found: Any) -> int:
     from incident_monitor.server.http_app import HttpOptions, serve_http
+    from incident_monitor.service import self_monitoring
     from incident_monitor.service.monitor import Monitor
 
     try:
-        monitor = Monitor.at(found)
+        monitor = self_monitoring.attach(Monitor.at(found))
     except ConfigError as exc:
         print(f"incident-monitor: cannot start: {exc.message}", file=sys.stderr)
         return EXIT_USAGE

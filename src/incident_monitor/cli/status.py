@@ -8,7 +8,7 @@ from typing import Any
 from incident_monitor.cli.common import EXIT_OK, add_command, add_group, json_or, open_monitor, print_json
 from incident_monitor.cli.table import print_table
 from incident_monitor.policy.principal import local_operator
-from incident_monitor.service import destination_states, status
+from incident_monitor.service import destination_health, status
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -34,7 +34,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_destinations_enable(args: argparse.Namespace) -> int:
-    changed = destination_states.enable_destination(open_monitor(args), local_operator(), args.destination_id)
+    changed = destination_health.enable_destination(open_monitor(args), local_operator(), args.destination_id)
     print(f"destination {args.destination_id} " + ("re-enabled" if changed else "was not disabled"))
     return EXIT_OK
 

@@ -29,7 +29,7 @@ from incident_monitor.domain.transitions import check_incident_transition
 from incident_monitor.errors import InvalidInput, ReportRejected
 from incident_monitor.policy.principal import Principal
 from incident_monitor.policy.redaction import redact_json, redact_text
-from incident_monitor.service import self_monitoring
+from incident_monitor.policy.report_severity import report_severity
 from incident_monitor.service.governed import governed_call
 from incident_monitor.service.monitor import Monitor
 
@@ -226,9 +226,7 @@ def report_incident(monitor: Monitor, principal: Principal, report: IncidentRepo
         if redacted:
             call.notes.append(f"redacted secrets in: {', '.join(redacted)}")
         level = clean.level.lower()
-        severity, note = self_monitoring.report_severity(
-            monitor.config, principal, clean, severity_for(level, clean.risk_level)
-        )
+        severity, note = report_severity(monitor.config, principal, clean, severity_for(level, clean.risk_level))
         if note:
             call.notes.append(note)
         fingerprint = clean.fingerprint or compute_fingerprint(clean)
