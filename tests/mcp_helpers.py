@@ -10,6 +10,7 @@ from mcp import Client
 from mcp.types import CallToolResult
 
 from incident_monitor.policy.principal import Principal
+from incident_monitor.server.errors import ERROR_SHAPE
 from incident_monitor.server.tools import build_mcp_server
 from incident_monitor.service.monitor import Monitor
 
@@ -26,10 +27,12 @@ async def call_ok(client: Client, tool: str, **arguments: Any) -> dict[str, Any]
 
 
 async def call_refused(client: Client, tool: str, **arguments: Any) -> str:
+    """The refusal's text, which must be in the one error shape: ``code: message``."""
     result = await client.call_tool(tool, arguments)
     assert result.is_error, f"{tool} should have been refused, got {result.structured_content}"
-    # Errors raised inside a tool reach the client behind the SDK's prefix; the gate's errors do not.
-    return error_text(result).removeprefix(f"Error executing tool {tool}: ")
+    text = error_text(result)
+    assert ERROR_SHAPE.match(text), f"{tool}'s error is not in the shape 'code: message': {text!r}"
+    return text
 
 
 @asynccontextmanager

@@ -34,7 +34,7 @@ from incident_monitor.errors import MonitorError
 from incident_monitor.policy.principal import Principal
 from incident_monitor.policy.routing import RouteDecision
 from incident_monitor.policy.scopes import ACTION_SCOPES
-from incident_monitor.server.errors import tool_errors
+from incident_monitor.server.errors import ToolErrorShape, tool_errors
 from incident_monitor.server.logging_level import accept_logging_level
 from incident_monitor.server.scope_gate import ScopeGate
 from incident_monitor.service import (
@@ -376,7 +376,7 @@ INSTRUCTIONS = """\
 Incident Monitor: governed incident evidence. Safe sequence: get_status -> preview_route -> report_incident ->
 list_drafts/get_draft -> triage_draft -> request_approval (an operator decides) -> publish_draft -> list_receipts.
 Publish only through publish_draft, never by calling GitHub, Linear, webhooks or other MCP tools yourself.
-Tool errors say what failed and what to call next."""
+Errors read "code: message" and say what to call next."""
 
 
 def build_mcp_server(monitor: Monitor, principal: Callable[[], Principal]) -> MCPServer:
@@ -388,6 +388,7 @@ def build_mcp_server(monitor: Monitor, principal: Callable[[], Principal]) -> MC
         server.add_tool(fn, name=name, annotations=annotations, structured_output=True)
         # ScopeGate only validates arguments: the output schema (half the metadata's cost at start-up) is not needed.
         metadata[name] = func_metadata(fn, structured_output=False)
+    server.middleware.append(ToolErrorShape())
     server.middleware.append(ScopeGate(monitor, principal, metadata))
     _add_inventory_resources(server, monitor, principal)
     accept_logging_level(server)
