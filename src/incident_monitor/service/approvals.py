@@ -12,8 +12,8 @@ from typing import Literal
 from sqlmodel import Session, col, select
 
 from incident_monitor.domain.enums import ApprovalStatus, DraftStatus
-from incident_monitor.domain.io import ApprovalResult
-from incident_monitor.domain.models import ApprovalRequest, ApprovalRequestBase, Draft, new_id
+from incident_monitor.domain.io import ApprovalResult, ApprovalSummary
+from incident_monitor.domain.models import ApprovalRequest, Draft, new_id
 from incident_monitor.domain.transitions import check_draft_transition
 from incident_monitor.errors import (
     InvalidInput,
@@ -57,7 +57,7 @@ def approvals_for(session: Session, draft_id: str, *statuses: ApprovalStatus) ->
 
 def _result(approval: ApprovalRequest, draft: Draft) -> ApprovalResult:
     return ApprovalResult(
-        approval=ApprovalRequestBase.model_validate(approval, from_attributes=True),
+        approval=ApprovalSummary.model_validate(approval, from_attributes=True),
         draft_status=draft.status,
         next_step=draft_next_step(draft),
     )

@@ -10,28 +10,30 @@ from sqlmodel.sql.expression import SelectOfScalar
 from incident_monitor.domain.enums import ApprovalStatus, DraftStatus, IncidentStatus, Severity
 from incident_monitor.domain.io import (
     ApprovalPage,
+    ApprovalSummary,
     DraftDetail,
     DraftPage,
     DraftSummary,
     IncidentDetail,
     IncidentPage,
+    IncidentSummary,
     OccurrenceView,
     ReceiptPage,
+    ReceiptSummary,
+    TimelineEvent,
+    TriageSummary,
 )
 from incident_monitor.domain.models import (
     ApprovalRequest,
     ApprovalRequestBase,
     AuditEvent,
-    AuditEventBase,
     Draft,
     DraftBase,
     Incident,
     IncidentBase,
     IncidentOccurrence,
     Receipt,
-    ReceiptBase,
     TriageRun,
-    TriageRunBase,
 )
 from incident_monitor.errors import InvalidInput, NotFound
 from incident_monitor.policy.principal import Principal
@@ -84,7 +86,7 @@ def run_id_for_draft(session: Session, draft: Draft) -> str | None:
 MAX_TIMELINE_EVENTS = 500
 
 
-def run_timeline(session: Session, run_id: str | None) -> list[AuditEventBase]:
+def run_timeline(session: Session, run_id: str | None) -> list[TimelineEvent]:
     """The audit events of one run, oldest first (the latest MAX_TIMELINE_EVENTS of a very long run)."""
     if not run_id:
         return []
@@ -94,7 +96,7 @@ def run_timeline(session: Session, run_id: str | None) -> list[AuditEventBase]:
         .order_by(col(AuditEvent.seq).desc())
         .limit(MAX_TIMELINE_EVENTS)
     ).all()
-    return [AuditEventBase.model_validate(r, from_attributes=True) for r in reversed(rows)]
+    return [TimelineEvent.model_validate(r, from_attributes=True) for r in reversed(rows)]
 
 
 def draft_summary(draft: Draft) -> DraftSummary:
@@ -134,17 +136,9 @@ def list_incidents(
         )
         rows, next_offset = _page(call.session, query, limit, offset, monitor.config.limits.max_page_size)
         return IncidentPage(
-            incidents=[IncidentBase.model_validate(r, from_attributes=True) for r in rows],
+            incidents=[IncidentSummary.model_validate(r, from_attributes=True) for r in rows],
             next_offset=next_offset,
         )
-
-
-def _receipts_for(
-    session: Session, *, incident_id: str | None = None, draft_id: str | None = None
-) -> list[ReceiptBase]:
-    query = _where_equal(select(Receipt), Receipt, {"incident_id": incident_id, "draft_id": draft_id})
-    rows = session.exec(query.order_by(col(Receipt.created_at).desc()).limit(50)).all()
-    return [ReceiptBase.model_validate(r, from_attributes=True) for r in rows]
 
 
 def get_incident(monitor: Monitor, principal: Principal, incident_id: str) -> IncidentDetail:
@@ -165,7 +159,6 @@ def get_incident(monitor: Monitor, principal: Principal, incident_id: str) -> In
             incident=IncidentBase.model_validate(incident, from_attributes=True),
             drafts=[draft_summary(d) for d in drafts],
             recent_occurrences=[OccurrenceView.model_validate(o, from_attributes=True) for o in occurrences],
-            receipts=_receipts_for(call.session, incident_id=incident_id),
             timeline_run_id=incident.last_run_id,
             timeline=run_timeline(call.session, incident.last_run_id),
         )
@@ -204,9 +197,8 @@ def get_draft(monitor: Monitor, principal: Principal, draft_id: str) -> DraftDet
         ).all()
         return DraftDetail(
             draft=DraftBase.model_validate(draft, from_attributes=True),
-            latest_triage=TriageRunBase.model_validate(triage, from_attributes=True) if triage else None,
-            approvals=[ApprovalRequestBase.model_validate(a, from_attributes=True) for a in approvals],
-            receipts=_receipts_for(call.session, draft_id=draft_id),
+            latest_triage=TriageSummary.model_validate(triage, from_attributes=True) if triage else None,
+            approvals=[ApprovalSummary.model_validate(a, from_attributes=True) for a in approvals],
             next_step=draft_next_step(draft),
         )
 
@@ -227,7 +219,7 @@ def list_receipts(
         )
         rows, next_offset = _page(call.session, query, limit, offset, monitor.config.limits.max_page_size)
         return ReceiptPage(
-            receipts=[ReceiptBase.model_validate(r, from_attributes=True) for r in rows],
+            receipts=[ReceiptSummary.model_validate(r, from_attributes=True) for r in rows],
             next_offset=next_offset,
         )
 

@@ -21,13 +21,12 @@ from incident_monitor.domain.evidence import (
     evidence_digest,
     render_body,
 )
-from incident_monitor.domain.io import TriageResult
+from incident_monitor.domain.io import TriageResult, TriageView
 from incident_monitor.domain.models import (
     ApprovalRequest,
     Incident,
     IncidentOccurrence,
     TriageRun,
-    TriageRunBase,
     new_id,
 )
 from incident_monitor.domain.transitions import check_draft_transition, check_incident_transition
@@ -181,7 +180,8 @@ def triage_draft(monitor: Monitor, principal: Principal, draft_id: str) -> Triag
         session.add(run)
         session.flush()
         return TriageResult(
-            triage_run=TriageRunBase.model_validate(run, from_attributes=True),
+            draft_id=draft.draft_id,
+            triage_run=TriageView.model_validate(run, from_attributes=True),
             draft_status=draft.status,
             evidence_digest=draft.evidence_digest,
             evidence_changed=changed,
