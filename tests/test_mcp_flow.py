@@ -154,6 +154,7 @@ async def test_safe_sequence_publishes_once_with_a_complete_receipt(
         triage = await call_ok(agent, "triage_draft", draft_id=draft_id)
         assert triage["draft_id"] == draft_id and triage["triage_run"]["triage_run_id"]
         assert triage["draft_status"] == "draft"
+        assert triage["next_step"] == f"call request_approval with draft_id={draft_id} and a reason"
         digest = triage["evidence_digest"]
 
         refusal = await call_refused(agent, "publish_draft", draft_id=draft_id)

@@ -13,19 +13,23 @@ from __future__ import annotations
 import difflib
 import json
 import os
+import re
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
+from mcp import Client
 
-from conftest import AGENT, MonitorFactory, flow_config, principal
+from conftest import AGENT, OPERATOR, MonitorFactory, flow_config, principal
 from incident_monitor.policy.scopes import ALL_SCOPES
 from incident_monitor.server.errors import ERROR_SHAPE, error_text
 from incident_monitor.server.tool_schemas import SchemaCycleError, compact_schema
 from incident_monitor.server.tools import TOOL_ANNOTATIONS
 from incident_monitor.service import queries
 from incident_monitor.service.monitor import Monitor
-from mcp_helpers import call_refused, mcp_client
+from mcp_helpers import call_ok, call_refused, mcp_client
 from webhook_receiver import WebhookReceiver
 
 pytestmark = pytest.mark.anyio
@@ -267,3 +271,105 @@ async def test_an_agent_refused_decide_approval_is_sent_to_request_approval(moni
 
     assert "call request_approval" in refusal and "an operator decides" in refusal
     assert "token" not in refusal.split(". ", 1)[1]  # the advice is the call to make, not a credential to ask for
+
+
+# --- next steps lead forward ------------------------------------------------------------------------
+
+NEXT_CALL = re.compile(r"\bcall (\w+)")
+
+
+def next_calls(step: str) -> list[str]:
+    return NEXT_CALL.findall(step)
+
+
+@asynccontextmanager
+async def agent_and_operator(monitor: Monitor) -> AsyncIterator[tuple[Client, Client]]:
+    async with AsyncExitStack() as stack:
+        agent = await stack.enter_async_context(mcp_client(monitor, AGENT))
+        operator = await stack.enter_async_context(mcp_client(monitor, OPERATOR))
+        yield agent, operator
+
+
+async def test_next_steps_walk_the_approval_flow_forward_and_never_repeat_the_call(monitor: Monitor) -> None:
+    steps: list[tuple[str, str]] = []  # (the tool that answered, its next_step)
+    async with agent_and_operator(monitor) as (agent, operator):
+        reported = await call_ok(agent, "report_incident", **RUNTIME_FAILURE)
+        draft_id = reported["draft_id"]
+        steps.append(("report_incident", reported["next_step"]))
+        steps.append(("get_draft", (await call_ok(agent, "get_draft", draft_id=draft_id))["next_step"]))
+        steps.append(("triage_draft", (await call_ok(agent, "triage_draft", draft_id=draft_id))["next_step"]))
+        steps.append(("get_draft", (await call_ok(agent, "get_draft", draft_id=draft_id))["next_step"]))
+        requested = await call_ok(agent, "request_approval", draft_id=draft_id, reason="Every run fails.")
+        steps.append(("request_approval", requested["next_step"]))
+        decided = await call_ok(
+            operator,
+            "decide_approval",
+            approval_id=requested["approval"]["approval_id"],
+            decision="approve",
+            note="Evidence checked.",
+        )
+        steps.append(("decide_approval", decided["next_step"]))
+        published = await call_ok(agent, "publish_draft", draft_id=draft_id)
+        steps.append(("publish_draft", published["next_step"]))
+        steps.append(("get_draft", (await call_ok(agent, "get_draft", draft_id=draft_id))["next_step"]))
+
+    assert [next_calls(step)[0] for _, step in steps] == [
+        "triage_draft",  # after report_incident
+        "triage_draft",  # get_draft of an untriaged draft
+        "request_approval",  # triage knows the route needs approval
+        "preview_route",  # get_draft of a triaged draft: the preview says what comes next
+        "publish_draft",  # once the operator decided
+        "publish_draft",
+        "list_receipts",  # published: the receipt
+        "list_receipts",
+    ]
+    for tool, step in steps:
+        assert tool not in next_calls(step), f"{tool} tells the agent to call {tool} again: {step!r}"
+        assert f"draft_id={draft_id}" in step
+
+
+async def test_a_route_without_approval_goes_from_triage_straight_to_publish(monitor: Monitor) -> None:
+    async with mcp_client(monitor, AGENT) as agent:
+        draft_id = (await call_ok(agent, "report_incident", **LINT_WARNING))["draft_id"]
+        triaged = await call_ok(agent, "triage_draft", draft_id=draft_id)
+
+    assert triaged["next_step"] == f"call publish_draft with draft_id={draft_id}"
+
+
+async def test_a_blocked_route_says_stop_and_why(make_monitor: MonitorFactory) -> None:
+    monitor = make_monitor(flow_config(default_destination=None))  # nothing claims the lint warning
+    async with mcp_client(monitor, AGENT) as agent:
+        draft_id = (await call_ok(agent, "report_incident", **LINT_WARNING))["draft_id"]
+        triaged = await call_ok(agent, "triage_draft", draft_id=draft_id)
+
+    assert triaged["next_step"].startswith("stop: publishing is blocked (")
+    assert "triage_draft" not in next_calls(triaged["next_step"])
+
+
+async def test_a_failed_publish_points_to_the_receipt_and_readiness_before_a_retry(
+    make_monitor: MonitorFactory, webhook_secret: str
+) -> None:
+    # Everything goes to the webhook, and nothing listens at its address.
+    monitor = make_monitor(flow_config(routes=[], default_destination={"destination_id": "ops-webhook"}))
+    async with agent_and_operator(monitor) as (agent, operator):
+        draft_id = (await call_ok(agent, "report_incident", **LINT_WARNING))["draft_id"]
+        requested = await call_ok(agent, "request_approval", draft_id=draft_id, reason="Lint noise, but tracked.")
+        await call_ok(
+            operator, "decide_approval", approval_id=requested["approval"]["approval_id"], decision="approve", note="ok"
+        )
+        failed = await call_ok(agent, "publish_draft", draft_id=draft_id)
+
+    assert failed["draft_status"] == "publish_failed"
+    assert next_calls(failed["next_step"])[0] == "list_receipts"
+    assert "get_status" in failed["next_step"]
+
+
+async def test_a_repeat_report_of_a_draft_further_along_points_to_that_draft(monitor: Monitor) -> None:
+    async with agent_and_operator(monitor) as (agent, _):
+        draft_id = (await call_ok(agent, "report_incident", **RUNTIME_FAILURE))["draft_id"]
+        await call_ok(agent, "request_approval", draft_id=draft_id, reason="Every run fails.")
+        again = await call_ok(agent, "report_incident", **RUNTIME_FAILURE)
+
+    assert again["deduplicated"] is True
+    assert next_calls(again["next_step"]) == ["get_draft"]
+    assert "approval_required" in again["next_step"]

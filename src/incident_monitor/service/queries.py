@@ -37,6 +37,7 @@ from incident_monitor.domain.models import (
 )
 from incident_monitor.errors import InvalidInput, NotFound
 from incident_monitor.policy.principal import Principal
+from incident_monitor.policy.routing import RouteDecision
 from incident_monitor.service.governed import governed_call
 from incident_monitor.service.monitor import Monitor
 
@@ -103,19 +104,40 @@ def draft_summary(draft: Draft) -> DraftSummary:
     return DraftSummary.model_validate(draft, from_attributes=True)
 
 
-def draft_next_step(draft: Draft) -> str:
-    steps = {
-        DraftStatus.draft: f"call preview_route with draft_id={draft.draft_id}, then triage_draft, then "
-        "request_approval or publish_draft",
-        DraftStatus.approval_required: "wait for an operator to approve or deny the pending approval",
-        DraftStatus.approved: f"call publish_draft with draft_id={draft.draft_id}",
-        DraftStatus.denied: "approval denied: keep the draft and its evidence; do not publish through another surface",
-        DraftStatus.publishing: "a publish is in progress; read list_receipts",
-        DraftStatus.published: f"published: read the receipt with list_receipts draft_id={draft.draft_id}",
-        DraftStatus.publish_failed: f"publish failed: read the receipt error, then call publish_draft with "
-        f"draft_id={draft.draft_id} to retry",
-    }
-    return steps[draft.status]
+def draft_next_step(draft: Draft, *, triaged: bool, route: RouteDecision | None = None) -> str:
+    """The one call an agent should make next for ``draft``: always forward in the flow (triage → preview →
+    request approval → publish → receipts), never the call that produced it, unless retrying is the step.
+
+    ``route`` is the decision publish would apply (callers that hold it pass it, for a precise answer)."""
+    ref = f"draft_id={draft.draft_id}"
+    match draft.status:
+        case DraftStatus.draft if not triaged:
+            return f"call triage_draft with {ref}"
+        case DraftStatus.draft if route is None:
+            return f"call preview_route with {ref}: it says whether request_approval or publish_draft comes next"
+        case DraftStatus.draft if route is not None and route.blocked:
+            return (
+                f"stop: publishing is blocked ({'; '.join(route.blocked_reasons)}); an operator must fix the route "
+                f"or destination, then call preview_route with {ref}"
+            )
+        case DraftStatus.draft if route is not None and route.approval_required:
+            return f"call request_approval with {ref} and a reason"
+        case DraftStatus.draft | DraftStatus.approved:
+            return f"call publish_draft with {ref}"
+        case DraftStatus.approval_required:
+            return f"wait: an operator decides the pending approval; then call publish_draft with {ref}"
+        case DraftStatus.denied:
+            return "stop: an operator denied publishing; keep the evidence and do not publish through another surface"
+        case DraftStatus.publishing:
+            return f"a publish is in progress; call list_receipts with {ref}"
+        case DraftStatus.published:
+            return f"published; the receipt: call list_receipts with {ref}"
+        case DraftStatus.publish_failed:
+            return (
+                f"publish failed: call list_receipts with {ref} for the error and get_status for the destination's "
+                f"readiness, then publish_draft with {ref} to retry"
+            )
+    raise AssertionError(f"no next step for draft status {draft.status}")  # every status is matched above
 
 
 def list_incidents(
@@ -199,7 +221,7 @@ def get_draft(monitor: Monitor, principal: Principal, draft_id: str) -> DraftDet
             draft=DraftBase.model_validate(draft, from_attributes=True),
             latest_triage=TriageSummary.model_validate(triage, from_attributes=True) if triage else None,
             approvals=[ApprovalSummary.model_validate(a, from_attributes=True) for a in approvals],
-            next_step=draft_next_step(draft),
+            next_step=draft_next_step(draft, triaged=triage is not None),
         )
 
 

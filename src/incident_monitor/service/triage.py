@@ -34,6 +34,7 @@ from incident_monitor.policy.principal import Principal
 from incident_monitor.service.governed import governed_call
 from incident_monitor.service.monitor import Monitor
 from incident_monitor.service.queries import draft_next_step, get_draft_row, get_incident_row, run_id_for_draft
+from incident_monitor.service.routing import decide_for_draft
 
 _TOKEN = re.compile(r"[a-z][a-z0-9_-]+")
 _VOLATILE = re.compile(r"\b[0-9a-f]{7,64}\b|\d+")
@@ -185,5 +186,5 @@ def triage_draft(monitor: Monitor, principal: Principal, draft_id: str) -> Triag
             draft_status=draft.status,
             evidence_digest=draft.evidence_digest,
             evidence_changed=changed,
-            next_step=draft_next_step(draft),
+            next_step=draft_next_step(draft, triaged=True, route=decide_for_draft(monitor, draft)),
         )
