@@ -7,19 +7,18 @@ each resolving to its own principal, so approvals really come from a different p
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 import pytest
 from mcp import Client
 
+import mcp_helpers
 from conftest import AGENT, OPERATOR, WEBHOOK_SECRET_VARIABLE, MonitorFactory, flow_config, principal
 from incident_monitor.policy.principal import Principal
 from incident_monitor.policy.scopes import ALL_SCOPES, READ
 from incident_monitor.server.tools import TOOL_ANNOTATIONS
 from incident_monitor.service.monitor import Monitor
-from mcp_helpers import call_ok, call_refused, mcp_client
+from mcp_helpers import LINT_WARNING, agent_and_operator, call_ok, call_refused, mcp_client
 from webhook_receiver import WebhookReceiver, delivery_id_for
 
 pytestmark = pytest.mark.anyio
@@ -33,36 +32,15 @@ GOVERNANCE_TOOLS = {
     "build_assessment_report",
     "build_deployment_cards",
 }
-# A runtime failure: routed to the signed webhook, which needs an operator's approval.
+# The shared runtime failure, from one run with its log.
 RUNTIME_FAILURE: dict[str, Any] = {
-    "title": "Agent run failed during Linear sync",
-    "detail": "The workflow could not resolve the Linear MCP capability.",
-    "source": "automation_v2",
-    "event": "automation_v2.run.failed",
-    "level": "error",
-    "route_tags": ["runtime-failure"],
+    **mcp_helpers.RUNTIME_FAILURE,
     "run_id": "run-42",
     "evidence_refs": ["runs/run-42/log.txt"],
-}
-# A low-severity report no route claims: the default destination (telemetry), no approval.
-LINT_WARNING: dict[str, Any] = {
-    "title": "Lint step reported deprecated config keys",
-    "detail": "ruff warned about deprecated settings in pyproject.toml.",
-    "source": "ci",
-    "event": "ci.lint.failed",
-    "level": "warning",
 }
 
 
 # --- helpers ---------------------------------------------------------------------------------------
-
-
-@asynccontextmanager
-async def agent_and_operator(monitor: Monitor) -> AsyncIterator[tuple[Client, Client]]:
-    async with AsyncExitStack() as stack:
-        agent = await stack.enter_async_context(mcp_client(monitor, AGENT))
-        operator = await stack.enter_async_context(mcp_client(monitor, OPERATOR))
-        yield agent, operator
 
 
 async def visible_tools(monitor: Monitor, who: Principal) -> set[str]:

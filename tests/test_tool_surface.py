@@ -14,22 +14,19 @@ import difflib
 import json
 import os
 import re
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
-from mcp import Client
 
-from conftest import AGENT, OPERATOR, MonitorFactory, flow_config, principal
+from conftest import AGENT, MonitorFactory, flow_config, principal
 from incident_monitor.policy.scopes import ALL_SCOPES
 from incident_monitor.server.errors import ERROR_SHAPE, error_text
 from incident_monitor.server.tool_schemas import SchemaCycleError, compact_schema
 from incident_monitor.server.tools import TOOL_ANNOTATIONS
 from incident_monitor.service import queries
 from incident_monitor.service.monitor import Monitor
-from mcp_helpers import call_ok, call_refused, mcp_client
+from mcp_helpers import LINT_WARNING, RUNTIME_FAILURE, agent_and_operator, call_ok, call_refused, mcp_client
 from webhook_receiver import WebhookReceiver
 
 pytestmark = pytest.mark.anyio
@@ -41,22 +38,6 @@ UPDATE_HINT = "If the change is intended, review it, then run: UPDATE_TOOLSNAPS=
 # The default agent's tools/list, in bytes of JSON (issue 10: 39.4 KB before; the target is 16 KB).
 DEFAULT_AGENT_BUDGET = 16_000
 EVERYTHING = principal("everything", *ALL_SCOPES)
-
-RUNTIME_FAILURE: dict[str, Any] = {
-    "title": "Agent run failed during Linear sync",
-    "detail": "The workflow could not resolve the Linear MCP capability.",
-    "source": "automation_v2",
-    "event": "automation_v2.run.failed",
-    "level": "error",
-    "route_tags": ["runtime-failure"],
-}
-# No route claims it: the default destination (telemetry), which needs no approval.
-LINT_WARNING: dict[str, Any] = {
-    "title": "Lint step reported deprecated config keys",
-    "source": "ci",
-    "event": "ci.lint.failed",
-    "level": "warning",
-}
 
 
 async def listed_tools(monitor: Monitor, who: Any) -> list[dict[str, Any]]:
@@ -280,14 +261,6 @@ NEXT_CALL = re.compile(r"\bcall (\w+)")
 
 def next_calls(step: str) -> list[str]:
     return NEXT_CALL.findall(step)
-
-
-@asynccontextmanager
-async def agent_and_operator(monitor: Monitor) -> AsyncIterator[tuple[Client, Client]]:
-    async with AsyncExitStack() as stack:
-        agent = await stack.enter_async_context(mcp_client(monitor, AGENT))
-        operator = await stack.enter_async_context(mcp_client(monitor, OPERATOR))
-        yield agent, operator
 
 
 async def test_next_steps_walk_the_approval_flow_forward_and_never_repeat_the_call(monitor: Monitor) -> None:
