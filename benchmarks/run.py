@@ -29,7 +29,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 import psutil
 from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
@@ -353,7 +353,7 @@ async def post_reports(url: str, key: str, total: int, fingerprint: Callable[[in
 
     The same generator drives the governed server and its floor; every answer must be 200 or 201.
     """
-    parsed = httpx.URL(url)
+    parsed = httpx2.URL(url)
     host, port = parsed.host, parsed.port or 80
     headers = [("x-incident-monitor-intake-key", key)]
     requests = [
@@ -649,7 +649,7 @@ async def bench_publish(work: Path, sizes: Sizes, receiver: Any) -> list[Result]
     # Floor: one signed POST of a similar payload straight to the receiver.
     webhook = Webhook(WEBHOOK_SECRET)
     floor = []
-    async with httpx.AsyncClient() as client:
+    async with httpx2.AsyncClient() as client:
         for i in range(sizes.publishes + 1):
             body = json.dumps({"type": "incident.published", "data": {"title": f"Deploy failed {i}", "detail": DETAIL}})
             msg_id, now = f"msg_bench{i}", datetime.now(UTC)
@@ -695,7 +695,7 @@ def machine() -> dict[str, Any]:
         "uvloop",
         "starlette",
         "pydantic",
-        "httpx",
+        "httpx2",
         "incident-monitor-mcp",
     ):
         try:
