@@ -47,8 +47,8 @@ class ReportResult(BaseModel):
     fingerprint: str
     severity: Severity
     status: IncidentStatus
-    deduplicated: bool = Field(description="Matched an existing incident's fingerprint.")
-    recurrence: bool = Field(description="Reopened a resolved incident.")
+    deduplicated: bool  # matched an existing incident's fingerprint
+    recurrence: bool  # reopened a resolved incident
     occurrence_count: int
     redacted_fields: list[str] = Field(description="Fields where secrets were replaced.")
     next_step: str

@@ -10,7 +10,8 @@ rewritten once, at registration:
 - input: an optional argument whose default is null is simply optional (not ``X or null``);
 - output: no ``default`` and no ``required`` (every field of a result is always present, null when
   empty); no ``type`` where the rest says it (an ``enum`` of strings, a nested object's
-  ``properties``); no ``format: date-time`` (timestamps are the ``*_at`` fields, ISO 8601).
+  ``properties``, an array's ``items``); no ``format: date-time`` (timestamps are the ``*_at``
+  fields, ISO 8601).
 
 Argument and result validation still run on the pydantic models, never on these schemas.
 """
@@ -27,6 +28,8 @@ _SCHEMA_VALUES = ("items", "additionalProperties", "not", "if", "then", "else", 
 _SCHEMA_LISTS = ("anyOf", "allOf", "oneOf", "prefixItems")
 _DEFS_PREFIX = "#/$defs/"
 _NULL = {"type": "null"}
+# (type, has properties, has items) where the keywords already say the type.
+_IMPLIED_TYPES = {("object", True, False), ("array", False, True)}
 
 
 class SchemaCycleError(ValueError):
@@ -87,7 +90,7 @@ def _compact(node: Any, run: _Pass, resolving: tuple[str, ...]) -> Any:
         del result["type"]
     if run.output and result.get("format") == "date-time":
         del result["format"]  # an annotation only; every timestamp is named *_at and is ISO 8601
-    if run.output and result.get("type") == "object" and "properties" in result:
+    if run.output and (str(result.get("type")), "properties" in result, "items" in result) in _IMPLIED_TYPES:
         del result["type"]
     return result
 
