@@ -281,7 +281,7 @@ def test_approve_prints_what_was_approved_and_deny_decides_as_the_local_operator
     assert approved.returncode == 0, approved.stderr
     assert f"approval {to_approve.approval_id}: approved by {OPERATOR.name}" in approved.stdout
     assert f"draft:           {to_approve.draft_id}: {to_approve.title}" in approved.stdout
-    assert "destination:     ops-webhook (route runtime-failures)" in approved.stdout
+    assert "destination:     ops-webhook\n" in approved.stdout
     assert f"evidence digest: {digest}" in approved.stdout
     assert f"publish_draft with draft_id={to_approve.draft_id}" in approved.stdout
     assert denied.returncode == 0, denied.stderr
@@ -407,7 +407,8 @@ def test_incidents_list_and_show(ws: Workspace, published: Published) -> None:
     assert shown.returncode == 0, shown.stderr
     assert "title:" in shown.stdout and "Cache warm-up slow" in shown.stdout
     assert "Stack trace in the run log." in shown.stdout
-    assert published.draft_id in shown.stdout and published.receipt_id in shown.stdout
+    assert published.draft_id in shown.stdout
+    assert f"incident-monitor receipts list --incident {published.incident_id}" in shown.stdout
     detail = json.loads(shown_json.stdout)
     assert detail["incident"]["incident_id"] == published.incident_id
     assert [d["draft_id"] for d in detail["drafts"]] == [published.draft_id]

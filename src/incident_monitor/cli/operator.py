@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from typing import Any
 
 from incident_monitor.cli.common import (
@@ -23,8 +24,8 @@ from incident_monitor.cli.common import (
 )
 from incident_monitor.cli.table import print_fields, print_table
 from incident_monitor.domain.enums import ApprovalStatus, DraftStatus, IncidentStatus, Severity
-from incident_monitor.domain.io import DraftSummary
-from incident_monitor.domain.models import ApprovalRequestBase, ReceiptBase
+from incident_monitor.domain.io import ApprovalSummary, DraftSummary, ReceiptSummary
+from incident_monitor.domain.models import ApprovalRequestBase
 from incident_monitor.errors import InvalidTransition
 from incident_monitor.policy.principal import local_operator
 from incident_monitor.service import approvals, incidents, queries, route_preview
@@ -38,15 +39,15 @@ def _paging(parser: argparse.ArgumentParser) -> None:
 
 def _drafts_table(drafts: list[DraftSummary], *, empty: str, more: int | None = None, indent: str = "") -> None:
     print_table(
-        ["DRAFT", "STATUS", "SEVERITY", "SOURCE", "UPDATED", "TITLE"],
-        [[d.draft_id, d.status, d.severity, d.source, d.updated_at, d.title] for d in drafts],
+        ["DRAFT", "STATUS", "SEVERITY", "UPDATED", "TITLE"],
+        [[d.draft_id, d.status, d.severity, d.updated_at, d.title] for d in drafts],
         empty=empty,
         more=more,
         indent=indent,
     )
 
 
-def _receipts_table(receipts: list[ReceiptBase], *, empty: str, more: int | None = None, indent: str = "") -> None:
+def _receipts_table(receipts: list[ReceiptSummary], *, empty: str, more: int | None = None, indent: str = "") -> None:
     print_table(
         ["RECEIPT", "STATUS", "DESTINATION", "DRAFT", "ATTEMPTS", "UPDATED", "EXTERNAL"],
         [
@@ -59,10 +60,24 @@ def _receipts_table(receipts: list[ReceiptBase], *, empty: str, more: int | None
     )
 
 
-def _approvals_table(rows: list[ApprovalRequestBase], *, empty: str, more: int | None = None, indent: str = "") -> None:
+def _approvals_table(
+    rows: Sequence[ApprovalRequestBase | ApprovalSummary], *, empty: str, more: int | None = None, indent: str = ""
+) -> None:
+    """A full request shows its reason; a draft's approval summaries show the decision note instead."""
     print_table(
-        ["APPROVAL", "STATUS", "DRAFT", "DESTINATION", "REQUESTED BY", "EXPIRES", "REASON"],
-        [[a.approval_id, a.status, a.draft_id, a.destination_id, a.requested_by, a.expires_at, a.reason] for a in rows],
+        ["APPROVAL", "STATUS", "DRAFT", "DESTINATION", "REQUESTED BY", "EXPIRES", "REASON/NOTE"],
+        [
+            [
+                a.approval_id,
+                a.status,
+                a.draft_id,
+                a.destination_id,
+                a.requested_by,
+                a.expires_at,
+                a.reason if isinstance(a, ApprovalRequestBase) else a.decision_note,
+            ]
+            for a in rows
+        ],
         empty=empty,
         more=more,
         indent=indent,
@@ -131,13 +146,12 @@ def cmd_incidents_show(args: argparse.Namespace) -> int:
     print("detail:\n" + _indented(i.detail))
     print("\ndrafts:")
     _drafts_table(view.drafts, empty="(none)", indent="    ")
-    print("\nreceipts:")
-    _receipts_table(view.receipts, empty="(none)", indent="    ")
+    print(f"\nreceipts: incident-monitor receipts list --incident {i.incident_id}")
     if view.timeline:
         print(f"\ntimeline of run {view.timeline_run_id}:")
         print_table(
-            ["#", "AT", "PRINCIPAL", "ACTION", "DECISION"],
-            [[e.seq, e.at, e.principal, e.action, e.decision] for e in view.timeline],
+            ["AT", "PRINCIPAL", "ACTION", "DECISION", "REASONS"],
+            [[e.at, e.principal, e.action, e.decision, "; ".join(e.reasons)] for e in view.timeline],
             empty="",
             indent="    ",
         )
@@ -196,12 +210,8 @@ def cmd_drafts_show(args: argparse.Namespace) -> int:
     else:
         print_fields(
             [
-                ("run", f"{triage.triage_run_id} by {triage.created_by} at {triage.created_at.isoformat()}"),
+                ("run", triage.triage_run_id),
                 ("suggested severity", triage.suggested_severity),
-                ("suggested route tags", triage.suggested_route_tags),
-                ("duplicates", len(triage.duplicate_matches)),
-                ("similar incidents", len(triage.similar_incidents)),
-                ("rate", f"{triage.occurrence_count} occurrences, {triage.occurrences_per_hour:.2f}/hour"),
                 ("summary", triage.evidence_summary),
                 ("findings", "; ".join(triage.findings) or None),
             ],
@@ -221,7 +231,7 @@ def cmd_drafts_show(args: argparse.Namespace) -> int:
     print("\napprovals:")
     _approvals_table(review.detail.approvals, empty="(none)", indent="    ")
     print("\nreceipts:")
-    _receipts_table(review.detail.receipts, empty="(none)", indent="    ")
+    _receipts_table(review.receipts, empty="(none)", indent="    ")
     print(f"\nnext step: {review.detail.next_step}")
     return EXIT_OK
 
@@ -318,7 +328,7 @@ def _decide(args: argparse.Namespace, decision: str) -> int:
     print_fields(
         [
             ("draft", f"{a.draft_id}: {title}"),
-            ("destination", f"{a.destination_id} (route {a.route_id or 'default destination'})"),
+            ("destination", a.destination_id),
             ("evidence digest", a.evidence_digest),
             ("next step", result.next_step),
         ],
