@@ -170,6 +170,10 @@ class RateLimitSettings(_Strict):
     principal_burst: int = Field(120, ge=1, le=1_000_000)
     intake_key_per_minute: float = Field(120, gt=0, le=1_000_000)
     intake_key_burst: int = Field(30, ge=1, le=1_000_000)
+    # Refused intake credentials (401) per client address: past the burst, the address gets 429 without its
+    # key being checked, so keys cannot be guessed at speed. Clients behind one proxy share a bucket.
+    unauthenticated_per_minute: float = Field(30, gt=0, le=1_000_000)
+    unauthenticated_burst: int = Field(10, ge=1, le=1_000_000)
 
 
 class HttpSettings(_Strict):
