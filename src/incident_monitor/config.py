@@ -162,6 +162,22 @@ class JwtSettings(_Strict):
             raise ValueError("jwks_url is on loopback: set allow_private_networks = true for a local identity provider")
         return self
 
+    @model_validator(mode="after")
+    def _one_algorithm_family(self) -> JwtSettings:
+        # HS* beside RS*/ES*/PS*/EdDSA invites key confusion: a public key used as an HMAC secret.
+        if not self.algorithms:
+            raise ValueError('algorithms: list at least one, e.g. ["RS256", "ES256"]')
+        symmetric = sorted(a for a in self.algorithms if a.upper().startswith("HS"))
+        if symmetric and len(symmetric) < len(self.algorithms):
+            asymmetric = sorted(set(self.algorithms) - set(symmetric))
+            raise ValueError(
+                f"algorithms: do not mix symmetric {symmetric} with asymmetric {asymmetric} (a public key could "
+                "then sign as an HMAC secret); list only the asymmetric ones your identity provider uses"
+            )
+        if any(a.lower() == "none" for a in self.algorithms):
+            raise ValueError('algorithms: "none" accepts unsigned tokens; remove it')
+        return self
+
 
 class RateLimitSettings(_Strict):
     """Token buckets: ``per_minute`` refill rate and ``burst`` capacity."""
