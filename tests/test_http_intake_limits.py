@@ -367,3 +367,34 @@ def test_configured_hosts_and_origins_are_allowed_on_the_intake_and_health_route
     assert host.status_code == 200
     assert origin.status_code == 200
     assert other_port.status_code == 421  # "host" without ":*" is that exact Host only, as on the MCP routes
+
+
+# --- a failing store is a 503 that says so, never a 500 ------------------------------------------------
+
+
+def test_a_store_failure_during_intake_or_token_checks_is_503_not_500(
+    url: str, key: str, monitor: Monitor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    from incident_monitor.server import auth, intake_endpoint
+
+    def store_down(*_: object) -> object:
+        raise OperationalError("SELECT secret FROM keys", {"p": CANARY}, Exception("disk I/O error"))
+
+    with httpx2.Client(timeout=30) as client:
+        monkeypatch.setattr(intake_endpoint, "report_for_project", store_down)
+        report = send_raw(url, json.dumps(body()).encode(), key, client=client)
+        monkeypatch.setattr(intake_endpoint, "authenticate_intake_key", store_down)
+        lookup = send_raw(url, json.dumps(body()).encode(), key, client=client)
+        monkeypatch.setattr(auth, "authenticate_token", store_down)
+        mcp = client.post(f"{url}/mcp", json={}, headers={"Authorization": "Bearer imt_" + "H" * 43})
+    for response in (report, lookup):
+        assert response.status_code == 503
+        assert response.json() == {
+            "error": "unavailable",
+            "message": "the monitor could not record the report; retry later",
+        }
+    assert mcp.status_code == 503
+    assert mcp.json()["error"] == "temporarily_unavailable"
+    assert all(CANARY not in r.text and "SELECT" not in r.text for r in (report, lookup, mcp))
