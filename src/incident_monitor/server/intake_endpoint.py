@@ -49,6 +49,12 @@ def _error(status: int, code: str, message: str, headers: dict[str, str] | None 
     return JSONResponse({"error": code, "message": message}, status_code=status, headers=headers)
 
 
+def _rate_limited(why: str, retry_after: int) -> JSONResponse:
+    return _error(
+        429, "rate_limited", f"{why}; retry after {retry_after} s (http.rate_limits)", {"retry-after": str(retry_after)}
+    )
+
+
 class _TooLarge(Exception):
     pass
 
@@ -107,12 +113,7 @@ class IntakeEndpoint:
         retry_after = self.unauthenticated.blocked(address)
         if retry_after is not None:
             # Checked before the key: a guessed key gets the same answer whether or not it is right.
-            return _error(
-                429,
-                "rate_limited",
-                f"too many refused intake keys from this address; retry after {retry_after} s (http.rate_limits)",
-                {"retry-after": str(retry_after)},
-            )
+            return _rate_limited("too many refused intake keys from this address", retry_after)
         outcome = await self._authenticate(request)
         if isinstance(outcome, Response):
             if outcome.status_code == 401:
@@ -147,12 +148,7 @@ class IntakeEndpoint:
             return _unavailable(exc)
         retry_after = self.limiter.retry_after(f"intake-key:{key.key_id}")
         if retry_after is not None:
-            return _error(
-                429,
-                "rate_limited",
-                f"too many reports with this key; retry after {retry_after} s (http.rate_limits)",
-                {"retry-after": str(retry_after)},
-            )
+            return _rate_limited("too many reports with this key", retry_after)
         return key
 
     async def _read(self, request: Request) -> bytes | Response:
