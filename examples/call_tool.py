@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("tool")
     parser.add_argument("arguments", nargs="*", help="name=value pairs")
-    parser.add_argument("--get", default=None, help="print only this field of the result")
+    parser.add_argument("--get", default=None, help="print only this field of the result (a.b for nested ones)")
     parser.add_argument("--url", default="http://127.0.0.1:8000/mcp")
     args = parser.parse_args(argv)
     ok, result = anyio.run(call, args.url, os.environ.get("INCIDENT_MONITOR_TOKEN"), args.tool, tool_arguments(args.arguments))
@@ -62,7 +62,9 @@ def main(argv: list[str] | None = None) -> int:
         print(result, file=sys.stderr)
         return 1
     if args.get is not None:
-        value = result.get(args.get) if isinstance(result, dict) else None
+        value: Any = result
+        for key in args.get.split("."):  # receipt.status reaches into a nested result
+            value = value.get(key) if isinstance(value, dict) else None
         if value is None:
             print(f"{args.tool} returned no field {args.get!r}; it returned: {json.dumps(result)}", file=sys.stderr)
             return 1

@@ -8,6 +8,9 @@ The line right before its fence may say how the docs test treats it:
     <!-- docs-test: not run, needs REASON -->     not run here; REASON names the outside credentials or
                                                   program it needs (a GitHub token, Claude Code, …)
 
+The background marker may end with ``; skip "COMMAND" because REASON`` to leave out one line of the
+block (the README's ``make test`` is the suite itself: .ci/run runs it).
+
 Anything else runs in the foreground and must exit 0. The blocks of one page run in order in one
 shell, so a variable set in one block is there in the next.
 """
@@ -20,7 +23,10 @@ from pathlib import Path
 
 SHELL_LANGUAGES = frozenset({"sh", "bash", "shell", "console"})
 _FENCE = re.compile(r"^(?P<indent> {0,3})(?P<fence>`{3,}|~{3,})(?P<info>[^`]*)$")
-_BACKGROUND = re.compile(r'<!--\s*docs-test:\s*background until "(?P<ready>[^"]+)"\s*-->')
+_BACKGROUND = re.compile(
+    r'<!--\s*docs-test:\s*background until "(?P<ready>[^"]+)"'
+    r'(?:\s*;\s*skip "(?P<skip>[^"]+)" because (?P<why>[^>]+?))?\s*-->'
+)
 _NOT_RUN = re.compile(r"<!--\s*docs-test:\s*not run, needs (?P<reason>[^>]+?)\s*-->")
 _MARKER = re.compile(r"<!--\s*docs-test:")
 
@@ -32,6 +38,16 @@ class CommandBlock:
     text: str
     background_until: str | None = None
     not_run_because: str | None = None
+    skipped_line: str | None = None  # a line of the block that is not run (with skip_reason)
+    skip_reason: str | None = None
+
+    @property
+    def run_text(self) -> str:
+        """The block as run: as printed, less its skipped line."""
+        if self.skipped_line is None:
+            return self.text
+        kept = [line for line in self.text.splitlines() if line.split(" #")[0].strip() != self.skipped_line]
+        return "\n".join(kept)
 
     @property
     def where(self) -> str:
@@ -42,7 +58,7 @@ class CommandBlock:
         """Commands in the block: lines that are not blank, comments or continuations."""
         count = 0
         continued = False
-        for raw in self.text.splitlines():
+        for raw in self.run_text.splitlines():
             line = raw.strip()
             if not continued and line and not line.startswith("#"):
                 count += 1
@@ -84,7 +100,17 @@ def _block(page: Path, lines: list[str], fence_index: int, text: str) -> Command
     if not _MARKER.search(marker):
         return CommandBlock(page, fence_index + 1, text)
     if background := _BACKGROUND.search(marker):
-        return CommandBlock(page, fence_index + 1, text, background_until=background["ready"])
+        skipped = background["skip"]
+        if skipped is not None and skipped not in [line.split(" #")[0].strip() for line in text.splitlines()]:
+            raise MalformedDocs(f"{page}:{before + 1}: the marker skips {skipped!r}, which the block does not hold")
+        return CommandBlock(
+            page,
+            fence_index + 1,
+            text,
+            background_until=background["ready"],
+            skipped_line=skipped,
+            skip_reason=background["why"],
+        )
     if not_run := _NOT_RUN.search(marker):
         return CommandBlock(page, fence_index + 1, text, not_run_because=not_run["reason"])
     raise MalformedDocs(
@@ -107,10 +133,10 @@ def shell_script(blocks: list[CommandBlock], *, ready_timeout_seconds: int = 180
             continue
         parts.append(f"echo '>>> docs block {block.where}' >&2")
         if block.background_until is None:
-            parts.append(block.text)
+            parts.append(block.run_text)
             continue
         log = f"background-{number}.log"
-        parts.append(f"setsid bash -c {_quote(block.text)} > {log} 2>&1 &")
+        parts.append(f"setsid bash -c {_quote(block.run_text)} > {log} 2>&1 &")
         parts.append('background+=("$!")')
         parts.append(
             f"for _ in $(seq {ready_timeout_seconds * 5}); do grep -qF {_quote(block.background_until)} {log} && break; "

@@ -121,3 +121,16 @@ def test_the_commands_on_the_page_run_as_printed(page: Path, tmp_path: Path, rec
         f"{page.relative_to(ROOT)}: a command failed (exit {result.returncode})\n"
         f"--- stdout (last 4000) ---\n{result.stdout[-4000:]}\n--- stderr (last 4000) ---\n{result.stderr[-4000:]}"
     )
+
+
+def test_every_code_fence_names_its_language() -> None:
+    """So a shell command cannot hide in an untyped fence: commands are ```sh, output and layouts ```text."""
+    for page in PAGES:
+        lines = page.read_text(encoding="utf-8").splitlines()
+        inside = False
+        for number, line in enumerate(lines, 1):
+            if not line.startswith("```"):
+                continue
+            if not inside:
+                assert line.strip("`").strip(), f"{page.relative_to(ROOT)}:{number}: name the fence's language"
+            inside = not inside
