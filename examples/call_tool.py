@@ -57,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--get", default=None, help="print only this field of the result (a.b for nested ones)")
     parser.add_argument("--url", default="http://127.0.0.1:8000/mcp")
     args = parser.parse_args(argv)
-    ok, result = anyio.run(call, args.url, os.environ.get("INCIDENT_MONITOR_TOKEN"), args.tool, tool_arguments(args.arguments))
+    token = os.environ.get("INCIDENT_MONITOR_TOKEN")
+    ok, result = anyio.run(call, args.url, token, args.tool, tool_arguments(args.arguments))
     if not ok:
         print(result, file=sys.stderr)
         return 1

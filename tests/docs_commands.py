@@ -138,10 +138,11 @@ def shell_script(blocks: list[CommandBlock], *, ready_timeout_seconds: int = 180
         log = f"background-{number}.log"
         parts.append(f"setsid bash -c {_quote(block.run_text)} > {log} 2>&1 &")
         parts.append('background+=("$!")')
+        ready = _quote(block.background_until)
+        exited = f'{{ cat {log} >&2; echo "{block.where} exited" >&2; exit 1; }}'
         parts.append(
-            f"for _ in $(seq {ready_timeout_seconds * 5}); do grep -qF {_quote(block.background_until)} {log} && break; "
-            f'kill -0 "${{background[-1]}}" 2>/dev/null || {{ cat {log} >&2; echo "{block.where} exited" >&2; exit 1; }}; '
-            "sleep 0.2; done"
+            f"for _ in $(seq {ready_timeout_seconds * 5}); do grep -qF {ready} {log} && break; "
+            f'kill -0 "${{background[-1]}}" 2>/dev/null || {exited}; sleep 0.2; done'
         )
         parts.append(
             f"grep -qF {_quote(block.background_until)} {log} || "

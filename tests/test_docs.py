@@ -15,6 +15,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+
 from docs_commands import CommandBlock, command_blocks, shell_script
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,7 +40,7 @@ def test_the_readme_is_short_and_opens_with_the_two_set_up_commands() -> None:
 
 def test_every_command_block_runs_or_names_what_it_needs() -> None:
     blocks = _blocks()
-    for page, found in blocks.items():
+    for found in blocks.values():
         for block in found:
             if block.not_run_because is not None:
                 assert len(block.not_run_because) >= 10, f"{block.where}: say what the block needs"
