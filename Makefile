@@ -8,7 +8,7 @@ NODE_STAMP := $(NODE_TOOLS)/node_modules/.installed-stamp
 
 PORT ?= 8000
 
-.PHONY: run demo test lint bench
+.PHONY: run demo test lint bench browser
 # Serve HTTP on 127.0.0.1:$(PORT) with examples/config.toml; prints the URL, a fresh agent token and the Inspector command.
 run: $(STAMP)
 	$(VENV)/bin/python examples/serve_http.py --port $(PORT)
@@ -18,7 +18,7 @@ demo: $(STAMP)
 	$(VENV)/bin/python examples/agent_flow.py
 
 # Lint, then the whole suite. pytest's exit 5 ("no tests collected") is a failure, not a pass.
-test: $(STAMP) $(NODE_STAMP)
+test: $(STAMP) $(NODE_STAMP) browser
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/python -m pytest; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; exit $$rc
@@ -27,6 +27,12 @@ test: $(STAMP) $(NODE_STAMP)
 bench: $(STAMP)
 	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check -e '.[bench]'
 	$(VENV)/bin/python -m benchmarks $(if $(QUICK),--quick)
+
+# The console's browser tests drive Debian's headless Chromium through Playwright (which cannot
+# download a browser of its own here): installed once when missing, quietly.
+browser:
+	@command -v chromium-headless-shell >/dev/null || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium-headless-shell >/dev/null)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
