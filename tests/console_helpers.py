@@ -47,7 +47,7 @@ class Served:
 @contextmanager
 def serve(make_monitor: MonitorFactory, clock: FakeClock) -> Iterator[Served]:
     """The HTTP app on 127.0.0.1 over a fresh monitor, with tokens for "ops" (operator) and "viewer" (read)."""
-    monitor = make_monitor(flow_config())
+    monitor = make_monitor(flow_config(projects=[{"id": "demo", "sources": ["ci"]}]))
     operator = create_token(monitor, OPERATOR, name="ops", scopes=OPERATOR_SCOPES).secret
     viewer = create_token(monitor, OPERATOR, name="viewer", scopes=["read"]).secret
     with http_server(monitor) as base:
