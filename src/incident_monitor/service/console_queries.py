@@ -126,8 +126,15 @@ def _clean_text(name: str, value: str | None) -> str | None:
     return value
 
 
-def _filtered(query: SelectOfScalar[Any], filters: IncidentFilters, *, with_severity: bool) -> SelectOfScalar[Any]:
-    if filters.status is StatusFilter.active:
+def _filtered(
+    query: SelectOfScalar[Any], filters: IncidentFilters, *, with_severity: bool, time_ordered: bool = False
+) -> SelectOfScalar[Any]:
+    """``time_ordered``: the query is ordered by last seen without a severity, so "active" is written as
+    ``status != resolved`` (the same rows): an IN over statuses leads planners to the status index and a
+    sort of every active row, where walking the last-seen index stops after one page."""
+    if filters.status is StatusFilter.active and time_ordered:
+        query = query.where(Incident.status != IncidentStatus.resolved)
+    elif filters.status is StatusFilter.active:
         query = query.where(col(Incident.status).in_(ACTIVE_STATUSES))
     elif filters.status is not StatusFilter.all:
         query = query.where(Incident.status == IncidentStatus(filters.status.value))
@@ -145,6 +152,11 @@ def _filtered(query: SelectOfScalar[Any], filters: IncidentFilters, *, with_seve
         # LIKE with the user's % and _ escaped; lower() on both sides works on every store.
         query = query.where(col(Incident.title).icontains(text, autoescape=True))
     return query
+
+
+def _count(session: Session, filters: IncidentFilters, severity: Severity) -> int:
+    query = _filtered(select(func.count()), filters, with_severity=False).where(Incident.severity == severity)
+    return int(session.exec(query).one())
 
 
 _NEWEST_FIRST = (col(Incident.last_seen_at).desc(), col(Incident.incident_id).desc())
@@ -198,17 +210,16 @@ def list_incident_view(
         if offset < 0:
             raise InvalidInput("offset: must be 0 or more")
         session = call.session
-        grouped = session.exec(
-            _filtered(select(Incident.severity, func.count()), filters, with_severity=False).group_by(Incident.severity)
-        ).all()
-        counts = {severity: 0 for severity in SEVERITY_ORDER}
-        counts.update({Severity(severity): int(n) for severity, n in grouped})
+        # One count per severity: each walks one index range; a GROUP BY over the same rows sorts them all.
+        counts = {severity: _count(session, filters, severity) for severity in SEVERITY_ORDER}
         selected = {filters.severity: counts[filters.severity]} if filters.severity else counts
         total = sum(selected.values())
         if sort is IncidentSort.severity:
             rows = _severity_page(session, filters, selected, limit, offset)
         else:
-            query = _filtered(select(Incident), filters, with_severity=True).order_by(*_ordered(sort))
+            query = _filtered(select(Incident), filters, with_severity=True, time_ordered=True).order_by(
+                *_ordered(sort)
+            )
             rows = list(session.exec(query.offset(offset).limit(limit)).all())
         return IncidentListView(
             incidents=[IncidentBase.model_validate(r, from_attributes=True) for r in rows],

@@ -140,6 +140,7 @@ def _short_scope(scope: str) -> str:
 def template_environment() -> Environment:
     env = Environment(
         loader=FileSystemLoader(HERE / "templates"),
+        auto_reload=False,  # templates ship with the package: no stat per render
         autoescape=True,  # every template, every value: titles and details are hostile input
         undefined=StrictUndefined,
         trim_blocks=True,
