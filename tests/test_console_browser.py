@@ -479,13 +479,17 @@ def test_incident_list_and_approvals_refresh_without_a_reload(page: Page, served
     page.evaluate("window.__stayed = true")
     served.clock.advance(minutes=1)
     served.report("Arrived while watching", level="critical")
-    expect(page.locator("tr.incident td.title a", has_text="Arrived while watching")).to_be_visible(timeout=20_000)
+    expect(page.locator("tr.incident td.title a", has_text="Arrived while watching")).to_be_visible(timeout=25_000)
     assert listed_titles(page)[0] == "Arrived while watching"
     assert page.evaluate("window.__stayed") is True  # the same document: polled, not reloaded
 
+    _, waiting_id = served.pending_approval("Waiting in the queue")
     page.click("header nav a:has-text('Approvals')")
-    expect(page.locator("#no-approvals")).to_be_visible()
     page.evaluate("window.__stayed = true")
+    page.locator(f"#approval-{waiting_id} textarea").fill("half-written note")
+    served.clock.advance(minutes=1)
     _, approval_id = served.pending_approval("Arrived in the queue")
-    expect(page.locator(f"#approval-{approval_id}")).to_be_visible(timeout=20_000)
+    expect(page.locator(f"#approval-{approval_id}")).to_be_visible(timeout=25_000)
     assert page.evaluate("window.__stayed") is True
+    # The note being typed survived the refresh (hx-preserve).
+    expect(page.locator(f"#approval-{waiting_id} textarea")).to_have_value("half-written note")

@@ -81,8 +81,8 @@ SECURITY_HEADERS = [
     (b"referrer-policy", b"same-origin"),
     (b"x-frame-options", b"DENY"),
 ]
-# How often the incident list and approvals queue poll (seconds).
-POLL_SECONDS = 5
+# How often the incident list and approvals queue poll (seconds). Each poll is an audited read.
+POLL_SECONDS = 10
 MANUAL_SOURCE = "console"
 MANUAL_EVENT = "console.escalation"
 # Messages after an action (by code, so nothing a request supplies is echoed into the page).
@@ -181,7 +181,7 @@ class Visitor:
 
 
 class Refused(Exception):
-    """A request refused before any service call: a response to send, and whether to audit it."""
+    """A request refused before any service call (sign-in needed, bad Host, forged POST): its response."""
 
     def __init__(self, response: Response) -> None:
         self.response = response
