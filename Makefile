@@ -9,11 +9,13 @@ NODE_STAMP := $(NODE_TOOLS)/node_modules/.installed-stamp
 PORT ?= 8000
 
 .PHONY: run demo test lint bench browser
-# Serve HTTP on 127.0.0.1:$(PORT) with examples/config.toml; prints the URL, a fresh agent token and the Inspector command.
+# Serve HTTP on 127.0.0.1:$(PORT) with examples/config.toml and the example webhook receiver (a free port) in the same
+# process, so every route publishes; prints the URL, the agent token (kept in the data dir across runs), where published
+# evidence lands, and the operator and Inspector commands.
 run: $(STAMP)
 	$(VENV)/bin/python examples/serve_http.py --port $(PORT)
 
-# The governed flow played end to end over stdio (examples/agent_flow.py).
+# The governed flow played end to end over stdio (examples/agent_flow.py; its receiver takes a free port).
 demo: $(STAMP)
 	$(VENV)/bin/python examples/agent_flow.py
 

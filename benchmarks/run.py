@@ -29,7 +29,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 import psutil
 from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
@@ -355,7 +355,7 @@ async def post_reports(url: str, key: str, total: int, fingerprint: Callable[[in
 
     The same generator drives the governed server and its floor; every answer must be 200 or 201.
     """
-    parsed = httpx.URL(url)
+    parsed = httpx2.URL(url)
     host, port = parsed.host, parsed.port or 80
     headers = [("x-incident-monitor-intake-key", key)]
     requests = [
@@ -651,7 +651,7 @@ async def bench_publish(work: Path, sizes: Sizes, receiver: Any) -> list[Result]
     # Floor: one signed POST of a similar payload straight to the receiver.
     webhook = Webhook(WEBHOOK_SECRET)
     floor = []
-    async with httpx.AsyncClient() as client:
+    async with httpx2.AsyncClient() as client:
         for i in range(sizes.publishes + 1):
             body = json.dumps({"type": "incident.published", "data": {"title": f"Deploy failed {i}", "detail": DETAIL}})
             msg_id, now = f"msg_bench{i}", datetime.now(UTC)
@@ -719,7 +719,7 @@ def console_fixture(work: Path, data_dir: Path, stored: int) -> tuple[str, str]:
 async def get_pages(base: str, paths: list[str], token: str | None) -> tuple[list[float], float]:
     """GET each path in turn on one keep-alive connection (a person's browser, not a load test)."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    async with httpx.AsyncClient(base_url=base, headers=headers) as client:
+    async with httpx2.AsyncClient(base_url=base, headers=headers) as client:
 
         async def get(i: int) -> None:
             response = await client.get(paths[i])
@@ -745,7 +745,7 @@ async def bench_console(work: Path, sizes: Sizes) -> list[Result]:
         base = f"http://127.0.0.1:{port}"
         for name, path in (("list", "/console/"), ("detail", f"/console/incidents/{incident_id}")):
             runs[name] = await get_pages(base, [path] * n, token)
-            async with httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {token}"}) as client:
+            async with httpx2.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {token}"}) as client:
                 sizes_bytes[name] = len((await client.get(path)).content)
     port = free_port()
     with http_process(floor_command("static-page", str(port), str(sizes_bytes["list"])), env, port, work / "floor.log"):
@@ -785,7 +785,7 @@ def machine() -> dict[str, Any]:
         "uvloop",
         "starlette",
         "pydantic",
-        "httpx",
+        "httpx2",
         "incident-monitor-mcp",
     ):
         try:

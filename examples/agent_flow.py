@@ -1,7 +1,8 @@
 """The governed flow, end to end, as an agent and an operator would live it.
 
-Starts a local webhook receiver, spawns the Incident Monitor over stdio (the console script, the
-example config, a SQLite file in the data directory), and plays an agent through the safe sequence:
+Starts a local webhook receiver (on a free port unless --port is given), spawns the Incident Monitor
+over stdio (the console script, the example config with the webhook pointed at that receiver, a
+SQLite file in the data directory), and plays an agent through the safe sequence:
 
     get_status -> preview_route -> report_incident -> list_drafts -> triage_draft
     -> publish_draft (refused: approval required) -> request_approval
@@ -10,7 +11,7 @@ example config, a SQLite file in the data directory), and plays an agent through
 Then the operator verifies the audit chain and resolves the incident, so running it again shows a
 recurrence reopening the incident and going through the gates again.
 
-    python examples/agent_flow.py [--data-dir .incident-monitor]
+    python examples/agent_flow.py [--data-dir .incident-monitor] [--port 0]
 """
 
 from __future__ import annotations
@@ -22,10 +23,8 @@ import os
 import shutil
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import anyio
 from mcp import Client, StdioServerParameters
@@ -35,6 +34,7 @@ from webhook_receiver import WebhookReceiver
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "examples" / "config.toml"
 SECRET_VARIABLE = "INCIDENT_MONITOR_WEBHOOK_SECRET"
+URL_VARIABLE = "INCIDENT_MONITOR_WEBHOOK_URL"  # examples/config.toml reads the webhook's URL from it
 
 
 def console_script() -> str:
@@ -238,19 +238,16 @@ async def play(data_dir: Path, receiver: WebhookReceiver, env: dict[str, str]) -
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", type=Path, default=ROOT / ".incident-monitor")
+    parser.add_argument("--port", type=int, default=0, help="the webhook receiver's port (default: a free one)")
     args = parser.parse_args()
 
-    config = tomllib.loads(CONFIG.read_text())
-    webhook = next(d for d in config["destinations"] if d["kind"] == "webhook")
-    url = urlparse(webhook["url"])
     secret = os.environ.get(SECRET_VARIABLE) or "whsec_" + base64.b64encode(os.urandom(24)).decode()
-    env = {**os.environ, SECRET_VARIABLE: secret}
-    env.pop("INCIDENT_MONITOR_TOKEN", None)  # the agent here is the local agent principal
-
     try:
-        receiver = WebhookReceiver(secret, path=url.path, port=url.port or 80)
+        receiver = WebhookReceiver(secret, port=args.port)
     except OSError as exc:
-        sys.exit(f"cannot start the webhook receiver on {url.netloc}: {exc} (is another demo running?)")
+        sys.exit(f"cannot start the webhook receiver on 127.0.0.1:{args.port}: {exc} (is another demo running?)")
+    env = {**os.environ, SECRET_VARIABLE: secret, URL_VARIABLE: receiver.url}
+    env.pop("INCIDENT_MONITOR_TOKEN", None)  # the agent here is the local agent principal
     with receiver:
         print(f"webhook receiver listening on {receiver.url}; data directory {args.data_dir}")
         anyio.run(play, args.data_dir, receiver, env)

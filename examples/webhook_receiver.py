@@ -8,6 +8,9 @@ are used, so a plain script can use it too::
         ...  # publish to receiver.url
         assert len(receiver.unique_webhook_ids()) == 1
 
+With ``log_path`` every verified delivery is also appended to that file as one JSON line (what
+``make run`` shows as the place published evidence lands).
+
 Knobs simulate unhealthy receivers: ``fail_first`` answers ``fail_status`` (with an optional
 ``Retry-After``) to the first requests; ``delay_first_seconds`` makes the first request answer late,
 after it has been recorded, as a real receiver that got the delivery but answered too slowly.
@@ -19,7 +22,9 @@ import hashlib
 import json
 import threading
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from types import TracebackType
 from typing import Any, cast
 
@@ -55,8 +60,10 @@ class WebhookReceiver:
         retry_after: str | None = None,
         delay_first_seconds: float = 0.0,
         port: int = 0,
+        log_path: Path | None = None,
     ) -> None:
         self.path = path
+        self.log_path = log_path
         self.fail_first = fail_first
         self.fail_status = fail_status
         self.retry_after = retry_after
@@ -133,7 +140,16 @@ class WebhookReceiver:
         webhook_id = headers["webhook-id"]
         with self._lock:
             self.deliveries.append(Delivery(webhook_id, headers["webhook-timestamp"], payload, headers, body))
+            if self.log_path is not None:
+                self._append_to_log(webhook_id, payload)
         return _Answer(200, {"id": delivery_id_for(webhook_id), "received": True})
+
+    def _append_to_log(self, webhook_id: str, payload: Any) -> None:
+        assert self.log_path is not None
+        line = {"received_at": datetime.now(UTC).isoformat(), "webhook_id": webhook_id, "payload": payload}
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("a", encoding="utf-8") as file:
+            file.write(json.dumps(line, sort_keys=True) + "\n")
 
 
 @dataclass(frozen=True)

@@ -387,7 +387,14 @@ def test_status_reports_readiness_and_names_the_missing_secret_variable(ws: Work
 
     assert as_json.returncode == 0, as_json.stderr
     view: dict[str, Any] = json.loads(as_json.stdout)
-    assert set(view["readiness"]) == {"config_valid", "ingest_ready", "route_preview_ready", "publish_ready"}
+    assert set(view["readiness"]) == {
+        "config_valid",
+        "ingest_ready",
+        "route_preview_ready",
+        "publish_ready",
+        "publish_state",
+    }
+    assert view["readiness"]["publish_state"] == "degraded" and view["readiness"]["publish_ready"] is False
     assert view["readiness"]["config_valid"] is True
     assert {d["destination_id"]: d["ready"] for d in view["destinations"]} == {"ops-webhook": False, "telemetry": True}
     assert view["default_destination"] == "telemetry"

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import re
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -10,7 +13,7 @@ import pytest
 
 from conftest import ROOT
 from incident_monitor.config import DESTINATION_KINDS, MonitorConfig, load_config
-from incident_monitor.destinations.registry import ADAPTER_KINDS
+from incident_monitor.destinations.registry import ADAPTERS
 from incident_monitor.errors import ConfigError
 
 README_TOML = re.findall(r"```toml\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
@@ -26,7 +29,7 @@ def readme_destination(kind: str) -> dict[str, object]:
 
 
 def test_every_kind_has_an_adapter() -> None:
-    assert set(DESTINATION_KINDS) == set(ADAPTER_KINDS)
+    assert set(DESTINATION_KINDS) == set(ADAPTERS)
     assert {"github", "linear", "mcp_tool", "webhook", "telemetry"} <= set(DESTINATION_KINDS)
 
 
@@ -75,3 +78,43 @@ def test_mistakes_name_the_key_and_the_fix(tmp_path: Path, text: str, expected: 
         load_config(write(tmp_path, text))
     assert expected in caught.value.message
     assert "ghp_literal0123456789" not in caught.value.message
+
+
+# --- reading a config loads no adapter ----------------------------------------------------------------
+
+# Adapters, their HTTP and MCP clients and the egress transport load when a destination is built or sends,
+# never because the config (or the policy layer that reads it) was imported.
+NOT_LOADED_BY_CONFIG = (
+    "incident_monitor.destinations.webhook",
+    "incident_monitor.destinations.telemetry",
+    "incident_monitor.destinations.github",
+    "incident_monitor.destinations.linear",
+    "incident_monitor.destinations.mcp_tool",
+    "incident_monitor.destinations.registry",
+    "incident_monitor.egress.transport",
+    "mcp.client",
+    "httpx2",
+    "httpcore2",
+    "standardwebhooks",
+)
+
+
+@pytest.mark.parametrize("module", ["incident_monitor.config", "incident_monitor.policy.routing"])
+def test_importing_the_config_or_policy_loads_no_adapter_and_no_client(module: str) -> None:
+    probe = f"import json, sys, {module}; print(json.dumps(sorted(sys.modules)))"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True)
+    loaded = set(json.loads(done.stdout))
+    assert "incident_monitor.destinations.settings" in loaded
+    assert sorted(loaded.intersection(NOT_LOADED_BY_CONFIG)) == []
+
+
+def test_the_registry_imports_an_adapter_only_when_one_of_its_kind_is_built(tmp_path: Path) -> None:
+    probe = (
+        "import json, sys; from pathlib import Path; from incident_monitor.destinations import registry; "
+        "from incident_monitor.destinations.settings import TelemetryConfig; "
+        "registry.build_adapters([TelemetryConfig(id='t')], Path('.')); print(json.dumps(sorted(sys.modules)))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True)
+    loaded = set(json.loads(done.stdout))
+    assert "incident_monitor.destinations.telemetry" in loaded
+    assert not loaded.intersection({f"incident_monitor.destinations.{k}" for k in ("webhook", "github", "mcp_tool")})

@@ -11,7 +11,8 @@ from pydantic import ValidationError
 
 from github_fake import FakeGitHub
 from incident_monitor.destinations.base import PublishOutcome, PublishRequest
-from incident_monitor.destinations.github import GitHubAdapter, GitHubConfig, marker
+from incident_monitor.destinations.github import GitHubAdapter, marker
+from incident_monitor.destinations.settings import GitHubConfig
 from test_destination_webhook import make_request, permit_for
 
 pytestmark = pytest.mark.anyio

@@ -14,9 +14,9 @@ from incident_monitor.destinations.linear import (
     CREATE_MUTATION,
     LOOKUP_QUERY,
     LinearAdapter,
-    LinearConfig,
     derived_id,
 )
+from incident_monitor.destinations.settings import LinearConfig
 from linear_fake import FakeLinear, check_document
 from test_destination_webhook import make_request, permit_for
 

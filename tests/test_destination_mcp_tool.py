@@ -12,7 +12,8 @@ import uvicorn
 from mcp.server import MCPServer
 from pydantic import ValidationError
 
-from incident_monitor.destinations.mcp_tool import McpToolAdapter, McpToolConfig, build_arguments
+from incident_monitor.destinations.mcp_tool import McpToolAdapter, build_arguments
+from incident_monitor.destinations.settings import McpToolConfig
 from test_destination_webhook import make_request, permit_for
 
 pytestmark = pytest.mark.anyio

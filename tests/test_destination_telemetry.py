@@ -10,7 +10,8 @@ import anyio
 import pytest
 
 from incident_monitor.destinations.base import PublishOutcome, PublishRequest
-from incident_monitor.destinations.telemetry import TelemetryAdapter, TelemetryConfig
+from incident_monitor.destinations.settings import TelemetryConfig
+from incident_monitor.destinations.telemetry import TelemetryAdapter
 from incident_monitor.policy.permit import PermitError, issue_permit
 
 

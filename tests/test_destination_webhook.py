@@ -18,13 +18,9 @@ from pydantic import ValidationError
 
 from incident_monitor import __version__
 from incident_monitor.destinations.base import PublishOutcome, PublishRequest
-from incident_monitor.destinations.webhook import (
-    MAX_RETRY_AFTER_SECONDS,
-    WebhookAdapter,
-    WebhookConfig,
-    retry_after_seconds,
-    sanitize_error,
-)
+from incident_monitor.destinations.delivery import MAX_RETRY_AFTER_SECONDS, retry_after_seconds
+from incident_monitor.destinations.settings import WebhookConfig
+from incident_monitor.destinations.webhook import WebhookAdapter, sanitize_error
 from incident_monitor.policy.permit import PermitError, issue_permit
 from webhook_receiver import WebhookReceiver, delivery_id_for
 
@@ -349,7 +345,7 @@ def test_plain_http_needs_opt_in(secret: str, tmp_path: Path) -> None:
     readiness = make_adapter("http://hooks.example.com/x", tmp_path, allow_insecure_http=False).readiness()
     assert not readiness.ready
     assert readiness.reasons == [
-        "url uses plain http://: use https:// or set allow_insecure_http = true for local testing"
+        "url is not https://: use https:// or set allow_insecure_http = true for local testing"
     ]
 
 
@@ -442,3 +438,53 @@ def test_out_of_range_settings_name_the_field(field: str, value: float) -> None:
     with pytest.raises(ValidationError) as caught:
         WebhookConfig(id="hook", url="https://hooks.example.com/x", **{field: value})
     assert [error["loc"] for error in caught.value.errors()] == [(field,)]
+
+
+# -- url from the environment (env:NAME) -----------------------------------------------------------------
+
+URL_VAR = "IM_TEST_WEBHOOK_URL"
+
+
+@pytest.mark.anyio
+async def test_an_env_url_is_read_when_publishing(secret: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with WebhookReceiver(secret) as receiver:
+        monkeypatch.setenv(URL_VAR, receiver.url)
+        adapter = make_adapter(f"env:{URL_VAR}", tmp_path)
+        assert adapter.readiness().ready
+        outcome = await publish(adapter)
+
+    assert outcome.status == "published"
+    assert len(receiver.deliveries) == 1
+
+
+@pytest.mark.anyio
+async def test_an_unset_env_url_is_not_ready_and_names_only_the_variable(
+    secret: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(URL_VAR, raising=False)
+    adapter = make_adapter(f"env:{URL_VAR}", tmp_path)
+
+    readiness = adapter.readiness()
+    outcome = await publish(adapter)
+
+    assert not readiness.ready
+    assert readiness.reasons == [
+        f"url: environment variable {URL_VAR} is not set or empty: put the receiver's URL in it"
+    ]
+    assert outcome.status == "failed" and outcome.attempts == 0
+    assert outcome.error is not None and URL_VAR in outcome.error
+
+
+def test_an_env_url_holding_no_url_is_not_ready(secret: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(URL_VAR, "ftp://user:pw@example.com/x")
+    readiness = make_adapter(f"env:{URL_VAR}", tmp_path).readiness()
+
+    assert not readiness.ready
+    assert readiness.reasons[0].startswith(f"url: environment variable {URL_VAR}: url must be an http(s) URL")
+    assert "pw@" not in " ".join(readiness.reasons)
+
+
+def test_a_malformed_env_reference_is_refused_at_load(tmp_path: Path) -> None:
+    with pytest.raises(ValidationError) as caught:
+        make_adapter("env:not a name", tmp_path)
+    assert "env:VARIABLE_NAME" in str(caught.value)

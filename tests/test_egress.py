@@ -9,16 +9,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
-from incident_monitor.destinations.egress import (
-    EgressPolicy,
-    EgressRefused,
-    address_problem,
-    egress_client,
-    send,
-)
+from incident_monitor.egress.rules import EgressPolicy, EgressRefused, address_problem, embedded_ipv4
+from incident_monitor.egress.transport import egress_client, send
 from test_destination_webhook import SECRET_VAR, make_adapter, new_secret, publish
 
 pytestmark = pytest.mark.anyio
@@ -99,6 +93,34 @@ def redirector() -> Iterator[Redirector]:
 def test_non_public_addresses_are_refused_by_default(address: str, kind: str) -> None:
     problem = address_problem(ipaddress.ip_address(address), EgressPolicy())
     assert problem is not None and f"is a {kind} address" in problem and "allow_private_networks" in problem
+
+
+@pytest.mark.parametrize(
+    ("address", "carried"),
+    [
+        ("64:ff9b::a9fe:a9fe", "169.254.169.254"),  # NAT64 (RFC 6052 well-known prefix)
+        ("2002:a9fe:a9fe::1", "169.254.169.254"),  # 6to4
+        ("::7f00:1", "127.0.0.1"),  # IPv4-compatible
+        ("::ffff:7f00:1", "127.0.0.1"),  # IPv4-mapped
+        ("64:ff9b::a00:1", "10.0.0.1"),
+        ("2002:7f00:1::", "127.0.0.1"),
+    ],
+)
+def test_ipv6_forms_embedding_an_ipv4_address_are_judged_by_that_address(address: str, carried: str) -> None:
+    assert str(embedded_ipv4(ipaddress.ip_address(address))) == carried
+    problem = address_problem(ipaddress.ip_address(address), EgressPolicy())
+    assert problem is not None and f"carries {carried}" in problem
+
+
+def test_the_ipv4_a_nat64_address_carries_decides_whatever_the_allowance() -> None:
+    # Metadata stays refused with private networks allowed; a public IPv4 behind NAT64 or 6to4 passes.
+    allowing = EgressPolicy(allow_private_networks=True)
+    assert "cloud metadata" in (address_problem(ipaddress.ip_address("64:ff9b::a9fe:a9fe"), allowing) or "")
+    assert address_problem(ipaddress.ip_address("64:ff9b::7f00:1"), allowing) is None
+    assert address_problem(ipaddress.ip_address("64:ff9b::8c52:7003"), EgressPolicy()) is None  # 140.82.112.3
+    assert address_problem(ipaddress.ip_address("2002:8c52:7003::1"), EgressPolicy()) is None
+    assert embedded_ipv4(ipaddress.ip_address("2606:4700::1111")) is None
+    assert embedded_ipv4(ipaddress.ip_address("::1")) is None  # loopback itself, not an embedding
 
 
 @pytest.mark.parametrize("address", ["127.0.0.1", "10.1.2.3", "fe80::1", "192.168.1.1"])
@@ -212,8 +234,3 @@ async def test_webhook_410_asks_to_disable_the_destination(secret: str, tmp_path
     assert outcome.status == "failed" and outcome.attempts == 1
     assert outcome.disable_reason == "webhook answered 410 Gone"
     assert outcome.error is not None and "is now disabled" in outcome.error
-
-
-def test_httpx_is_what_the_adapters_use() -> None:
-    # The guard replaces httpx's connection pool; this pins the assumption it relies on.
-    assert hasattr(httpx.AsyncHTTPTransport(), "_pool")

@@ -9,11 +9,13 @@ import pytest
 from sqlmodel import SQLModel, func, select, text
 
 from conftest import AGENT, OPERATOR, MonitorFactory, flow_config
-from incident_monitor.destinations.base import DestinationAdapter, Readiness
+from incident_monitor.destinations.base import DestinationAdapter
 from incident_monitor.destinations.mcp_tool import McpToolAdapter
+from incident_monitor.destinations.settings import McpToolConfig
 from incident_monitor.destinations.telemetry import TelemetryAdapter
 from incident_monitor.destinations.webhook import WebhookAdapter
 from incident_monitor.domain.io import IncidentReport
+from incident_monitor.domain.readiness import Readiness
 from incident_monitor.errors import InvalidInput, PermissionDenied
 from incident_monitor.policy import routing as routing_policy
 from incident_monitor.server.tools import tool_catalog
@@ -204,8 +206,9 @@ async def test_outbound_mcp_allowlist_probe(make_monitor: MonitorFactory, monkey
     assert result.evidence_refs == ["outbound_mcp:listed", "outbound_mcp:unlisted"]
     assert failed_checks(result) == ["unlisted has a tool allowlist", "unlisted's configured tool is on its allowlist"]
 
-    # The probe asks the adapter's own rule: an adapter that lets any tool through fails it.
-    monkeypatch.setattr(McpToolAdapter, "is_tool_allowed", lambda self, name: True)
+    # The probe asks the rule the adapter's delivery path applies: a rule that lets any tool through fails it.
+    monkeypatch.setattr(McpToolConfig, "allows_tool", lambda self, name: True)
+    assert McpToolAdapter(monitor.config.destinations[-1], data_dir=monitor.data_dir).is_tool_allowed("anything")
     broken = await run(monitor, "outbound-mcp-allowlist-enforced")
     assert "listed refuses a tool not on the allowlist" in failed_checks(broken)
 

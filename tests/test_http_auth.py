@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 from sqlmodel import func, select
 
@@ -168,7 +168,7 @@ async def _assert_refused_at_http(world: World, tool: str, credential: str, secr
     headers = {"Accept": "application/json, text/event-stream"}
     if secret:
         headers["Authorization"] = f"Bearer {secret}"
-    async with httpx.AsyncClient(base_url=world.url, timeout=30) as http:
+    async with httpx2.AsyncClient(base_url=world.url, timeout=30) as http:
         response = await http.post("/mcp", json=body, headers=headers)
         sse = await http.get("/sse", headers=headers)
     assert response.status_code == REFUSED_AT_HTTP[credential]
@@ -202,7 +202,7 @@ async def test_a_real_client_with_a_bad_token_cannot_connect(world: World) -> No
 
 
 async def test_protected_resource_metadata_lists_the_scopes(world: World) -> None:
-    async with httpx.AsyncClient(base_url=world.url) as http:
+    async with httpx2.AsyncClient(base_url=world.url) as http:
         doc = (await http.get("/.well-known/oauth-protected-resource/mcp")).json()
     assert doc["resource"] == f"{world.url}/mcp"
     assert doc["bearer_methods_supported"] == ["header"]
@@ -229,3 +229,33 @@ def test_the_token_bucket_refills_at_the_configured_rate() -> None:
     now[0] += 1.0
     assert limiter.retry_after("p") is None
     assert limiter.retry_after("p") == 1
+
+
+# --- the authenticator is the SDK's async TokenVerifier, and never blocks the loop -----------------
+
+
+async def test_the_authenticator_is_an_async_token_verifier_that_looks_tokens_up_off_the_loop(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    from mcp.server.auth.provider import AccessToken, TokenVerifier
+
+    from incident_monitor.server import auth
+
+    lookups: list[threading.Thread] = []
+    real = auth.authenticate_token
+
+    def recording(monitor: Monitor, credential: str) -> Principal:
+        lookups.append(threading.current_thread())
+        return real(monitor, credential)
+
+    monkeypatch.setattr(auth, "authenticate_token", recording)
+    verifier: TokenVerifier = auth.BearerAuthenticator(world.monitor)
+
+    access = await verifier.verify_token(world.secrets["agent"] or "")
+    assert isinstance(access, AccessToken)
+    assert (access.client_id, set(access.scopes)) == ("agent-1", set(DEFAULT_AGENT_SCOPES))
+    assert lookups and all(thread is not threading.current_thread() for thread in lookups)
+    for refused in ("bad", "expired", "revoked", "intake_key"):
+        assert await verifier.verify_token(world.secrets[refused] or "") is None

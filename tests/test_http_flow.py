@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import anyio
-import httpx
+import httpx2
 import pytest
 from mcp import MCPError
 
@@ -122,6 +122,6 @@ async def test_a_token_revoked_mid_session_loses_access_on_its_next_request(moni
             with anyio.fail_after(60), pytest.raises(MCPError):
                 await agent.call_tool("get_status", {})
         # What the client was told, on the wire: 401 saying why.
-        response = httpx.post(f"{url}/mcp", json={}, headers={"Authorization": f"Bearer {secret}"})
+        response = httpx2.post(f"{url}/mcp", json={}, headers={"Authorization": f"Bearer {secret}"})
     assert response.status_code == 401
     assert "token 'short-lived' was revoked" in response.json()["error_description"]

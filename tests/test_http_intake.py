@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 from sqlmodel import select
 
@@ -62,11 +62,11 @@ def new_key(monitor: Monitor, project: str = "shop", source: str | None = None) 
     return intake_keys.create_intake_key(monitor, local_operator(), project_id=project, source_id=source).secret
 
 
-def post(url: str, key: str | None, payload: Any, *, header: str = "x-incident-monitor-intake-key") -> httpx.Response:
+def post(url: str, key: str | None, payload: Any, *, header: str = "x-incident-monitor-intake-key") -> httpx2.Response:
     headers = {}
     if key is not None:
         headers[header] = f"Bearer {key}" if header == "Authorization" else key
-    return httpx.post(f"{url}{INTAKE}", json=payload, headers=headers, timeout=30)
+    return httpx2.post(f"{url}{INTAKE}", json=payload, headers=headers, timeout=30)
 
 
 def incidents(monitor: Monitor) -> list[Incident]:
@@ -181,9 +181,9 @@ def test_refusals_are_json_errors_with_codes_and_store_nothing(
         payload = body(detail="y" * 300_000)
 
     if case == "not json":
-        response = httpx.post(f"{url}{INTAKE}", content=b"title=oops", headers={"x-incident-monitor-intake-key": key})
+        response = httpx2.post(f"{url}{INTAKE}", content=b"title=oops", headers={"x-incident-monitor-intake-key": key})
     elif case == "json list":
-        response = httpx.post(f"{url}{INTAKE}", json=[body()], headers={"x-incident-monitor-intake-key": key})
+        response = httpx2.post(f"{url}{INTAKE}", json=[body()], headers={"x-incident-monitor-intake-key": key})
     else:
         response = post(url, send_key, payload)
 
@@ -229,15 +229,15 @@ def test_an_intake_key_is_refused_on_every_other_route(monitor: Monitor, url: st
         "method": "initialize",
         "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "ci", "version": "1"}},
     }
-    mcp = httpx.post(f"{url}/mcp", json=initialize, headers=headers)
-    sse = httpx.get(f"{url}/sse", headers=headers)
-    messages = httpx.post(f"{url}/messages/?session_id=0123", json=initialize, headers=headers)
+    mcp = httpx2.post(f"{url}/mcp", json=initialize, headers=headers)
+    sse = httpx2.get(f"{url}/sse", headers=headers)
+    messages = httpx2.post(f"{url}/messages/?session_id=0123", json=initialize, headers=headers)
     for response in (mcp, sse, messages):
         assert response.status_code == 403
         assert 'error="insufficient_scope"' in response.headers["www-authenticate"]
         assert "intake keys can only report" in response.json()["error_description"]
     # The intake endpoint takes only POST.
-    assert httpx.get(f"{url}{INTAKE}", headers=headers).status_code == 405
+    assert httpx2.get(f"{url}{INTAKE}", headers=headers).status_code == 405
 
 
 def _keys(monitor: Monitor) -> list[IntakeKey]:
@@ -294,7 +294,7 @@ def test_a_key_disabled_after_use_is_refused_on_its_next_request(monitor: Monito
 def test_a_bad_key_is_refused_before_the_body_is_judged(monitor: Monitor, url: str, payload: bytes) -> None:
     """The body is parsed before the key is checked, but the key's refusal is what a caller hears first."""
     headers = {"x-incident-monitor-intake-key": "imk_" + "B" * 43}
-    response = httpx.post(f"{url}{INTAKE}", content=payload, headers=headers)
+    response = httpx2.post(f"{url}{INTAKE}", content=payload, headers=headers)
     assert response.status_code == 401 and response.json()["error"] == "key_invalid"
 
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from threading import Thread
 from typing import Any
 
-import httpx
+import httpx2
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -18,9 +19,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from conftest import MonitorFactory, flow_config
 from http_helpers import http_client, http_server
 from incident_monitor.config import JwtSettings
-from incident_monitor.errors import ConfigError
+from incident_monitor.errors import ConfigError, CredentialError
 from incident_monitor.policy.principal import local_operator
-from incident_monitor.server.jwt_verifier import JwtVerifier
+from incident_monitor.server.jwt_verifier import JWKS_MIN_REFRESH_SECONDS, JWKS_TTL_SECONDS, JwtVerifier
 from incident_monitor.service import tokens
 from incident_monitor.service.monitor import Monitor
 from mcp_helpers import call_ok, call_refused
@@ -94,34 +95,100 @@ def test_a_bad_jwt_is_refused_with_401_saying_why(
 ) -> None:
     token = sign(**token_kwargs)
     with http_server(monitor) as url:
-        response = httpx.post(f"{url}/mcp", json={}, headers={"Authorization": f"Bearer {token}"})
+        response = httpx2.post(f"{url}/mcp", json={}, headers={"Authorization": f"Bearer {token}"})
     assert response.status_code == 401
     assert 'error="invalid_token"' in response.headers["www-authenticate"]
     assert expected in response.json()["error_description"]
     assert token not in response.text
 
 
-def test_the_jwks_can_come_from_a_url(jwks_file: Path) -> None:
-    document = jwks_file.read_bytes()
+class JwksServer:
+    """A local identity provider's JWKS endpoint, counting fetches; ``document`` can be swapped (key rotation)."""
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(200)
-            self.send_header("content-type", "application/json")
-            self.end_headers()
-            self.wfile.write(document)
+    def __init__(self, document: dict[str, Any]) -> None:
+        self.document = document
+        self.fetches = 0
+        outer = self
 
-        def log_message(self, *args: Any) -> None:
-            pass
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                outer.fetches += 1
+                body = json.dumps(outer.document).encode()
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        url = f"http://127.0.0.1:{server.server_address[1]}/jwks.json"
-        verifier = JwtVerifier(JwtSettings(issuer=ISSUER, audience=AUDIENCE, jwks_url=url))
-        assert verifier.principal(sign()).name == "jwt:alice"
-    finally:
-        server.shutdown()
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        Thread(target=self._server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/jwks.json"
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+@pytest.fixture
+def jwks_server() -> Iterator[JwksServer]:
+    server = JwksServer(jwks())
+    yield server
+    server.close()
+
+
+def url_verifier(url: str, clock: Any = None) -> JwtVerifier:
+    settings = JwtSettings(issuer=ISSUER, audience=AUDIENCE, jwks_url=url, allow_private_networks=True)
+    return JwtVerifier(settings) if clock is None else JwtVerifier(settings, clock=clock)
+
+
+async def test_the_jwks_can_come_from_a_url_fetched_once_and_cached(jwks_server: JwksServer) -> None:
+    verifier = url_verifier(jwks_server.url)
+    assert (await verifier.principal(sign())).name == "jwt:alice"
+    assert (await verifier.principal(sign(sub="bob"))).name == "jwt:bob"
+    assert jwks_server.fetches == 1
+
+
+async def test_an_unknown_kid_fetches_the_jwks_again(jwks_server: JwksServer) -> None:
+    now = [1000.0]
+    verifier = url_verifier(jwks_server.url, clock=lambda: now[0])
+    await verifier.principal(sign())
+    # The provider rotates to a new key "k2"; a token signed with it names a kid the cache lacks.
+    public = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(OTHER_KEY.public_key()))
+    jwks_server.document = {"keys": [{**public, "kid": "k2", "use": "sig", "alg": "RS256"}]}
+    rotated = jwt.encode(
+        {"iss": ISSUER, "aud": AUDIENCE, "sub": "carol", "exp": int(time.time()) + 600},
+        OTHER_KEY,
+        algorithm="RS256",
+        headers={"kid": "k2"},
+    )
+    # Within the minimum refresh interval an unknown kid does not refetch (no fetch storms)...
+    with pytest.raises(CredentialError, match="no key with kid 'k2'"):
+        await verifier.principal(rotated)
+    assert jwks_server.fetches == 1
+    # ...after it, the unknown kid fetches the rotated set once.
+    now[0] += JWKS_MIN_REFRESH_SECONDS
+    assert (await verifier.principal(rotated)).name == "jwt:carol"
+    assert jwks_server.fetches == 2
+    # And the cache expires on its own.
+    now[0] += JWKS_TTL_SECONDS
+    await verifier.principal(rotated)
+    assert jwks_server.fetches == 3
+
+
+async def test_a_jwks_fetch_failure_rejects_the_token_without_echoing_it() -> None:
+    verifier = url_verifier("http://127.0.0.1:9/jwks.json")
+    token = sign()
+    with pytest.raises(CredentialError, match="JWKS fetch failed") as caught:
+        await verifier.principal(token)
+    assert token not in caught.value.message
+
+
+def test_a_loopback_jwks_url_needs_allow_private_networks() -> None:
+    with pytest.raises(ValueError, match="allow_private_networks = true"):
+        JwtSettings(issuer=ISSUER, audience=AUDIENCE, jwks_url="http://127.0.0.1:8080/jwks.json")
 
 
 @pytest.mark.parametrize(

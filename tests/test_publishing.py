@@ -14,7 +14,7 @@ from sqlmodel import func, select
 
 from conftest import AGENT, OPERATOR, MonitorFactory, flow_config
 from incident_monitor.destinations.base import DestinationAdapter, PublishOutcome, PublishRequest
-from incident_monitor.destinations.registry import ADAPTER_KINDS
+from incident_monitor.destinations.registry import ADAPTERS, adapter_class
 from incident_monitor.domain.enums import ApprovalStatus, DraftStatus, IncidentStatus, ReceiptStatus
 from incident_monitor.domain.io import IncidentReport, PublishResult
 from incident_monitor.domain.models import ApprovalRequest, Draft, Incident, Receipt
@@ -337,7 +337,7 @@ class PublishSpy:
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.calls: list[str] = []
-        for cls in {DestinationAdapter, *ADAPTER_KINDS.values()}:
+        for cls in {DestinationAdapter, *map(adapter_class, ADAPTERS)}:
             if "publish" in cls.__dict__:
                 monkeypatch.setattr(cls, "publish", self._wrap(cls.__dict__["publish"]))
 
@@ -587,3 +587,44 @@ async def test_two_publishes_from_parallel_threads_deliver_once(
     assert len({r.receipt.receipt_id for r in results}) == 1
     assert len(receiver.deliveries) == 1
     assert len(receipts_for(monitor, draft_id)) == 1
+
+
+# --- nothing synchronous on the event loop -------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_publish_draft_tool_runs_claim_and_settle_in_worker_threads(
+    make_monitor: MonitorFactory, receiver: WebhookReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    from incident_monitor.server.tools import IncidentMonitorTools
+
+    monitor = make_monitor(flow_config(receiver.url))
+    draft_id = approved_draft(monitor)
+    loop_thread = threading.current_thread()
+    threads: dict[str, threading.Thread] = {}
+
+    def recording(name: str, real: Callable[..., Any]) -> Callable[..., Any]:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            threads[name] = threading.current_thread()
+            return real(*args, **kwargs)
+
+        return wrapper
+
+    for name in ("claim", "settle", "publish_result"):
+        monkeypatch.setattr(publishing, name, recording(name, getattr(publishing, name)))
+    real_deliver = publishing.deliver
+
+    async def deliver(*args: Any) -> PublishOutcome:
+        threads["deliver"] = threading.current_thread()
+        return await real_deliver(*args)
+
+    monkeypatch.setattr(publishing, "deliver", deliver)
+
+    result = await IncidentMonitorTools(monitor, lambda: AGENT).publish_draft(draft_id)
+
+    assert result.receipt.status is ReceiptStatus.published
+    assert set(threads) == {"claim", "settle", "publish_result", "deliver"}
+    assert threads["deliver"] is loop_thread  # the adapter's async I/O is awaited on the loop
+    assert all(threads[name] is not loop_thread for name in ("claim", "settle", "publish_result"))

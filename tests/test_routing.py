@@ -10,11 +10,10 @@ import pytest
 
 from conftest import AGENT, MonitorFactory, flow_config
 from incident_monitor.config import ApprovalSettings, DestinationSettings, MonitorConfig
-from incident_monitor.destinations.base import Readiness
-from incident_monitor.destinations.telemetry import TelemetryConfig
-from incident_monitor.destinations.webhook import WebhookConfig
+from incident_monitor.destinations.settings import TelemetryConfig, WebhookConfig
 from incident_monitor.domain.enums import ApprovalPolicy, Severity
 from incident_monitor.domain.io import IncidentReport
+from incident_monitor.domain.readiness import Readiness
 from incident_monitor.policy.routing import RouteDecision, RouteSubject, approval_requirement, decide_route
 from incident_monitor.service import intake, queries
 from incident_monitor.service.intake import severity_for

@@ -6,29 +6,17 @@ A bad config stops startup with a message naming the key and the fix; nothing is
 from __future__ import annotations
 
 import hashlib
-import json
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from incident_monitor.destinations.github import GitHubConfig
-from incident_monitor.destinations.linear import LinearConfig
-from incident_monitor.destinations.mcp_tool import McpToolConfig
-from incident_monitor.destinations.telemetry import TelemetryConfig
-from incident_monitor.destinations.webhook import WebhookConfig
+from incident_monitor.destinations.settings import DESTINATION_KINDS, AnyDestinationConfig, DestinationSettings
+from incident_monitor.domain.canonical import canonical_json
 from incident_monitor.domain.enums import ApprovalPolicy, Severity
 from incident_monitor.errors import ConfigError
-
-# One line per destination kind (its config model lives in its destinations/ module).
-DestinationSettings = Annotated[
-    WebhookConfig | TelemetryConfig | GitHubConfig | LinearConfig | McpToolConfig, Field(discriminator="kind")
-]
-DESTINATION_KINDS: tuple[str, ...] = tuple(
-    model.model_fields["kind"].default for model in get_args(get_args(DestinationSettings)[0])
-)
 
 
 class Settings(BaseSettings):
@@ -160,6 +148,8 @@ class JwtSettings(_Strict):
     algorithms: list[str] = Field(default_factory=lambda: ["RS256", "ES256"])
     principal_claim: str = "sub"
     scopes_claim: str = "scope"
+    # The JWKS is fetched through the egress guard: a private, loopback or link-local provider needs this.
+    allow_private_networks: bool = False
 
     @model_validator(mode="after")
     def _one_key_source(self) -> JwtSettings:
@@ -168,6 +158,8 @@ class JwtSettings(_Strict):
         loopback = self.jwks_url is not None and self.jwks_url.startswith(("http://127.0.0.1:", "http://localhost:"))
         if self.jwks_url is not None and not (self.jwks_url.startswith("https://") or loopback):
             raise ValueError("jwks_url: use an https:// URL (http:// only on 127.0.0.1/localhost), or jwks_file")
+        if loopback and not self.allow_private_networks:
+            raise ValueError("jwks_url is on loopback: set allow_private_networks = true for a local identity provider")
         return self
 
 
@@ -252,7 +244,7 @@ class MonitorConfig(_Strict):
     def project(self, project_id: str | None) -> ProjectSettings | None:
         return next((p for p in self.projects if p.id == project_id), None) if project_id else None
 
-    def destination(self, destination_id: str) -> WebhookConfig | TelemetryConfig | None:
+    def destination(self, destination_id: str) -> AnyDestinationConfig | None:
         return next((d for d in self.destinations if d.id == destination_id), None)
 
     @property
@@ -266,7 +258,7 @@ class MonitorConfig(_Strict):
         if self.projects:
             # Only when configured, so configs without projects keep their policy version (and approvals).
             relevant["projects"] = [p.model_dump(mode="json") for p in self.projects]
-        canonical = json.dumps(relevant, sort_keys=True, separators=(",", ":"))
+        canonical = canonical_json(relevant)
         return "pv_" + hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 

@@ -11,8 +11,13 @@ from pydantic import AfterValidator, SecretStr
 _ENV_REF = re.compile(r"^env:[A-Za-z_][A-Za-z0-9_]*$")
 
 
+def is_env_ref(value: str) -> bool:
+    """Whether a config value is a well-formed ``env:NAME`` reference."""
+    return bool(_ENV_REF.match(value))
+
+
 def _check_secret_ref(value: str) -> str:
-    if not _ENV_REF.match(value):
+    if not is_env_ref(value):
         # Never echo the value: a literal secret pasted into the config must not reach logs.
         raise ValueError(
             "must be a reference of the form 'env:VARIABLE_NAME' (put the secret in that environment "

@@ -12,41 +12,11 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, ClassVar, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel
 
+from incident_monitor.destinations.settings import DestinationConfig
+from incident_monitor.domain.readiness import Readiness
 from incident_monitor.policy.permit import PublishPermit, verify_permit
-
-EXTERNAL_KINDS = frozenset({"github", "linear", "webhook", "mcp_tool"})
-
-
-class DestinationConfig(BaseModel):
-    """Fields every destination kind shares. Each kind subclasses it with a ``kind`` literal."""
-
-    # hide_input_in_errors: a secret pasted into the config must not be echoed in the startup error.
-    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
-
-    id: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$", description="Stable destination id.")
-    kind: str
-    enabled: bool = True
-    require_approval: bool | None = Field(
-        default=None,
-        description="Default: true for external kinds (github, linear, webhook, mcp_tool), false otherwise.",
-    )
-    description: str = ""
-    allowed_sources: list[str] = Field(
-        default_factory=list, description="Sources allowed to publish here; empty means any source."
-    )
-
-    @property
-    def approval_required_by_default(self) -> bool:
-        if self.require_approval is not None:
-            return self.require_approval
-        return self.kind in EXTERNAL_KINDS
-
-
-class Readiness(BaseModel):
-    ready: bool
-    reasons: list[str] = Field(default_factory=list)
 
 
 class PublishRequest(BaseModel):
@@ -66,6 +36,31 @@ class PublishRequest(BaseModel):
     evidence: dict[str, Any]
     evidence_digest: str
     attempt: int = 1
+
+
+# The fields of a PublishRequest that make up the event destinations see (``attempt`` is bookkeeping).
+_EVENT_FIELDS = frozenset(
+    {
+        "receipt_id",
+        "idempotency_key",
+        "draft_id",
+        "incident_id",
+        "destination_id",
+        "route_id",
+        "title",
+        "body",
+        "severity",
+        "labels",
+        "fingerprint",
+        "evidence",
+        "evidence_digest",
+    }
+)
+
+
+def event_data(request: PublishRequest) -> dict[str, Any]:
+    """The incident as destinations see it (the webhook's ``data``, the telemetry line)."""
+    return request.model_dump(mode="json", include=set(_EVENT_FIELDS))
 
 
 class PublishOutcome(BaseModel):

@@ -1,4 +1,4 @@
-"""GitHub issues destination (REST over httpx).
+"""GitHub issues destination (REST over httpx2).
 
 Idempotent without an idempotency API: every issue and comment we write ends with a hidden marker
 carrying the incident fingerprint, the evidence digest and the publish's idempotency key. Before
@@ -19,31 +19,26 @@ import re
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
-import anyio
-from pydantic import Field, field_validator
-
-from incident_monitor.destinations.base import (
-    DestinationAdapter,
-    DestinationConfig,
-    PublishOutcome,
-    PublishRequest,
-    Readiness,
+from incident_monitor.destinations.base import DestinationAdapter, PublishOutcome, PublishRequest
+from incident_monitor.destinations.delivery import (
+    MAX_RETRY_AFTER_SECONDS,
+    DeliveryFailed,
+    OutcomeUnknown,
+    deliver_with_retries,
+    enabled_reasons,
+    retry_after_seconds,
+    secret_reasons,
+    url_reasons,
 )
-from incident_monitor.destinations.delivery_errors import DeliveryFailed, OutcomeUnknown
-from incident_monitor.destinations.egress import (
-    EgressPolicy,
-    EgressRefused,
-    EgressResponse,
-    describe_transport_error,
-    egress_client,
-    policy_for,
-    send,
-)
-from incident_monitor.destinations.webhook import MAX_RETRY_AFTER_SECONDS, retry_after_seconds
-from incident_monitor.secret_ref import SecretRef, resolve_secret, resolved_secrets, secret_ref_variable
+from incident_monitor.destinations.settings import GitHubConfig
+from incident_monitor.domain.readiness import Readiness
+from incident_monitor.egress.rules import EgressPolicy, EgressRefused, policy_for
+from incident_monitor.secret_ref import resolve_secret, resolved_secrets, secret_ref_variable
 
 if TYPE_CHECKING:
-    import httpx
+    import httpx2
+
+    from incident_monitor.egress.transport import EgressResponse
 
 log = logging.getLogger(__name__)
 
@@ -51,35 +46,7 @@ API_VERSION = "2022-11-28"
 MAX_BODY_CHARS = 65_536  # GitHub refuses longer issue and comment bodies
 _MARKER = re.compile(r"<!-- incident-monitor fingerprint=(\S+) digest=(\S+) key=(\S+) -->")
 _NEXT_LINK = re.compile(r'<([^>]+)>;\s*rel="next"')
-_REPO = re.compile(r"^[A-Za-z0-9-]{1,39}/[A-Za-z0-9._-]{1,100}$")
 _EXCERPT_CHARS = 500
-
-
-class GitHubConfig(DestinationConfig):
-    kind: Literal["github"] = "github"
-    repo: str = Field(description="The repository issues are created in, as 'owner/repo'.")
-    token: SecretRef | None = Field(
-        default=None, description="env:NAME of a variable holding a token with Issues read/write on the repo."
-    )
-    labels: list[str] = Field(default_factory=list, description="Labels added to every issue.")
-    marker_label: str = Field(
-        default="incident-monitor",
-        description="Added to every issue and used to find earlier ones; '' pages through all recent issues.",
-    )
-    api_url: str = Field(default="https://api.github.com", description="GitHub Enterprise: https://HOST/api/v3.")
-    allow_insecure_http: bool = False
-    allow_private_networks: bool = False
-    timeout_seconds: float = Field(10.0, gt=0, le=120)
-    max_attempts: int = Field(3, ge=1, le=10)
-    backoff_seconds: float = Field(1.0, ge=0, le=30)
-    lookup_max_pages: int = Field(10, ge=1, le=100, description="Pages of 100 issues searched for an earlier one.")
-
-    @field_validator("repo")
-    @classmethod
-    def _check_repo(cls, value: str) -> str:
-        if not _REPO.match(value) or value.split("/")[1] in (".", ".."):
-            raise ValueError("repo must be 'owner/repo', e.g. repo = 'acme/incidents'")
-        return value
 
 
 def marker(request: PublishRequest) -> str:
@@ -112,22 +79,16 @@ class GitHubAdapter(DestinationAdapter[GitHubConfig]):
         return resolved_secrets(self.config.token)
 
     def readiness(self) -> Readiness:
-        config = self.config
-        reasons: list[str] = []
-        if not config.enabled:
-            reasons.append(f"destination '{config.id}' is disabled (set enabled = true to publish)")
-        if config.token is None:
-            reasons.append("no token: set token = 'env:VARIABLE_NAME' and put a GitHub token in that variable")
-        elif resolve_secret(config.token) is None:
-            reasons.append(
-                f"environment variable {secret_ref_variable(config.token)} is not set or empty: put the GitHub "
-                "token in it"
-            )
-        if not config.api_url.startswith("https://") and not config.allow_insecure_http:
-            reasons.append("api_url is not https://: use https:// or set allow_insecure_http = true for local testing")
+        reasons = [
+            *enabled_reasons(self.config),
+            *secret_reasons(self.config.token, field="token", kind="a GitHub token", holder="the GitHub token"),
+            *url_reasons("api_url", self.config.api_url, self.egress_policy),
+        ]
         return Readiness(ready=not reasons, reasons=reasons)
 
     async def _deliver(self, request: PublishRequest) -> PublishOutcome:
+        from incident_monitor.egress.transport import egress_client  # lazy: the HTTP stack loads on first send
+
         token = resolve_secret(self.config.token)
         if token is None:
             return PublishOutcome(status="failed", attempts=0, error="destination not ready: token missing")
@@ -137,48 +98,24 @@ class GitHubAdapter(DestinationAdapter[GitHubConfig]):
             "x-github-api-version": API_VERSION,
             "content-type": "application/json",
         }
-        attempt = 0
-        last_error = "GitHub was not called"
-        try:
-            async with egress_client(self.egress_policy) as client:
-                session = _Session(self, client, headers)
-                for attempt in range(1, self.config.max_attempts + 1):
-                    try:
-                        return (await session.publish_once(request)).model_copy(update={"attempts": attempt})
-                    except OutcomeUnknown as exc:
-                        last_error = exc.error
-                        log.info("github %s: attempt %d: %s", self.config.id, attempt, exc.error)
-                        if attempt < self.config.max_attempts:
-                            wait = exc.wait
-                            if wait is None:
-                                wait = min(self.config.backoff_seconds * 2 ** (attempt - 1), MAX_RETRY_AFTER_SECONDS)
-                            await anyio.sleep(wait)
-        except DeliveryFailed as exc:
-            log.warning("github %s: %s", self.config.id, exc.error)
-            return PublishOutcome(
-                status="failed",
-                attempts=max(attempt, 1),
-                error=exc.error,
-                response_excerpt=exc.excerpt,
-                disable_reason=exc.disable,
+        async with egress_client(self.egress_policy) as client:
+            session = _Session(self, client, headers)
+            return await deliver_with_retries(
+                lambda: session.publish_once(request),
+                label="github",
+                destination_id=self.config.id,
+                max_attempts=self.config.max_attempts,
+                backoff_base=self.config.backoff_seconds,
+                gave_up=lambda error, n: (
+                    f"GitHub: {error} after {n} attempt(s); publish again later (the lookup prevents a second issue)"
+                ),
             )
-        except Exception as exc:  # adapters report failures as outcomes, never raise
-            log.error("github %s: unexpected %s", self.config.id, type(exc).__name__)
-            return PublishOutcome(
-                status="failed", attempts=max(attempt, 1), error=f"github adapter error: {type(exc).__name__}"
-            )
-        return PublishOutcome(
-            status="failed",
-            attempts=attempt,
-            error=f"GitHub: {last_error} after {attempt} attempt(s); publish again later (the lookup prevents a "
-            "second issue)",
-        )
 
 
 class _Session:
     """One publish's conversation with GitHub."""
 
-    def __init__(self, adapter: GitHubAdapter, client: httpx.AsyncClient, headers: dict[str, str]) -> None:
+    def __init__(self, adapter: GitHubAdapter, client: httpx2.AsyncClient, headers: dict[str, str]) -> None:
         self.adapter = adapter
         self.config = adapter.config
         self.client = client
@@ -196,7 +133,7 @@ class _Session:
             return await self._comment(duplicate, request)
         labels = sorted({*request.labels, *self.config.labels, self.config.marker_label} - {""})
         payload = {"title": request.title[:256], "body": _with_marker(request.body, request), "labels": labels}
-        answer = await self._call("POST", f"{self.base}/issues", payload, write=True)
+        answer = await self._call("POST", f"{self.base}/issues", payload)
         if answer.status != 201:
             raise self._error(answer, "create the issue")
         return _issue_outcome("published", _json(answer), None)
@@ -205,15 +142,15 @@ class _Session:
         """(the issue this publish created, an open issue with the same fingerprint) from the repo's issues."""
         query = "state=all&sort=created&direction=desc&per_page=100"
         if self.config.marker_label:
-            import httpx  # already loaded by the session's egress client (lazy: see egress)
+            import httpx2  # already loaded by the session's egress client
 
-            query += "&labels=" + httpx.QueryParams({"l": self.config.marker_label})["l"]
+            query += "&labels=" + httpx2.QueryParams({"l": self.config.marker_label})["l"]
         url: str | None = f"{self.base}/issues?{query}"
         duplicate: dict[str, Any] | None = None
         for _ in range(self.config.lookup_max_pages):
             if url is None:
                 break
-            answer = await self._call("GET", url, None, write=False)
+            answer = await self._call("GET", url, None)
             if answer.status != 200:
                 raise self._error(answer, "list issues")
             for issue in _json_list(answer):
@@ -234,7 +171,7 @@ class _Session:
         for _ in range(self.config.lookup_max_pages):
             if url is None:
                 break
-            answer = await self._call("GET", url, None, write=False)
+            answer = await self._call("GET", url, None)
             if answer.status != 200:
                 raise self._error(answer, "list comments")
             for comment in _json_list(answer):
@@ -243,43 +180,41 @@ class _Session:
             match = _NEXT_LINK.search(answer.headers.get("link", ""))
             url = match.group(1) if match else None
         text = f"**Duplicate report: {request.title}**\n\n{request.body}"
-        answer = await self._call("POST", comments_url, {"body": _with_marker(text, request)}, write=True)
+        answer = await self._call("POST", comments_url, {"body": _with_marker(text, request)})
         if answer.status != 201:
             raise self._error(answer, "comment on the existing issue")
         return _comment_outcome(issue, _json(answer))
 
-    async def _call(self, method: str, url: str, payload: dict[str, Any] | None, *, write: bool) -> EgressResponse:
-        """One request; rate limits wait and retry; a write with an unknown outcome raises OutcomeUnknown."""
-        content = json.dumps(payload).encode() if payload is not None else None
-        import httpx  # already loaded by the session's egress client (lazy: see egress)
+    async def _call(self, method: str, url: str, payload: dict[str, Any] | None) -> EgressResponse:
+        """One request. A transport failure, a 5xx or a rate limit raises OutcomeUnknown: the delivery helper waits
+        (as long as the rate limit asks) and the next attempt starts again from the lookup, so nothing is written
+        twice."""
+        import httpx2  # already loaded by the session's egress client
 
-        for _ in range(self.config.max_attempts):
-            try:
-                answer = await send(
-                    self.client, self.adapter.egress_policy, method, url, content=content, headers=self.headers
-                )
-            except EgressRefused as exc:
-                raise DeliveryFailed(f"GitHub {describe_transport_error(exc, timeout_seconds=0)}") from None
-            except httpx.TransportError as exc:
-                raise OutcomeUnknown(
-                    "GitHub " + describe_transport_error(exc, timeout_seconds=self.config.timeout_seconds)
-                ) from None
-            wait = _rate_limit_wait(answer)
-            if wait is None:
-                if answer.status >= 500:
-                    raise OutcomeUnknown(f"GitHub answered {answer.status}")
-                return answer
-            if wait > MAX_RETRY_AFTER_SECONDS:
-                raise DeliveryFailed(
-                    f"GitHub rate limit: retry after {int(wait)} s (x-ratelimit-reset); publish again later",
-                    answer.excerpt(_EXCERPT_CHARS),
-                )
-            log.info("github %s: rate limited, waiting %.1f s", self.config.id, wait)
-            await anyio.sleep(wait)
-            if write:
-                # A rate-limited write was refused, not performed; still, go back through the lookup.
-                raise OutcomeUnknown("GitHub rate limited the write", wait=0)
-        raise OutcomeUnknown("GitHub kept rate limiting")
+        from incident_monitor.egress.transport import describe_transport_error, send
+
+        content = json.dumps(payload).encode() if payload is not None else None
+        try:
+            answer = await send(
+                self.client, self.adapter.egress_policy, method, url, content=content, headers=self.headers
+            )
+        except EgressRefused as exc:
+            raise DeliveryFailed(f"GitHub {describe_transport_error(exc, timeout_seconds=0)}") from None
+        except httpx2.TransportError as exc:
+            raise OutcomeUnknown(
+                "GitHub " + describe_transport_error(exc, timeout_seconds=self.config.timeout_seconds)
+            ) from None
+        wait = _rate_limit_wait(answer)
+        if wait is None:
+            if answer.status >= 500:
+                raise OutcomeUnknown(f"GitHub answered {answer.status}")
+            return answer
+        if wait > MAX_RETRY_AFTER_SECONDS:
+            raise DeliveryFailed(
+                f"GitHub rate limit: retry after {int(wait)} s (x-ratelimit-reset); publish again later",
+                answer.excerpt(_EXCERPT_CHARS),
+            )
+        raise OutcomeUnknown("GitHub rate limited the request", wait=wait)
 
     def _error(self, answer: EgressResponse, action: str) -> DeliveryFailed:
         status = answer.status

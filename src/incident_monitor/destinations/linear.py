@@ -1,4 +1,4 @@
-"""Linear destination (GraphQL over httpx).
+"""Linear destination (GraphQL over httpx2).
 
 Idempotent by construction: the issue's ``id`` is a UUID derived from the publish's idempotency key,
 so a retried ``issueCreate`` cannot make a second issue, and every attempt first asks whether that
@@ -15,32 +15,26 @@ import json
 import logging
 import uuid
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
-import anyio
-from pydantic import Field
-
-from incident_monitor.destinations.base import (
-    DestinationAdapter,
-    DestinationConfig,
-    PublishOutcome,
-    PublishRequest,
-    Readiness,
+from incident_monitor.destinations.base import DestinationAdapter, PublishOutcome, PublishRequest
+from incident_monitor.destinations.delivery import (
+    MAX_RETRY_AFTER_SECONDS,
+    DeliveryFailed,
+    OutcomeUnknown,
+    deliver_with_retries,
+    enabled_reasons,
+    retry_after_seconds,
+    secret_reasons,
+    url_reasons,
 )
-from incident_monitor.destinations.delivery_errors import DeliveryFailed, OutcomeUnknown
-from incident_monitor.destinations.egress import (
-    EgressPolicy,
-    EgressRefused,
-    describe_transport_error,
-    egress_client,
-    policy_for,
-    send,
-)
-from incident_monitor.destinations.webhook import MAX_RETRY_AFTER_SECONDS, retry_after_seconds
-from incident_monitor.secret_ref import SecretRef, resolve_secret, resolved_secrets, secret_ref_variable
+from incident_monitor.destinations.settings import LinearConfig
+from incident_monitor.domain.readiness import Readiness
+from incident_monitor.egress.rules import EgressPolicy, EgressRefused, policy_for
+from incident_monitor.secret_ref import resolve_secret, resolved_secrets, secret_ref_variable
 
 if TYPE_CHECKING:
-    import httpx
+    import httpx2
 
 log = logging.getLogger(__name__)
 
@@ -91,22 +85,6 @@ mutation IncidentMonitorCommentCreate($input: CommentCreateInput!) {
 """
 
 
-class LinearConfig(DestinationConfig):
-    kind: Literal["linear"] = "linear"
-    team_id: str = Field(min_length=1, description="The team issues are created in (its id, from Linear).")
-    token: SecretRef | None = Field(default=None, description="env:NAME of a variable holding the API key or token.")
-    auth: Literal["api_key", "oauth"] = Field(
-        default="api_key", description="api_key: a personal API key; oauth: an OAuth access token (Bearer)."
-    )
-    label_ids: list[str] = Field(default_factory=list, description="Label ids added to every issue.")
-    api_url: str = "https://api.linear.app/graphql"
-    allow_insecure_http: bool = False
-    allow_private_networks: bool = False
-    timeout_seconds: float = Field(10.0, gt=0, le=120)
-    max_attempts: int = Field(3, ge=1, le=10)
-    backoff_seconds: float = Field(1.0, ge=0, le=30)
-
-
 def derived_id(idempotency_key: str, purpose: str = "issue") -> str:
     return str(uuid.uuid5(ID_NAMESPACE, f"{purpose}:{idempotency_key}"))
 
@@ -136,19 +114,16 @@ class LinearAdapter(DestinationAdapter[LinearConfig]):
         return resolved_secrets(self.config.token)
 
     def readiness(self) -> Readiness:
-        config = self.config
-        reasons: list[str] = []
-        if not config.enabled:
-            reasons.append(f"destination '{config.id}' is disabled (set enabled = true to publish)")
-        if config.token is None:
-            reasons.append("no token: set token = 'env:VARIABLE_NAME' and put a Linear API key in that variable")
-        elif resolve_secret(config.token) is None:
-            reasons.append(
-                f"environment variable {secret_ref_variable(config.token)} is not set or empty: put the Linear "
-                "API key (or OAuth token) in it"
-            )
-        if not config.api_url.startswith("https://") and not config.allow_insecure_http:
-            reasons.append("api_url is not https://: use https:// or set allow_insecure_http = true for local testing")
+        reasons = [
+            *enabled_reasons(self.config),
+            *secret_reasons(
+                self.config.token,
+                field="token",
+                kind="a Linear API key",
+                holder="the Linear API key (or OAuth token)",
+            ),
+            *url_reasons("api_url", self.config.api_url, self.egress_policy),
+        ]
         return Readiness(ready=not reasons, reasons=reasons)
 
     def _headers(self) -> dict[str, str] | None:
@@ -163,44 +138,26 @@ class LinearAdapter(DestinationAdapter[LinearConfig]):
         }
 
     async def _deliver(self, request: PublishRequest) -> PublishOutcome:
+        from incident_monitor.egress.transport import egress_client  # lazy: the HTTP stack loads on first send
+
         headers = self._headers()
         if headers is None:
             return PublishOutcome(status="failed", attempts=0, error="destination not ready: token missing")
-        attempt = 0
-        last_error = "Linear was not called"
-        try:
-            async with egress_client(self.egress_policy) as client:
-                for attempt in range(1, self.config.max_attempts + 1):
-                    try:
-                        outcome = await self._publish_once(client, headers, request)
-                        return outcome.model_copy(update={"attempts": attempt})
-                    except OutcomeUnknown as exc:
-                        last_error = exc.error
-                        log.info("linear %s: attempt %d: %s", self.config.id, attempt, exc.error)
-                        if attempt < self.config.max_attempts:
-                            wait = exc.wait
-                            if wait is None:
-                                wait = min(self.config.backoff_seconds * 2 ** (attempt - 1), MAX_RETRY_AFTER_SECONDS)
-                            await anyio.sleep(wait)
-        except DeliveryFailed as exc:
-            log.warning("linear %s: %s", self.config.id, exc.error)
-            return PublishOutcome(
-                status="failed", attempts=max(attempt, 1), error=exc.error, response_excerpt=exc.excerpt
+        async with egress_client(self.egress_policy) as client:
+            return await deliver_with_retries(
+                lambda: self._publish_once(client, headers, request),
+                label="linear",
+                destination_id=self.config.id,
+                max_attempts=self.config.max_attempts,
+                backoff_base=self.config.backoff_seconds,
+                gave_up=lambda error, n: (
+                    f"Linear: {error} after {n} attempt(s); publish again later (the derived issue id prevents a "
+                    "second issue)"
+                ),
             )
-        except Exception as exc:  # adapters report failures as outcomes, never raise
-            log.error("linear %s: unexpected %s", self.config.id, type(exc).__name__)
-            return PublishOutcome(
-                status="failed", attempts=max(attempt, 1), error=f"linear adapter error: {type(exc).__name__}"
-            )
-        return PublishOutcome(
-            status="failed",
-            attempts=attempt,
-            error=f"Linear: {last_error} after {attempt} attempt(s); publish again later (the derived issue id "
-            "prevents a second issue)",
-        )
 
     async def _publish_once(
-        self, client: httpx.AsyncClient, headers: dict[str, str], request: PublishRequest
+        self, client: httpx2.AsyncClient, headers: dict[str, str], request: PublishRequest
     ) -> PublishOutcome:
         issue_id = derived_id(request.idempotency_key)
         comment_id = derived_id(request.idempotency_key, "comment")
@@ -252,9 +209,11 @@ class LinearAdapter(DestinationAdapter[LinearConfig]):
         return _issue_outcome(payload["issue"], None)
 
     async def _graphql(
-        self, client: httpx.AsyncClient, headers: dict[str, str], query: str, variables: dict[str, Any]
+        self, client: httpx2.AsyncClient, headers: dict[str, str], query: str, variables: dict[str, Any]
     ) -> dict[str, Any]:
-        import httpx  # already loaded: ``client`` is an httpx client (lazy: see egress)
+        import httpx2  # already loaded: ``client`` is an httpx2 client
+
+        from incident_monitor.egress.transport import describe_transport_error, send
 
         content = json.dumps({"query": query, "variables": variables}).encode()
         try:
@@ -263,7 +222,7 @@ class LinearAdapter(DestinationAdapter[LinearConfig]):
             )
         except EgressRefused as exc:
             raise DeliveryFailed(f"Linear {describe_transport_error(exc, timeout_seconds=0)}") from None
-        except httpx.TransportError as exc:
+        except httpx2.TransportError as exc:
             raise OutcomeUnknown(
                 "Linear " + describe_transport_error(exc, timeout_seconds=self.config.timeout_seconds)
             ) from None
@@ -300,9 +259,10 @@ class LinearAdapter(DestinationAdapter[LinearConfig]):
             raise DeliveryFailed(
                 f"Linear refused the request (GraphQL error: {messages}): check team_id and label_ids", excerpt
             )
-        if answer.status != 200 or not isinstance(body, dict) or not isinstance(body.get("data"), dict):
+        data = body.get("data") if isinstance(body, dict) else None
+        if answer.status != 200 or not isinstance(data, dict):
             raise DeliveryFailed(f"Linear answered {answer.status} without data", excerpt)
-        return body["data"]
+        return data
 
 
 def _error_code(error: Any) -> str:
@@ -312,7 +272,7 @@ def _error_code(error: Any) -> str:
     return str(extensions.get("code", "")).upper() if isinstance(extensions, dict) else ""
 
 
-def _rate_limit_wait(headers: httpx.Headers) -> float:
+def _rate_limit_wait(headers: httpx2.Headers) -> float:
     wait = retry_after_seconds(headers.get("retry-after"))
     if wait is not None:
         return wait

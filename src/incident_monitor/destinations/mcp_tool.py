@@ -24,37 +24,28 @@ import os
 import re
 import shutil
 from contextlib import AsyncExitStack
-from typing import Any, Literal
-from urllib.parse import urlsplit
+from typing import Any
 
 import anyio
-import httpx2
 from mcp import Client, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
-from pydantic import Field, field_validator, model_validator
 
-from incident_monitor.destinations.base import (
-    DestinationAdapter,
-    DestinationConfig,
-    PublishOutcome,
-    PublishRequest,
-    Readiness,
+from incident_monitor.destinations.base import DestinationAdapter, PublishOutcome, PublishRequest
+from incident_monitor.destinations.delivery import enabled_reasons, url_reasons
+from incident_monitor.destinations.settings import (
+    PLACEHOLDER,
+    REFERENCE,
+    McpToolConfig,
+    argument_template,
 )
-from incident_monitor.destinations.egress import (
-    EgressPolicy,
-    EgressRefused,
-    policy_for,
-    resolve_checked,
-    scheme_problem,
-)
+from incident_monitor.domain.readiness import Readiness
+from incident_monitor.egress.rules import EgressPolicy, EgressRefused, policy_for
 from incident_monitor.policy.redaction import redact_text
 from incident_monitor.secret_ref import resolve_secret, resolved_secrets, secret_ref_variable
 
 log = logging.getLogger(__name__)
 
 RESULT_EXCERPT_CHARS = 500
-_REFERENCE = re.compile(r"^\$[a-z_]+(?:\.[a-z_]+)?$")
-_PLACEHOLDER = re.compile(r"\{(\$[a-z_]+(?:\.[a-z_]+)?)\}")
 _ENV_REF = re.compile(r"^env:[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -77,53 +68,11 @@ def _fields(request: PublishRequest) -> dict[str, Any]:
     }
 
 
-REFERENCES: frozenset[str] = frozenset(
-    _fields(
-        PublishRequest(
-            receipt_id="",
-            idempotency_key="",
-            draft_id="",
-            incident_id="",
-            destination_id="",
-            route_id=None,
-            title="",
-            body="",
-            severity="",
-            labels=[],
-            fingerprint="",
-            evidence={},
-            evidence_digest="",
-        )
-    )
-)
-
-
-def _template(value: str) -> Any:
-    """The parsed form of one argument value (JSON arrays/objects are parsed, the rest kept)."""
-    stripped = value.strip()
-    if stripped[:1] in ("[", "{"):
-        try:
-            return json.loads(stripped)
-        except ValueError:
-            return value
-    return value
-
-
-def _references_in(node: Any) -> list[str]:
-    if isinstance(node, str):
-        return [node] if _REFERENCE.match(node) else _PLACEHOLDER.findall(node)
-    if isinstance(node, list):
-        return [r for item in node for r in _references_in(item)]
-    if isinstance(node, dict):
-        return [r for item in node.values() for r in _references_in(item)]
-    return []
-
-
 def _fill(node: Any, fields: dict[str, Any]) -> Any:
     if isinstance(node, str):
-        if _REFERENCE.match(node):
+        if REFERENCE.match(node):
             return fields[node]
-        return _PLACEHOLDER.sub(lambda m: "" if fields[m.group(1)] is None else str(fields[m.group(1)]), node)
+        return PLACEHOLDER.sub(lambda m: "" if fields[m.group(1)] is None else str(fields[m.group(1)]), node)
     if isinstance(node, list):
         return [_fill(item, fields) for item in node]
     if isinstance(node, dict):
@@ -133,59 +82,7 @@ def _fill(node: Any, fields: dict[str, Any]) -> Any:
 
 def build_arguments(mapping: dict[str, str], request: PublishRequest) -> dict[str, Any]:
     fields = _fields(request)
-    return {name: _fill(_template(value), fields) for name, value in mapping.items()}
-
-
-class McpToolConfig(DestinationConfig):
-    kind: Literal["mcp_tool"] = "mcp_tool"
-    server: str = Field(min_length=1, max_length=100, description="A display name for the outbound MCP server.")
-    command: str | None = Field(default=None, description="stdio: the server's program.")
-    args: list[str] = Field(default_factory=list, description="stdio: its arguments.")
-    env: dict[str, str] = Field(
-        default_factory=dict, description="stdio: its environment; secret values as env:NAME references."
-    )
-    url: str | None = Field(default=None, description="Streamable HTTP: the server's endpoint.")
-    headers: dict[str, str] = Field(
-        default_factory=dict, description="HTTP: request headers; secret values as env:NAME references."
-    )
-    tool: str = Field(min_length=1, description="The one tool called to publish.")
-    allowed_tools: list[str] = Field(
-        default_factory=list, description="The allowlist; `tool` must be in it. Empty: nothing may be called."
-    )
-    arguments: dict[str, str] = Field(
-        default_factory=dict, description="Tool argument → value or $reference ($draft.title, $idempotency_key, …)."
-    )
-    timeout_seconds: float = Field(30.0, gt=0, le=300)
-    allow_insecure_http: bool = False
-    allow_private_networks: bool = False
-
-    @field_validator("arguments")
-    @classmethod
-    def _known_references(cls, value: dict[str, str]) -> dict[str, str]:
-        for name, template in value.items():
-            unknown = [r for r in _references_in(_template(template)) if r not in REFERENCES]
-            if unknown:
-                raise ValueError(
-                    f"arguments.{name}: unknown reference {unknown[0]}; use one of: {', '.join(sorted(REFERENCES))}"
-                )
-        return value
-
-    @model_validator(mode="after")
-    def _one_transport_and_allowed_tool(self) -> McpToolConfig:
-        if (self.command is None) == (self.url is None):
-            raise ValueError("set exactly one of command (stdio server) or url (Streamable HTTP server)")
-        if self.allowed_tools and self.tool not in self.allowed_tools:
-            raise ValueError(
-                f"tool '{self.tool}' is not in allowed_tools ({', '.join(self.allowed_tools)}): add it there or "
-                "call an allowed tool"
-            )
-        if self.url is not None:
-            parts = urlsplit(self.url)
-            if parts.scheme not in ("http", "https") or not parts.hostname:
-                raise ValueError("url must be an http(s) URL with a host, e.g. url = 'https://mcp.example.com/mcp'")
-            if parts.username or parts.password:
-                raise ValueError("url must not contain credentials; put them in headers as env:NAME references")
-        return self
+    return {name: _fill(argument_template(value), fields) for name, value in mapping.items()}
 
 
 class McpToolAdapter(DestinationAdapter[McpToolConfig]):
@@ -203,8 +100,8 @@ class McpToolAdapter(DestinationAdapter[McpToolConfig]):
         return policy_for(self.config)
 
     def is_tool_allowed(self, name: str) -> bool:
-        """The allowlist rule (no network): only tools on a non-empty allowlist may be called."""
-        return bool(self.config.allowed_tools) and name in self.config.allowed_tools
+        """The allowlist rule (no network), the config's own: only tools on a non-empty allowlist."""
+        return self.config.allows_tool(name)
 
     def secret_values(self) -> list[str]:
         refs = [v for v in (*self.config.env.values(), *self.config.headers.values()) if _ENV_REF.match(v)]
@@ -212,9 +109,7 @@ class McpToolAdapter(DestinationAdapter[McpToolConfig]):
 
     def readiness(self) -> Readiness:
         config = self.config
-        reasons: list[str] = []
-        if not config.enabled:
-            reasons.append(f"destination '{config.id}' is disabled (set enabled = true to publish)")
+        reasons = enabled_reasons(config)
         if not config.allowed_tools:
             reasons.append(f"allowed_tools is empty: nothing may be called; add '{config.tool}' to allowed_tools")
         values = config.env if config.command is not None else config.headers
@@ -232,9 +127,7 @@ class McpToolAdapter(DestinationAdapter[McpToolConfig]):
                     "full path in `command`"
                 )
         if config.url is not None:
-            problem = scheme_problem(config.url, self.egress_policy)
-            if problem:
-                reasons.append(problem)
+            reasons.extend(url_reasons("url", config.url, self.egress_policy))
         return Readiness(ready=not reasons, reasons=reasons)
 
     def _resolved(self, values: dict[str, str]) -> dict[str, str]:
@@ -262,14 +155,15 @@ class McpToolAdapter(DestinationAdapter[McpToolConfig]):
                             f"the server offers no tool '{config.tool}': check tool against the server's tools",
                         )
                     result = await client.call_tool(config.tool, arguments)
-        except EgressRefused as exc:
-            return self._failed(f"refused by egress rules: {exc}", attempts=0)
         except TimeoutError:
             return self._failed(
                 f"the MCP server did not answer within timeout_seconds = {config.timeout_seconds:g}; publish again "
                 "once it is healthy"
             )
         except Exception as exc:  # an unreachable or broken server is a failed publish, never a crash
+            refusal = _egress_refusal(exc)
+            if refusal is not None:  # raised inside the SDK's transport tasks, so it arrives wrapped
+                return self._failed(f"refused by egress rules: {refusal}", attempts=0)
             return self._failed(f"could not call the MCP server ({_describe(exc)}): check command/url and its logs")
         excerpt = _result_excerpt(result)
         if result.is_error:
@@ -287,13 +181,12 @@ class McpToolAdapter(DestinationAdapter[McpToolConfig]):
             parameters = StdioServerParameters(command=config.command, args=config.args, env=self._resolved(config.env))
             return Client(parameters, read_timeout_seconds=config.timeout_seconds)
         assert config.url is not None
-        problem = scheme_problem(config.url, self.egress_policy)
-        if problem:
-            raise EgressRefused(problem)
-        parts = urlsplit(config.url)
-        await resolve_checked(parts.hostname or "", parts.port or 443, self.egress_policy)
+        from incident_monitor.egress.transport import egress_client  # lazy: the HTTP stack loads on first send
+
+        # Every connection the SDK opens for this session (POSTs, the GET stream, the DELETE) goes through the
+        # egress guard: the address is checked when connecting, after DNS, so a rebinding name cannot slip by.
         http = await stack.enter_async_context(
-            httpx2.AsyncClient(headers=self._resolved(config.headers), timeout=config.timeout_seconds, trust_env=False)
+            egress_client(self.egress_policy, headers=self._resolved(config.headers), timeout=config.timeout_seconds)
         )
         return Client(streamable_http_client(config.url, http_client=http), read_timeout_seconds=config.timeout_seconds)
 
@@ -313,6 +206,23 @@ def _result_excerpt(result: Any) -> str:
     if not parts and result.structured_content is not None:
         parts.append(json.dumps(result.structured_content, default=str))
     return redact_text(" ".join(parts))[:RESULT_EXCERPT_CHARS]
+
+
+def _egress_refusal(exc: BaseException) -> EgressRefused | None:
+    """The egress refusal behind ``exc``: itself, inside an exception group, or its cause."""
+    seen: set[int] = set()
+    pending: list[BaseException] = [exc]
+    while pending:
+        current = pending.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, EgressRefused):
+            return current
+        if isinstance(current, BaseExceptionGroup):
+            pending.extend(current.exceptions)
+        pending.extend(e for e in (current.__cause__, current.__context__) if e is not None)
+    return None
 
 
 def _describe(exc: BaseException) -> str:

@@ -12,31 +12,17 @@ import sys
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
 
 import anyio
-from pydantic import Field
 
-from incident_monitor.destinations.base import (
-    DestinationAdapter,
-    DestinationConfig,
-    PublishOutcome,
-    PublishRequest,
-    Readiness,
-)
-from incident_monitor.destinations.webhook import event_data
+from incident_monitor.destinations.base import DestinationAdapter, PublishOutcome, PublishRequest, event_data
+from incident_monitor.destinations.delivery import enabled_reasons
+from incident_monitor.destinations.settings import TelemetryConfig
+from incident_monitor.domain.canonical import canonical_json
+from incident_monitor.domain.readiness import Readiness
 
 if sys.platform != "win32":
     import fcntl
-
-
-class TelemetryConfig(DestinationConfig):
-    kind: Literal["telemetry"] = "telemetry"
-    path: str = Field(
-        default="telemetry.jsonl",
-        min_length=1,
-        description="JSONL file; a relative path is inside the data directory.",
-    )
 
 
 # One lock per file serializes this process's threads; flock (where available) covers other processes.
@@ -58,9 +44,7 @@ class TelemetryAdapter(DestinationAdapter[TelemetryConfig]):
         return path if path.is_absolute() else self.data_dir / path
 
     def readiness(self) -> Readiness:
-        reasons: list[str] = []
-        if not self.config.enabled:
-            reasons.append(f"destination '{self.config.id}' is disabled (set enabled = true to publish)")
+        reasons = enabled_reasons(self.config)
         problem = _writability_problem(self.file_path)
         if problem:
             reasons.append(problem)
@@ -69,7 +53,7 @@ class TelemetryAdapter(DestinationAdapter[TelemetryConfig]):
     async def _deliver(self, request: PublishRequest) -> PublishOutcome:
         path = self.file_path
         record = {**event_data(request), "published_at": datetime.now(UTC).isoformat()}
-        line = json.dumps(record, sort_keys=True, separators=(",", ":")).encode()
+        line = canonical_json(record).encode()
         try:
             line_number = await anyio.to_thread.run_sync(_append_once, path, request.idempotency_key, line)
         except OSError as exc:

@@ -9,140 +9,41 @@ from __future__ import annotations
 
 import base64
 import binascii
-import email.utils
 import json
 import logging
 import math
 import re
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal
-from urllib.parse import urlsplit
+from typing import TYPE_CHECKING
 
-import anyio
-import httpx2
-from pydantic import ConfigDict, Field, field_validator
 from standardwebhooks import Webhook
 
-from incident_monitor import __version__
-from incident_monitor.destinations.base import (
-    DestinationAdapter,
-    DestinationConfig,
-    PublishOutcome,
-    PublishRequest,
-    Readiness,
+from incident_monitor.destinations.base import DestinationAdapter, PublishOutcome, PublishRequest, event_data
+from incident_monitor.destinations.delivery import (
+    DeliveryFailed,
+    OutcomeUnknown,
+    deliver_with_retries,
+    enabled_reasons,
+    plural_attempts,
+    retry_after_seconds,
+    url_reasons,
 )
-from incident_monitor.destinations.egress import (
-    EgressPolicy,
-    EgressRefused,
-    describe_transport_error,
-    egress_client,
-    literal_address_problem,
-    policy_for,
-    send,
-)
-from incident_monitor.secret_ref import SecretRef, resolve_secret, resolved_secrets, secret_ref_variable
+from incident_monitor.destinations.settings import WebhookConfig
+from incident_monitor.domain.canonical import canonical_json
+from incident_monitor.domain.readiness import Readiness
+from incident_monitor.egress.rules import USER_AGENT, EgressPolicy, EgressRefused, policy_for
+from incident_monitor.secret_ref import resolve_secret, resolved_secrets, secret_ref_variable
 
 if TYPE_CHECKING:
-    import httpx
+    import httpx2
 
 log = logging.getLogger(__name__)
 
 EVENT_TYPE = "incident.published"
-USER_AGENT = f"incident-monitor-mcp/{__version__}"
-MAX_RETRY_AFTER_SECONDS = 30.0
 RESPONSE_EXCERPT_CHARS = 500
-# Enough for any acknowledgement; a receiver cannot make us buffer an unbounded body.
-_MAX_RESPONSE_BYTES = 64 * 1024
 _SECRET_PREFIX = "whsec_"  # noqa: S105 - a format prefix, not a secret
 # Standard Webhooks: signing secrets SHOULD be 24 to 64 random bytes.
 _MIN_SECRET_BYTES = 24
-
-# The fields of a PublishRequest that make up the event's "data" (``attempt`` is bookkeeping).
-_DATA_FIELDS = frozenset(
-    {
-        "receipt_id",
-        "idempotency_key",
-        "draft_id",
-        "incident_id",
-        "destination_id",
-        "route_id",
-        "title",
-        "body",
-        "severity",
-        "labels",
-        "fingerprint",
-        "evidence",
-        "evidence_digest",
-    }
-)
-
-
-class WebhookConfig(DestinationConfig):
-    # A literal secret pasted into `secret` (or a token in `url`) must not be echoed by pydantic's errors.
-    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
-
-    kind: Literal["webhook"] = "webhook"
-    url: str = Field(description="The receiver's https:// endpoint.")
-    secret: SecretRef | None = Field(
-        default=None,
-        description="env:NAME of a variable holding a Standard Webhooks secret ('whsec_<base64>').",
-    )
-    allow_insecure_http: bool = Field(default=False, description="Allow http:// URLs (local testing only).")
-    allow_private_networks: bool = Field(
-        default=False,
-        description="Allow private, loopback and link-local receivers (checked after DNS resolution).",
-    )
-    timeout_seconds: float = Field(10.0, gt=0, le=120)
-    max_attempts: int = Field(3, ge=1, le=10)
-    max_payload_bytes: int = Field(256_000, ge=1024)
-    backoff_seconds: float = Field(0.5, ge=0, le=30, description="Base of the exponential backoff.")
-
-    @field_validator("url")
-    @classmethod
-    def _check_url(cls, value: str) -> str:
-        value = value.strip()
-        example = "e.g. url = 'https://hooks.example.com/incident'"
-        try:
-            parts = urlsplit(value)
-            _ = parts.port  # raises ValueError for a malformed or out-of-range port
-            # httpx2 (the mcp SDK's maintained fork of httpx, loaded by every server) has httpx's URL parser, so
-            # this accepts exactly what deliveries can send, without importing httpx at start-up (see egress).
-            httpx2.URL(value)
-        except (ValueError, httpx2.InvalidURL):
-            raise ValueError(f"url is not a valid URL; {example}") from None
-        if parts.scheme not in ("http", "https") or not parts.hostname or any(c.isspace() for c in value):
-            raise ValueError(f"url must be an http(s) URL with a host; {example}")
-        if parts.username is not None or parts.password is not None:
-            raise ValueError(
-                "url must not contain credentials (user:password@); deliveries are authenticated by "
-                "their signature, set `secret` instead"
-            )
-        return value
-
-
-def event_data(request: PublishRequest) -> dict[str, Any]:
-    """The incident as destinations see it (shared with the telemetry adapter)."""
-    return request.model_dump(mode="json", include=set(_DATA_FIELDS))
-
-
-def retry_after_seconds(value: str | None, *, now: datetime | None = None) -> float | None:
-    """Seconds to wait for a ``Retry-After`` (delay-seconds or HTTP date), capped; None if absent/bad."""
-    if value is None:
-        return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
-        seconds = (when - (now or datetime.now(UTC))).total_seconds()
-    if math.isnan(seconds):
-        return None
-    return min(max(seconds, 0.0), MAX_RETRY_AFTER_SECONDS)
 
 
 def parse_webhook_secret(value: str) -> bytes | None:
@@ -177,10 +78,6 @@ def sanitize_error(exc: BaseException) -> str:
     return text[:200]
 
 
-def _plural(n: int) -> str:
-    return f"{n} attempt" if n == 1 else f"{n} attempts"
-
-
 class WebhookAdapter(DestinationAdapter[WebhookConfig]):
     kind = "webhook"
 
@@ -189,21 +86,15 @@ class WebhookAdapter(DestinationAdapter[WebhookConfig]):
 
     @property
     def egress_policy(self) -> EgressPolicy:
-        return policy_for(self.config, max_response_bytes=_MAX_RESPONSE_BYTES)
+        return policy_for(self.config)
 
     def secret_values(self) -> list[str]:
         return resolved_secrets(self.config.secret)
 
     def readiness(self) -> Readiness:
-        config = self.config
-        reasons: list[str] = []
-        if not config.enabled:
-            reasons.append(f"destination '{config.id}' is disabled (set enabled = true to publish)")
-        if urlsplit(config.url).scheme == "http" and not config.allow_insecure_http:
-            reasons.append("url uses plain http://: use https:// or set allow_insecure_http = true for local testing")
-        address_problem = literal_address_problem(config.url, self.egress_policy)
-        if address_problem:
-            reasons.append(f"url: {address_problem}")
+        reasons = enabled_reasons(self.config)
+        url, url_missing = self.config.resolved_url()
+        reasons += [f"url: {url_missing}"] if url is None else url_reasons("url", url, self.egress_policy)
         _, problem = self._signer()
         if problem:
             reasons.append(problem)
@@ -233,18 +124,13 @@ class WebhookAdapter(DestinationAdapter[WebhookConfig]):
         return Webhook(key), None
 
     async def _deliver(self, request: PublishRequest) -> PublishOutcome:
-        try:
-            return await self._send(request)
-        except Exception as exc:  # adapters report failures as outcomes, never raise
-            error = sanitize_error(exc)
-            log.error("webhook %s: unexpected error: %s", self.config.id, error)
-            return PublishOutcome(status="failed", attempts=0, error=f"webhook delivery crashed ({error})")
-
-    async def _send(self, request: PublishRequest) -> PublishOutcome:
         config = self.config
         signer, problem = self._signer()
         if signer is None:  # the variable changed since readiness was checked
             return PublishOutcome(status="failed", attempts=0, error=f"destination not ready: {problem}")
+        url, url_missing = config.resolved_url()
+        if url is None:
+            return PublishOutcome(status="failed", attempts=0, error=f"destination not ready: url: {url_missing}")
         webhook_id = request.idempotency_key
         if not webhook_id.isascii() or not webhook_id.isprintable() or " " in webhook_id:
             return PublishOutcome(
@@ -254,10 +140,8 @@ class WebhookAdapter(DestinationAdapter[WebhookConfig]):
             )
 
         # Serialized once: every attempt sends (and signs) exactly the same bytes.
-        body = json.dumps(
-            {"type": EVENT_TYPE, "timestamp": datetime.now(UTC).isoformat(), "data": event_data(request)},
-            sort_keys=True,
-            separators=(",", ":"),
+        body = canonical_json(
+            {"type": EVENT_TYPE, "timestamp": datetime.now(UTC).isoformat(), "data": event_data(request)}
         )
         size = len(body.encode())
         if size > config.max_payload_bytes:
@@ -270,69 +154,37 @@ class WebhookAdapter(DestinationAdapter[WebhookConfig]):
                 ),
             )
 
-        last_error = "webhook was not called"
-        excerpt: str | None = None
-        attempt = 0
+        from incident_monitor.egress.transport import egress_client  # lazy: the HTTP stack loads on first send
+
         async with egress_client(self.egress_policy) as client:
-            import httpx  # already loaded by egress_client (lazy: see egress)
+            attempts = 0
 
-            for attempt in range(1, config.max_attempts + 1):
-                wait: float | None = None
-                try:
-                    status, raw, retry_after = await self._post(client, signer, webhook_id, body)
-                except EgressRefused as exc:
-                    return self._failed(f"webhook {describe_transport_error(exc, timeout_seconds=0)}", attempt, None)
-                except httpx.TimeoutException:
-                    last_error = f"webhook timed out (timeout_seconds = {config.timeout_seconds:g})"
-                except httpx.TransportError as exc:
-                    last_error = f"could not reach the webhook ({sanitize_error(exc)})"
-                else:
-                    excerpt = raw.decode("utf-8", errors="replace")[:RESPONSE_EXCERPT_CHARS]
-                    log.info("webhook %s: attempt %d answered %d", config.id, attempt, status)
-                    if 200 <= status < 300:
-                        return PublishOutcome(
-                            status="published",
-                            external_id=_external_id(raw, webhook_id),
-                            attempts=attempt,
-                            response_excerpt=excerpt,
-                        )
-                    if 300 <= status < 400:
-                        return self._failed(
-                            f"webhook answered a redirect ({status}); configure the final URL",
-                            attempt,
-                            excerpt,
-                        )
-                    if status == 410:
-                        outcome = self._failed(
-                            f"webhook answered 410 Gone: destination '{config.id}' is now disabled; fix url, then "
-                            f"re-enable it with `incident-monitor destinations enable {config.id}`",
-                            attempt,
-                            excerpt,
-                        )
-                        return outcome.model_copy(update={"disable_reason": "webhook answered 410 Gone"})
-                    if status != 429 and status < 500:
-                        return self._failed(
-                            f"webhook answered {status} after {_plural(attempt)}: {self._hint(status)}",
-                            attempt,
-                            excerpt,
-                        )
-                    last_error = f"webhook answered {status}"
-                    wait = retry_after_seconds(retry_after)
-                log.info("webhook %s: attempt %d failed: %s", config.id, attempt, last_error)
-                if attempt < config.max_attempts:
-                    if wait is None:
-                        wait = min(config.backoff_seconds * 2 ** (attempt - 1), MAX_RETRY_AFTER_SECONDS)
-                    await anyio.sleep(wait)
-        return self._failed(
-            f"{last_error} after {_plural(attempt)}: check that the receiver is up and healthy, then publish "
-            "again (the same webhook-id lets it drop duplicates)",
-            attempt,
-            excerpt,
-        )
+            async def attempt_once() -> PublishOutcome:
+                nonlocal attempts
+                attempts += 1
+                return await self._attempt(client, url, signer, webhook_id, body, attempts)
 
-    async def _post(
-        self, client: httpx.AsyncClient, signer: Webhook, webhook_id: str, body: str
-    ) -> tuple[int, bytes, str | None]:
+            return await deliver_with_retries(
+                attempt_once,
+                label="webhook",
+                destination_id=config.id,
+                max_attempts=config.max_attempts,
+                backoff_base=config.backoff_seconds,
+                gave_up=lambda error, n: (
+                    f"{error} after {plural_attempts(n)}: check that the receiver is up and healthy, then publish "
+                    "again (the same webhook-id lets it drop duplicates)"
+                ),
+            )
+
+    async def _attempt(
+        self, client: httpx2.AsyncClient, url: str, signer: Webhook, webhook_id: str, body: str, attempt: int
+    ) -> PublishOutcome:
+        """One signed POST: an outcome, DeliveryFailed (definite) or OutcomeUnknown (worth another attempt)."""
+        import httpx2
+
+        from incident_monitor.egress.transport import describe_transport_error, send
+
+        config = self.config
         # Signed per attempt: the timestamp is the attempt's, so late retries stay inside the tolerance.
         now = datetime.now(UTC)
         headers = {
@@ -342,8 +194,37 @@ class WebhookAdapter(DestinationAdapter[WebhookConfig]):
             "content-type": "application/json",
             "user-agent": USER_AGENT,
         }
-        answer = await send(client, self.egress_policy, "POST", self.config.url, content=body.encode(), headers=headers)
-        return answer.status, answer.body, answer.headers.get("retry-after")
+        try:
+            answer = await send(client, self.egress_policy, "POST", url, content=body.encode(), headers=headers)
+        except EgressRefused as exc:
+            raise DeliveryFailed(f"webhook {describe_transport_error(exc, timeout_seconds=0)}") from None
+        except httpx2.TimeoutException:
+            raise OutcomeUnknown(f"webhook timed out (timeout_seconds = {config.timeout_seconds:g})") from None
+        except httpx2.TransportError as exc:
+            raise OutcomeUnknown(f"could not reach the webhook ({sanitize_error(exc)})") from None
+        status = answer.status
+        excerpt = answer.excerpt(RESPONSE_EXCERPT_CHARS)
+        log.info("webhook %s: attempt %d answered %d", config.id, attempt, status)
+        if 200 <= status < 300:
+            return PublishOutcome(
+                status="published", external_id=_external_id(answer.body, webhook_id), response_excerpt=excerpt
+            )
+        if 300 <= status < 400:
+            raise DeliveryFailed(f"webhook answered a redirect ({status}); configure the final URL", excerpt)
+        if status == 410:
+            raise DeliveryFailed(
+                f"webhook answered 410 Gone: destination '{config.id}' is now disabled; fix url, then "
+                f"re-enable it with `incident-monitor destinations enable {config.id}`",
+                excerpt,
+                disable="webhook answered 410 Gone",
+            )
+        if status != 429 and status < 500:
+            raise DeliveryFailed(
+                f"webhook answered {status} after {plural_attempts(attempt)}: {self._hint(status)}", excerpt
+            )
+        raise OutcomeUnknown(
+            f"webhook answered {status}", retry_after_seconds(answer.headers.get("retry-after")), excerpt=excerpt
+        )
 
     def _hint(self, status: int) -> str:
         if status in (401, 403):
@@ -354,10 +235,6 @@ class WebhookAdapter(DestinationAdapter[WebhookConfig]):
         if status == 413:
             return "the receiver refused the payload size; lower max_payload_bytes or shorten the draft"
         return "the receiver rejected the delivery; check its logs"
-
-    def _failed(self, error: str, attempts: int, excerpt: str | None) -> PublishOutcome:
-        log.warning("webhook %s: %s", self.config.id, error)
-        return PublishOutcome(status="failed", attempts=attempts, error=error, response_excerpt=excerpt)
 
 
 def _external_id(raw: bytes, fallback: str) -> str:

@@ -1,7 +1,11 @@
-"""Destination state the config cannot hold: a destination a receiver declared gone (HTTP 410) is disabled here.
+"""Destination state the config cannot hold: what the receivers said.
 
-A row exists only while the destination is disabled; re-enabling deletes it. Readiness reads this
-table (a local read, no network), so a disabled destination blocks preview and publish.
+``DestinationState``: a destination a receiver declared gone (HTTP 410) is disabled here. A row
+exists only while the destination is disabled; re-enabling deletes it. Readiness reads this table
+(a local read, no network), so a disabled destination blocks preview and publish.
+
+``DestinationDelivery``: how its publishes went lately (failures in a row, the last error and when),
+so status can say a destination is failing; it never blocks a publish (the next one may succeed).
 """
 
 from __future__ import annotations
@@ -20,6 +24,16 @@ class DestinationState(SQLModel, table=True):
     destination_id: str = Field(primary_key=True)
     disabled_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     reason: str
+
+
+class DestinationDelivery(SQLModel, table=True):
+    __tablename__ = "destination_deliveries"
+
+    destination_id: str = Field(primary_key=True)
+    consecutive_failures: int = 0
+    last_error: str | None = None  # a PublishOutcome's error: adapters keep secrets out of it
+    last_failed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    last_published_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
 def read_disabled(engine: Engine) -> dict[str, str]:

@@ -7,16 +7,12 @@ counts, timestamps) — so a retry of the same evidence is recognised as the sam
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Mapping
 from typing import Any
 
+from incident_monitor.domain.canonical import canonical_json
 from incident_monitor.domain.enums import Severity
 from incident_monitor.domain.models import IncidentBase
-
-
-def canonical_json(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
 
 
 def sha256_hex(value: Any) -> str:

@@ -12,8 +12,8 @@ from dataclasses import dataclass, replace
 from pydantic import BaseModel, Field
 
 from incident_monitor.config import ApprovalSettings, DestinationSettings, MonitorConfig, Route
-from incident_monitor.destinations.base import Readiness
 from incident_monitor.domain.enums import ApprovalPolicy, Severity
+from incident_monitor.domain.readiness import Readiness
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 
+import anyio
 from mcp.server.auth.middleware.auth_context import auth_context_var, get_access_token
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.auth.provider import AccessToken
@@ -33,26 +34,46 @@ INTAKE_PATH = "/incident-monitor/intake/report"
 
 
 class BearerAuthenticator:
-    """Credential → Principal, for monitor tokens and (optionally) JWTs."""
+    """Credential → access token, for monitor tokens and (optionally) JWTs: the SDK's async ``TokenVerifier``.
+
+    Never blocks the event loop: a monitor token is looked up (and its ``last_used_at`` written) in a worker
+    thread; a JWT's JWKS is fetched asynchronously.
+    """
 
     def __init__(self, monitor: Monitor, jwt_verifier: JwtVerifier | None = None) -> None:
         self.monitor = monitor
         self.jwt_verifier = jwt_verifier
 
-    def authenticate(self, credential: str) -> Principal:
+    async def authenticate(self, credential: str) -> AccessToken:
+        """The access token a credential stands for; CredentialError (saying why, never the credential) if none."""
         if looks_like_intake_key(credential):
             raise CredentialError(
                 f"intake keys can only report, on POST {INTAKE_PATH}; use an agent or operator token here"
             )
         if self.jwt_verifier is not None and not credential.startswith(TOKEN_PREFIX):
-            return self.jwt_verifier.principal(credential)
-        return authenticate_token(self.monitor, credential)
+            principal = await self.jwt_verifier.principal(credential)
+        else:
+            principal = await anyio.to_thread.run_sync(authenticate_token, self.monitor, credential)
+        return AccessToken(
+            token=credential,
+            client_id=principal.name,
+            scopes=sorted(principal.scopes),
+            subject=principal.name,
+            claims={"principal_kind": principal.kind, "token_id": principal.token_id},
+        )
+
+    async def verify_token(self, token: str) -> AccessToken | None:
+        """``mcp.server.auth.provider.TokenVerifier``: the access token, or None for any refused credential."""
+        try:
+            return await self.authenticate(token)
+        except CredentialError:
+            return None
 
 
 def bearer_credential(scope: Scope) -> str | None:
     for name, value in scope.get("headers", []):
         if name == b"authorization":
-            text = value.decode("latin-1")
+            text = bytes(value).decode("latin-1")
             if text[:7].lower() == "bearer " and text[7:].strip():
                 return text[7:].strip()
     return None
@@ -96,22 +117,15 @@ class RequireBearer:
             await self._refuse(send, 401, None, "a bearer token is required (Authorization: Bearer imt_…)")
             return
         try:
-            principal = self.authenticator.authenticate(credential)
+            access = await self.authenticator.authenticate(credential)
         except CredentialError as exc:
             if looks_like_intake_key(credential):
                 await self._refuse(send, 403, "insufficient_scope", exc.message)
             else:
                 await self._refuse(send, 401, "invalid_token", exc.message)
             return
-        if await self.limiter.refuse(f"principal:{principal.name}", send):
+        if await self.limiter.refuse(f"principal:{access.client_id}", send):
             return
-        access = AccessToken(
-            token=credential,
-            client_id=principal.name,
-            scopes=sorted(principal.scopes),
-            subject=principal.name,
-            claims={"principal_kind": principal.kind, "token_id": principal.token_id},
-        )
         user = AuthenticatedUser(access)
         scope["user"] = user
         scope["auth"] = AuthCredentials(access.scopes)
@@ -145,15 +159,20 @@ def principal_resolver(authenticated: bool) -> Callable[[], Principal]:
             if not authenticated:
                 return LOCAL_AGENT
             return Principal(name="unauthenticated", scopes=frozenset(), credential_problem="no credential")
-        claims = access.claims or {}
-        return Principal(
-            name=access.client_id,
-            scopes=frozenset(access.scopes),
-            kind=str(claims.get("principal_kind") or "agent"),
-            token_id=claims.get("token_id"),
-        )
+        return principal_of(access)
 
     return resolve
+
+
+def principal_of(access: AccessToken) -> Principal:
+    """The principal an access token from ``BearerAuthenticator.authenticate`` stands for."""
+    claims = access.claims or {}
+    return Principal(
+        name=access.client_id,
+        scopes=frozenset(access.scopes),
+        kind=str(claims.get("principal_kind") or "agent"),
+        token_id=claims.get("token_id"),
+    )
 
 
 def protected_resource_metadata(resource: str, authorization_servers: list[str]) -> bytes:

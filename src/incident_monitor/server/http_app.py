@@ -44,6 +44,7 @@ from incident_monitor.server.rate_limit import RateLimiter
 from incident_monitor.server.tools import build_mcp_server
 from incident_monitor.service.monitor import Monitor
 from incident_monitor.service.publishing import recover_pending
+from incident_monitor.service.status import publish_readiness
 
 LOOPBACK_HOSTS = ["127.0.0.1:*", "localhost:*", "[::1]:*"]
 LOOPBACK_ORIGINS = ["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"]
@@ -112,15 +113,34 @@ def _health_routes(monitor: Monitor) -> list[Route]:
         return JSONResponse({"status": "ok"})
 
     async def readyz(_: Request) -> Response:
-        # Public: says whether the monitor can take reports, not which destination lacks what.
+        # Public: whether the monitor can take reports (status, 503 when not) and publish (publish_state,
+        # which never fails the probe), not which destination lacks what: that is get_status's, for callers.
         try:
             with monitor.session() as session:
                 session.connection().execute(text("SELECT 1"))
         except Exception:  # any database failure means not ready
             return JSONResponse({"status": "not_ready", "database": "unavailable"}, status_code=503)
-        ready = sum(1 for d in monitor.config.destinations if d.enabled and monitor.readiness(d.id).ready)
-        total = len(monitor.config.destinations)
-        return JSONResponse({"status": "ready", "database": "ok", "destinations_ready": ready, "destinations": total})
+        publishing = publish_readiness(monitor)
+        troubled = [d for d in publishing.reachable if not d.ready or d.consecutive_failures]
+        problems = (
+            [
+                f"{len(troubled)} of {len(publishing.reachable)} destinations that routes publish to are not ready "
+                "or failed their latest publish; which, and the fix: get_status (MCP) or `incident-monitor status`"
+            ]
+            if troubled or publishing.state != "ready"
+            else []
+        )
+        return JSONResponse(
+            {
+                "status": "ready",
+                "database": "ok",
+                "destinations_ready": sum(1 for d in publishing.destinations if d.ready),
+                "destinations": len(publishing.destinations),
+                "publish_ready": publishing.state == "ready",
+                "publish_state": publishing.state,
+                "problems": problems,
+            }
+        )
 
     return [Route("/healthz", healthz, methods=["GET"]), Route("/readyz", readyz, methods=["GET"])]
 

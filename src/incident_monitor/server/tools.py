@@ -287,7 +287,9 @@ class IncidentMonitorTools:
     async def publish_draft(self, draft_id: DraftId) -> PublishResult:
         """Publish through the policy gates to the routed destination and return the receipt. Idempotent."""
         with tool_errors():
-            return await publishing.publish_draft(self.monitor, self.principal(), draft_id)
+            # Claim and settle (SQLite, fsync) in worker threads like every tool's service call; the adapter's
+            # delivery, async I/O, is awaited on the loop.
+            return await publishing.publish_draft(self.monitor, self.principal(), draft_id, run=in_worker)
 
     async def list_receipts(
         self,

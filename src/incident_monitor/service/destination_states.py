@@ -1,22 +1,47 @@
-"""Disable a destination its receiver declared gone, and let an operator re-enable it."""
+"""What receivers said about a destination: disabled when declared gone (an operator re-enables it), and
+how its recent publishes went (failures in a row, the last error), for status and readiness."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
+from sqlalchemy import select
 from sqlmodel import Session
 
-from incident_monitor.domain.destination_state import DestinationState
+from incident_monitor.domain.destination_state import DestinationDelivery, DestinationState
 from incident_monitor.errors import InvalidInput
 from incident_monitor.policy.principal import Principal
 from incident_monitor.service.governed import governed_call
 from incident_monitor.service.monitor import Monitor
+from incident_monitor.store.engine import read_scope
+
+_DELIVERIES = select(DestinationDelivery.__table__)  # type: ignore[attr-defined]
 
 
 def disable_destination(session: Session, destination_id: str, reason: str, at: datetime) -> None:
     """Mark ``destination_id`` disabled (inside the caller's unit of work); the first reason stays."""
     if session.get(DestinationState, destination_id) is None:
         session.add(DestinationState(destination_id=destination_id, disabled_at=at, reason=reason))
+
+
+def record_delivery(session: Session, destination_id: str, *, error: str | None, at: datetime) -> None:
+    """Count a publish's outcome for ``destination_id`` (inside the caller's unit of work); no error = success."""
+    row = session.get(DestinationDelivery, destination_id) or DestinationDelivery(destination_id=destination_id)
+    if error is None:
+        row.consecutive_failures = 0
+        row.last_published_at = at
+    else:
+        row.consecutive_failures += 1
+        row.last_error = error
+        row.last_failed_at = at
+    session.add(row)
+
+
+def read_deliveries(monitor: Monitor) -> dict[str, DestinationDelivery]:
+    """destination_id → its recent delivery record, read without waiting for a unit of work in progress."""
+    with read_scope(monitor.engine) as connection:
+        rows = connection.execute(_DELIVERIES).mappings().all()
+    return {row["destination_id"]: DestinationDelivery.model_validate(dict(row)) for row in rows}
 
 
 def enable_destination(monitor: Monitor, principal: Principal, destination_id: str) -> bool:

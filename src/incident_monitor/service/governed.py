@@ -2,12 +2,15 @@
 
 An allowed call's audit row is committed together with its effect. A denial, a rejection or a
 failure is recorded in its own transaction (the effect rolled back), so every decision is in the
-audit log exactly once and nothing half-done is stored.
+audit log exactly once and nothing half-done is stored. Each decision also gets one INFO line on
+the ``incident_monitor.audit`` logger (ids and timing only: argument values never reach the log).
 """
 
 from __future__ import annotations
 
 import logging
+import re
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -31,6 +34,48 @@ from incident_monitor.service.audit import append_audit
 from incident_monitor.service.monitor import Monitor
 
 logger = logging.getLogger(__name__)
+audit_logger = logging.getLogger("incident_monitor.audit")
+
+# Ids and principal names can come from callers (a made-up draft_id, a JWT subject): one token each,
+# so a value cannot forge a field or a line.
+_UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9_.:@/-]")
+
+
+def _loggable(value: str) -> str:
+    return _UNSAFE_CHARS.sub("?", value[:100])
+
+
+def log_decision(
+    principal: Principal,
+    action: str,
+    decision: Decision,
+    *,
+    subject_id: str | None,
+    run_id: str | None,
+    started: float,
+) -> None:
+    """One INFO line per governed call: who, what, the decision, the audit row's ids and the duration.
+
+    The same fields go in ``extra`` for structured (JSON) formatters; the timestamp is the formatter's.
+    """
+    duration_ms = round((time.perf_counter() - started) * 1000, 1)
+    who, what = _loggable(principal.name), _loggable(action)
+    ids = {name: _loggable(value) for name, value in (("subject_id", subject_id), ("run_id", run_id)) if value}
+    audit_logger.info(
+        "governed call tool=%s principal=%s decision=%s ids=%s duration_ms=%.1f",
+        what,
+        who,
+        decision.value,
+        ",".join(f"{name}={value}" for name, value in ids.items()) or "-",
+        duration_ms,
+        extra={
+            "principal": who,
+            "action": what,
+            "decision": decision.value,
+            "ids": ids,
+            "duration_ms": duration_ms,
+        },
+    )
 
 
 @dataclass
@@ -61,8 +106,13 @@ def record_decision(
     *,
     subject_id: str | None = None,
     run_id: str | None = None,
+    started: float | None = None,
 ) -> None:
-    """Record a decision in its own transaction (used for everything that stores no effect)."""
+    """Record a decision in its own transaction (used for everything that stores no effect).
+
+    ``started`` is when the call began (``time.perf_counter()``); without it the line times the recording.
+    """
+    started = time.perf_counter() if started is None else started
     with monitor.session() as session:
         append_audit(
             session,
@@ -75,13 +125,16 @@ def record_decision(
             subject_id=subject_id,
             run_id=run_id,
         )
+    log_decision(principal, action, decision, subject_id=subject_id, run_id=run_id, started=started)
     # After the commit: the self-monitoring report is its own governed call (and transaction).
     self_monitoring.on_decision(
         monitor, principal, action, decision, reasons, arguments, subject_id=subject_id, run_id=run_id
     )
 
 
-def deny_if_not_allowed(monitor: Monitor, principal: Principal, action: str, arguments: Any) -> None:
+def deny_if_not_allowed(
+    monitor: Monitor, principal: Principal, action: str, arguments: Any, *, started: float | None = None
+) -> None:
     decision = check_action(principal, action)
     if decision.allowed:
         return
@@ -102,7 +155,7 @@ def deny_if_not_allowed(monitor: Monitor, principal: Principal, action: str, arg
         reasons = list(decision.reasons)
     # The refusal joins the timeline of the run whose draft/incident/approval the call named.
     run_id = self_monitoring.related_run(monitor, arguments)
-    record_decision(monitor, principal, action, Decision.deny, reasons, arguments, run_id=run_id)
+    record_decision(monitor, principal, action, Decision.deny, reasons, arguments, run_id=run_id, started=started)
     if decision.missing_scopes and not principal.credential_problem:
         raise InsufficientScope(message, reasons=reasons)
     raise PermissionDenied(message, reasons=reasons)
@@ -118,7 +171,8 @@ def governed_call(
     subject_id: str | None = None,
     run_id: str | None = None,
 ) -> Iterator[GovernedCall]:
-    deny_if_not_allowed(monitor, principal, action, arguments)
+    started = time.perf_counter()
+    deny_if_not_allowed(monitor, principal, action, arguments, started=started)
     call: GovernedCall | None = None
     try:
         with monitor.session() as session:
@@ -145,6 +199,7 @@ def governed_call(
             arguments,
             subject_id=call.subject_id if call else subject_id,
             run_id=call.run_id if call else run_id,
+            started=started,
         )
         raise
     except Exception:
@@ -157,5 +212,8 @@ def governed_call(
             ["internal error (see server log)"],
             arguments,
             subject_id=call.subject_id if call else subject_id,
+            started=started,
         )
         raise
+    # After the commit, so the line never reports an effect that was rolled back.
+    log_decision(principal, action, Decision.allow, subject_id=call.subject_id, run_id=call.run_id, started=started)

@@ -23,6 +23,7 @@ from incident_monitor.domain.evidence import (
     sha256_hex,
 )
 from incident_monitor.domain.io import IncidentReport, ReportResult
+from incident_monitor.domain.levels import LEVEL_SEVERITY
 from incident_monitor.domain.models import Draft, Incident, IncidentOccurrence, new_id
 from incident_monitor.domain.transitions import check_incident_transition
 from incident_monitor.errors import InvalidInput, ReportRejected
@@ -31,21 +32,6 @@ from incident_monitor.policy.redaction import redact_json, redact_text
 from incident_monitor.service import self_monitoring
 from incident_monitor.service.governed import governed_call
 from incident_monitor.service.monitor import Monitor
-
-LEVEL_SEVERITY: dict[str, Severity] = {
-    "emergency": Severity.critical,
-    "fatal": Severity.critical,
-    "critical": Severity.critical,
-    "alert": Severity.critical,
-    "error": Severity.high,
-    "err": Severity.high,
-    "warning": Severity.medium,
-    "warn": Severity.medium,
-    "notice": Severity.low,
-    "info": Severity.low,
-    "debug": Severity.low,
-    "trace": Severity.low,
-}
 
 _VOLATILE = re.compile(
     r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|\b[0-9a-f]{7,64}\b|\d+", re.IGNORECASE

@@ -12,9 +12,10 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from incident_monitor.config import MonitorConfig, Settings, load_config
-from incident_monitor.destinations.base import DestinationAdapter, Readiness
+from incident_monitor.destinations.base import DestinationAdapter
 from incident_monitor.destinations.registry import build_adapters
 from incident_monitor.domain.destination_state import read_disabled
+from incident_monitor.domain.readiness import Readiness
 from incident_monitor.domain.types import utcnow
 from incident_monitor.store.engine import dispose_engine, open_engine, session_scope
 

@@ -12,8 +12,12 @@ same idempotent adapter call. Publishing an already published draft returns its 
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
+from typing import Any, Protocol, TypeVar
 
+import anyio
 from sqlmodel import Session, col, select
 
 from incident_monitor.destinations.base import PublishOutcome, PublishRequest
@@ -30,13 +34,14 @@ from incident_monitor.policy.routing import RouteDecision
 from incident_monitor.service import self_monitoring
 from incident_monitor.service.approvals import approvals_for, is_expired
 from incident_monitor.service.audit import append_audit
-from incident_monitor.service.destination_states import disable_destination
+from incident_monitor.service.destination_states import disable_destination, record_delivery
 from incident_monitor.service.governed import governed_call
 from incident_monitor.service.monitor import Monitor
 from incident_monitor.service.queries import draft_next_step, get_draft_row, run_id_for_draft
 from incident_monitor.service.routing import decide_for_draft
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 RECOVERY_PRINCIPAL = Principal(name="system:recovery", scopes=frozenset(), kind="system")
 DONE = frozenset({ReceiptStatus.published, ReceiptStatus.commented})
@@ -234,6 +239,10 @@ def settle(monitor: Monitor, principal: Principal, receipt_id: str, outcome: Pub
             session.add(draft)
         if outcome.disable_reason:
             disable_destination(session, receipt.destination_id, outcome.disable_reason, now)
+        # Kept per destination (not only on the receipt) so status can say a destination keeps failing.
+        record_delivery(
+            session, receipt.destination_id, error=None if succeeded else (receipt.error or "failed"), at=now
+        )
         incident = session.get(Incident, receipt.incident_id)
         if succeeded and incident is not None and incident.status in (IncidentStatus.open, IncidentStatus.triaged):
             check_incident_transition(incident.incident_id, incident.status, IncidentStatus.published)
@@ -284,7 +293,16 @@ def _record_blocked_attempt(monitor: Monitor, principal: Principal, draft_id: st
         )
 
 
-def _result(monitor: Monitor, receipt_id: str, *, reused: bool) -> PublishResult:
+def claim_or_record_refusal(monitor: Monitor, principal: Principal, draft_id: str) -> Claim:
+    """Step 1, and a refused publish (approval missing, route blocked) leaves a blocked receipt saying why."""
+    try:
+        return claim(monitor, principal, draft_id)
+    except (ApprovalRequired, PublishBlocked) as exc:
+        _record_blocked_attempt(monitor, principal, draft_id, exc)
+        raise
+
+
+def publish_result(monitor: Monitor, receipt_id: str, *, reused: bool) -> PublishResult:
     with monitor.session() as session:
         receipt = session.get(Receipt, receipt_id)
         assert receipt is not None
@@ -298,21 +316,30 @@ def _result(monitor: Monitor, receipt_id: str, *, reused: bool) -> PublishResult
         )
 
 
-async def publish_draft(monitor: Monitor, principal: Principal, draft_id: str) -> PublishResult:
-    try:
-        claimed = claim(monitor, principal, draft_id)
-    except (ApprovalRequired, PublishBlocked) as exc:
-        _record_blocked_attempt(monitor, principal, draft_id, exc)
-        raise
+class WorkerRunner(Protocol):
+    """Runs a synchronous service call off the event loop (the server passes its ``in_worker``)."""
+
+    def __call__(self, service: Callable[..., T], /, *args: Any, **kwargs: Any) -> Awaitable[T]: ...
+
+
+async def in_thread(service: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+    return await anyio.to_thread.run_sync(partial(service, *args, **kwargs))
+
+
+async def publish_draft(
+    monitor: Monitor, principal: Principal, draft_id: str, *, run: WorkerRunner = in_thread
+) -> PublishResult:
+    """Claim, deliver, settle. The database steps (SQLite, fsync) run in worker threads through ``run``; only the
+    adapter call, which is async I/O, runs on the event loop."""
+    claimed = await run(claim_or_record_refusal, monitor, principal, draft_id)
     if claimed.request is None or claimed.permit is None:
-        return _result(monitor, claimed.receipt_id, reused=True)
+        return await run(publish_result, monitor, claimed.receipt_id, reused=True)
     outcome = await deliver(monitor, claimed.request, claimed.permit)
-    settle(monitor, principal, claimed.receipt_id, outcome)
-    return _result(monitor, claimed.receipt_id, reused=False)
+    await run(settle, monitor, principal, claimed.receipt_id, outcome)
+    return await run(publish_result, monitor, claimed.receipt_id, reused=False)
 
 
-async def recover_pending(monitor: Monitor) -> list[str]:
-    """Finish publishes that a crash left pending, through the same idempotent adapter call."""
+def _pending_work(monitor: Monitor) -> list[tuple[str, PublishRequest, PublishPermit]]:
     with monitor.session() as session:
         pending = session.exec(select(Receipt).where(Receipt.status == ReceiptStatus.pending)).all()
         work: list[tuple[str, PublishRequest, PublishPermit]] = []
@@ -325,7 +352,13 @@ async def recover_pending(monitor: Monitor) -> list[str]:
                 continue  # stays pending until an operator re-enables the destination
             request = _request_for(receipt, draft, _labels(monitor, draft, receipt.route_id))
             work.append((receipt.receipt_id, request, _permit_for(receipt)))
+    return work
+
+
+async def recover_pending(monitor: Monitor, *, run: WorkerRunner = in_thread) -> list[str]:
+    """Finish publishes that a crash left pending, through the same idempotent adapter call."""
+    work = await run(_pending_work, monitor)
     for receipt_id, request, permit in work:
         outcome = await deliver(monitor, request, permit)
-        settle(monitor, RECOVERY_PRINCIPAL, receipt_id, outcome)
+        await run(settle, monitor, RECOVERY_PRINCIPAL, receipt_id, outcome)
     return [receipt_id for receipt_id, _, _ in work]

@@ -42,6 +42,7 @@ from sqlmodel import Session
 from incident_monitor.config import MonitorConfig
 from incident_monitor.domain.enums import Decision, Severity
 from incident_monitor.domain.io import IncidentReport
+from incident_monitor.domain.levels import LEVEL_FOR_SEVERITY
 from incident_monitor.domain.models import ApprovalRequest, Draft, Incident, Receipt
 from incident_monitor.policy.principal import Principal
 from incident_monitor.policy.scopes import REPORT
@@ -57,13 +58,6 @@ FINGERPRINT_PREFIX = "selfmon:"
 HIGH_IMPACT_ACTIONS = frozenset({"publish_draft", "decide_approval", "resolve_incident", "manage_tokens"})
 RUN_ERROR_SUFFIXES = frozenset({"failed", "error", "errored", "crashed", "aborted"})
 RUN_ERROR_LEVELS = frozenset({"error", "err", "critical", "fatal", "alert", "emergency"})
-# The level whose severity (service/intake.py LEVEL_SEVERITY) is exactly the one wanted.
-_LEVEL_FOR_SEVERITY = {
-    Severity.critical: "critical",
-    Severity.high: "error",
-    Severity.medium: "warning",
-    Severity.low: "info",
-}
 _TITLES = {
     "blocked_call": "Blocked call",
     "failed_call": "Failed call",
@@ -215,7 +209,7 @@ def _record(
                         detail=detail,
                         source=settings.source,
                         event=f"incident_monitor.self.{kind}",
-                        level=_LEVEL_FOR_SEVERITY[sev],
+                        level=LEVEL_FOR_SEVERITY[sev],
                         fingerprint=fp,
                         route_tags=[SELF_MONITORING_TAG],
                         run_id=link.run_id,

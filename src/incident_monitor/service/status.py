@@ -1,6 +1,15 @@
-"""Readiness: can the monitor take reports, preview routes and publish, per destination."""
+"""Readiness: can the monitor take reports, preview routes and publish, per destination.
+
+Publishing is judged on the destinations something can reach (a route's, or the default one): one of
+them not ready, or failing its latest publish, makes publishing ``degraded`` with a problem naming
+the destination and the fix; none of them ready makes it ``not_ready``.
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
 
 from pydantic import BaseModel, Field
 from sqlalchemy import text
@@ -10,15 +19,24 @@ from incident_monitor import __version__
 from incident_monitor.domain.enums import ApprovalStatus, IncidentStatus
 from incident_monitor.domain.models import ApprovalRequest, Incident
 from incident_monitor.policy.principal import Principal
+from incident_monitor.service.destination_states import read_deliveries
 from incident_monitor.service.governed import governed_call
 from incident_monitor.service.monitor import Monitor
+
+PublishState = Literal["ready", "degraded", "not_ready"]
+DEFAULT_ROUTE = "default"  # how the default destination appears in ``routed_from``
 
 
 class Readiness(BaseModel):
     config_valid: bool
     ingest_ready: bool
     route_preview_ready: bool
-    publish_ready: bool
+    publish_ready: bool = Field(description="True only when publish_state is 'ready'.")
+    publish_state: PublishState = Field(
+        description="ready: every destination a route or the default destination reaches is ready and its latest "
+        "publish succeeded (or none was tried); degraded: some are not, problems say which and the fix; "
+        "not_ready: none of them is ready, or nothing is routable."
+    )
 
 
 class DestinationStatus(BaseModel):
@@ -28,6 +46,14 @@ class DestinationStatus(BaseModel):
     ready: bool
     reasons: list[str]
     approval_required_by_default: bool
+    routed_from: list[str] = Field(
+        default_factory=list,
+        description=f"Ids of the routes that publish here ('{DEFAULT_ROUTE}': it is the default destination).",
+    )
+    consecutive_failures: int = Field(0, description="Publishes in a row that failed here (0 after a success).")
+    last_error: str | None = Field(None, description="The latest failed publish's error.")
+    last_error_at: datetime | None = None
+    last_published_at: datetime | None = None
 
 
 class CallerView(BaseModel):
@@ -48,6 +74,74 @@ class StatusView(BaseModel):
     problems: list[str] = Field(description="What keeps the monitor from being fully ready, and what to fix.")
 
 
+@dataclass(frozen=True)
+class PublishReadiness:
+    state: PublishState
+    destinations: list[DestinationStatus]
+    problems: list[str]
+
+    @property
+    def reachable(self) -> list[DestinationStatus]:
+        return [d for d in self.destinations if d.routed_from]
+
+
+def _routed_from(monitor: Monitor) -> dict[str, list[str]]:
+    sources: dict[str, list[str]] = {}
+    for route in monitor.config.routes:
+        sources.setdefault(route.destination_id, []).append(route.id)
+    if monitor.config.default_destination is not None:
+        sources.setdefault(monitor.config.default_destination.destination_id, []).append(DEFAULT_ROUTE)
+    return sources
+
+
+def publish_readiness(monitor: Monitor) -> PublishReadiness:
+    """Every destination's readiness and recent deliveries, and what they mean for publishing.
+
+    Local reads only (no network, no unit of work), so probes and status can ask on every request.
+    """
+    deliveries = read_deliveries(monitor)
+    sources = _routed_from(monitor)
+    destinations: list[DestinationStatus] = []
+    problems: list[str] = []
+    for config in monitor.config.destinations:
+        readiness = monitor.readiness(config.id)
+        reasons = list(readiness.reasons) if config.enabled else ["disabled in config"]
+        routed_from = sources.get(config.id, [])
+        record = deliveries.get(config.id)
+        status = DestinationStatus(
+            destination_id=config.id,
+            kind=config.kind,
+            enabled=config.enabled,
+            ready=config.enabled and readiness.ready,
+            reasons=reasons,
+            approval_required_by_default=config.approval_required_by_default,
+            routed_from=routed_from,
+            consecutive_failures=record.consecutive_failures if record else 0,
+            last_error=record.last_error if record else None,
+            last_error_at=record.last_failed_at if record else None,
+            last_published_at=record.last_published_at if record else None,
+        )
+        destinations.append(status)
+        blocked = f" (publishes routed here by {', '.join(routed_from)} are blocked until then)" if routed_from else ""
+        problems.extend(f"destination '{config.id}': {reason}{blocked}" for reason in reasons)
+        if status.consecutive_failures and status.last_error_at is not None:
+            problems.append(
+                f"destination '{config.id}': {status.consecutive_failures} publish"
+                f"{'es' if status.consecutive_failures > 1 else ''} in a row failed, "
+                f"the latest at {status.last_error_at.isoformat()}: {status.last_error}. Fix what the error names, "
+                "then publish the failed drafts again (list_receipts shows them; a re-publish is not duplicated)"
+            )
+    reachable = [d for d in destinations if d.routed_from]
+    state: PublishState
+    if not any(d.ready for d in reachable):
+        state = "not_ready"
+    elif all(d.ready and not d.consecutive_failures for d in reachable):
+        state = "ready"
+    else:
+        state = "degraded"
+    return PublishReadiness(state=state, destinations=destinations, problems=problems)
+
+
 def get_status(monitor: Monitor, principal: Principal) -> StatusView:
     with governed_call(monitor, principal, "get_status", {}) as call:
         session = call.session
@@ -58,26 +152,12 @@ def get_status(monitor: Monitor, principal: Principal) -> StatusView:
         except Exception:
             ingest_ready = False
             problems.append("database not reachable: check the data directory")
-        destinations: list[DestinationStatus] = []
-        for config in monitor.config.destinations:
-            readiness = monitor.readiness(config.id)
-            reasons = list(readiness.reasons) if config.enabled else ["disabled in config"]
-            destinations.append(
-                DestinationStatus(
-                    destination_id=config.id,
-                    kind=config.kind,
-                    enabled=config.enabled,
-                    ready=config.enabled and readiness.ready,
-                    reasons=reasons,
-                    approval_required_by_default=config.approval_required_by_default,
-                )
-            )
-            problems.extend(f"destination '{config.id}': {r}" for r in reasons)
+        publishing = publish_readiness(monitor)
+        problems.extend(publishing.problems)
         route_preview_ready = bool(monitor.config.routes or monitor.config.default_destination)
         if not route_preview_ready:
             problems.append("no routes and no default destination configured: every publish would be blocked")
-        publish_ready = any(d.ready for d in destinations)
-        if not destinations:
+        if not publishing.destinations:
             problems.append("no destinations configured: add [[destinations]] to the config")
         open_count = session.exec(
             select(func.count()).select_from(Incident).where(col(Incident.status) != IncidentStatus.resolved)
@@ -92,9 +172,10 @@ def get_status(monitor: Monitor, principal: Principal) -> StatusView:
                 config_valid=True,  # an invalid config stops startup, so a running server has a valid one
                 ingest_ready=ingest_ready,
                 route_preview_ready=route_preview_ready,
-                publish_ready=publish_ready,
+                publish_ready=publishing.state == "ready",
+                publish_state=publishing.state,
             ),
-            destinations=destinations,
+            destinations=publishing.destinations,
             routes=len(monitor.config.routes),
             default_destination=monitor.config.default_destination.destination_id
             if monitor.config.default_destination

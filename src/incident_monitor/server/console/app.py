@@ -46,7 +46,7 @@ from incident_monitor.errors import (
 )
 from incident_monitor.policy.principal import LOCAL_AGENT, Principal
 from incident_monitor.policy.scopes import APPROVE, GOVERNANCE, READ, REPORT, RESOLVE, ROUTE_PREVIEW
-from incident_monitor.server.auth import BearerAuthenticator
+from incident_monitor.server.auth import BearerAuthenticator, principal_of
 from incident_monitor.server.console.session import (
     LOGIN_COOKIE,
     LOGIN_LIFETIME,
@@ -649,8 +649,7 @@ def console_verifier(authenticator: BearerAuthenticator | None) -> Verify | None
         return None
 
     async def verify(credential: str) -> Principal:
-        # It reads the database (token lookup, revocation): a worker thread, as for service calls.
-        return await anyio.to_thread.run_sync(authenticator.authenticate, credential)
+        return principal_of(await authenticator.authenticate(credential))
 
     return verify
 

@@ -14,10 +14,10 @@ from pydantic import BaseModel, Field
 from sqlmodel import Session, col, select
 
 from incident_monitor.config import MonitorConfig, Route
-from incident_monitor.destinations.base import EXTERNAL_KINDS, Readiness
-from incident_monitor.destinations.mcp_tool import McpToolConfig
+from incident_monitor.destinations.settings import EXTERNAL_KINDS, McpToolConfig
 from incident_monitor.domain.enums import ApprovalPolicy, Severity
 from incident_monitor.domain.models import ApiToken, Incident, IntakeKey, IntakeKeyBase
+from incident_monitor.domain.readiness import Readiness
 from incident_monitor.policy.principal import LOCAL_AGENT, Principal, local_operator
 from incident_monitor.policy.redaction import redact_text
 from incident_monitor.policy.routing import RouteSubject, approval_requirement, decide_route

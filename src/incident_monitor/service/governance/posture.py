@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from pydantic import BaseModel
 from sqlmodel import Session, col, select
 
-from incident_monitor.destinations.base import EXTERNAL_KINDS
+from incident_monitor.destinations.settings import EXTERNAL_KINDS
 from incident_monitor.domain.enums import Decision, DraftStatus, ReceiptStatus, Severity
 from incident_monitor.domain.models import AuditEvent, Draft, Receipt
 from incident_monitor.errors import InvalidInput

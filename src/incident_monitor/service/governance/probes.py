@@ -21,11 +21,13 @@ from sqlalchemy.pool import StaticPool
 from sqlmodel import SQLModel, create_engine
 
 from incident_monitor.config import MonitorConfig
-from incident_monitor.destinations.base import DestinationAdapter, PublishOutcome, PublishRequest, Readiness
-from incident_monitor.destinations.mcp_tool import McpToolAdapter
-from incident_monitor.destinations.webhook import WebhookAdapter, WebhookConfig
+from incident_monitor.destinations.base import DestinationAdapter, PublishOutcome, PublishRequest
+from incident_monitor.destinations.registry import build_adapter
+from incident_monitor.destinations.settings import McpToolConfig, WebhookConfig
 from incident_monitor.domain.enums import Severity
 from incident_monitor.domain.io import IncidentReport
+from incident_monitor.domain.levels import LEVEL_FOR_SEVERITY
+from incident_monitor.domain.readiness import Readiness
 from incident_monitor.errors import ApprovalRequired, InvalidInput, MonitorError, PermissionDenied
 from incident_monitor.policy.principal import Principal
 from incident_monitor.policy.redaction import redact_text
@@ -45,7 +47,6 @@ ProbeStatus = Literal["passed", "failed", "not_applicable"]
 PROBE_AGENT = Principal(name="probe:agent", scopes=DEFAULT_AGENT_SCOPES, kind="system")
 # The scopes an intake key is issued with (DESIGN.md: report only), probed when no key exists yet.
 INTAKE_KEY_DEFAULT_SCOPES = frozenset({REPORT})
-_LEVEL = {Severity.critical: "critical", Severity.high: "error", Severity.medium: "warning", Severity.low: "notice"}
 _PRIVATE_TARGETS = (
     "https://10.0.0.8/hook",
     "https://127.0.0.1/hook",
@@ -127,7 +128,7 @@ def _scratch(monitor: Monitor, *, ready: dict[str, bool] | None = None, default_
 def _report_for(route: RouteEntry, config: MonitorConfig, severity: Severity, title: str) -> IncidentReport:
     if route.is_default:
         return IncidentReport(
-            title=title, source="assessment-probe", event="assessment.probe.failed", level=_LEVEL[severity]
+            title=title, source="assessment-probe", event="assessment.probe.failed", level=LEVEL_FOR_SEVERITY[severity]
         )
     settings = next(r for r in config.routes if r.id == route.route_id)
     subject = subject_for_route(settings, severity)
@@ -136,7 +137,7 @@ def _report_for(route: RouteEntry, config: MonitorConfig, severity: Severity, ti
         detail="Dry-run assessment probe (scratch copy; nothing is published).",
         source=subject.source or "assessment-probe",
         event=subject.event or "assessment.probe.failed",
-        level=_LEVEL[subject.severity],
+        level=LEVEL_FOR_SEVERITY[subject.severity],
         route_tags=list(subject.route_tags),
         risk_category=subject.risk_category,
         project_id=subject.project_id,
@@ -372,9 +373,9 @@ async def probe_outbound_mcp_allowlist(monitor: Monitor, inventory: AuthorityInv
     for server in inventory.outbound_mcp_servers:
         refs.append(f"outbound_mcp:{server.destination_id}")
         # The adapter's own rule, the one its delivery path applies (no network).
-        adapter = monitor.destinations[server.destination_id]
-        assert isinstance(adapter, McpToolAdapter)
-        allowed = adapter.is_tool_allowed
+        config = monitor.destinations[server.destination_id].config
+        assert isinstance(config, McpToolConfig)
+        allowed = config.allows_tool
         source = "adapter"
         checks.append(
             ProbeCheck(
@@ -417,7 +418,7 @@ def _webhook_refuses(url: str, **flags: bool) -> tuple[bool, str]:
         config = WebhookConfig(id="assessment-probe", url=url, secret=None, **flags)
     except ValidationError as exc:
         return True, "refused by config validation: " + "; ".join(e["msg"] for e in exc.errors(include_input=False))
-    reasons = [r for r in WebhookAdapter(config, data_dir=Path()).readiness().reasons]
+    reasons = build_adapter(config, Path()).readiness().reasons
     relevant = [r for r in reasons if "secret" not in r]  # the probe sets no secret on purpose
     return bool(relevant), ("not ready: " + "; ".join(relevant)) if relevant else "accepted"
 
