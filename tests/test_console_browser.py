@@ -42,13 +42,15 @@ def served(make_monitor: MonitorFactory, clock: FakeClock, webhook_secret: str) 
         yield started
 
 
-@pytest.fixture(scope="session")
+# Module scope, not session: sync Playwright keeps an event loop running in this thread while it is
+# open, and every async test after this module would then fail to start its own.
+@pytest.fixture(scope="module")
 def playwright() -> Iterator[Playwright]:
     with sync_playwright() as p:
         yield p
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(playwright: Playwright) -> Iterator[Browser]:
     browser = playwright.chromium.launch(executable_path=chromium_path())
     yield browser
