@@ -16,7 +16,7 @@ from sqlmodel import Session, col, select
 from sqlmodel.sql.expression import SelectOfScalar
 
 from incident_monitor.domain.enums import ApprovalStatus, IncidentStatus, Severity
-from incident_monitor.domain.io import OccurrenceView
+from incident_monitor.domain.io import DraftDetail, OccurrenceView
 from incident_monitor.domain.models import (
     ApprovalRequest,
     ApprovalRequestBase,
@@ -27,17 +27,20 @@ from incident_monitor.domain.models import (
     Incident,
     IncidentBase,
     IncidentOccurrence,
-    Receipt,
-    ReceiptBase,
-    TriageRun,
-    TriageRunBase,
 )
 from incident_monitor.errors import InvalidInput
 from incident_monitor.policy.principal import Principal
 from incident_monitor.policy.routing import RouteDecision
 from incident_monitor.service.governed import governed_call
 from incident_monitor.service.monitor import Monitor
-from incident_monitor.service.queries import get_incident_row, run_timeline
+from incident_monitor.service.queries import (
+    check_page,
+    draft_detail,
+    get_incident_row,
+    incident_drafts,
+    recent_occurrences,
+    run_timeline,
+)
 from incident_monitor.service.routing import decide_for_draft
 
 # Worst first: the order the console lists severities in.
@@ -54,7 +57,6 @@ HISTORY_ACTIONS = (
     "resolve_incident",
 )
 MAX_HISTORY_EVENTS = 200
-MAX_OCCURRENCES = 20
 
 
 class StatusFilter(StrEnum):
@@ -94,16 +96,9 @@ class IncidentListView(BaseModel):
     previous_offset: int | None
 
 
-class DraftView(BaseModel):
-    draft: DraftBase
-    latest_triage: TriageRunBase | None
-    approvals: list[ApprovalRequestBase]
-    receipts: list[ReceiptBase]
-
-
 class IncidentView(BaseModel):
     incident: IncidentBase
-    drafts: list[DraftView]
+    drafts: list[DraftDetail]
     occurrences: list[OccurrenceView]
     runs: list[str] = Field(description="Runs that reported this incident, most recent first.")
     timeline_run_id: str | None
@@ -204,11 +199,7 @@ def list_incident_view(
 ) -> IncidentListView:
     arguments = {**filters.model_dump(mode="json"), "sort": sort.value, "limit": limit, "offset": offset}
     with governed_call(monitor, principal, "list_incidents", arguments) as call:
-        max_limit = monitor.config.limits.max_page_size
-        if not 1 <= limit <= max_limit:
-            raise InvalidInput(f"limit: {limit} is out of range; use 1 to {max_limit} (limits.max_page_size)")
-        if offset < 0:
-            raise InvalidInput("offset: must be 0 or more")
+        check_page(limit, offset, monitor.config.limits.max_page_size)
         session = call.session
         # One count per severity: each walks one index range; a GROUP BY over the same rows sorts them all.
         counts = {severity: _count(session, filters, severity) for severity in SEVERITY_ORDER}
@@ -232,26 +223,6 @@ def list_incident_view(
         )
 
 
-def _draft_view(session: Session, draft: Draft) -> DraftView:
-    triage = session.exec(
-        select(TriageRun).where(TriageRun.draft_id == draft.draft_id).order_by(col(TriageRun.created_at).desc())
-    ).first()
-    approvals = session.exec(
-        select(ApprovalRequest)
-        .where(ApprovalRequest.draft_id == draft.draft_id)
-        .order_by(col(ApprovalRequest.requested_at).desc())
-    ).all()
-    receipts = session.exec(
-        select(Receipt).where(Receipt.draft_id == draft.draft_id).order_by(col(Receipt.created_at).desc()).limit(50)
-    ).all()
-    return DraftView(
-        draft=DraftBase.model_validate(draft, from_attributes=True),
-        latest_triage=TriageRunBase.model_validate(triage, from_attributes=True) if triage else None,
-        approvals=[ApprovalRequestBase.model_validate(a, from_attributes=True) for a in approvals],
-        receipts=[ReceiptBase.model_validate(r, from_attributes=True) for r in receipts],
-    )
-
-
 def get_incident_view(
     monitor: Monitor, principal: Principal, incident_id: str, *, run_id: str | None = None
 ) -> IncidentView:
@@ -263,16 +234,8 @@ def get_incident_view(
     with governed_call(monitor, principal, "get_incident", arguments, subject_id=incident_id) as call:
         session = call.session
         incident = get_incident_row(session, incident_id)
-        drafts = session.exec(
-            select(Draft).where(Draft.incident_id == incident_id).order_by(col(Draft.created_at).desc())
-        ).all()
-        draft_views = [_draft_view(session, d) for d in drafts]
-        occurrences = session.exec(
-            select(IncidentOccurrence)
-            .where(IncidentOccurrence.incident_id == incident_id)
-            .order_by(col(IncidentOccurrence.seen_at).desc())
-            .limit(MAX_OCCURRENCES)
-        ).all()
+        draft_views = [draft_detail(session, d) for d in incident_drafts(session, incident_id)]
+        occurrences = recent_occurrences(session, incident_id)
         runs = list(dict.fromkeys(r for r in [incident.last_run_id, *(o.run_id for o in occurrences)] if r))
         if run_id is not None and run_id not in runs:
             known = session.exec(
@@ -298,7 +261,7 @@ def get_incident_view(
         return IncidentView(
             incident=IncidentBase.model_validate(incident, from_attributes=True),
             drafts=draft_views,
-            occurrences=[OccurrenceView.model_validate(o, from_attributes=True) for o in occurrences],
+            occurrences=occurrences,
             runs=runs,
             timeline_run_id=timeline_run,
             timeline=run_timeline(session, timeline_run),
@@ -310,9 +273,7 @@ def list_pending_approvals(monitor: Monitor, principal: Principal, *, limit: int
     """Pending approval requests, oldest first, each with the draft it would publish and its route now."""
     arguments = {"status": ApprovalStatus.pending.value, "order": "oldest_first", "limit": limit}
     with governed_call(monitor, principal, "list_approvals", arguments) as call:
-        max_limit = monitor.config.limits.max_page_size
-        if not 1 <= limit <= max_limit:
-            raise InvalidInput(f"limit: {limit} is out of range; use 1 to {max_limit} (limits.max_page_size)")
+        check_page(limit, 0, monitor.config.limits.max_page_size)
         rows = call.session.exec(
             select(ApprovalRequest, Draft)
             .join(Draft, col(Draft.draft_id) == col(ApprovalRequest.draft_id))

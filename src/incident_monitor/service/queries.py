@@ -41,13 +41,17 @@ from incident_monitor.service.monitor import Monitor
 T = TypeVar("T")
 
 
-def _page(
-    session: Session, query: SelectOfScalar[T], limit: int, offset: int, max_limit: int
-) -> tuple[list[T], int | None]:
+def check_page(limit: int, offset: int, max_limit: int) -> None:
     if not 1 <= limit <= max_limit:
         raise InvalidInput(f"limit: {limit} is out of range; use 1 to {max_limit} (limits.max_page_size)")
     if offset < 0:
         raise InvalidInput("offset: must be 0 or more; pass the next_offset of the previous page")
+
+
+def _page(
+    session: Session, query: SelectOfScalar[T], limit: int, offset: int, max_limit: int
+) -> tuple[list[T], int | None]:
+    check_page(limit, offset, max_limit)
     rows = list(session.exec(query.offset(offset).limit(limit + 1)).all())
     next_offset = offset + limit if len(rows) > limit else None
     return rows[:limit], next_offset
@@ -147,24 +151,36 @@ def _receipts_for(
     return [ReceiptBase.model_validate(r, from_attributes=True) for r in rows]
 
 
+def incident_drafts(session: Session, incident_id: str) -> list[Draft]:
+    """An incident's drafts, newest first."""
+    return list(
+        session.exec(select(Draft).where(Draft.incident_id == incident_id).order_by(col(Draft.created_at).desc())).all()
+    )
+
+
+MAX_RECENT_OCCURRENCES = 20
+
+
+def recent_occurrences(session: Session, incident_id: str) -> list[OccurrenceView]:
+    """An incident's latest occurrences (MAX_RECENT_OCCURRENCES), newest first."""
+    rows = session.exec(
+        select(IncidentOccurrence)
+        .where(IncidentOccurrence.incident_id == incident_id)
+        .order_by(col(IncidentOccurrence.seen_at).desc())
+        .limit(MAX_RECENT_OCCURRENCES)
+    ).all()
+    return [OccurrenceView.model_validate(o, from_attributes=True) for o in rows]
+
+
 def get_incident(monitor: Monitor, principal: Principal, incident_id: str) -> IncidentDetail:
     with governed_call(
         monitor, principal, "get_incident", {"incident_id": incident_id}, subject_id=incident_id
     ) as call:
         incident = get_incident_row(call.session, incident_id)
-        drafts = call.session.exec(
-            select(Draft).where(Draft.incident_id == incident_id).order_by(col(Draft.created_at).desc())
-        ).all()
-        occurrences = call.session.exec(
-            select(IncidentOccurrence)
-            .where(IncidentOccurrence.incident_id == incident_id)
-            .order_by(col(IncidentOccurrence.seen_at).desc())
-            .limit(20)
-        ).all()
         return IncidentDetail(
             incident=IncidentBase.model_validate(incident, from_attributes=True),
-            drafts=[draft_summary(d) for d in drafts],
-            recent_occurrences=[OccurrenceView.model_validate(o, from_attributes=True) for o in occurrences],
+            drafts=[draft_summary(d) for d in incident_drafts(call.session, incident_id)],
+            recent_occurrences=recent_occurrences(call.session, incident_id),
             receipts=_receipts_for(call.session, incident_id=incident_id),
             timeline_run_id=incident.last_run_id,
             timeline=run_timeline(call.session, incident.last_run_id),
@@ -191,24 +207,31 @@ def list_drafts(
         return DraftPage(drafts=[draft_summary(d) for d in rows], next_offset=next_offset)
 
 
+def draft_detail(session: Session, draft: Draft) -> DraftDetail:
+    """A draft with its latest triage, its approvals and receipts: get_draft's answer (the console's too)."""
+    triage = session.exec(
+        select(TriageRun)
+        .where(TriageRun.draft_id == draft.draft_id)
+        .order_by(col(TriageRun.created_at).desc())
+        .limit(1)
+    ).first()
+    approvals = session.exec(
+        select(ApprovalRequest)
+        .where(ApprovalRequest.draft_id == draft.draft_id)
+        .order_by(col(ApprovalRequest.requested_at).desc())
+    ).all()
+    return DraftDetail(
+        draft=DraftBase.model_validate(draft, from_attributes=True),
+        latest_triage=TriageRunBase.model_validate(triage, from_attributes=True) if triage else None,
+        approvals=[ApprovalRequestBase.model_validate(a, from_attributes=True) for a in approvals],
+        receipts=_receipts_for(session, draft_id=draft.draft_id),
+        next_step=draft_next_step(draft),
+    )
+
+
 def get_draft(monitor: Monitor, principal: Principal, draft_id: str) -> DraftDetail:
     with governed_call(monitor, principal, "get_draft", {"draft_id": draft_id}, subject_id=draft_id) as call:
-        draft = get_draft_row(call.session, draft_id)
-        triage = call.session.exec(
-            select(TriageRun).where(TriageRun.draft_id == draft_id).order_by(col(TriageRun.created_at).desc()).limit(1)
-        ).first()
-        approvals = call.session.exec(
-            select(ApprovalRequest)
-            .where(ApprovalRequest.draft_id == draft_id)
-            .order_by(col(ApprovalRequest.requested_at).desc())
-        ).all()
-        return DraftDetail(
-            draft=DraftBase.model_validate(draft, from_attributes=True),
-            latest_triage=TriageRunBase.model_validate(triage, from_attributes=True) if triage else None,
-            approvals=[ApprovalRequestBase.model_validate(a, from_attributes=True) for a in approvals],
-            receipts=_receipts_for(call.session, draft_id=draft_id),
-            next_step=draft_next_step(draft),
-        )
+        return draft_detail(call.session, get_draft_row(call.session, draft_id))
 
 
 def list_receipts(
