@@ -143,7 +143,8 @@ def test_cookie_is_secure_behind_an_https_public_url(
 ) -> None:
     from incident_monitor.service.tokens import create_token
 
-    monitor = make_monitor(flow_config(http={"public_url": "https://monitor.example.com"}))
+    public = "https://monitor.example.com"
+    monitor = make_monitor(flow_config(http={"public_url": public, "allowed_origins": [public]}))
     token = create_token(monitor, OPERATOR, name="ops", scopes=["read"]).secret
     with http_server(monitor) as base:
         client = httpx.Client(base_url=base)
@@ -175,7 +176,7 @@ def test_sign_in_refusals(served: Served) -> None:
     cross = client.post(
         "/console/login",
         data={"token": served.operator_token, "nonce": nonce.group(1)},
-        headers={"Origin": "http://evil.example"},
+        headers={"Origin": "http://localhost:1"},
     )
     assert cross.status_code == 403 and "cross-site sign-in refused" in cross.text
     # A token without read.

@@ -16,7 +16,7 @@ from sqlmodel import Session, col, select
 from sqlmodel.sql.expression import SelectOfScalar
 
 from incident_monitor.domain.enums import ApprovalStatus, IncidentStatus, Severity
-from incident_monitor.domain.io import DraftDetail, OccurrenceView
+from incident_monitor.domain.io import OccurrenceView, TimelineEvent
 from incident_monitor.domain.models import (
     ApprovalRequest,
     ApprovalRequestBase,
@@ -27,21 +27,25 @@ from incident_monitor.domain.models import (
     Incident,
     IncidentBase,
     IncidentOccurrence,
+    Receipt,
+    ReceiptBase,
+    TriageRunBase,
 )
 from incident_monitor.errors import InvalidInput
 from incident_monitor.policy.principal import Principal
-from incident_monitor.policy.routing import RouteDecision
+from incident_monitor.policy.route_decision import RouteDecision
 from incident_monitor.service.governed import governed_call
 from incident_monitor.service.monitor import Monitor
 from incident_monitor.service.queries import (
     check_page,
-    draft_detail,
+    draft_next_step,
     get_incident_row,
     incident_drafts,
+    latest_triage_and_approvals,
     recent_occurrences,
     run_timeline,
 )
-from incident_monitor.service.routing import decide_for_draft
+from incident_monitor.service.route_preview import decide_for_draft
 
 # Worst first: the order the console lists severities in.
 SEVERITY_ORDER = (Severity.critical, Severity.high, Severity.medium, Severity.low)
@@ -96,13 +100,43 @@ class IncidentListView(BaseModel):
     previous_offset: int | None
 
 
+class DraftView(BaseModel):
+    """A draft with everything an operator checks: evidence, latest triage, approvals, receipts."""
+
+    draft: DraftBase
+    latest_triage: TriageRunBase | None
+    approvals: list[ApprovalRequestBase]
+    receipts: list[ReceiptBase]
+    next_step: str = Field(description="What the agent does next with this draft (as get_draft says).")
+
+
+MAX_RECEIPTS_PER_DRAFT = 50
+
+
+def _draft_view(session: Session, draft: Draft) -> DraftView:
+    triage, approvals = latest_triage_and_approvals(session, draft.draft_id)
+    receipts = session.exec(
+        select(Receipt)
+        .where(Receipt.draft_id == draft.draft_id)
+        .order_by(col(Receipt.created_at).desc())
+        .limit(MAX_RECEIPTS_PER_DRAFT)
+    ).all()
+    return DraftView(
+        draft=DraftBase.model_validate(draft, from_attributes=True),
+        latest_triage=TriageRunBase.model_validate(triage, from_attributes=True) if triage else None,
+        approvals=[ApprovalRequestBase.model_validate(a, from_attributes=True) for a in approvals],
+        receipts=[ReceiptBase.model_validate(r, from_attributes=True) for r in receipts],
+        next_step=draft_next_step(draft, triaged=triage is not None),
+    )
+
+
 class IncidentView(BaseModel):
     incident: IncidentBase
-    drafts: list[DraftDetail]
+    drafts: list[DraftView]
     occurrences: list[OccurrenceView]
     runs: list[str] = Field(description="Runs that reported this incident, most recent first.")
     timeline_run_id: str | None
-    timeline: list[AuditEventBase]
+    timeline: list[TimelineEvent]
     history: list[AuditEventBase]
 
 
@@ -234,7 +268,7 @@ def get_incident_view(
     with governed_call(monitor, principal, "get_incident", arguments, subject_id=incident_id) as call:
         session = call.session
         incident = get_incident_row(session, incident_id)
-        draft_views = [draft_detail(session, d) for d in incident_drafts(session, incident_id)]
+        draft_views = [_draft_view(session, d) for d in incident_drafts(session, incident_id)]
         occurrences = recent_occurrences(session, incident_id)
         runs = list(dict.fromkeys(r for r in [incident.last_run_id, *(o.run_id for o in occurrences)] if r))
         if run_id is not None and run_id not in runs:

@@ -6,7 +6,8 @@ navigation (``hx-boost``) and polling of the incident list and approvals queue (
 number of replicas: each poll is an ordinary request).
 
 Safety: Jinja2 autoescaping everywhere, a strict Content-Security-Policy (no inline script or
-style), Host checked like the MCP routes, and every POST checked for Origin and a CSRF token;
+style), Host and foreign Origins refused app-wide (server/host_origin.py), and every POST checked for
+its own origin and a CSRF token;
 a refused POST is written to the audit log as a denial.
 """
 
@@ -24,7 +25,6 @@ from urllib.parse import urlencode, urlsplit
 
 import anyio.to_thread
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
-from mcp.server.transport_security import TransportSecuritySettings
 from pydantic import ValidationError
 from starlette.datastructures import FormData
 from starlette.requests import Request
@@ -57,6 +57,7 @@ from incident_monitor.server.console.session import (
     login_nonce_valid,
     new_login_nonce,
 )
+from incident_monitor.server.host_origin import allowed as allowed_origin
 from incident_monitor.server.tools import tool_catalog
 from incident_monitor.service import console_queries, queries
 from incident_monitor.service.approvals import decide_approval
@@ -66,7 +67,7 @@ from incident_monitor.service.governed import record_decision
 from incident_monitor.service.incidents import resolve_incident
 from incident_monitor.service.intake import report_incident
 from incident_monitor.service.monitor import Monitor
-from incident_monitor.service.routing import preview_route
+from incident_monitor.service.route_preview import preview_route
 
 T = TypeVar("T")
 PREFIX = "/console"
@@ -166,10 +167,6 @@ class SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
-def _matches(value: str, patterns: list[str]) -> bool:
-    return any(value == p or (p.endswith(":*") and value.startswith(p[:-1])) for p in patterns)
-
-
 @dataclass(frozen=True)
 class Visitor:
     principal: Principal
@@ -177,7 +174,7 @@ class Visitor:
     via: Literal["cookie", "bearer", "none"]
 
     def can(self, scope: str) -> bool:
-        return self.principal.has(scope)
+        return scope in self.principal.scopes
 
 
 class Refused(Exception):
@@ -192,12 +189,10 @@ class Console:
         self,
         monitor: Monitor,
         verify: Verify | None,
-        security: TransportSecuritySettings,
         public_url: str | None,
     ) -> None:
         self.monitor = monitor
         self.verify = verify  # None: the server runs with --no-auth (loopback); the console is read-only
-        self.security = security
         self.public_url = public_url.rstrip("/") if public_url else None
         self.codec = SessionCodec.for_data_dir(monitor.data_dir)
         self.templates = template_environment()
@@ -256,18 +251,15 @@ class Console:
     def _secure(self, request: Request) -> bool:
         return request.url.scheme == "https" or bool(self.public_url and self.public_url.startswith("https://"))
 
-    def check_host(self, request: Request) -> None:
-        host = request.headers.get("host", "")
-        if not _matches(host, self.security.allowed_hosts):
-            raise Refused(Response("Invalid Host header", status_code=421))
-
     def _origin_allowed(self, request: Request, origin: str) -> bool:
+        """Stricter than the app-wide guard (HostOriginGuard, which also admits any loopback port): only
+        this console's own origin, its public URL's, and the configured http.allowed_origins."""
         own = f"{request.url.scheme}://{request.headers.get('host', '')}"
         allowed = [own, *self.extra_origins]
         if self.public_url:
             parts = urlsplit(self.public_url)
             allowed.append(f"{parts.scheme}://{parts.netloc}")
-        return _matches(origin, allowed)
+        return allowed_origin(origin, allowed)
 
     async def identify(self, request: Request) -> Visitor | None:
         """Who is asking: a bearer token, else the session cookie; None when neither holds (sign in)."""
@@ -308,7 +300,6 @@ class Console:
         return response
 
     async def visitor(self, request: Request) -> Visitor:
-        self.check_host(request)
         visitor = await self.identify(request)
         if visitor is None:
             raise Refused(self._to_login(request, "required"))
@@ -341,7 +332,6 @@ class Console:
     # --- sign-in ----------------------------------------------------------------------------
 
     async def login_form(self, request: Request) -> Response:
-        self.check_host(request)
         reason = request.query_params.get("reason", "")
         return self._login_page(request, LOGIN_REASONS.get(reason), None, 200)
 
@@ -360,7 +350,6 @@ class Console:
         return response
 
     async def login(self, request: Request) -> Response:
-        self.check_host(request)
         form = await request.form()
         origin = request.headers.get("origin")
         anonymous = Principal(name="unauthenticated", scopes=frozenset())
@@ -382,7 +371,7 @@ class Console:
             principal = await self.verify(credential)
         except CredentialError as exc:
             return self._login_page(request, None, exc.message, 401)
-        if not principal.has(READ):
+        if READ not in principal.scopes:
             return self._login_page(
                 request, None, f"{principal.name} lacks {READ}; the console needs a token with read", 403
             )
@@ -654,8 +643,6 @@ def console_verifier(authenticator: BearerAuthenticator | None) -> Verify | None
     return verify
 
 
-def console_routes(
-    monitor: Monitor, verify: Verify | None, security: TransportSecuritySettings, public_url: str | None
-) -> list[BaseRoute]:
+def console_routes(monitor: Monitor, verify: Verify | None, public_url: str | None) -> list[BaseRoute]:
     """The console's routes for the HTTP app (``/console/…``)."""
-    return Console(monitor, verify, security, public_url).routes()
+    return Console(monitor, verify, public_url).routes()
