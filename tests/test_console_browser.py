@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Locator, Page, Playwright, expect, sync_playwright
+from playwright.sync_api import APIResponse, Browser, BrowserContext, Locator, Page, Playwright, expect, sync_playwright
 from sqlmodel import col, select
 
 from conftest import AGENT, OPERATOR, ROOT, FakeClock, MonitorFactory, principal
@@ -422,21 +422,20 @@ def test_viewer_sees_no_controls_and_a_forged_post_is_refused_and_audited(page: 
     )
     assert forged.status == 403
     assert "CSRF token is missing or wrong" in forged.text()
+
+    def post_from(origin: str) -> APIResponse:
+        return page.request.post(
+            f"{served.base}/console/approvals/{approval_id}/decide",
+            form={"decision": "approve", "note": "x", "csrf_token": csrf or ""},
+            headers={"Origin": origin},
+        )
+
     # Another site on this machine (another loopback port): past the app-wide Origin guard, refused here.
-    cross_site = page.request.post(
-        f"{served.base}/console/approvals/{approval_id}/decide",
-        form={"decision": "approve", "note": "x", "csrf_token": csrf or ""},
-        headers={"Origin": "http://127.0.0.1:1"},
-    )
+    cross_site = post_from("http://127.0.0.1:1")
     assert cross_site.status == 403
     assert "cross-site request refused" in cross_site.text()
     # A foreign site: refused by the app-wide guard before the console (server/host_origin.py).
-    foreign = page.request.post(
-        f"{served.base}/console/approvals/{approval_id}/decide",
-        form={"decision": "approve", "note": "x", "csrf_token": csrf or ""},
-        headers={"Origin": "http://evil.example"},
-    )
-    assert foreign.status == 403
+    assert post_from("http://evil.example").status == 403
 
     with served.monitor.session() as session:
         row = session.get(ApprovalRequest, approval_id)
