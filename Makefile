@@ -8,7 +8,7 @@ NODE_STAMP := $(NODE_TOOLS)/node_modules/.installed-stamp
 
 PORT ?= 8000
 
-.PHONY: run demo inspect test lint bench fuzz
+.PHONY: run demo inspect test lint bench fuzz browser
 # Serve HTTP on 127.0.0.1:$(PORT) with examples/config.toml and the example webhook receiver (a free port) in the same
 # process, so every route publishes; prints the URL, the agent token (kept in the data dir across runs), where published
 # evidence lands, and the operator and Inspector commands.
@@ -34,7 +34,7 @@ inspect: $(NODE_STAMP)
 		node cli.js --cli $(URL) --transport http --header "Authorization: Bearer $$token" $(ARGS)
 
 # Lint, then the whole suite. pytest's exit 5 ("no tests collected") is a failure, not a pass.
-test: $(STAMP) $(NODE_STAMP)
+test: $(STAMP) $(NODE_STAMP) browser
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/python -m pytest; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; exit $$rc
@@ -46,6 +46,12 @@ fuzz: $(STAMP)
 # Every benchmark against its floor (benchmarks/run.py); writes benchmarks/results/latest.json. QUICK=1 for small sizes.
 bench: $(STAMP)
 	$(VENV)/bin/python -m benchmarks $(if $(QUICK),--quick)
+
+# The console's browser tests drive Debian's headless Chromium through Playwright (which cannot
+# download a browser of its own here): installed once when missing, quietly.
+browser:
+	@command -v chromium-headless-shell >/dev/null || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium-headless-shell >/dev/null)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

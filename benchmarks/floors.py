@@ -3,6 +3,7 @@
 python -m benchmarks.floors noop-stdio          an MCPServer with one no-op tool, on stdio
 python -m benchmarks.floors noop-http PORT      the same server, Streamable HTTP on 127.0.0.1:PORT (uvicorn)
 python -m benchmarks.floors bare-intake PORT    a bare Starlette endpoint that parses the intake JSON
+python -m benchmarks.floors static-page PORT BYTES   a bare Starlette app serving one fixed HTML page of BYTES
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from mcp.server import MCPServer
 from pydantic import BaseModel
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from incident_monitor.server.http_stack import UVICORN_HTTP, UVICORN_LOOP
@@ -45,6 +46,13 @@ async def bare_intake(request: Request) -> Response:
     return JSONResponse({"ok": True, "fingerprint": payload.get("report", {}).get("fingerprint")}, status_code=201)
 
 
+def static_page(size: int) -> str:
+    """A fixed HTML page of about ``size`` bytes (table rows, like the console's list)."""
+    row = "<tr><td>high</td><td>Seeded failure</td><td>open</td><td>ci</td><td>2026-01-01 00:00:00 UTC</td></tr>\n"
+    rows = row * max(1, (size - 200) // len(row))
+    return f"<!doctype html><html><head><title>static</title></head><body><table>{rows}</table></body></html>"
+
+
 def main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.WARNING)
     kind = argv[0]
@@ -62,6 +70,14 @@ def main(argv: list[str]) -> int:
         )
     elif kind == "bare-intake":
         app = Starlette(routes=[Route("/incident-monitor/intake/report", bare_intake, methods=["POST"])])
+        uvicorn.run(app, host="127.0.0.1", port=int(argv[1]), log_level="warning", http=UVICORN_HTTP, loop=UVICORN_LOOP)
+    elif kind == "static-page":
+        body = static_page(int(argv[2]))
+
+        async def page(_: Request) -> Response:
+            return HTMLResponse(body)
+
+        app = Starlette(routes=[Route("/page.html", page, methods=["GET"])])
         uvicorn.run(app, host="127.0.0.1", port=int(argv[1]), log_level="warning", http=UVICORN_HTTP, loop=UVICORN_LOOP)
     else:
         print(f"unknown floor {kind!r}", file=sys.stderr)

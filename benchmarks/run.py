@@ -103,12 +103,14 @@ class Sizes:
     list_calls: int
     cold_starts: int
     publishes: int
+    console_stored: int
+    console_requests: int
 
     @classmethod
     def for_mode(cls, quick: bool) -> Sizes:
         if quick:
-            return cls(40, 200, 1_000, (1_000, 10_000), 20, 2, 3)
-        return cls(800, 4_000, 100_000, (100_000, 1_000_000), 200, 11, 30)
+            return cls(40, 200, 1_000, (1_000, 10_000), 20, 2, 3, 2_000, 20)
+        return cls(800, 4_000, 100_000, (100_000, 1_000_000), 200, 11, 30, 100_000, 200)
 
 
 @dataclass
@@ -679,9 +681,97 @@ async def bench_publish(work: Path, sizes: Sizes, receiver: Any) -> list[Result]
     ]
 
 
+def console_fixture(work: Path, data_dir: Path, stored: int) -> tuple[str, str]:
+    """``stored`` seeded incidents plus one reported, triaged and awaiting approval in a run (the detail
+    page's subject: drafts, triage, route, approval, occurrences, a run timeline); returns (token, incident id)."""
+    from incident_monitor.domain.io import IncidentReport
+    from incident_monitor.policy.principal import LOCAL_AGENT, local_operator
+    from incident_monitor.service.approvals import request_approval
+    from incident_monitor.service.intake import report_incident
+    from incident_monitor.service.monitor import Monitor
+    from incident_monitor.service.tokens import create_token
+    from incident_monitor.service.triage import triage_draft
+
+    os.environ["INCIDENT_MONITOR_WEBHOOK_SECRET"] = WEBHOOK_SECRET
+    monitor = Monitor.open(config_path=work / "config.toml", data_dir=data_dir)
+    try:
+        seed_incidents(monitor, 0, stored)
+        scopes = ["read", "approve", "resolve", "governance", "route_preview"]
+        token = create_token(monitor, local_operator(), name="console-bench", scopes=scopes).secret
+        report = IncidentReport(
+            title="Deploy failed on main",
+            detail=DETAIL,
+            source="ci",
+            event="ci.deploy.failed",
+            level="error",
+            run_id="bench-run",
+            route_tags=["runtime-failure"],
+        )
+        result = report_incident(monitor, LOCAL_AGENT, report)
+        assert result.draft_id
+        triage_draft(monitor, LOCAL_AGENT, result.draft_id)
+        request_approval(monitor, LOCAL_AGENT, result.draft_id, "benchmark")
+        return token, result.incident_id
+    finally:
+        monitor.close()
+
+
+async def get_pages(base: str, paths: list[str], token: str | None) -> tuple[list[float], float]:
+    """GET each path in turn on one keep-alive connection (a person's browser, not a load test)."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with httpx2.AsyncClient(base_url=base, headers=headers) as client:
+
+        async def get(i: int) -> None:
+            response = await client.get(paths[i])
+            if response.status_code != 200:
+                raise RuntimeError(f"GET {paths[i]} answered {response.status_code}")
+
+        await get(0)  # warm-up
+        return await measure([get], len(paths))
+
+
+async def bench_console(work: Path, sizes: Sizes) -> list[Result]:
+    """The console's incident list (default view: active incidents worst first, with per-severity counts)
+    and an incident's detail page, rendered server-side by the real server, against a static page of
+    the same size served by a bare Starlette app on the same uvicorn stack."""
+    data_dir = work / "data-console"
+    token, incident_id = console_fixture(work, data_dir, sizes.console_stored)
+    env = server_env(work, data_dir)
+    n = sizes.console_requests
+    runs: dict[str, tuple[list[float], float]] = {}
+    sizes_bytes: dict[str, int] = {}
+    port = free_port()
+    with http_process(governed_command("--transport", "http", "--port", str(port)), env, port, work / "console.log"):
+        base = f"http://127.0.0.1:{port}"
+        for name, path in (("list", "/console/"), ("detail", f"/console/incidents/{incident_id}")):
+            runs[name] = await get_pages(base, [path] * n, token)
+            async with httpx2.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {token}"}) as client:
+                sizes_bytes[name] = len((await client.get(path)).content)
+    port = free_port()
+    with http_process(floor_command("static-page", str(port), str(sizes_bytes["list"])), env, port, work / "floor.log"):
+        floor = await get_pages(f"http://127.0.0.1:{port}", ["/page.html"] * n, None)
+    results = []
+    for name, label in (("list", "incident list, default view"), ("detail", "incident detail with run timeline")):
+        g, f = Figures.of(*runs[name]), Figures.of(*floor)
+        results.append(
+            Result(
+                f"console {label}, {sizes.console_stored:,} stored",
+                g,
+                f,
+                "a static HTML page of the list page's size, bare Starlette",
+                round(g.p50_ms / max(f.p50_ms, 1e-6), 2),
+                "p50 governed ÷ floor",
+                "p50 <= 50 ms",
+                g.p50_ms <= 50,
+                {"page_bytes": sizes_bytes[name]},
+            )
+        )
+    return results
+
+
 # --- the run ---------------------------------------------------------------------------------
 
-BENCHMARKS = ("report-stdio", "report-http", "intake", "list", "cold-start", "publish", "storm")
+BENCHMARKS = ("report-stdio", "report-http", "intake", "list", "cold-start", "publish", "storm", "console")
 
 
 def machine() -> dict[str, Any]:
@@ -751,6 +841,7 @@ async def run(selected: list[str], quick: bool, work: Path) -> list[Result]:
             "list": lambda: asyncio.to_thread(bench_list, work, sizes),
             "cold-start": lambda: bench_cold_start(work, sizes),
             "publish": lambda: bench_publish(work, sizes, receiver),
+            "console": lambda: bench_console(work, sizes),
         }
         for name in selected:
             print(f"... {name}", file=sys.stderr, flush=True)

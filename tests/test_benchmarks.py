@@ -43,6 +43,8 @@ def test_quick_benchmark_run_writes_every_figure(tmp_path: Path) -> None:
         "list_incidents status+severity, page of 50, 10,000 stored",
         "stdio cold start",
         "approve -> publish -> receipt",
+        "console incident list, default view",
+        "console incident detail with run timeline",
     ):
         assert any(n.startswith(expected) for n in names), (expected, names)
     for bench in document["benchmarks"]:

@@ -176,15 +176,20 @@ def principal_resolver(authenticated: bool) -> Callable[[], Principal]:
             if not authenticated:
                 return LOCAL_AGENT
             return Principal(name="unauthenticated", scopes=frozenset(), credential_problem="no credential")
-        claims = access.claims or {}
-        return Principal(
-            name=access.client_id,
-            scopes=frozenset(access.scopes),
-            kind=str(claims.get("principal_kind") or "agent"),
-            token_id=claims.get("token_id"),
-        )
+        return principal_of(access)
 
     return resolve
+
+
+def principal_of(access: AccessToken) -> Principal:
+    """The principal an access token from ``BearerAuthenticator.authenticate`` stands for."""
+    claims = access.claims or {}
+    return Principal(
+        name=access.client_id,
+        scopes=frozenset(access.scopes),
+        kind=str(claims.get("principal_kind") or "agent"),
+        token_id=claims.get("token_id"),
+    )
 
 
 def protected_resource_metadata(resource: str, authorization_servers: list[str]) -> bytes:

@@ -4,6 +4,7 @@
     /sse + /messages/            legacy SSE           (bearer auth, per-tool scopes)
     /incident-monitor/intake/report                   (intake keys only)
     /healthz, /readyz                                 (no auth; nothing secret)
+    /console/                    the incident console (operator sign-in; server/console/)
     /.well-known/oauth-protected-resource[/mcp|/sse]  (RFC 9728 metadata)
 
 DNS-rebinding protection (Host/Origin checks) is always on, for every route: loopback names on a loopback
@@ -36,6 +37,7 @@ from incident_monitor.server.auth import (
     principal_resolver,
     protected_resource_metadata,
 )
+from incident_monitor.server.console.app import console_routes, console_verifier
 from incident_monitor.server.host_origin import HostOriginGuard
 from incident_monitor.server.http_stack import UVICORN_HTTP, UVICORN_LOOP
 from incident_monitor.server.intake_endpoint import IntakeEndpoint
@@ -176,6 +178,7 @@ def build_http_app(monitor: Monitor, options: HttpOptions) -> Starlette:
         _metadata_route(f"{METADATA_PATH}/sse", f"{base}/sse", authorization_servers),
         *(guarded(r, "/mcp") for r in streamable.routes),
         *(guarded(r, "/sse") for r in sse.routes),
+        *console_routes(monitor, console_verifier(authenticator), http.public_url),
     ]
 
     @asynccontextmanager

@@ -45,13 +45,17 @@ from incident_monitor.service.monitor import Monitor
 T = TypeVar("T")
 
 
-def _page(
-    session: Session, query: SelectOfScalar[T], limit: int, offset: int, max_limit: int
-) -> tuple[list[T], int | None]:
+def check_page(limit: int, offset: int, max_limit: int) -> None:
     if not 1 <= limit <= max_limit:
         raise InvalidInput(f"limit: {limit} is out of range; use 1 to {max_limit} (limits.max_page_size)")
     if offset < 0:
         raise InvalidInput("offset: must be 0 or more; pass the next_offset of the previous page")
+
+
+def _page(
+    session: Session, query: SelectOfScalar[T], limit: int, offset: int, max_limit: int
+) -> tuple[list[T], int | None]:
+    check_page(limit, offset, max_limit)
     rows = list(session.exec(query.offset(offset).limit(limit + 1)).all())
     next_offset = offset + limit if len(rows) > limit else None
     return rows[:limit], next_offset
@@ -164,24 +168,48 @@ def list_incidents(
         )
 
 
+def incident_drafts(session: Session, incident_id: str) -> list[Draft]:
+    """An incident's drafts, newest first."""
+    query = select(Draft).where(Draft.incident_id == incident_id).order_by(col(Draft.created_at).desc())
+    return list(session.exec(query).all())
+
+
+MAX_RECENT_OCCURRENCES = 20
+
+
+def recent_occurrences(session: Session, incident_id: str) -> list[OccurrenceView]:
+    """An incident's latest occurrences (MAX_RECENT_OCCURRENCES), newest first."""
+    rows = session.exec(
+        select(IncidentOccurrence)
+        .where(IncidentOccurrence.incident_id == incident_id)
+        .order_by(col(IncidentOccurrence.seen_at).desc())
+        .limit(MAX_RECENT_OCCURRENCES)
+    ).all()
+    return [OccurrenceView.model_validate(o, from_attributes=True) for o in rows]
+
+
+def latest_triage_and_approvals(session: Session, draft_id: str) -> tuple[TriageRun | None, list[ApprovalRequest]]:
+    """A draft's latest triage run and its approval requests, newest first."""
+    triage = session.exec(
+        select(TriageRun).where(TriageRun.draft_id == draft_id).order_by(col(TriageRun.created_at).desc()).limit(1)
+    ).first()
+    approvals = session.exec(
+        select(ApprovalRequest)
+        .where(ApprovalRequest.draft_id == draft_id)
+        .order_by(col(ApprovalRequest.requested_at).desc())
+    ).all()
+    return triage, list(approvals)
+
+
 def get_incident(monitor: Monitor, principal: Principal, incident_id: str) -> IncidentDetail:
     with governed_call(
         monitor, principal, "get_incident", {"incident_id": incident_id}, subject_id=incident_id
     ) as call:
         incident = get_incident_row(call.session, incident_id)
-        drafts = call.session.exec(
-            select(Draft).where(Draft.incident_id == incident_id).order_by(col(Draft.created_at).desc())
-        ).all()
-        occurrences = call.session.exec(
-            select(IncidentOccurrence)
-            .where(IncidentOccurrence.incident_id == incident_id)
-            .order_by(col(IncidentOccurrence.seen_at).desc())
-            .limit(20)
-        ).all()
         return IncidentDetail(
             incident=IncidentBase.model_validate(incident, from_attributes=True),
-            drafts=[draft_summary(d) for d in drafts],
-            recent_occurrences=[OccurrenceView.model_validate(o, from_attributes=True) for o in occurrences],
+            drafts=[draft_summary(d) for d in incident_drafts(call.session, incident_id)],
+            recent_occurrences=recent_occurrences(call.session, incident_id),
             timeline_run_id=incident.last_run_id,
             timeline=run_timeline(call.session, incident.last_run_id),
         )
@@ -213,17 +241,7 @@ def get_draft(monitor: Monitor, principal: Principal, draft_id: str) -> DraftDet
 
 
 def draft_detail(session: Session, draft: Draft) -> DraftDetail:
-    triage = session.exec(
-        select(TriageRun)
-        .where(TriageRun.draft_id == draft.draft_id)
-        .order_by(col(TriageRun.created_at).desc())
-        .limit(1)
-    ).first()
-    approvals = session.exec(
-        select(ApprovalRequest)
-        .where(ApprovalRequest.draft_id == draft.draft_id)
-        .order_by(col(ApprovalRequest.requested_at).desc())
-    ).all()
+    triage, approvals = latest_triage_and_approvals(session, draft.draft_id)
     return DraftDetail(
         draft=DraftBase.model_validate(draft, from_attributes=True),
         latest_triage=TriageSummary.model_validate(triage, from_attributes=True) if triage else None,
