@@ -12,7 +12,7 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel
 
@@ -42,10 +42,10 @@ from incident_monitor.service.monitor import Monitor
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
-def _print_json(value: BaseModel | list[BaseModel] | dict[str, Any]) -> None:
+def _print_json(value: BaseModel | Sequence[BaseModel] | dict[str, Any]) -> None:
     if isinstance(value, BaseModel):
         data: Any = value.model_dump(mode="json")
-    elif isinstance(value, list):
+    elif isinstance(value, Sequence):
         data = [v.model_dump(mode="json") for v in value]
     else:
         data = value
@@ -178,8 +178,8 @@ def cmd_approvals_list(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _decide(args: argparse.Namespace, decision: str) -> int:
-    result = approvals.decide_approval(_open(args), local_operator(), args.approval_id, decision, args.note)  # type: ignore[arg-type]
+def _decide(args: argparse.Namespace, decision: Literal["approve", "deny"]) -> int:
+    result = approvals.decide_approval(_open(args), local_operator(), args.approval_id, decision, args.note)
     if args.json:
         _print_json(result)
         return EXIT_OK
@@ -480,7 +480,8 @@ def build_parser() -> argparse.ArgumentParser:
     alist.add_argument("--limit", type=int, default=50)
     _common(alist)
     alist.set_defaults(func=cmd_approvals_list)
-    for verb in ("approve", "deny"):
+    verbs: tuple[Literal["approve", "deny"], ...] = ("approve", "deny")
+    for verb in verbs:
         p = apr.add_parser(verb, help=f"{verb} a pending request as the local operator")
         p.add_argument("approval_id")
         p.add_argument("--note", required=True, help="why (recorded in the audit log)")
