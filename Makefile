@@ -19,9 +19,11 @@ run: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/python examples/agent_flow.py
 
-# Lint, then the whole suite. pytest's exit 5 ("no tests collected") is a failure, not a pass.
+# Lint and type-check (mypy: its config is in pyproject.toml), then the whole suite.
+# pytest's exit 5 ("no tests collected") is a failure, not a pass.
 test: $(STAMP) $(NODE_STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 	$(VENV)/bin/python -m pytest; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; exit $$rc
 
@@ -33,6 +35,7 @@ bench: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 $(STAMP): pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
