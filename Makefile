@@ -8,7 +8,7 @@ NODE_STAMP := $(NODE_TOOLS)/node_modules/.installed-stamp
 
 PORT ?= 8000
 
-.PHONY: run demo test lint bench fuzz
+.PHONY: run demo inspect test lint bench fuzz
 # Serve HTTP on 127.0.0.1:$(PORT) with examples/config.toml and the example webhook receiver (a free port) in the same
 # process, so every route publishes; prints the URL, the agent token (kept in the data dir across runs), where published
 # evidence lands, and the operator and Inspector commands.
@@ -18,6 +18,20 @@ run: $(STAMP)
 # The governed flow played end to end over stdio (examples/agent_flow.py; its receiver takes a free port).
 demo: $(STAMP)
 	$(VENV)/bin/python examples/agent_flow.py
+
+# The MCP Inspector CLI (pinned in tools/node, with the Node 22 it needs) against the `make run` server, as its agent:
+#   make inspect ARGS="--method tools/list"
+#   make inspect ARGS="--method tools/call --tool-name get_status"
+#   make inspect TOKEN=imt_… URL=http://host:port/mcp ARGS="…"   (another server, another token)
+INSPECTOR_DIR := $(NODE_TOOLS)/node_modules/@modelcontextprotocol/inspector-cli/build
+DATA_DIR ?= .incident-monitor
+URL ?= http://127.0.0.1:$(PORT)/mcp
+inspect: $(NODE_STAMP)
+	@token="$(TOKEN)"; if [ -z "$$token" ]; then \
+		test -s $(DATA_DIR)/demo-agent-token || { echo "no TOKEN=… and no $(DATA_DIR)/demo-agent-token: start the server with make run first" >&2; exit 2; }; \
+		token=$$(cat $(DATA_DIR)/demo-agent-token); fi; \
+	cd $(INSPECTOR_DIR) && PATH="$(abspath $(NODE_TOOLS))/node_modules/.bin:$$PATH" \
+		node cli.js --cli $(URL) --transport http --header "Authorization: Bearer $$token" $(ARGS)
 
 # Lint and type-check (mypy: its config is in pyproject.toml), then the whole suite.
 # pytest's exit 5 ("no tests collected") is a failure, not a pass.
@@ -33,7 +47,6 @@ fuzz: $(STAMP)
 
 # Every benchmark against its floor (benchmarks/run.py); writes benchmarks/results/latest.json. QUICK=1 for small sizes.
 bench: $(STAMP)
-	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check -e '.[bench]'
 	$(VENV)/bin/python -m benchmarks $(if $(QUICK),--quick)
 
 lint: $(STAMP)

@@ -41,7 +41,6 @@ TOKEN_FILE = "demo-agent-token"
 DELIVERIES_FILE = "webhook-deliveries.jsonl"
 URL_VARIABLE = "INCIDENT_MONITOR_WEBHOOK_URL"
 SECRET_VARIABLE = "INCIDENT_MONITOR_WEBHOOK_SECRET"
-INSPECTOR = "npx @modelcontextprotocol/inspector --cli"
 
 
 @dataclass(frozen=True)
@@ -132,7 +131,7 @@ Connect:
   Claude Code   claude mcp add --transport http incident-monitor {base}/mcp --header "{auth}"
   Cursor        ~/.cursor/mcp.json: {{"mcpServers": {{"incident-monitor": {{"url": "{base}/mcp",
                 "headers": {{"Authorization": "Bearer {token.secret}"}}}}}}}}
-  Inspector     {INSPECTOR} {base}/mcp --transport http --header "{auth}" --method tools/list
+  Inspector     make inspect ARGS="--method tools/list"   (the pinned Inspector CLI with its Node 22, as this agent)
 
 Published evidence lands here (every route of {_shown(CONFIG)} publishes with nothing else running):
 {evidence_help(monitor, receiver)}
