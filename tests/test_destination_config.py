@@ -1,4 +1,4 @@
-"""Config for the github, linear and mcp_tool destinations: the examples in docs/destinations.md load, mistakes name the key."""
+"""Config for the github, linear and mcp_tool destinations: the docs/destinations.md examples load, errors name keys."""
 
 from __future__ import annotations
 
