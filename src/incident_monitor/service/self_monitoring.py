@@ -159,7 +159,9 @@ def related_run(monitor: Monitor, arguments: Any) -> str | None:
 
 
 def is_self_monitoring_incident(incident: Incident) -> bool:
-    return incident.fingerprint.startswith(FINGERPRINT_PREFIX) or SELF_MONITORING_TAG in incident.route_tags
+    # The bare prefix only: no caller can store it (intake scopes every caller's fingerprint), while any
+    # reporter may add the route tag.
+    return incident.fingerprint.startswith(FINGERPRINT_PREFIX)
 
 
 # --- recording ---------------------------------------------------------------------------------------
