@@ -92,6 +92,17 @@ def safe_subject(arguments: Any, subject_id: str | None) -> str | None:
     return None if contains_secret(subject_id) else subject_id
 
 
+_TOOL_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
+
+
+def shown_tool_name(name: object) -> str:
+    """An unknown tool's name as errors, audit rows and logs may repeat it: only a plain tool-like name
+    that carries no secret; anything else is "(invalid)"."""
+    if isinstance(name, str) and _TOOL_NAME.fullmatch(name) and not contains_secret(name):
+        return name
+    return "(invalid)"
+
+
 @dataclass
 class GovernedCall:
     session: Session

@@ -49,7 +49,7 @@ from incident_monitor.domain.models import ApprovalRequest, Draft, Incident, Inc
 from incident_monitor.domain.transitions import check_incident_transition
 from incident_monitor.errors import InvalidInput, ReportRejected
 from incident_monitor.policy.principal import Principal
-from incident_monitor.policy.redaction import redact_json, redact_text
+from incident_monitor.policy.redaction import redact_adjacent, redact_json, redact_text
 from incident_monitor.service import self_monitoring
 from incident_monitor.service.governed import governed_call
 from incident_monitor.service.monitor import Monitor
@@ -181,33 +181,44 @@ def _check_noise(report: IncidentReport, config: MonitorConfig) -> None:
         )
 
 
+_TEXT_FIELDS = (
+    "title",
+    "detail",
+    "source",
+    "event",
+    "fingerprint",
+    "risk_category",
+    "project_id",
+    "run_id",
+    "session_id",
+)
+
+
 def _redact(report: IncidentReport) -> tuple[IncidentReport, list[str]]:
     """Redact every free-text field; returns the clean report and the names of fields that changed."""
     changed: list[str] = []
     values: dict[str, Any] = report.model_dump()
-    for name in (
-        "title",
-        "detail",
-        "source",
-        "event",
-        "fingerprint",
-        "risk_category",
-        "project_id",
-        "run_id",
-        "session_id",
-    ):
+    for name in _TEXT_FIELDS:
         value = values[name]
         if isinstance(value, str):
             clean = redact_text(value)
             if clean != value:
                 changed.append(name)
                 values[name] = clean
+    # A secret split between neighbouring fields (redaction.redact_adjacent: its limits are there).
+    present = [name for name in _TEXT_FIELDS if isinstance(values[name], str) and values[name]]
+    for name, joined in zip(present, redact_adjacent([values[name] for name in present]), strict=True):
+        if joined != values[name]:
+            changed.append(name)
+            values[name] = joined
     for name in ("route_tags", "evidence_refs", "context"):
         clean = redact_json(values[name])
+        if isinstance(clean, list) and all(isinstance(item, str) for item in clean):
+            clean = redact_adjacent(clean)
         if clean != values[name]:
             changed.append(name)
             values[name] = clean
-    return IncidentReport.model_validate(values), changed
+    return IncidentReport.model_validate(values), sorted(set(changed), key=changed.index)
 
 
 # Intake runs on every report, so its statements are Core, compiled once: the ORM's unit of work and
