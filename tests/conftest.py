@@ -17,6 +17,7 @@ import pytest
 from incident_monitor.config import MonitorConfig
 from incident_monitor.policy.principal import LOCAL_AGENT, Principal, local_operator
 from incident_monitor.policy.scopes import DEFAULT_AGENT_SCOPES, OPERATOR_SCOPES
+from incident_monitor.service import self_monitoring
 from incident_monitor.service.monitor import Monitor
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -137,6 +138,7 @@ def make_monitor(tmp_path: Path, clock: FakeClock) -> Iterator[MonitorFactory]:
             data_dir=data_dir or tmp_path / "data",
             **({"clock": clock} if use_clock else {}),
         )
+        self_monitoring.attach(monitor)  # as the CLI and servers assemble it
         opened.append(monitor)
         return monitor
 

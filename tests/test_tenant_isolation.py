@@ -34,7 +34,7 @@ from incident_monitor.policy.principal import local_operator
 from incident_monitor.service import intake_keys
 from incident_monitor.service.intake import report_incident
 from incident_monitor.service.monitor import Monitor
-from incident_monitor.service.routing import preview_route
+from incident_monitor.service.route_preview import preview_route
 from mcp_helpers import call_ok, call_refused, mcp_client
 
 pytestmark = pytest.mark.anyio

@@ -17,8 +17,6 @@ from incident_monitor.domain.models import (
     TriageRunBase,
 )
 
-ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:/@-]{0,199}$"
-
 
 class IncidentReport(BaseModel):
     """What a reporter sends. Sizes are checked against the configured limits by the intake service."""

@@ -32,7 +32,7 @@ from incident_monitor.domain.io import (
 from incident_monitor.domain.models import IncidentBase
 from incident_monitor.errors import MonitorError
 from incident_monitor.policy.principal import Principal
-from incident_monitor.policy.routing import RouteDecision
+from incident_monitor.policy.route_decision import RouteDecision
 from incident_monitor.policy.scopes import ACTION_SCOPES
 from incident_monitor.server.errors import tool_errors
 from incident_monitor.server.logging_level import accept_logging_level
@@ -43,7 +43,7 @@ from incident_monitor.service import (
     intake,
     publishing,
     queries,
-    routing,
+    route_preview,
     status,
     triage,
 )
@@ -250,7 +250,7 @@ class IncidentMonitorTools:
         what blocks it. Publish uses the same decision."""
         with tool_errors():
             return await in_worker(
-                routing.preview_route,
+                route_preview.preview_route,
                 self.monitor,
                 self.principal(),
                 draft_id=draft_id,

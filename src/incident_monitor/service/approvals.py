@@ -29,7 +29,7 @@ from incident_monitor.service import self_monitoring
 from incident_monitor.service.governed import governed_call
 from incident_monitor.service.monitor import Monitor
 from incident_monitor.service.queries import draft_next_step, get_draft_row, run_id_for_draft
-from incident_monitor.service.routing import decide_for_draft
+from incident_monitor.service.route_preview import decide_for_draft
 
 MAX_NOTE_CHARS = 2_000
 

@@ -31,9 +31,9 @@ from incident_monitor.policy.engine import check_action
 from incident_monitor.policy.principal import Principal
 from incident_monitor.policy.redaction import contains_secret
 from incident_monitor.policy.scopes import required_scopes
-from incident_monitor.service import self_monitoring
-from incident_monitor.service.audit import append_audit
-from incident_monitor.service.monitor import Monitor
+from incident_monitor.service.audit_chain import append_audit
+from incident_monitor.service.monitor import DecisionRecord, Monitor
+from incident_monitor.service.run_links import related_run
 
 logger = logging.getLogger(__name__)
 audit_logger = logging.getLogger("incident_monitor.audit")
@@ -151,10 +151,15 @@ def record_decision(
             run_id=run_id,
         )
     log_decision(principal, action, decision, subject_id=subject_id, run_id=run_id, started=started)
-    # After the commit: the self-monitoring report is its own governed call (and transaction).
-    self_monitoring.on_decision(
-        monitor, principal, action, decision, reasons, arguments, subject_id=subject_id, run_id=run_id
+    tell_listeners(
+        monitor, DecisionRecord(principal, action, decision, reasons, arguments, subject_id=subject_id, run_id=run_id)
     )
+
+
+def tell_listeners(monitor: Monitor, record: DecisionRecord) -> None:
+    """After the decision's commit: a listener's own work (a self-monitoring report) is its own governed call."""
+    for listener in monitor.decision_listeners:
+        listener(monitor, record)
 
 
 def deny_if_not_allowed(
@@ -179,7 +184,7 @@ def deny_if_not_allowed(
         message = f"permission denied: {action} needs scope (unknown action); denied (fail closed)"
         reasons = list(decision.reasons)
     # The refusal joins the timeline of the run whose draft/incident/approval the call named.
-    run_id = self_monitoring.related_run(monitor, arguments)
+    run_id = related_run(monitor, arguments)
     record_decision(monitor, principal, action, Decision.deny, reasons, arguments, run_id=run_id, started=started)
     if decision.missing_scopes and not principal.credential_problem:
         raise InsufficientScope(message, reasons=reasons)
@@ -204,13 +209,22 @@ def governed_call(
         with monitor.session() as session:
             call = GovernedCall(session, principal, action, subject_id=subject_id, run_id=run_id)
             yield call
+            allowed = DecisionRecord(
+                principal,
+                action,
+                Decision.allow,
+                [*check_action(principal, action).reasons, *call.notes],
+                arguments,
+                subject_id=call.subject_id,
+                run_id=call.run_id,
+            )
             append_audit(
                 session,
                 at=monitor.clock(),
                 principal=principal.name,
                 action=action,
                 decision=Decision.allow,
-                reasons=[*check_action(principal, action).reasons, *call.notes],
+                reasons=allowed.reasons,
                 arguments=arguments,
                 subject_id=call.subject_id,
                 run_id=call.run_id,
@@ -243,3 +257,4 @@ def governed_call(
         raise
     # After the commit, so the line never reports an effect that was rolled back.
     log_decision(principal, action, Decision.allow, subject_id=call.subject_id, run_id=call.run_id, started=started)
+    tell_listeners(monitor, allowed)

@@ -48,9 +48,9 @@ from incident_monitor.domain.levels import LEVEL_SEVERITY
 from incident_monitor.domain.models import ApprovalRequest, Draft, Incident, IncidentOccurrence, new_id
 from incident_monitor.domain.transitions import check_incident_transition
 from incident_monitor.errors import InvalidInput, ReportRejected
-from incident_monitor.policy.principal import Principal
+from incident_monitor.policy.principal import SELF_MONITOR, Principal
 from incident_monitor.policy.redaction import redact_adjacent, redact_json, redact_text
-from incident_monitor.service import self_monitoring
+from incident_monitor.policy.report_severity import report_severity
 from incident_monitor.service.governed import governed_call
 from incident_monitor.service.monitor import Monitor
 
@@ -76,6 +76,10 @@ def compute_fingerprint(report: IncidentReport) -> str:
     return "fp_" + sha256_hex(stable)[:32]
 
 
+# The self-monitor's namespace: its fingerprints are stored bare, which no caller's can be.
+SELF_MONITORING_PREFIX = "selfmon:"
+
+
 class ProjectUnknown(InvalidInput):
     code = "project_unknown"
 
@@ -91,7 +95,7 @@ def check_project(config: MonitorConfig, project_id: str | None) -> None:
 
 
 def is_self_monitor(principal: Principal) -> bool:
-    return principal.kind == "system" and principal.name == self_monitoring.SELF_MONITOR.name
+    return principal.kind == "system" and principal.name == SELF_MONITOR.name
 
 
 def dedupe_scope(principal: Principal, project_id: str | None) -> str | None:
@@ -110,10 +114,10 @@ def dedupe_key(scope: str | None, fingerprint: str) -> str:
 
 
 def _check_fingerprint(principal: Principal, fingerprint: str | None) -> None:
-    reserved = self_monitoring.FINGERPRINT_PREFIX
+    reserved = SELF_MONITORING_PREFIX
     if fingerprint is not None and fingerprint.startswith(reserved) and not is_self_monitor(principal):
         raise InvalidInput(
-            f"fingerprint: the prefix '{self_monitoring.FINGERPRINT_PREFIX}' is reserved for the monitor's "
+            f"fingerprint: the prefix '{SELF_MONITORING_PREFIX}' is reserved for the monitor's "
             "own incidents; choose another fingerprint or omit it"
         )
 
@@ -378,9 +382,7 @@ def report_incident(monitor: Monitor, principal: Principal, report: IncidentRepo
         check_project(monitor.config, clean.project_id)
         _check_fingerprint(principal, clean.fingerprint)
         level = clean.level.lower()
-        severity, note = self_monitoring.report_severity(
-            monitor.config, principal, clean, severity_for(level, clean.risk_level)
-        )
+        severity, note = report_severity(monitor.config, principal, clean, severity_for(level, clean.risk_level))
         if note:
             call.notes.append(note)
         given = clean.fingerprint or compute_fingerprint(clean)

@@ -19,7 +19,7 @@ from incident_monitor import __version__
 from incident_monitor.domain.enums import ApprovalStatus, IncidentStatus
 from incident_monitor.domain.models import ApprovalRequest, Incident
 from incident_monitor.policy.principal import Principal
-from incident_monitor.service.destination_states import read_deliveries
+from incident_monitor.service.destination_health import read_deliveries
 from incident_monitor.service.governed import governed_call
 from incident_monitor.service.monitor import Monitor
 
