@@ -520,23 +520,39 @@ def _redact(text: str, depth: int) -> str:
 
 
 # A secret split across two fields ("ghp_abc" in one, "def…" in the next) is recognised only where the
-# fields meet: the end of one and the start of the next are checked together, and, when they hold a secret
-# neither holds alone, the run at the end of the first and the run at the start of the second both go.
+# fields meet: the run of non-blank characters ending one and the run starting the next are checked
+# joined (as sent, since the first half alone may already be redacted), and so are the ends of the
+# redacted fields (for secrets with a blank inside, "password:" | " hunter2"). When the seam holds a
+# secret, the run at the end of the first field and the run at the start of the second both go.
 # Limit: only adjacent fields, joined directly; a secret split three ways, across non-adjacent fields or
-# around other text is not recognised.
+# around other text is not recognised. Cost: a field ending in a secret hides the first word of the next
+# when it starts without a blank (the seam cannot tell a split from a neighbour).
 _SEAM_CHARS = 300
 _LEADING_RUN = re.compile(r"\s*\S*")
 _TRAILING_RUN = re.compile(r"\S*\s*\Z")
+_FIRST_RUN = re.compile(r"\S*")
+_LAST_RUN = re.compile(r"\S*\Z")
 
 
-def redact_adjacent(values: list[str]) -> list[str]:
-    """``values`` (already redacted one by one) with secrets split across neighbours redacted too."""
+def _seam_holds_secret(left: str, right: str, left_sent: str, right_sent: str) -> bool:
+    last, first = _LAST_RUN.search(left_sent[-_SEAM_CHARS:]), _FIRST_RUN.match(right_sent[:_SEAM_CHARS])
+    ending, starting = (last.group(), first.group()) if last is not None and first is not None else ("", "")
+    # A run that holds a secret alone was redacted on its own: only a fragment can continue one.
+    if ending and starting and not contains_secret(starting) and contains_secret(ending + starting):
+        return True
+    tail, head = left[-_SEAM_CHARS:], right[:_SEAM_CHARS]
+    return bool(tail and head) and contains_secret(tail + head)
+
+
+def redact_adjacent(values: list[str], sent: list[str] | None = None) -> list[str]:
+    """``values`` (already redacted one by one) with secrets split across neighbours redacted too.
+
+    ``sent`` are the values as received, in the same order (default: ``values``).
+    """
+    sent = values if sent is None else sent
     out = list(values)
     for i in range(len(out) - 1):
-        left, right = out[i][-_SEAM_CHARS:], out[i + 1][:_SEAM_CHARS]
-        if not left or not right:
-            continue
-        if redact_text(left + right) == left + right:
+        if not _seam_holds_secret(out[i], out[i + 1], sent[i], sent[i + 1]):
             continue
         tail = _TRAILING_RUN.search(out[i])
         head = _LEADING_RUN.match(out[i + 1])

@@ -209,16 +209,16 @@ def _redact(report: IncidentReport) -> tuple[IncidentReport, list[str]]:
             if clean != value:
                 changed.append(name)
                 values[name] = clean
-    # A secret split between neighbouring fields (redaction.redact_adjacent: its limits are there).
+    # A secret split between neighbouring text fields (redaction.redact_adjacent: its limits are there).
+    # List items (evidence refs, tags) are separate values by nature and are not joined.
     present = [name for name in _TEXT_FIELDS if isinstance(values[name], str) and values[name]]
-    for name, joined in zip(present, redact_adjacent([values[name] for name in present]), strict=True):
+    seams = redact_adjacent([values[name] for name in present], [getattr(report, name) for name in present])
+    for name, joined in zip(present, seams, strict=True):
         if joined != values[name]:
             changed.append(name)
             values[name] = joined
     for name in ("route_tags", "evidence_refs", "context"):
         clean = redact_json(values[name])
-        if isinstance(clean, list) and all(isinstance(item, str) for item in clean):
-            clean = redact_adjacent(clean)
         if clean != values[name]:
             changed.append(name)
             values[name] = clean
@@ -380,7 +380,7 @@ def report_incident(monitor: Monitor, principal: Principal, report: IncidentRepo
         if redacted:
             call.notes.append(f"redacted secrets in: {', '.join(redacted)}")
         check_project(monitor.config, clean.project_id)
-        _check_fingerprint(principal, clean.fingerprint)
+        _check_fingerprint(principal, report.fingerprint)  # as sent: redaction must not hide the prefix
         level = clean.level.lower()
         severity, note = report_severity(monitor.config, principal, clean, severity_for(level, clean.risk_level))
         if note:
