@@ -305,7 +305,7 @@ def test_deciding_needs_a_note_and_a_known_approval_id(ws: Workspace, two_pendin
     assert no_note.returncode == 2
     assert "the following arguments are required: --note" in no_note.stderr
     assert unknown.returncode == 1
-    assert "no approval 'apr_0000000000000000'" in unknown.stderr
+    assert "no approval apr_0000000000000000" in unknown.stderr
     assert "incident-monitor approvals list" in unknown.stderr
     assert _state(ws, item) == (ApprovalStatus.pending, DraftStatus.approval_required)
 

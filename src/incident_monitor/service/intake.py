@@ -198,6 +198,9 @@ _TEXT_FIELDS = (
 )
 
 
+_SEAMS = (("title", "detail"), ("run_id", "session_id"))
+
+
 def _redact(report: IncidentReport) -> tuple[IncidentReport, list[str]]:
     """Redact every free-text field; returns the clean report and the names of fields that changed."""
     changed: list[str] = []
@@ -209,14 +212,16 @@ def _redact(report: IncidentReport) -> tuple[IncidentReport, list[str]]:
             if clean != value:
                 changed.append(name)
                 values[name] = clean
-    # A secret split between neighbouring text fields (redaction.redact_adjacent: its limits are there).
-    # List items (evidence refs, tags) are separate values by nature and are not joined.
-    present = [name for name in _TEXT_FIELDS if isinstance(values[name], str) and values[name]]
-    seams = redact_adjacent([values[name] for name in present], [getattr(report, name) for name in present])
-    for name, joined in zip(present, seams, strict=True):
-        if joined != values[name]:
-            changed.append(name)
-            values[name] = joined
+    # A secret split between the free-text fields a reporter writes in sequence (redaction.redact_adjacent:
+    # its limits are there). Identifying fields (source, event, project, fingerprint) and list items are
+    # never joined: a neighbour's secret must not hide a source the routing and the key binding rely on.
+    for pair in _SEAMS:
+        if all(isinstance(values[name], str) and values[name] for name in pair):
+            joined = redact_adjacent([values[name] for name in pair], [getattr(report, name) for name in pair])
+            for name, value in zip(pair, joined, strict=True):
+                if value != values[name]:
+                    changed.append(name)
+                    values[name] = value
     for name in ("route_tags", "evidence_refs", "context"):
         clean = redact_json(values[name])
         if clean != values[name]:
