@@ -24,8 +24,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import io
-import logging
-import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,6 +44,7 @@ from incident_monitor.service.monitor import Monitor
 from incident_monitor.store.engine import DATABASE_FILENAME
 from mcp_helpers import error_text, mcp_client
 from secret_samples import SAMPLES, SecretSample
+from surface_helpers import all_logs, deliveries, files, tables
 from webhook_receiver import WebhookReceiver
 
 SURFACES = ("tool output", "http", "receipts", "audit", "deliveries", "logs", "database", "files", "cli")
@@ -82,15 +81,6 @@ class EchoingReceiver(WebhookReceiver):
         answer = super()._handle(number, request_path, body, headers)
         answer.body["note"] = self.reply
         return answer
-
-
-class _Records(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(level=logging.DEBUG)
-        self.lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(f"{self.format(record)} {vars(record)!r}")
 
 
 @dataclass
@@ -208,14 +198,6 @@ async def _play(
         await _ok(operator, seen, "build_assessment_report")
 
 
-def _tables(database: Path, *names: str) -> str:
-    with sqlite3.connect(database) as connection:
-        if not names:
-            rows = connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
-            names = tuple(name for (name,) in rows)
-        return "\n".join(repr(connection.execute(f'SELECT * FROM "{name}"').fetchall()) for name in names)  # noqa: S608
-
-
 def _cli(data_dir: Path) -> str:
     out = io.StringIO()
     for argv in (
@@ -233,9 +215,6 @@ def _cli(data_dir: Path) -> str:
 def flow(tmp_path_factory: pytest.TempPathFactory) -> Flow:
     data_dir = tmp_path_factory.mktemp("free-text") / "data"
     secret = new_webhook_secret()
-    records = _Records()
-    root = logging.getLogger()
-    level = root.level
     with pytest.MonkeyPatch.context() as env, EchoingReceiver(secret) as receiver:
         env.setenv(WEBHOOK_SECRET_VARIABLE, secret)
         config = flow_config(
@@ -245,33 +224,23 @@ def flow(tmp_path_factory: pytest.TempPathFactory) -> Flow:
         )
         monitor = Monitor.open(config=MonitorConfig.model_validate(config), data_dir=data_dir)
         key = intake_keys.create_intake_key(monitor, local_operator(), project_id="shop", source_id=None).secret
-        root.addHandler(records)
-        root.setLevel(logging.DEBUG)
         seen: list[str] = []
         result = Flow()
         try:
-            with http_server(monitor) as base_url:
+            with all_logs() as records, http_server(monitor) as base_url:
                 anyio.run(_play, monitor, receiver, base_url, key, result, seen)
         finally:
-            root.removeHandler(records)
-            root.setLevel(level)
             monitor.close()
         database = data_dir / DATABASE_FILENAME
-        telemetry = data_dir / "telemetry.jsonl"
         result.surfaces = {
             "tool output": "\n".join(seen),
             "http": "\n".join(result.refusals),
-            "receipts": _tables(database, "receipts"),
-            "audit": _tables(database, "audit_events"),
-            "deliveries": "\n".join(
-                [f"{d.body.decode()} {d.headers!r}" for d in receiver.deliveries]
-                + [telemetry.read_text() if telemetry.exists() else ""]
-            ),
+            "receipts": tables(database, "receipts"),
+            "audit": tables(database, "audit_events"),
+            "deliveries": deliveries(receiver, data_dir),
             "logs": "\n".join(records.lines),
-            "database": _tables(database),
-            "files": "\n".join(
-                path.read_bytes().decode("utf-8", "replace") for path in sorted(data_dir.rglob("*")) if path.is_file()
-            ),
+            "database": tables(database),
+            "files": files(data_dir),
             "cli": _cli(data_dir),
         }
     return result

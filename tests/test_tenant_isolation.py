@@ -177,6 +177,13 @@ async def test_a_key_cannot_reopen_another_projects_resolved_incident(monitor: M
 
 # --- project escape: case and whitespace variants -----------------------------------------------------
 
+# Routed to the webhook, which payments may not publish to: escaping the project would escape that rule.
+CARD_DATA_EXPOSED = {
+    "title": "Card data exposed",
+    "source": "ci",
+    "event": "ci.deploy.failed",
+    "route_tags": ["runtime-failure"],
+}
 VARIANTS = ["Payments", "PAYMENTS", "payments ", " payments", "payments\t", "payments\n", "payments\u200b"]
 
 
@@ -186,10 +193,7 @@ async def test_a_project_id_variant_is_refused_over_mcp(monitor: Monitor, varian
         refusal = await call_refused(
             agent,
             "report_incident",
-            title="Card data exposed",
-            source="ci",
-            event="ci.deploy.failed",
-            route_tags=["runtime-failure"],
+            **CARD_DATA_EXPOSED,
             project_id=variant,
         )
 
@@ -213,10 +217,7 @@ async def test_the_exact_project_id_keeps_its_destination_allowlist(monitor: Mon
         answer = await call_ok(
             agent,
             "report_incident",
-            title="Card data exposed",
-            source="ci",
-            event="ci.deploy.failed",
-            route_tags=["runtime-failure"],
+            **CARD_DATA_EXPOSED,
             project_id="payments",
         )
     decision = preview_route(monitor, AGENT, draft_id=answer["draft_id"])
