@@ -7,7 +7,11 @@ import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
+from mcp import Client
+
+from mcp_helpers import error_text
 from webhook_receiver import WebhookReceiver
 
 
@@ -61,3 +65,20 @@ def deliveries(receiver: WebhookReceiver, data_dir: Path) -> str:
         [f"{d.body.decode()} {d.headers!r}" for d in receiver.deliveries]
         + [telemetry.read_text() if telemetry.exists() else ""]
     )
+
+
+async def recorded_ok(client: Client, seen: list[str], tool: str, **arguments: Any) -> dict[str, Any]:
+    """Call ``tool`` expecting success; the whole result (content and structured content) goes in ``seen``."""
+    result = await client.call_tool(tool, arguments)
+    seen.append(result.model_dump_json())
+    assert not result.is_error, f"{tool} refused: {error_text(result)}"
+    assert result.structured_content is not None
+    return result.structured_content
+
+
+async def recorded_refusal(client: Client, seen: list[str], tool: str, **arguments: Any) -> str:
+    """Call ``tool`` expecting a refusal; the whole result goes in ``seen``; returns the error text."""
+    result = await client.call_tool(tool, arguments)
+    seen.append(result.model_dump_json())
+    assert result.is_error, f"{tool} should have been refused"
+    return error_text(result)

@@ -32,7 +32,6 @@ from urllib.parse import quote
 import anyio
 import httpx2
 import pytest
-from mcp import Client
 
 from conftest import AGENT, OPERATOR, WEBHOOK_SECRET_VARIABLE, flow_config, new_webhook_secret
 from http_helpers import http_server
@@ -42,9 +41,9 @@ from incident_monitor.policy.principal import local_operator
 from incident_monitor.service import intake_keys
 from incident_monitor.service.monitor import Monitor
 from incident_monitor.store.engine import DATABASE_FILENAME
-from mcp_helpers import error_text, mcp_client
+from mcp_helpers import mcp_client
 from secret_samples import SAMPLES, SecretSample
-from surface_helpers import all_logs, deliveries, files, tables
+from surface_helpers import all_logs, deliveries, files, recorded_ok, recorded_refusal, tables
 from webhook_receiver import WebhookReceiver
 
 SURFACES = ("tool output", "http", "receipts", "audit", "deliveries", "logs", "database", "files", "cli")
@@ -89,21 +88,6 @@ class Flow:
     refusals: list[str] = field(default_factory=list)
 
 
-async def _ok(client: Client, seen: list[str], tool: str, **arguments: Any) -> dict[str, Any]:
-    result = await client.call_tool(tool, arguments)
-    seen.append(result.model_dump_json())
-    assert not result.is_error, f"{tool} refused: {error_text(result)}"
-    assert result.structured_content is not None
-    return result.structured_content
-
-
-async def _refused(client: Client, seen: list[str], tool: str, **arguments: Any) -> str:
-    result = await client.call_tool(tool, arguments)
-    seen.append(result.model_dump_json())
-    assert result.is_error, f"{tool} should have been refused"
-    return error_text(result)
-
-
 def _carrying(tag: str, text: str) -> str:
     encoded = encodings(text)
     return f"{tag} {text} b64 {encoded['base64']} url {encoded['url']}"
@@ -131,11 +115,11 @@ async def _play(
         for index, sample in enumerate(SAMPLES):
             tag, text = marker(index), sample.text
             # Published after an approval; the receiver's reply carries the canary.
-            first = await _ok(agent, seen, "report_incident", **_report(tag, text, webhook=True))
-            requested = await _ok(
+            first = await recorded_ok(agent, seen, "report_incident", **_report(tag, text, webhook=True))
+            requested = await recorded_ok(
                 agent, seen, "request_approval", draft_id=first["draft_id"], reason=_carrying(f"{tag}-reason", text)
             )
-            await _ok(
+            await recorded_ok(
                 operator,
                 seen,
                 "decide_approval",
@@ -144,20 +128,22 @@ async def _play(
                 note=_carrying(f"{tag}-note", text),
             )
             receiver.reply = _carrying(f"{tag}-reply", text)
-            await _ok(agent, seen, "publish_draft", draft_id=first["draft_id"])
-            await _ok(agent, seen, "get_draft", draft_id=first["draft_id"])
-            await _ok(
+            await recorded_ok(agent, seen, "publish_draft", draft_id=first["draft_id"])
+            await recorded_ok(agent, seen, "get_draft", draft_id=first["draft_id"])
+            await recorded_ok(
                 operator,
                 seen,
                 "resolve_incident",
                 incident_id=first["incident_id"],
                 resolution_note=_carrying(f"{tag}-resolution", text),
             )
-            await _ok(agent, seen, "get_incident", incident_id=first["incident_id"])
+            await recorded_ok(agent, seen, "get_incident", incident_id=first["incident_id"])
             # Denied: the note also reaches the self-monitoring incident about the denial.
-            second = await _ok(agent, seen, "report_incident", **_report(tag, text, webhook=False))
-            requested = await _ok(agent, seen, "request_approval", draft_id=second["draft_id"], reason=f"{tag}-ask")
-            await _ok(
+            second = await recorded_ok(agent, seen, "report_incident", **_report(tag, text, webhook=False))
+            requested = await recorded_ok(
+                agent, seen, "request_approval", draft_id=second["draft_id"], reason=f"{tag}-ask"
+            )
+            await recorded_ok(
                 operator,
                 seen,
                 "decide_approval",
@@ -165,19 +151,19 @@ async def _play(
                 decision="deny",
                 note=_carrying(f"{tag}-denial", text),
             )
-            await _ok(agent, seen, "get_draft", draft_id=second["draft_id"])
+            await recorded_ok(agent, seen, "get_draft", draft_id=second["draft_id"])
             # Ids and names carrying the sample: refused, never repeated.
             for value in (sample.secret, b64(sample.secret)):
                 flow.refusals += [
-                    await _refused(agent, seen, "get_incident", incident_id=value[:100]),
-                    await _refused(agent, seen, "get_draft", draft_id=value[:100]),
-                    await _refused(agent, seen, "triage_draft", draft_id=value[:100]),
-                    await _refused(agent, seen, "publish_draft", draft_id=value[:100]),
-                    await _refused(agent, seen, "list_receipts", draft_id=value[:100]),
-                    await _refused(
+                    await recorded_refusal(agent, seen, "get_incident", incident_id=value[:100]),
+                    await recorded_refusal(agent, seen, "get_draft", draft_id=value[:100]),
+                    await recorded_refusal(agent, seen, "triage_draft", draft_id=value[:100]),
+                    await recorded_refusal(agent, seen, "publish_draft", draft_id=value[:100]),
+                    await recorded_refusal(agent, seen, "list_receipts", draft_id=value[:100]),
+                    await recorded_refusal(
                         operator, seen, "decide_approval", approval_id=value[:100], decision="deny", note="x"
                     ),
-                    await _refused(agent, seen, value[:100]),
+                    await recorded_refusal(agent, seen, value[:100]),
                 ]
             for payload in (
                 {"project_id": sample.secret[:64], "source_id": "ci", "report": {"title": "t", "event": "e.failed"}},
@@ -195,7 +181,7 @@ async def _play(
                 )
                 assert 400 <= answer.status_code < 500, answer.text
                 flow.refusals.append(f"{answer.status_code} {answer.text}")
-        await _ok(operator, seen, "build_assessment_report")
+        await recorded_ok(operator, seen, "build_assessment_report")
 
 
 def _cli(data_dir: Path) -> str:

@@ -25,15 +25,14 @@ from typing import Any
 
 import anyio
 import pytest
-from mcp import Client
 
 from conftest import AGENT, WEBHOOK_SECRET_VARIABLE, flow_config, new_webhook_secret
 from incident_monitor.config import MonitorConfig
 from incident_monitor.service.monitor import Monitor
 from incident_monitor.store.engine import DATABASE_FILENAME
-from mcp_helpers import error_text, mcp_client
+from mcp_helpers import mcp_client
 from secret_samples import SAMPLES, SecretSample
-from surface_helpers import all_logs, deliveries, files, tables
+from surface_helpers import all_logs, deliveries, files, recorded_ok, tables
 from webhook_receiver import WebhookReceiver
 
 SURFACES = ("tool output", "receipts", "audit", "deliveries", "logs", "database", "files")
@@ -51,14 +50,6 @@ def marker(index: int) -> str:
 class Flow:
     surfaces: dict[str, str] = field(default_factory=dict)
     published: list[tuple[str, str]] = field(default_factory=list)  # (marker, destination_id)
-
-
-async def _call(client: Client, seen: list[str], tool: str, **arguments: Any) -> dict[str, Any]:
-    result = await client.call_tool(tool, arguments)
-    seen.append(result.model_dump_json())
-    assert not result.is_error, f"{tool} refused: {error_text(result)}"
-    assert result.structured_content is not None
-    return result.structured_content
 
 
 def _report(index: int, sample: SecretSample, destination: str) -> dict[str, Any]:
@@ -83,18 +74,18 @@ async def _play(monitor: Monitor, flow: Flow, seen: list[str]) -> None:
     async with mcp_client(monitor, AGENT) as agent:
         for index, sample in enumerate(SAMPLES):
             for destination in ("webhook", "telemetry"):
-                reported = await _call(agent, seen, "report_incident", **_report(index, sample, destination))
+                reported = await recorded_ok(agent, seen, "report_incident", **_report(index, sample, destination))
                 assert reported["deduplicated"] is False, sample.family
                 incident_id, draft_id = reported["incident_id"], reported["draft_id"]
-                await _call(agent, seen, "get_incident", incident_id=incident_id)
-                await _call(agent, seen, "get_draft", draft_id=draft_id)
-                await _call(agent, seen, "triage_draft", draft_id=draft_id)
-                published = await _call(agent, seen, "publish_draft", draft_id=draft_id)
+                await recorded_ok(agent, seen, "get_incident", incident_id=incident_id)
+                await recorded_ok(agent, seen, "get_draft", draft_id=draft_id)
+                await recorded_ok(agent, seen, "triage_draft", draft_id=draft_id)
+                published = await recorded_ok(agent, seen, "publish_draft", draft_id=draft_id)
                 flow.published.append((marker(index), published["receipt"]["destination_id"]))
-                await _call(agent, seen, "list_receipts", draft_id=draft_id)
-                await _call(agent, seen, "get_draft", draft_id=draft_id)
-        await _call(agent, seen, "list_incidents")
-        await _call(agent, seen, "list_drafts")
+                await recorded_ok(agent, seen, "list_receipts", draft_id=draft_id)
+                await recorded_ok(agent, seen, "get_draft", draft_id=draft_id)
+        await recorded_ok(agent, seen, "list_incidents")
+        await recorded_ok(agent, seen, "list_drafts")
 
 
 @pytest.fixture(scope="module")
