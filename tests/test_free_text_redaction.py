@@ -185,15 +185,21 @@ async def _play(
 
 
 def _cli(data_dir: Path) -> str:
+    config = data_dir.parent / "cli-config.toml"
+    config.write_text("")  # the operator views need no destinations
     out = io.StringIO()
     for argv in (
         ["approvals", "list", "--status", "all", "--limit", "200"],
         ["approvals", "list", "--status", "all", "--limit", "200", "--json"],
+        ["incidents", "list", "--status", "all", "--limit", "200", "--json"],
+        ["drafts", "list", "--limit", "200", "--json"],
+        ["receipts", "list", "--limit", "200", "--json"],
         ["audit", "list", "--limit", "10000", "--json"],
         ["report"],
     ):
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
-            assert cli.main([*argv, "--data-dir", str(data_dir)]) in (0, 1), argv  # 1: findings open
+            code = cli.main([*argv, "--config", str(config), "--data-dir", str(data_dir)])
+        assert code in (0, 1), (argv, out.getvalue()[-500:])  # 1: the report has open findings
     return out.getvalue()
 
 
@@ -235,7 +241,7 @@ def flow(tmp_path_factory: pytest.TempPathFactory) -> Flow:
 # Each surface must visibly carry what the flow put there, so "not there" is not true merely because
 # nothing arrived: (surface, the marker suffix it must hold for every family).
 CARRIED = [
-    ("tool output", "-reason"),
+    ("cli", "-reason"),  # tools return approval summaries without the reason (issue 10)
     ("tool output", "-note"),
     ("tool output", "-resolution"),
     ("database", "-denial"),

@@ -41,6 +41,11 @@ MUST_NOT_IMPORT: dict[str, frozenset[str]] = {
     "egress": frozenset({"config", "policy", "store", "destinations", "service", "server", "cli"}),
     "service": frozenset({"server", "cli"}),
     "server": frozenset({"cli"}),
+    # Leaves beside config: where config and data are (used by service.monitor and cli), and log formatting.
+    "locations": frozenset({"config", "policy", "store", "destinations", "egress", "service", "server", "cli"}),
+    "logging_setup": frozenset(
+        {"domain", "config", "policy", "store", "destinations", "egress", "service", "server", "cli"}
+    ),
 }
 
 
