@@ -296,16 +296,16 @@ def get_approval(monitor: Monitor, principal: Principal, approval_id: str) -> Ap
     with governed_call(
         monitor, principal, "get_approval", {"approval_id": approval_id}, subject_id=approval_id
     ) as call:
-        approval = call.session.get(ApprovalRequest, approval_id)
+        approval = call.session.get(ApprovalRequest, check_id("approval_id", approval_id))
         if approval is None:
-            raise NotFound(f"approval_id: no approval {approval_id!r}; run `incident-monitor approvals list`")
+            raise NotFound(f"approval_id: no approval {approval_id}; run `incident-monitor approvals list`")
         call.run_id = run_id_for_draft(call.session, get_draft_row(call.session, approval.draft_id))
         return ApprovalRequestBase.model_validate(approval, from_attributes=True)
 
 
 def get_receipt(monitor: Monitor, principal: Principal, receipt_id: str) -> ReceiptBase:
     with governed_call(monitor, principal, "get_receipt", {"receipt_id": receipt_id}, subject_id=receipt_id) as call:
-        receipt = call.session.get(Receipt, receipt_id)
+        receipt = call.session.get(Receipt, check_id("receipt_id", receipt_id))
         if receipt is None:
-            raise NotFound(f"receipt_id: no receipt {receipt_id!r}; run `incident-monitor receipts list`")
+            raise NotFound(f"receipt_id: no receipt {receipt_id}; run `incident-monitor receipts list`")
         return ReceiptBase.model_validate(receipt, from_attributes=True)
