@@ -142,7 +142,13 @@ CASES: dict[str, Case] = {
         raises=InvalidInput,
     ),
     "get draft missing": Case(
-        "get_draft", Decision.rejected, lambda s: queries.get_draft(s.monitor, AGENT, "drf_nope"), raises=NotFound
+        "get_draft",
+        Decision.rejected,
+        lambda s: queries.get_draft(s.monitor, AGENT, "drf_" + "0" * 16),
+        raises=NotFound,
+    ),
+    "get draft malformed id": Case(
+        "get_draft", Decision.rejected, lambda s: queries.get_draft(s.monitor, AGENT, "drf_nope"), raises=InvalidInput
     ),
     "preview": Case(
         "preview_route", Decision.allow, lambda s: route_preview.preview_route(s.monitor, AGENT, level="error")
@@ -465,13 +471,14 @@ WORKER = textwrap.dedent(
     from incident_monitor.service.monitor import Monitor
 
     data_dir, worker, count = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
-    monitor = Monitor.open(config=MonitorConfig(), data_dir=data_dir)
+    # One project: dedupe is scoped by project, so both workers' reports share its incidents.
+    monitor = Monitor.open(config=MonitorConfig.model_validate({"projects": [{"id": "shop"}]}), data_dir=data_dir)
     reporter = Principal(name=f"worker-{worker}", scopes=frozenset({"incident_monitor:report"}))
     for i in range(count):
         # Three shared fingerprints: both workers insert and dedupe into the same incidents.
         report = IncidentReport(
             title=f"Worker failure {i % 3}", source="ci", event="ci.failed", fingerprint=f"fp-{i % 3}",
-            run_id=f"{worker}-{i}",
+            project_id="shop", run_id=f"{worker}-{i}",
         )
         report_incident(monitor, reporter, report)
     monitor.close()

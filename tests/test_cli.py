@@ -309,7 +309,7 @@ def test_deciding_needs_a_note_and_a_known_approval_id(ws: Workspace, two_pendin
     assert no_note.returncode == 2
     assert "the following arguments are required: --note" in no_note.stderr
     assert unknown.returncode == 1
-    assert "no approval 'apr_0000000000000000'" in unknown.stderr
+    assert "no approval apr_0000000000000000" in unknown.stderr
     assert "incident-monitor approvals list" in unknown.stderr
     assert _state(ws, item) == (ApprovalStatus.pending, DraftStatus.approval_required)
 
@@ -369,8 +369,9 @@ def test_approvals_show_prints_the_request_with_its_draft_and_policy(
         "pending",
         "ops-webhook",
     )
-    assert unknown.returncode == 1
-    assert "no approval 'apr_missing'" in unknown.stderr
+    assert unknown.returncode == 2  # invalid input
+    # Not an id's shape: refused by field, the value not repeated (issue 12).
+    assert "approval_id: not an id of this monitor" in unknown.stderr and "apr_missing" not in unknown.stderr
 
 
 # --- incidents, drafts, receipts ---------------------------------------------------------------
@@ -466,8 +467,8 @@ def test_receipts_list_and_show(ws: Workspace, published: Published) -> None:
     assert "destination:       telemetry (telemetry)" in shown.stdout
     assert "no route matched: default destination policy" in shown.stdout
     assert json.loads(shown_json.stdout)["status"] == "published"
-    assert unknown.returncode == 1
-    assert "no receipt 'rcp_missing'" in unknown.stderr
+    assert unknown.returncode == 2  # invalid input
+    assert "receipt_id: not an id of this monitor" in unknown.stderr and "rcp_missing" not in unknown.stderr
 
 
 # --- audit -------------------------------------------------------------------------------------

@@ -97,7 +97,8 @@ def test_a_rejected_call_logs_its_decision_and_a_made_up_id_cannot_inject_a_line
     record = audit_records(caplog)[0]
     message = record.getMessage()
     assert "decision=rejected" in message
-    assert "subject_id=inc_x?fake?line?decision?allow " in message
+    # Not an id's shape: neither the audit row nor the line keeps it (issue 12), so nothing to inject.
+    assert "ids=-" in message and "inc_x" not in message
     assert "\n" not in message
     assert CANARY_TITLE not in everything_logged(record)
 

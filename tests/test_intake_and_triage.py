@@ -99,15 +99,17 @@ def test_reports_differing_only_in_volatile_parts_dedupe(make_monitor: MonitorFa
     assert second.deduplicated is True
 
 
-def test_explicit_fingerprint_is_used_as_given(make_monitor: MonitorFactory) -> None:
+def test_explicit_fingerprint_is_used_as_given_within_the_reporters_scope(make_monitor: MonitorFactory) -> None:
     monitor = make_monitor()
 
     first = send(monitor, title="Payment webhook rejected", fingerprint="payments/webhook-rejected")
     second = send(monitor, title="A completely different title", event="other.event", fingerprint=first.fingerprint)
+    third = send(monitor, title="Yet another title", event="third.event", fingerprint="payments/webhook-rejected")
 
-    assert first.fingerprint == "payments/webhook-rejected"
-    assert second.incident_id == first.incident_id
-    assert second.occurrence_count == 2
+    # No project: scoped to the reporter; sending the returned (scoped) fingerprint back dedupes too.
+    assert first.fingerprint == "principal:local-agent|payments/webhook-rejected"
+    assert second.incident_id == third.incident_id == first.incident_id
+    assert third.occurrence_count == 3
 
 
 # --- dedupe ----------------------------------------------------------------------------------------

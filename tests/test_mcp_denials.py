@@ -538,7 +538,9 @@ async def test_deciding_an_approval_that_is_not_pending_is_refused(monitor: Moni
         refusal = await call_refused(
             operator, "decide_approval", approval_id=approval_id, decision="deny", note="Changed my mind."
         )
-        missing = await call_refused(operator, "decide_approval", approval_id="apr_missing", decision="deny", note="x")
+        missing = await call_refused(
+            operator, "decide_approval", approval_id="apr_" + "0" * 16, decision="deny", note="x"
+        )
 
     assert approval_id in refusal and "approved, not pending" in refusal
     assert missing.startswith("not_found") and "approval_id" in missing

@@ -20,22 +20,19 @@ The flow runs once for the module; the table is one cheap test per family and su
 
 from __future__ import annotations
 
-import logging
-import sqlite3
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
-from mcp import Client
 
 from conftest import AGENT, WEBHOOK_SECRET_VARIABLE, flow_config, new_webhook_secret
 from incident_monitor.config import MonitorConfig
 from incident_monitor.service.monitor import Monitor
 from incident_monitor.store.engine import DATABASE_FILENAME
-from mcp_helpers import error_text, mcp_client
+from mcp_helpers import mcp_client
 from secret_samples import SAMPLES, SecretSample
+from surface_helpers import all_logs, deliveries, files, recorded_ok, tables
 from webhook_receiver import WebhookReceiver
 
 SURFACES = ("tool output", "receipts", "audit", "deliveries", "logs", "database", "files")
@@ -49,29 +46,10 @@ def marker(index: int) -> str:
     return f"fam{index:02d}"
 
 
-class _Records(logging.Handler):
-    """Keeps every record: message, arguments, extra fields and traceback, as text."""
-
-    def __init__(self) -> None:
-        super().__init__(level=logging.DEBUG)
-        self.lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(f"{self.format(record)} {vars(record)!r}")
-
-
 @dataclass
 class Flow:
     surfaces: dict[str, str] = field(default_factory=dict)
     published: list[tuple[str, str]] = field(default_factory=list)  # (marker, destination_id)
-
-
-async def _call(client: Client, seen: list[str], tool: str, **arguments: Any) -> dict[str, Any]:
-    result = await client.call_tool(tool, arguments)
-    seen.append(result.model_dump_json())
-    assert not result.is_error, f"{tool} refused: {error_text(result)}"
-    assert result.structured_content is not None
-    return result.structured_content
 
 
 def _report(index: int, sample: SecretSample, destination: str) -> dict[str, Any]:
@@ -96,67 +74,46 @@ async def _play(monitor: Monitor, flow: Flow, seen: list[str]) -> None:
     async with mcp_client(monitor, AGENT) as agent:
         for index, sample in enumerate(SAMPLES):
             for destination in ("webhook", "telemetry"):
-                reported = await _call(agent, seen, "report_incident", **_report(index, sample, destination))
+                reported = await recorded_ok(agent, seen, "report_incident", **_report(index, sample, destination))
                 assert reported["deduplicated"] is False, sample.family
                 incident_id, draft_id = reported["incident_id"], reported["draft_id"]
-                await _call(agent, seen, "get_incident", incident_id=incident_id)
-                await _call(agent, seen, "get_draft", draft_id=draft_id)
-                await _call(agent, seen, "triage_draft", draft_id=draft_id)
-                published = await _call(agent, seen, "publish_draft", draft_id=draft_id)
+                await recorded_ok(agent, seen, "get_incident", incident_id=incident_id)
+                await recorded_ok(agent, seen, "get_draft", draft_id=draft_id)
+                await recorded_ok(agent, seen, "triage_draft", draft_id=draft_id)
+                published = await recorded_ok(agent, seen, "publish_draft", draft_id=draft_id)
                 flow.published.append((marker(index), published["receipt"]["destination_id"]))
-                await _call(agent, seen, "list_receipts", draft_id=draft_id)
-                await _call(agent, seen, "get_draft", draft_id=draft_id)
-        await _call(agent, seen, "list_incidents")
-        await _call(agent, seen, "list_drafts")
-
-
-def _tables(database: Path, *names: str) -> str:
-    with sqlite3.connect(database) as connection:
-        if not names:
-            rows = connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
-            names = tuple(name for (name,) in rows)
-        # Names come from the test or from sqlite_master itself.
-        return "\n".join(repr(connection.execute(f'SELECT * FROM "{name}"').fetchall()) for name in names)  # noqa: S608
+                await recorded_ok(agent, seen, "list_receipts", draft_id=draft_id)
+                await recorded_ok(agent, seen, "get_draft", draft_id=draft_id)
+        await recorded_ok(agent, seen, "list_incidents")
+        await recorded_ok(agent, seen, "list_drafts")
 
 
 @pytest.fixture(scope="module")
 def flow(tmp_path_factory: pytest.TempPathFactory) -> Flow:
     data_dir = tmp_path_factory.mktemp("surfaces") / "data"
     secret = new_webhook_secret()
-    records = _Records()
-    root = logging.getLogger()
-    level = root.level
     with pytest.MonkeyPatch.context() as env, WebhookReceiver(secret) as receiver:
         env.setenv(WEBHOOK_SECRET_VARIABLE, secret)
         config = flow_config(receiver.url)
         # The webhook route publishes without approval: approvals are not a surface this test is about.
         config["routes"][0]["approval_policy"] = "never"
         monitor = Monitor.open(config=MonitorConfig.model_validate(config), data_dir=data_dir)
-        root.addHandler(records)
-        root.setLevel(logging.DEBUG)
         seen: list[str] = []
         result = Flow()
         try:
-            anyio.run(_play, monitor, result, seen)
+            with all_logs() as records:
+                anyio.run(_play, monitor, result, seen)
         finally:
-            root.removeHandler(records)
-            root.setLevel(level)
             monitor.close()
         database = data_dir / DATABASE_FILENAME
-        telemetry = data_dir / "telemetry.jsonl"
         result.surfaces = {
             "tool output": "\n".join(seen),
-            "receipts": _tables(database, "receipts"),
-            "audit": _tables(database, "audit_events"),
-            "deliveries": "\n".join(
-                [f"{d.body.decode()} {d.headers!r}" for d in receiver.deliveries]
-                + [telemetry.read_text() if telemetry.exists() else ""]
-            ),
+            "receipts": tables(database, "receipts"),
+            "audit": tables(database, "audit_events"),
+            "deliveries": deliveries(receiver, data_dir),
             "logs": "\n".join(records.lines),
-            "database": _tables(database),
-            "files": "\n".join(
-                path.read_bytes().decode("utf-8", "replace") for path in sorted(data_dir.rglob("*")) if path.is_file()
-            ),
+            "database": tables(database),
+            "files": files(data_dir),
         }
     return result
 

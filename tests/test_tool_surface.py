@@ -199,7 +199,7 @@ def monitor(make_monitor: MonitorFactory, receiver: WebhookReceiver) -> Monitor:
 async def test_every_refusal_has_the_shape_code_colon_message(monitor: Monitor) -> None:
     async with mcp_client(monitor, AGENT) as agent:
         refusals = {
-            "service error": await call_refused(agent, "get_draft", draft_id="drf_missing"),
+            "service error": await call_refused(agent, "get_draft", draft_id="drf_" + "0" * 16),
             "missing scope": await call_refused(
                 agent, "decide_approval", approval_id="apr_x", decision="approve", note="ok"
             ),

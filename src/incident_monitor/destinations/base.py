@@ -17,6 +17,7 @@ from pydantic import BaseModel
 from incident_monitor.destinations.settings import DestinationConfig
 from incident_monitor.domain.readiness import Readiness
 from incident_monitor.policy.permit import PublishPermit, verify_permit
+from incident_monitor.policy.redaction import redact_text
 
 
 class PublishRequest(BaseModel):
@@ -121,10 +122,9 @@ class DestinationAdapter(ABC, Generic[ConfigT]):
 
 def scrub_outcome(outcome: PublishOutcome, secrets: list[str]) -> PublishOutcome:
     """The outcome with every occurrence of a secret replaced, so a receiver echoing a credential cannot
-    plant it in a receipt."""
+    plant it in a receipt: the adapter's own secrets first, then whatever redaction recognises (a
+    receiver's reply is free text from outside, kept as the receipt's ``response_excerpt``)."""
     secrets = [s for s in secrets if len(s) >= 4]
-    if not secrets:
-        return outcome
     updates: dict[str, str] = {}
     for name in ("error", "response_excerpt", "external_id", "external_url", "disable_reason"):
         value = getattr(outcome, name)
@@ -132,6 +132,7 @@ def scrub_outcome(outcome: PublishOutcome, secrets: list[str]) -> PublishOutcome
             scrubbed = value
             for secret in secrets:
                 scrubbed = scrubbed.replace(secret, "[redacted]")
+            scrubbed = redact_text(scrubbed)
             if scrubbed != value:
                 updates[name] = scrubbed
     return outcome.model_copy(update=updates) if updates else outcome

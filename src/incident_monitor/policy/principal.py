@@ -5,7 +5,7 @@ from __future__ import annotations
 import getpass
 from dataclasses import dataclass, field
 
-from incident_monitor.policy.scopes import DEFAULT_AGENT_SCOPES, OPERATOR_SCOPES
+from incident_monitor.policy.scopes import DEFAULT_AGENT_SCOPES, OPERATOR_SCOPES, REPORT
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,6 +21,10 @@ class Principal:
 # stdio without INCIDENT_MONITOR_TOKEN: the person who started the client is trusted with the
 # default agent scopes, never with approve (an agent must not approve its own request).
 LOCAL_AGENT = Principal(name="local-agent", scopes=DEFAULT_AGENT_SCOPES, kind="local")
+
+# Reports incidents about the monitor itself (service/self_monitoring.py); defined here so intake can tell
+# its reports, which alone may use the self-monitoring fingerprint namespace, without importing it.
+SELF_MONITOR = Principal(name="system:self-monitor", scopes=frozenset({REPORT}), kind="system")
 
 
 def local_operator() -> Principal:

@@ -18,11 +18,13 @@ to every destination. It still leaves prose, digests, UUIDs and paths alone, bec
 from __future__ import annotations
 
 import base64
+import binascii
 import re
 import string
 from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
+from urllib.parse import unquote
 
 __all__ = [
     "MAX_DEPTH",
@@ -31,6 +33,7 @@ __all__ = [
     "TRUNCATED",
     "contains_secret",
     "is_sensitive_key",
+    "redact_adjacent",
     "redact_json",
     "redact_text",
 ]
@@ -411,11 +414,90 @@ def _redact_fields(text: str) -> str:
     return "".join(parts)
 
 
+# --------------------------------------------------------------------------------------------------
+# Encoded secrets
+# --------------------------------------------------------------------------------------------------
+
+# A secret base64-, hex- or URL-encoded is as good as in clear to whoever reads it. Runs of an encoding's
+# alphabet of plausible length are decoded; a run whose decoded text holds a secret (by the detectors
+# above) goes whole. Decoding nests at most _MAX_DECODE_DEPTH levels (base64 of URL-encoded text, …).
+# Limits: runs longer than _MAX_ENCODED_RUN are not decoded, nor is binary that is not mostly text
+# (gzip, protobuf), nor encodings other than these three.
+_MIN_ENCODED_RUN = 16
+_MAX_ENCODED_RUN = 16_384
+_MAX_DECODE_DEPTH = 2
+_BASE64_RUN = re.compile(r"(?<![A-Za-z0-9+/_-])[A-Za-z0-9+/_-]{16,}={0,2}")
+_HEX_DIGITS = frozenset(string.hexdigits)
+# Percent-encoded: a run of non-blank characters holding at least one %XX. '%' is outside the other class,
+# so each character is tried once.
+_PERCENT_RUN = re.compile(r"(?:[^\s%]*%[0-9A-Fa-f]{2})+[^\s%]*")
+
+
+def _as_text(raw: bytes) -> str | None:
+    """Decoded bytes as text when they are text (so random bytes are not scanned as if they were)."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    printable = sum(1 for c in text if c.isprintable() or c in "\r\n\t")
+    return text if printable >= 0.9 * len(text) else None
+
+
+def _decodings(run: str) -> list[str]:
+    body = run.rstrip("=")
+    texts: list[str] = []
+    if len(body) % 2 == 0 and all(c in _HEX_DIGITS for c in body):
+        texts.append(bytes.fromhex(body).decode("latin-1"))
+    if len(body) % 4 != 1:
+        padded = body + "=" * (-len(body) % 4)
+        alphabet = b"-_" if ("-" in body or "_" in body) else None
+        try:
+            raw = base64.b64decode(padded, altchars=alphabet, validate=True)
+        except (binascii.Error, ValueError):
+            raw = None
+        text = _as_text(raw) if raw else None
+        if text:
+            texts.append(text)
+    return texts
+
+
+@lru_cache(maxsize=4096)
+def _decodes_to_secret(run: str, depth: int) -> bool:
+    # Cached: logs repeat the same blobs (a header, a cookie) many times.
+    return any(_redact(decoded, depth + 1) != decoded for decoded in _decodings(run))
+
+
+def _redact_encoded(text: str, depth: int) -> str:
+    if depth >= _MAX_DECODE_DEPTH:
+        return text
+
+    def base64_or_hex(match: re.Match[str]) -> str:
+        run = match.group()
+        return REDACTED if len(run) <= _MAX_ENCODED_RUN and _decodes_to_secret(run, depth) else run
+
+    def percent(match: re.Match[str]) -> str:
+        run = match.group()
+        if len(run) > _MAX_ENCODED_RUN:
+            return run
+        decoded = unquote(run)
+        clean = _redact(decoded, depth + 1)
+        return run if clean == decoded else clean
+
+    if "%" in text:
+        text = _PERCENT_RUN.sub(percent, text)
+    return _BASE64_RUN.sub(base64_or_hex, text)
+
+
 def redact_text(text: str) -> str:
     """``text`` with every recognised secret replaced by REDACTED, keeping the surrounding text readable.
 
+    Secrets are recognised in clear and base64-, hex- or URL-encoded (see _redact_encoded).
     Deterministic and idempotent: ``redact_text(redact_text(t)) == redact_text(t)``.
     """
+    return _redact(text, 0)
+
+
+def _redact(text: str, depth: int) -> str:
     if not text:
         return text
     # Private keys first: their base64 body must go as one block, not be nibbled by the token patterns.
@@ -433,7 +515,52 @@ def redact_text(text: str) -> str:
     text = _XML_ELEMENT.sub(_replace_xml_element, text)
     text = _redact_fields(text)
     # Last, so "Authorization: Bearer x" is handled (scheme kept) by the field scanner.
-    return _BARE_BEARER.sub(_replace_bare_bearer, text)
+    text = _BARE_BEARER.sub(_replace_bare_bearer, text)
+    return _redact_encoded(text, depth)
+
+
+# A secret split across two fields ("ghp_abc" in one, "def…" in the next) is recognised only where the
+# fields meet: the run of non-blank characters ending one and the run starting the next are checked
+# joined (as sent, since the first half alone may already be redacted), and so are the ends of the
+# redacted fields (for secrets with a blank inside, "password:" | " hunter2"). When the seam holds a
+# secret, the run at the end of the first field and the run at the start of the second both go.
+# Limit: only adjacent fields, joined directly; a secret split three ways, across non-adjacent fields or
+# around other text is not recognised. Cost: a field ending in a secret hides the first word of the next
+# when it starts without a blank (the seam cannot tell a split from a neighbour).
+_SEAM_CHARS = 300
+_LEADING_RUN = re.compile(r"\s*\S*")
+_TRAILING_RUN = re.compile(r"\S*\s*\Z")
+_FIRST_RUN = re.compile(r"\S*")
+_LAST_RUN = re.compile(r"\S*\Z")
+
+
+def _seam_holds_secret(left: str, right: str, left_sent: str, right_sent: str) -> bool:
+    last, first = _LAST_RUN.search(left_sent[-_SEAM_CHARS:]), _FIRST_RUN.match(right_sent[:_SEAM_CHARS])
+    ending, starting = (last.group(), first.group()) if last is not None and first is not None else ("", "")
+    # A run that holds a secret alone was redacted on its own: only a fragment can continue one.
+    if ending and starting and not contains_secret(starting) and contains_secret(ending + starting):
+        return True
+    tail, head = left[-_SEAM_CHARS:], right[:_SEAM_CHARS]
+    return bool(tail and head) and contains_secret(tail + head)
+
+
+def redact_adjacent(values: list[str], sent: list[str] | None = None) -> list[str]:
+    """``values`` (already redacted one by one) with secrets split across neighbours redacted too.
+
+    ``sent`` are the values as received, in the same order (default: ``values``).
+    """
+    sent = values if sent is None else sent
+    out = list(values)
+    for i in range(len(out) - 1):
+        if not _seam_holds_secret(out[i], out[i + 1], sent[i], sent[i + 1]):
+            continue
+        tail = _TRAILING_RUN.search(out[i])
+        head = _LEADING_RUN.match(out[i + 1])
+        if tail is not None and tail.group().strip():
+            out[i] = out[i][: tail.start()] + REDACTED
+        if head is not None and head.group().strip():
+            out[i + 1] = REDACTED + out[i + 1][head.end() :]
+    return out
 
 
 def contains_secret(text: str) -> bool:

@@ -30,12 +30,12 @@ from incident_monitor.errors import CredentialError, MonitorError, PermissionDen
 from incident_monitor.server.auth import bearer_credential
 from incident_monitor.server.json_limits import BodyRejected, parse_json_body
 from incident_monitor.server.rate_limit import RateLimiter
+from incident_monitor.service.intake import ProjectUnknown
 from incident_monitor.service.intake_keys import authenticate_intake_key, looks_like_intake_key
 from incident_monitor.service.monitor import Monitor
 from incident_monitor.service.projects import (
     IntakeReportBody,
     IntakeRequest,
-    ProjectUnknown,
     SourceUnknown,
     report_for_project,
 )

@@ -19,7 +19,7 @@ from incident_monitor.errors import PermissionDenied
 from incident_monitor.policy.engine import can_call
 from incident_monitor.policy.principal import Principal
 from incident_monitor.server.errors import describe_invalid_arguments
-from incident_monitor.service.governed import deny_if_not_allowed, record_decision
+from incident_monitor.service.governed import deny_if_not_allowed, record_decision, shown_tool_name
 from incident_monitor.service.monitor import Monitor
 
 GOVERNED_RESOURCE_PREFIX = "incident-monitor://inventory"
@@ -79,15 +79,16 @@ class ScopeGate:
         name = params.get("name")
         arguments = params.get("arguments") or {}
         if not isinstance(name, str) or name not in self.tools:
+            shown = shown_tool_name(name)  # a made-up name may carry a secret: never repeated as sent
             record_decision(
                 self.monitor,
                 principal,
-                f"tool:{str(name)[:100]}",
+                f"tool:{shown}",
                 Decision.deny,
                 ["unknown tool: denied (fail closed)"],
                 arguments,
             )
-            return _error(f"permission_denied: unknown tool {str(name)[:100]!r}; call tools/list to see your tools")
+            return _error(f"permission_denied: unknown tool {shown!r}; call tools/list to see your tools")
         try:
             deny_if_not_allowed(self.monitor, principal, name, arguments)
         except PermissionDenied as exc:

@@ -12,6 +12,7 @@ from typing import Literal
 from sqlmodel import Session, col, select
 
 from incident_monitor.domain.enums import ApprovalStatus, DraftStatus
+from incident_monitor.domain.ids import check_id
 from incident_monitor.domain.io import ApprovalResult, ApprovalSummary
 from incident_monitor.domain.models import ApprovalRequest, Draft, new_id
 from incident_monitor.domain.transitions import check_draft_transition
@@ -23,6 +24,7 @@ from incident_monitor.errors import (
     PublishBlocked,
 )
 from incident_monitor.policy.principal import Principal
+from incident_monitor.policy.redaction import redact_text
 from incident_monitor.policy.route_decision import RouteDecision
 from incident_monitor.service import self_monitoring
 from incident_monitor.service.governed import governed_call
@@ -34,12 +36,13 @@ MAX_NOTE_CHARS = 2_000
 
 
 def clean_note(field: str, value: str) -> str:
+    """A reason or note as it may be stored, returned, audited and delivered: trimmed, bounded, redacted."""
     text = value.strip()
     if not text:
         raise InvalidInput(f"{field}: required; say why in a sentence")
     if len(text) > MAX_NOTE_CHARS:
         raise InvalidInput(f"{field}: {len(text)} characters, limit {MAX_NOTE_CHARS}; shorten it")
-    return text
+    return redact_text(text)
 
 
 def is_expired(approval: ApprovalRequest, now: datetime) -> bool:
@@ -136,11 +139,11 @@ def decide_approval(
     with governed_call(monitor, principal, "decide_approval", arguments, subject_id=approval_id) as call:
         session = call.session
         if decision not in ("approve", "deny"):
-            raise InvalidInput(f"decision: '{decision}' is not allowed; use approve or deny")
+            raise InvalidInput("decision: not allowed; use approve or deny")
         note = clean_note("note", note)
-        approval = session.get(ApprovalRequest, approval_id)
+        approval = session.get(ApprovalRequest, check_id("approval_id", approval_id))
         if approval is None:
-            raise NotFound(f"approval_id: no approval {approval_id!r}; run `incident-monitor approvals list`")
+            raise NotFound(f"approval_id: no approval {approval_id}; run `incident-monitor approvals list`")
         if approval.requested_by == principal.name:
             raise PermissionDenied(
                 f"self-approval refused: {principal.name} requested approval {approval_id}; "

@@ -19,6 +19,7 @@ from typing import Any
 from sqlmodel import Session
 
 from incident_monitor.domain.enums import Decision
+from incident_monitor.domain.ids import ID_FIELDS, has_shape
 from incident_monitor.errors import (
     ApprovalRequired,
     InsufficientScope,
@@ -28,6 +29,7 @@ from incident_monitor.errors import (
 )
 from incident_monitor.policy.engine import check_action
 from incident_monitor.policy.principal import Principal
+from incident_monitor.policy.redaction import contains_secret
 from incident_monitor.policy.scopes import required_scopes
 from incident_monitor.service.audit_chain import append_audit
 from incident_monitor.service.monitor import DecisionRecord, Monitor
@@ -76,6 +78,29 @@ def log_decision(
             "duration_ms": duration_ms,
         },
     )
+
+
+def safe_subject(arguments: Any, subject_id: str | None) -> str | None:
+    """The caller-given subject as the audit row and the log may keep it: an id field's value only with
+    that field's shape, any other value only when it carries no secret (else no subject at all)."""
+    if subject_id is None:
+        return None
+    if isinstance(arguments, dict):
+        for name in ID_FIELDS:
+            if arguments.get(name) == subject_id:
+                return subject_id if has_shape(name, subject_id) else None
+    return None if contains_secret(subject_id) else subject_id
+
+
+_TOOL_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
+
+
+def shown_tool_name(name: object) -> str:
+    """An unknown tool's name as errors, audit rows and logs may repeat it: only a plain tool-like name
+    that carries no secret; anything else is "(invalid)"."""
+    if isinstance(name, str) and _TOOL_NAME.fullmatch(name) and not contains_secret(name):
+        return name
+    return "(invalid)"
 
 
 @dataclass
@@ -186,6 +211,7 @@ def governed_call(
     run_id: str | None = None,
 ) -> Iterator[GovernedCall]:
     started = time.perf_counter()
+    subject_id = safe_subject(arguments, subject_id)
     deny_if_not_allowed(monitor, principal, action, arguments, started=started)
     call: GovernedCall | None = None
     try:

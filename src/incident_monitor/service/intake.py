@@ -1,6 +1,26 @@
 """Intake: redact, check, dedupe by fingerprint, and open an incident with its draft.
 
 Nothing is stored before redaction and the size and noise checks have passed.
+
+Tenant isolation. A report dedupes only within its scope, so no reporter can reach, reveal, reopen or
+squat another's incident, whatever fingerprint it sends:
+
+- a report naming a project is scoped to that project (``project:<id>``): every intake key and agent
+  reporting for the project shares its incidents, and nobody outside it does;
+- a report naming no project is scoped to its reporter (``principal:<name>``, the name percent-encoded
+  so it cannot contain the ``|`` that ends a scope);
+- self-monitoring reports keep their bare ``selfmon:…`` fingerprints. Every caller's key starts with
+  ``project:`` or ``principal:``, so that namespace is the monitor's alone, and a caller fingerprint
+  starting with ``selfmon:`` is refused outright (it could only be an attempt to pass as one).
+
+The incident's ``fingerprint`` column holds the scoped key (``<scope>|<fingerprint>``); reports return
+it, and sending it back as ``fingerprint`` dedupes as expected (a report's own scope prefix is not
+added twice). No schema change: incidents stored before scoping keep their unscoped fingerprint and
+are still found by a report of the same project (or, with no project, the same reporter).
+
+Project ids are matched exactly against the declared ``[[projects]]``: a ``project_id`` that is not
+exactly a declared id — another case, a trailing space, or any id when none are declared — is refused
+(``project_unknown``, naming the declared ids), never normalised.
 """
 
 from __future__ import annotations
@@ -9,11 +29,12 @@ import re
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
+from urllib.parse import quote
 
 from sqlalchemy import Connection, Update, bindparam, insert, select, update
 
 from incident_monitor.config import Limits, MonitorConfig
-from incident_monitor.domain.enums import DraftStatus, IncidentStatus, Severity
+from incident_monitor.domain.enums import ApprovalStatus, DraftStatus, IncidentStatus, Severity
 from incident_monitor.domain.evidence import (
     build_evidence,
     draft_route_tags,
@@ -24,11 +45,11 @@ from incident_monitor.domain.evidence import (
 )
 from incident_monitor.domain.io import IncidentReport, ReportResult
 from incident_monitor.domain.levels import LEVEL_SEVERITY
-from incident_monitor.domain.models import Draft, Incident, IncidentOccurrence, new_id, table_of
+from incident_monitor.domain.models import ApprovalRequest, Draft, Incident, IncidentOccurrence, new_id, table_of
 from incident_monitor.domain.transitions import check_incident_transition
 from incident_monitor.errors import InvalidInput, ReportRejected
-from incident_monitor.policy.principal import Principal
-from incident_monitor.policy.redaction import redact_json, redact_text
+from incident_monitor.policy.principal import SELF_MONITOR, Principal
+from incident_monitor.policy.redaction import redact_adjacent, redact_json, redact_text
 from incident_monitor.policy.report_severity import report_severity
 from incident_monitor.service.governed import governed_call
 from incident_monitor.service.monitor import Monitor
@@ -53,6 +74,52 @@ def compute_fingerprint(report: IncidentReport) -> str:
         "title": title,
     }
     return "fp_" + sha256_hex(stable)[:32]
+
+
+# The self-monitor's namespace: its fingerprints are stored bare, which no caller's can be.
+SELF_MONITORING_PREFIX = "selfmon:"
+
+
+class ProjectUnknown(InvalidInput):
+    code = "project_unknown"
+
+
+def check_project(config: MonitorConfig, project_id: str | None) -> None:
+    """The one rule: a project_id must be exactly the id of a declared project (see the module docstring)."""
+    if project_id is None or config.project(project_id) is not None:
+        return
+    declared = ", ".join(p.id for p in config.projects)
+    fix = f"use one of: {declared}" if declared else "no projects are declared: omit project_id"
+    # The value is not repeated: it may be anything, a credential included.
+    raise ProjectUnknown(f"project_id: not a declared project (ids match exactly); {fix}")
+
+
+def is_self_monitor(principal: Principal) -> bool:
+    return principal.kind == "system" and principal.name == SELF_MONITOR.name
+
+
+def dedupe_scope(principal: Principal, project_id: str | None) -> str | None:
+    """The namespace a report dedupes in (None: the self-monitor's bare ``selfmon:`` keys)."""
+    if is_self_monitor(principal):
+        return None
+    if project_id is not None:
+        return f"project:{project_id}"
+    return "principal:" + quote(principal.name, safe="")
+
+
+def dedupe_key(scope: str | None, fingerprint: str) -> str:
+    if scope is None:
+        return fingerprint
+    return f"{scope}|{fingerprint.removeprefix(scope + '|')}"
+
+
+def _check_fingerprint(principal: Principal, fingerprint: str | None) -> None:
+    reserved = SELF_MONITORING_PREFIX
+    if fingerprint is not None and fingerprint.startswith(reserved) and not is_self_monitor(principal):
+        raise InvalidInput(
+            f"fingerprint: the prefix '{SELF_MONITORING_PREFIX}' is reserved for the monitor's "
+            "own incidents; choose another fingerprint or omit it"
+        )
 
 
 def _check_limits(report: IncidentReport, limits: Limits) -> None:
@@ -118,33 +185,49 @@ def _check_noise(report: IncidentReport, config: MonitorConfig) -> None:
         )
 
 
+_TEXT_FIELDS = (
+    "title",
+    "detail",
+    "source",
+    "event",
+    "fingerprint",
+    "risk_category",
+    "project_id",
+    "run_id",
+    "session_id",
+)
+
+
+_SEAMS = (("title", "detail"), ("run_id", "session_id"))
+
+
 def _redact(report: IncidentReport) -> tuple[IncidentReport, list[str]]:
     """Redact every free-text field; returns the clean report and the names of fields that changed."""
     changed: list[str] = []
     values: dict[str, Any] = report.model_dump()
-    for name in (
-        "title",
-        "detail",
-        "source",
-        "event",
-        "fingerprint",
-        "risk_category",
-        "project_id",
-        "run_id",
-        "session_id",
-    ):
+    for name in _TEXT_FIELDS:
         value = values[name]
         if isinstance(value, str):
             clean = redact_text(value)
             if clean != value:
                 changed.append(name)
                 values[name] = clean
+    # A secret split between the free-text fields a reporter writes in sequence (redaction.redact_adjacent:
+    # its limits are there). Identifying fields (source, event, project, fingerprint) and list items are
+    # never joined: a neighbour's secret must not hide a source the routing and the key binding rely on.
+    for pair in _SEAMS:
+        if all(isinstance(values[name], str) and values[name] for name in pair):
+            joined = redact_adjacent([values[name] for name in pair], [getattr(report, name) for name in pair])
+            for name, value in zip(pair, joined, strict=True):
+                if value != values[name]:
+                    changed.append(name)
+                    values[name] = value
     for name in ("route_tags", "evidence_refs", "context"):
         clean = redact_json(values[name])
         if clean != values[name]:
             changed.append(name)
             values[name] = clean
-    return IncidentReport.model_validate(values), changed
+    return IncidentReport.model_validate(values), sorted(set(changed), key=changed.index)
 
 
 # Intake runs on every report, so its statements are Core, compiled once: the ORM's unit of work and
@@ -152,12 +235,24 @@ def _redact(report: IncidentReport) -> tuple[IncidentReport, list[str]]:
 _INCIDENTS = table_of(Incident)
 _DRAFTS = table_of(Draft)
 _OCCURRENCES = table_of(IncidentOccurrence)
-_FIND_INCIDENT = select(
+_FOUND_COLUMNS = (
     _INCIDENTS.c.incident_id,
+    _INCIDENTS.c.fingerprint,
     _INCIDENTS.c.status,
     _INCIDENTS.c.severity,
+    _INCIDENTS.c.risk_level,
     _INCIDENTS.c.occurrence_count,
-).where(_INCIDENTS.c.fingerprint == bindparam("fingerprint"))
+)
+_FIND_INCIDENT = select(*_FOUND_COLUMNS).where(_INCIDENTS.c.fingerprint == bindparam("fingerprint"))
+# Incidents stored before scoping hold the bare fingerprint: one counts only if it is the scope's own.
+_FIND_LEGACY_OF_PROJECT = select(*_FOUND_COLUMNS).where(
+    _INCIDENTS.c.fingerprint == bindparam("fingerprint"), _INCIDENTS.c.project_id == bindparam("project_id")
+)
+_FIND_LEGACY_OF_REPORTER = select(*_FOUND_COLUMNS).where(
+    _INCIDENTS.c.fingerprint == bindparam("fingerprint"),
+    _INCIDENTS.c.project_id.is_(None),
+    _INCIDENTS.c.reported_by == bindparam("reported_by"),
+)
 _LATEST_DRAFT = (
     select(_DRAFTS.c.draft_id, _DRAFTS.c.status)
     .where(_DRAFTS.c.incident_id == bindparam("incident_id"))
@@ -187,6 +282,70 @@ def _seen_again(*, reopen: bool) -> Update:
 
 _SEEN_AGAIN = _seen_again(reopen=False)
 _SEEN_AGAIN_REOPENED = _seen_again(reopen=True)
+_RAISE_SEVERITY = (
+    update(_INCIDENTS)
+    .where(_INCIDENTS.c.incident_id == bindparam("target_id"))
+    .values(severity=bindparam("severity"), risk_level=bindparam("risk_level"))
+)
+_UPDATE_DRAFT_EVIDENCE = (
+    update(_DRAFTS)
+    .where(_DRAFTS.c.draft_id == bindparam("target_id"))
+    .values(
+        status=DraftStatus.draft,
+        severity=bindparam("severity"),
+        body=bindparam("body"),
+        route_tags=bindparam("route_tags"),
+        evidence=bindparam("evidence"),
+        evidence_digest=bindparam("evidence_digest"),
+        revision=_DRAFTS.c.revision + 1,
+        updated_at=bindparam("now"),
+    )
+)
+_APPROVALS = table_of(ApprovalRequest)
+_SUPERSEDE_APPROVALS = (
+    update(_APPROVALS)
+    .where(
+        _APPROVALS.c.draft_id == bindparam("target_id"),
+        _APPROVALS.c.status.in_([ApprovalStatus.pending, ApprovalStatus.approved]),
+    )
+    .values(status=ApprovalStatus.superseded)
+)
+# A draft in these states is on its way out (or out): a raised severity goes in a new draft instead.
+_SENT_STATUSES = frozenset({DraftStatus.publishing, DraftStatus.published})
+
+
+def _find(connection: Connection, scope: str | None, key: str, fingerprint: str, principal: Principal) -> Any:
+    found = connection.execute(_FIND_INCIDENT, {"fingerprint": key}).first()
+    if found is not None or scope is None or key == fingerprint:
+        return found
+    if scope.startswith("project:"):
+        legacy = {"fingerprint": fingerprint, "project_id": scope.removeprefix("project:")}
+        return connection.execute(_FIND_LEGACY_OF_PROJECT, legacy).first()
+    return connection.execute(
+        _FIND_LEGACY_OF_REPORTER, {"fingerprint": fingerprint, "reported_by": principal.name}
+    ).first()
+
+
+def _redraft_at_higher_severity(
+    connection: Connection, draft_id: str, incident: Mapping[str, Any], now: datetime
+) -> None:
+    """The open draft takes the raised severity: new evidence, so back to draft and its approvals superseded."""
+    current = connection.execute(select(_DRAFTS.c.evidence).where(_DRAFTS.c.draft_id == draft_id)).scalar_one()
+    evidence = build_evidence(incident, current.get("triage") if isinstance(current, dict) else None)
+    digest = evidence_digest(evidence)
+    connection.execute(
+        _UPDATE_DRAFT_EVIDENCE,
+        {
+            "target_id": draft_id,
+            "severity": draft_severity(evidence),
+            "body": render_body(evidence, digest),
+            "route_tags": draft_route_tags(evidence),
+            "evidence": evidence,
+            "evidence_digest": digest,
+            "now": now,
+        },
+    )
+    connection.execute(_SUPERSEDE_APPROVALS, {"target_id": draft_id})
 
 
 def new_draft(connection: Connection, incident: Mapping[str, Any], now: datetime) -> str:
@@ -225,15 +384,19 @@ def report_incident(monitor: Monitor, principal: Principal, report: IncidentRepo
         _check_noise(clean, monitor.config)
         if redacted:
             call.notes.append(f"redacted secrets in: {', '.join(redacted)}")
+        check_project(monitor.config, clean.project_id)
+        _check_fingerprint(principal, report.fingerprint)  # as sent: redaction must not hide the prefix
         level = clean.level.lower()
         severity, note = report_severity(monitor.config, principal, clean, severity_for(level, clean.risk_level))
         if note:
             call.notes.append(note)
-        fingerprint = clean.fingerprint or compute_fingerprint(clean)
+        given = clean.fingerprint or compute_fingerprint(clean)
+        scope = dedupe_scope(principal, clean.project_id)
+        fingerprint = dedupe_key(scope, given)
         now = monitor.clock()
         connection = call.session.connection()
         # BEGIN IMMEDIATE: the write lock is ours, so the row read here cannot change before commit.
-        found = connection.execute(_FIND_INCIDENT, {"fingerprint": fingerprint}).first()
+        found = _find(connection, scope, fingerprint, given, principal)
         recurrence = False
         draft_id: str | None
         if found is None:
@@ -281,13 +444,30 @@ def report_incident(monitor: Monitor, principal: Principal, report: IncidentRepo
                 {"target_id": incident_id, "now": now, "run_id": clean.run_id, "session_id": clean.session_id},
             )
             occurrences = found.occurrence_count + 1
+            fingerprint = found.fingerprint
+            raised = severity.rank > Severity(stored_severity).rank
+            if raised:
+                # A repeat at a higher risk escalates: the incident, then its draft, take the new severity.
+                risk_level = Severity.highest(found.risk_level, clean.risk_level) if clean.risk_level else None
+                risk_level = risk_level or found.risk_level
+                connection.execute(
+                    _RAISE_SEVERITY, {"target_id": incident_id, "severity": severity, "risk_level": risk_level}
+                )
+                call.notes.append(f"severity raised from {Severity(stored_severity).value} to {severity.value}")
+                stored_severity = severity
             latest = connection.execute(_LATEST_DRAFT, {"incident_id": incident_id}).first()
             draft_id = latest.draft_id if latest is not None else None
             draft_status = latest.status if latest is not None else None
-            # A recurrence after publication needs a fresh draft; otherwise the open draft stands.
-            if recurrence and (latest is None or latest.status is DraftStatus.published):
+            # A recurrence after publication, or an escalation of a draft already sent, needs a fresh draft;
+            # an escalation of an unsent draft revises it (back to draft); otherwise the open draft stands.
+            if (recurrence or raised) and (latest is None or latest.status in _SENT_STATUSES):
                 row = connection.execute(_INCIDENT_ROW, {"incident_id": incident_id}).one()._asdict()
                 draft_id, draft_status = new_draft(connection, row, now), DraftStatus.draft
+            elif raised and latest is not None:
+                row = connection.execute(_INCIDENT_ROW, {"incident_id": incident_id}).one()._asdict()
+                _redraft_at_higher_severity(connection, latest.draft_id, row, now)
+                draft_status = DraftStatus.draft
+                call.notes.append(f"draft {latest.draft_id} revised; its open approvals superseded")
         connection.execute(
             _INSERT_OCCURRENCE,
             {

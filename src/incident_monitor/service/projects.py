@@ -17,12 +17,9 @@ from incident_monitor.domain.models import IntakeKeyBase
 from incident_monitor.errors import InvalidInput, PermissionDenied
 from incident_monitor.service import intake
 from incident_monitor.service.governed import record_decision
+from incident_monitor.service.intake import ProjectUnknown
 from incident_monitor.service.intake_keys import key_principal
 from incident_monitor.service.monitor import Monitor
-
-
-class ProjectUnknown(InvalidInput):
-    code = "project_unknown"
 
 
 class SourceUnknown(InvalidInput):
@@ -81,7 +78,11 @@ def report_for_project(monitor: Monitor, key: IntakeKeyBase, request: IntakeRequ
             monitor,
             key,
             request,
-            ProjectUnknown(f"project_id: '{request.project_id}' is not a configured project; check the id"),
+            # Never the value sent (it may be anything, a credential included); ids match exactly.
+            ProjectUnknown(
+                "project_id: not a configured project (ids match exactly); "
+                f"use one of: {', '.join(p.id for p in monitor.config.projects) or '(none configured)'}"
+            ),
         )
     if key.project_id != project.id:
         raise _refuse(
@@ -111,7 +112,7 @@ def report_for_project(monitor: Monitor, key: IntakeKeyBase, request: IntakeRequ
             key,
             request,
             SourceUnknown(
-                f"source_id: '{source[:64]}' is not a source of project '{project.id}'; "
+                f"source_id: not a source of project '{project.id}'; "
                 f"use one of: {', '.join(project.sources) or '(none configured)'}"
             ),
         )

@@ -8,6 +8,7 @@ from sqlmodel import Session, col, select
 from sqlmodel.sql.expression import SelectOfScalar
 
 from incident_monitor.domain.enums import ApprovalStatus, DraftStatus, IncidentStatus, Severity
+from incident_monitor.domain.ids import check_id
 from incident_monitor.domain.io import (
     ApprovalPage,
     ApprovalSummary,
@@ -44,12 +45,15 @@ from incident_monitor.service.monitor import Monitor
 
 T = TypeVar("T")
 
+# SQLite integers are 64-bit: a larger offset would overflow in the driver, not answer "no rows".
+MAX_OFFSET = 2**31 - 1
+
 
 def check_page(limit: int, offset: int, max_limit: int) -> None:
     if not 1 <= limit <= max_limit:
         raise InvalidInput(f"limit: {limit} is out of range; use 1 to {max_limit} (limits.max_page_size)")
-    if offset < 0:
-        raise InvalidInput("offset: must be 0 or more; pass the next_offset of the previous page")
+    if not 0 <= offset <= MAX_OFFSET:
+        raise InvalidInput(f"offset: out of range; use 0 to {MAX_OFFSET}, or pass the next_offset of the previous page")
 
 
 def _page(
@@ -70,17 +74,23 @@ def _where_equal(query: SelectOfScalar[T], model: type, filters: dict[str, Any])
 
 
 def get_incident_row(session: Session, incident_id: str) -> Incident:
-    incident = session.get(Incident, incident_id)
+    incident = session.get(Incident, check_id("incident_id", incident_id))
     if incident is None:
-        raise NotFound(f"incident_id: no incident {incident_id!r}; call list_incidents to find one")
+        raise NotFound(f"incident_id: no incident {incident_id}; call list_incidents to find one")
     return incident
 
 
 def get_draft_row(session: Session, draft_id: str) -> Draft:
-    draft = session.get(Draft, draft_id)
+    draft = session.get(Draft, check_id("draft_id", draft_id))
     if draft is None:
-        raise NotFound(f"draft_id: no draft {draft_id!r}; call list_drafts to find one")
+        raise NotFound(f"draft_id: no draft {draft_id}; call list_drafts to find one")
     return draft
+
+
+def _check_id_filters(filters: dict[str, Any]) -> None:
+    for name in ("incident_id", "draft_id"):
+        if filters.get(name) is not None:
+            check_id(name, filters[name])
 
 
 def run_id_for_draft(session: Session, draft: Draft) -> str | None:
@@ -228,6 +238,7 @@ def list_drafts(
 ) -> DraftPage:
     filters: dict[str, Any] = {"status": status, "severity": severity, "source": source, "incident_id": incident_id}
     with governed_call(monitor, principal, "list_drafts", {**filters, "limit": limit, "offset": offset}) as call:
+        _check_id_filters(filters)
         query = _where_equal(select(Draft), Draft, filters).order_by(
             col(Draft.updated_at).desc(), col(Draft.draft_id).desc()
         )
@@ -268,6 +279,7 @@ def list_receipts(
 ) -> ReceiptPage:
     filters: dict[str, Any] = {"draft_id": draft_id, "incident_id": incident_id}
     with governed_call(monitor, principal, "list_receipts", {**filters, "limit": limit, "offset": offset}) as call:
+        _check_id_filters(filters)
         query = _where_equal(select(Receipt), Receipt, filters).order_by(
             col(Receipt.created_at).desc(), col(Receipt.receipt_id).desc()
         )
@@ -302,16 +314,16 @@ def get_approval(monitor: Monitor, principal: Principal, approval_id: str) -> Ap
     with governed_call(
         monitor, principal, "get_approval", {"approval_id": approval_id}, subject_id=approval_id
     ) as call:
-        approval = call.session.get(ApprovalRequest, approval_id)
+        approval = call.session.get(ApprovalRequest, check_id("approval_id", approval_id))
         if approval is None:
-            raise NotFound(f"approval_id: no approval {approval_id!r}; run `incident-monitor approvals list`")
+            raise NotFound(f"approval_id: no approval {approval_id}; run `incident-monitor approvals list`")
         call.run_id = run_id_for_draft(call.session, get_draft_row(call.session, approval.draft_id))
         return ApprovalRequestBase.model_validate(approval, from_attributes=True)
 
 
 def get_receipt(monitor: Monitor, principal: Principal, receipt_id: str) -> ReceiptBase:
     with governed_call(monitor, principal, "get_receipt", {"receipt_id": receipt_id}, subject_id=receipt_id) as call:
-        receipt = call.session.get(Receipt, receipt_id)
+        receipt = call.session.get(Receipt, check_id("receipt_id", receipt_id))
         if receipt is None:
-            raise NotFound(f"receipt_id: no receipt {receipt_id!r}; run `incident-monitor receipts list`")
+            raise NotFound(f"receipt_id: no receipt {receipt_id}; run `incident-monitor receipts list`")
         return ReceiptBase.model_validate(receipt, from_attributes=True)

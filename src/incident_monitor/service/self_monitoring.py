@@ -43,17 +43,15 @@ from incident_monitor.domain.enums import Decision, Severity
 from incident_monitor.domain.io import IncidentReport
 from incident_monitor.domain.levels import LEVEL_FOR_SEVERITY
 from incident_monitor.domain.models import Incident
-from incident_monitor.policy.principal import Principal
-from incident_monitor.policy.scopes import REPORT
-from incident_monitor.service.intake import report_incident
+from incident_monitor.policy.principal import SELF_MONITOR, Principal
+from incident_monitor.service.intake import SELF_MONITORING_PREFIX, report_incident
 from incident_monitor.service.monitor import DecisionRecord, Monitor
 from incident_monitor.service.run_links import link_call
 
 logger = logging.getLogger(__name__)
 
-SELF_MONITOR = Principal(name="system:self-monitor", scopes=frozenset({REPORT}), kind="system")
 SELF_MONITORING_TAG = "self-monitoring"
-FINGERPRINT_PREFIX = "selfmon:"
+FINGERPRINT_PREFIX = SELF_MONITORING_PREFIX  # intake keeps this namespace for the self-monitor alone
 
 # Denying one of these stops an effect on the outside world or on who may do what.
 HIGH_IMPACT_ACTIONS = frozenset({"publish_draft", "decide_approval", "resolve_incident", "manage_tokens"})
@@ -89,7 +87,9 @@ def severity_for_decision(kind: str, action: str) -> Severity:
 
 
 def is_self_monitoring_incident(incident: Incident) -> bool:
-    return incident.fingerprint.startswith(FINGERPRINT_PREFIX) or SELF_MONITORING_TAG in incident.route_tags
+    # The bare prefix only: no caller can store it (intake scopes every caller's fingerprint), while any
+    # reporter may add the route tag.
+    return incident.fingerprint.startswith(FINGERPRINT_PREFIX)
 
 
 # --- recording ---------------------------------------------------------------------------------------

@@ -18,13 +18,12 @@ from incident_monitor.destinations.settings import EXTERNAL_KINDS, McpToolConfig
 from incident_monitor.domain.enums import ApprovalPolicy, Severity
 from incident_monitor.domain.models import ApiToken, Incident, IntakeKey, IntakeKeyBase
 from incident_monitor.domain.readiness import Readiness
-from incident_monitor.policy.principal import LOCAL_AGENT, Principal, local_operator
+from incident_monitor.policy.principal import LOCAL_AGENT, SELF_MONITOR, Principal, local_operator
 from incident_monitor.policy.redaction import redact_text
 from incident_monitor.policy.route_decision import RouteSubject, approval_requirement, decide_route
 from incident_monitor.service.governed import governed_call
 from incident_monitor.service.monitor import Monitor
 from incident_monitor.service.publishing import RECOVERY_PRINCIPAL
-from incident_monitor.service.self_monitoring import SELF_MONITOR
 from incident_monitor.service.tokens import token_status
 
 HIGH_RISK = frozenset({Severity.high, Severity.critical})
