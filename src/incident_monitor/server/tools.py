@@ -43,6 +43,7 @@ from incident_monitor.service import (
     approvals,
     incidents,
     intake,
+    log_sources,
     publishing,
     queries,
     route_preview,
@@ -94,6 +95,7 @@ TOOL_ANNOTATIONS: dict[str, ToolAnnotations] = {
     "run_assessment_probes": READ_ONLY,
     "build_assessment_report": READ_ONLY,
     "build_deployment_cards": READ_ONLY,
+    "list_sources": READ_ONLY,
 }
 
 
@@ -374,6 +376,11 @@ class IncidentMonitorTools:
         risks, review cadence. Missing required facts are reported as findings."""
         with tool_errors():
             return await in_worker(cards.build_deployment_cards, self.monitor, self.principal(), tool_catalog())
+
+    async def list_sources(self) -> log_sources.SourceList:
+        """Tailed log files; problem null means ready."""
+        with tool_errors():
+            return await in_worker(log_sources.list_sources, self.monitor, self.principal())
 
 
 INSTRUCTIONS = """\

@@ -21,6 +21,7 @@ from incident_monitor.domain.models import ApprovalRequest, Incident
 from incident_monitor.policy.principal import Principal
 from incident_monitor.service.destination_health import read_deliveries
 from incident_monitor.service.governed import governed_call
+from incident_monitor.service.log_sources import source_readiness
 from incident_monitor.service.monitor import Monitor
 
 PublishState = Literal["ready", "degraded", "not_ready"]
@@ -35,6 +36,7 @@ class Readiness(BaseModel):
     # ready: every destination a route or the default destination reaches is ready and its latest publish
     # succeeded (or none was tried); degraded: some are not; not_ready: none is, or nothing is routable.
     publish_state: PublishState = Field(description="degraded or not_ready: problems say which and the fix.")
+    source_ready: dict[str, bool] = Field(default_factory=dict)
 
 
 class DestinationStatus(BaseModel):
@@ -157,6 +159,8 @@ def get_status(monitor: Monitor, principal: Principal) -> StatusView:
             problems.append("no routes and no default destination configured: every publish would be blocked")
         if not publishing.destinations:
             problems.append("no destinations configured: add [[destinations]] to the config")
+        sources = source_readiness(monitor)
+        problems.extend(f"log source '{i}': {problem}" for i, problem in sources.items() if problem)
         open_count = session.exec(
             select(func.count()).select_from(Incident).where(col(Incident.status) != IncidentStatus.resolved)
         ).one()
@@ -172,6 +176,7 @@ def get_status(monitor: Monitor, principal: Principal) -> StatusView:
                 route_preview_ready=route_preview_ready,
                 publish_ready=publishing.state == "ready",
                 publish_state=publishing.state,
+                source_ready={i: problem is None for i, problem in sources.items()},
             ),
             destinations=publishing.destinations,
             routes=len(monitor.config.routes),
