@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from incident_monitor import __version__
+from incident_monitor.cli_sources import add_sources_commands
 from incident_monitor.config import Settings
 from incident_monitor.domain.enums import ApprovalStatus, Severity
 from incident_monitor.errors import MonitorError
@@ -519,6 +520,8 @@ def build_parser() -> argparse.ArgumentParser:
     enable.add_argument("destination_id")
     _common(enable, json_flag=False)
     enable.set_defaults(func=cmd_destinations_enable)
+
+    add_sources_commands(sub)
     return parser
 
 

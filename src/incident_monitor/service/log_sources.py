@@ -8,6 +8,7 @@ other line, and move no offset.
 from __future__ import annotations
 
 import os
+import sys
 from datetime import datetime
 from typing import Literal
 
@@ -233,3 +234,11 @@ def replay_latest(monitor: Monitor, principal: Principal, source_id: str, *, lin
                     result.incident_ids.append(reported.incident_id)
         call.notes.append(f"replayed {result.lines} line(s): {result.reports} report(s), {result.rejected} refused")
         return result
+
+
+def announce_sources(monitor: Monitor) -> None:
+    """One stderr line per source when a server starts: what it tails, and a refused path at once."""
+    for settings in monitor.config.sources:
+        problem = source_problem(monitor, settings)
+        state = "tailing" if problem is None else f"REFUSED: {problem}"
+        print(f"incident-monitor: log source {settings.id} ({settings.path}): {state}", file=sys.stderr, flush=True)
