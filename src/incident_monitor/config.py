@@ -18,7 +18,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from incident_monitor.destinations.settings import DESTINATION_KINDS, AnyDestinationConfig, DestinationSettings
@@ -193,9 +193,6 @@ class HttpSettings(_Strict):
     rate_limits: RateLimitSettings = Field(default_factory=RateLimitSettings)
 
 
-LOG_FORMATS = ("auto", "json", "plaintext")
-
-
 class WorkspaceSettings(_Strict):
     """The one directory log sources may read inside (a relative root is relative to the config file)."""
 
@@ -224,18 +221,17 @@ class LogSourceSettings(_Strict):
     event_field: str | None = Field(default=None, min_length=1, max_length=100)
     timestamp_field: str | None = Field(default=None, min_length=1, max_length=100)
 
-    @model_validator(mode="after")
-    def _path_stays_relative(self) -> LogSourceSettings:
+    @field_validator("path")
+    @classmethod
+    def _path_stays_relative(cls, path: str) -> str:
         # Lexical checks only (models do no I/O); symlinks are checked at every open (service/log_files.py).
-        if self.path.startswith(("/", "\\", "~")) or (len(self.path) > 1 and self.path[1] == ":"):
-            raise ValueError(
-                f"path: '{self.path}' is absolute; give it relative to [workspace] root (e.g. 'logs/ci.log')"
-            )
-        if ".." in self.path.replace("\\", "/").split("/"):
-            raise ValueError(f"path: '{self.path}' contains '..'; sources may not read outside [workspace] root")
-        if "\x00" in self.path:
-            raise ValueError("path: contains a NUL byte; remove it")
-        return self
+        if path.startswith(("/", "\\", "~")) or (len(path) > 1 and path[1] == ":"):
+            raise ValueError(f"'{path}' is absolute; give it relative to [workspace] root (e.g. 'logs/ci.log')")
+        if ".." in path.replace("\\", "/").split("/"):
+            raise ValueError(f"'{path}' contains '..'; sources may not read outside [workspace] root")
+        if "\x00" in path:
+            raise ValueError("contains a NUL byte; remove it")
+        return path
 
 
 class MonitorConfig(_Strict):

@@ -194,14 +194,12 @@ class SourceTailer:
             key = (opened.device, opened.inode)
             seen.add(key)
             row = rows.get(key)
-            if row is not None and not _same_head(opened, row.head_digest):
-                row = None  # the inode was reused by a new file
             if row is None:
                 current.append(_Work(opened, None, 0))
-            elif opened.size < row.offset:
-                outcome.warnings.append(
-                    f"{relative} was truncated ({opened.size} < offset {row.offset}): read again from its start"
-                )
+            elif opened.size < row.offset or not _same_head(opened, row.head_digest):
+                # Truncated (smaller than its offset), or rewritten (its first bytes changed; or the inode was
+                # reused by a new file): read again from its start.
+                outcome.warnings.append(f"{relative} was truncated or replaced: read again from its start")
                 current.append(_Work(opened, row.offset, 0))
             else:
                 current.append(_Work(opened, row.offset, row.offset))
@@ -469,6 +467,15 @@ class SourceTailer:
                     .values(last_problem=None, last_problem_at=None, last_polled_at=now)
                 )
 
+    def release(self) -> None:
+        """Give the lease up (a clean stop), so a restarted or other replica takes the source over at once."""
+        with self.monitor.session() as session:
+            session.connection().execute(
+                update(_STATES)
+                .where(_STATES.c.source_id == self.settings.id, _STATES.c.lease_owner == self.owner)
+                .values(lease_owner=None, lease_expires_at=None)
+            )
+
     def poll_until_caught_up(self, max_polls: int = 1_000_000) -> list[PollOutcome]:
         """Poll until nothing more is pending (tests, replay, catching up after downtime)."""
         outcomes = []
@@ -509,6 +516,11 @@ class LogSourceRunner:
         if self._thread is not None:
             self._thread.join()
             self._thread = None
+            for tailer in self.tailers:
+                try:
+                    tailer.release()
+                except Exception:  # the database may be closing with the server: the lease then expires
+                    logger.exception("log source %s: could not release its lease", tailer.settings.id)
 
     def __enter__(self) -> LogSourceRunner:
         return self.start()
