@@ -43,6 +43,7 @@ def test_quick_benchmark_run_writes_every_figure(tmp_path: Path) -> None:
         "list_incidents status+severity, page of 50, 10,000 stored",
         "stdio cold start",
         "approve -> publish -> receipt",
+        "log source tailing",
     ):
         assert any(n.startswith(expected) for n in names), (expected, names)
     for bench in document["benchmarks"]:

@@ -3,10 +3,10 @@
 Pure functions over bytes (no I/O), so the tailer can hand them whatever it read and tests can feed
 them text directly.
 
-Speed: most lines of a log are not errors, so they are never split, decoded or parsed. The chunk is
-lowered once and searched for a few keywords (``bytes.find`` runs in C at memory speed); only the
-lines holding one are looked at, and only those whose level is at or above ``min_level`` (or that start a
-stack trace) become events. A stack trace (Python traceback, Java stack trace, Node stack) is one event
+Speed: most lines of a log are not errors, so they are never split, decoded or parsed. One RE2 scan
+(a DFA: linear, in C, every keyword at once, case-insensitive) finds the lines holding a keyword; only
+those are looked at, and only those whose level is at or above ``min_level`` (or that start a stack
+trace) become events. A stack trace (Python traceback, Java stack trace, Node stack) is one event
 with its frames in the detail, not one per line.
 """
 
@@ -15,7 +15,9 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
+
+import re2
 
 from incident_monitor.config import LogSourceSettings
 
@@ -67,6 +69,10 @@ _TITLE_TRIM = " \t:-|]>)"
 
 MAX_EVENT_LINES = 200
 MAX_EVENT_CHARS = 64 * 1024
+MAX_SHAPES = 10_000
+_MASK_DIGITS = str.maketrans("0123456789", "##########")
+_MASK_DIGIT_BYTES = bytes.maketrans(b"0123456789", b"##########")
+_NOT_AN_EVENT = object()
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +84,8 @@ class LogEvent:
     detail: str
     event: str | None = None  # from the JSON event field, when one is configured and present
     timestamp: str | None = None
+    shape: str | None = None  # a one-line plaintext event's title with its digits masked (repeats share it)
+    lazy: bool = False  # title and detail left out (a known shape): ``LogParser.materialize`` fills them in
 
 
 @dataclass(slots=True)
@@ -87,17 +95,16 @@ class ParseResult:
     undecodable_bytes: int = 0
 
 
-def _keywords(min_level: str, json_levels: bool, level_field: str | None) -> tuple[list[bytes], list[bytes]]:
-    """Lowercase keywords (searched in the lowered chunk) and exact ones (pino numeric levels)."""
-    lowered = [b"error", b"exception", b"traceback", b"fatal", b"crit", b"panic", b"severe"]
+def candidate_pattern(min_level: str, json_levels: bool, level_field: str | None) -> re2._Regexp:
+    """One case-insensitive scan for every keyword a head line may hold (RE2: a DFA, linear, one pass)."""
+    words = ["error", "exception", "traceback", "fatal", "crit", "panic", "severe"]
     if min_level == "warning":
-        lowered.append(b"warn")
-    exact: list[bytes] = []
+        words.append("warn")
+    alternatives = [re.escape(w) for w in words]
     if json_levels:
-        wanted = [n for n, name in _NUMERIC_LEVELS.items() if LEVEL_RANK[name] >= LEVEL_RANK[min_level]]
-        for name in (level_field,) if level_field else ("level",):
-            exact += [f'"{name}":{n}'.encode() for n in wanted]
-    return lowered, exact
+        wanted = sorted(n for n, name in _NUMERIC_LEVELS.items() if LEVEL_RANK[name] >= LEVEL_RANK[min_level])
+        alternatives += [re.escape(f'"{level_field or "level"}":{n}') for n in wanted]
+    return re2.compile(("(?i)" + "|".join(alternatives)).encode())
 
 
 def _decode(raw: bytes) -> tuple[str, int]:
@@ -146,6 +153,22 @@ def _is_frame(line: str) -> bool:
     return line.startswith(_FRAME_STARTS)
 
 
+_CHAIN_STARTS_BYTES = (*(s.encode() for s in _CHAIN_STARTS), b"...", b"\t...")
+# Without the "^": ``match(data, position)`` anchors at ``position`` (a "^" would need the string's start).
+_EXCEPTION_HEADER_BYTES = re.compile(_EXCEPTION_HEADER.pattern.removeprefix("^").encode())
+
+
+def _plainly_not_continued(data: bytes, position: int, *, first: bool) -> bool:
+    """True when the line at ``position`` cannot continue a stack trace: not indented, not blank, not a
+    chained-exception line, and (right after the head) not an exception header. Cheap: no decoding."""
+    head = data[position : position + 1]
+    if head in (b" ", b"\t", b"\n", b"\r", b""):
+        return False
+    if data.startswith(_CHAIN_STARTS_BYTES, position):
+        return False
+    return not (first and _EXCEPTION_HEADER_BYTES.match(data, position))
+
+
 class LogParser:
     """Parses the chunks of one source with its settings."""
 
@@ -157,24 +180,24 @@ class LogParser:
         self.level_fields = (settings.level_field,) if settings.level_field else DEFAULT_LEVEL_FIELDS
         self.message_fields = (settings.message_field,) if settings.message_field else DEFAULT_MESSAGE_FIELDS
         self.timestamp_fields = (settings.timestamp_field,) if settings.timestamp_field else DEFAULT_TIMESTAMP_FIELDS
-        self.lowered_keywords, self.exact_keywords = _keywords(
-            settings.min_level, self.json_allowed, settings.level_field
-        )
+        self._shapes: dict[bytes, tuple[str, str] | object] = {}
+        self.candidates = candidate_pattern(settings.min_level, self.json_allowed, settings.level_field)
 
     # --- finding candidate lines -------------------------------------------------------------------
 
     def _candidate_starts(self, data: bytes) -> list[int]:
-        starts: set[int] = set()
-        for haystack, keywords in ((data.lower(), self.lowered_keywords), (data, self.exact_keywords)):
-            for keyword in keywords:
-                hit = haystack.find(keyword)
-                while hit != -1:
-                    starts.add(haystack.rfind(b"\n", 0, hit) + 1)
-                    line_end = haystack.find(b"\n", hit)
-                    if line_end == -1:
-                        break
-                    hit = haystack.find(keyword, line_end)
-        return sorted(starts)
+        """The start of every line holding a keyword, in order, each once."""
+        starts: list[int] = []
+        line_end = -1
+        for match in self.candidates.finditer(data):
+            position = match.start()
+            if position <= line_end:
+                continue  # another keyword on a line already taken
+            starts.append(data.rfind(b"\n", 0, position) + 1)
+            line_end = data.find(b"\n", position)
+            if line_end == -1:
+                break
+        return starts
 
     # --- the whole chunk -----------------------------------------------------------------------------
 
@@ -183,6 +206,10 @@ class LogParser:
 
         ``more_pending``: the read stopped at its byte budget, not at the end of the file, so a stack
         trace reaching the end of ``data`` may go on: it is left for the next read (unless it starts the chunk).
+
+        A one-line plaintext event whose shape (the line with its digits masked) was seen before comes back
+        ``lazy``: level and shape only, no text; ``materialize`` makes it whole when it is to be reported.
+        A log repeating one failure thus costs a dictionary lookup per repeat, not a parse.
         """
         result = ParseResult(consumed=len(data))
         covered = 0  # lines before this belong to an event already
@@ -191,29 +218,71 @@ class LogParser:
                 continue
             line_end = data.find(b"\n", start)
             line_end = len(data) if line_end == -1 else line_end + 1
-            line, bad = _decode(data[start:line_end].rstrip(b"\r\n"))
-            head = self._head(line, data, line_end)
-            if head is None:
+            shape: bytes | None = None
+            if data[start : start + 1] != b"{" and _plainly_not_continued(data, line_end, first=True):
+                shape = data[start:line_end].translate(_MASK_DIGIT_BYTES)
+                known = self._shapes.get(shape)
+                if known is not None:
+                    if known is not _NOT_AN_EVENT:
+                        level, masked_title = known
+                        result.events.append(LogEvent(start, line_end, level, "", "", shape=masked_title, lazy=True))
+                        covered = line_end
+                    continue
+            found = self._event_at(data, start, line_end, more_pending=more_pending)
+            if found is None:
+                if shape is not None:
+                    self._remember_shape(shape, _NOT_AN_EVENT)
                 continue
-            level, title, event, timestamp, is_json = head
-            lines = [line]
-            end = line_end
-            if not is_json:
-                end, more_lines, more_bad = self._continuation(data, line_end, line)
-                lines += more_lines
-                bad += more_bad
-                if more_pending and end >= len(data) and start > 0 and len(lines) > 1:
-                    result.consumed = start
-                    break
-            elif is_json and (stack := self._json_stack(line)):
-                lines.append(stack)
+            if found == "later":
+                result.consumed = start
+                break
+            event, bad = found
             result.undecodable_bytes += bad
-            detail = "\n".join(lines)[:MAX_EVENT_CHARS]
-            if not is_json and line.startswith(_TRACEBACK) and len(lines) > 1:
-                title = lines[-1].strip() or title  # the exception line says what failed
-            result.events.append(LogEvent(start, end, level, title, detail, event=event, timestamp=timestamp))
-            covered = end
+            if shape is not None and not bad and event.end == line_end and event.event is None:
+                masked = event.title.translate(_MASK_DIGITS)
+                self._remember_shape(shape, (event.level, masked))
+                event = LogEvent(event.start, event.end, event.level, event.title, event.detail, shape=masked)
+            result.events.append(event)
+            covered = event.end
         return result
+
+    def materialize(self, data: bytes, event: LogEvent) -> LogEvent:
+        """The whole event (title, detail) for a ``lazy`` one, from the chunk it was parsed from."""
+        if not event.lazy:
+            return event
+        found = self._event_at(data, event.start, event.end)
+        assert isinstance(found, tuple), "a lazy event's line parses as an event"
+        whole = found[0]
+        return LogEvent(whole.start, whole.end, whole.level, whole.title, whole.detail, shape=event.shape)
+
+    def _remember_shape(self, shape: bytes, value: tuple[str, str] | object) -> None:
+        if len(self._shapes) >= MAX_SHAPES:
+            self._shapes.clear()
+        self._shapes[shape] = value
+
+    def _event_at(
+        self, data: bytes, start: int, line_end: int, *, more_pending: bool = False
+    ) -> tuple[LogEvent, int] | Literal["later"] | None:
+        """The event starting at ``start`` with its undecodable byte count; "later": wait for more lines."""
+        line, bad = _decode(data[start:line_end].rstrip(b"\r\n"))
+        head = self._head(line, data, line_end)
+        if head is None:
+            return None
+        level, title, event, timestamp, is_json = head
+        lines = [line]
+        end = line_end
+        if not is_json:
+            end, more_lines, more_bad = self._continuation(data, line_end, line)
+            lines += more_lines
+            bad += more_bad
+            if more_pending and end >= len(data) and start > 0 and len(lines) > 1:
+                return "later"
+        elif stack := self._json_stack(line):
+            lines.append(stack)
+        detail = "\n".join(lines)[:MAX_EVENT_CHARS]
+        if not is_json and line.startswith(_TRACEBACK) and len(lines) > 1:
+            title = lines[-1].strip() or title  # the exception line says what failed
+        return LogEvent(start, end, level, title, detail, event=event, timestamp=timestamp), bad
 
     # --- one event -------------------------------------------------------------------------------
 
@@ -278,6 +347,8 @@ class LogParser:
         while position < len(data) and len(lines) < MAX_EVENT_LINES:
             next_end = data.find(b"\n", position)
             line_end = len(data) if next_end == -1 else next_end + 1
+            if not in_traceback and _plainly_not_continued(data, position, first=not lines):
+                break  # the common case, decided on the bytes: an ordinary log line follows
             line, line_bad = _decode(data[position:line_end].rstrip(b"\r\n"))
             if not self._continues(line, previous, in_traceback, data, line_end, first=not lines):
                 break
