@@ -479,3 +479,27 @@ def test_the_inventory_lists_sources(make_monitor: MonitorFactory, root: Path) -
     view = inventory.get_authority_inventory(monitor, local_operator(), [])
     assert [(s.id, s.principal, s.ready) for s in view.log_sources] == [("ci-log", "source:ci-log", True)]
     assert "ci" in view.sources
+
+
+def test_a_stack_trace_cut_by_the_byte_budget_is_still_one_report(make_monitor: MonitorFactory, root: Path) -> None:
+    monitor = make_monitor(source_config(root, max_bytes_per_poll=4096))
+    frames = "".join(f'  File "/app/m{n}.py", line {n}, in f{n}\n    step_{n}()\n' for n in range(60))
+    append(
+        root / "logs" / "ci.log",
+        "INFO " + "x" * 3000 + "\nTraceback (most recent call last):\n" + frames + "OSError: disk\n",
+    )
+    outcomes = tailer(monitor).poll_until_caught_up()
+    assert sum(o.reports for o in outcomes) == 1
+    assert incidents(monitor) == [("OSError: disk", 1)]
+
+
+def test_only_readers_list_sources_and_a_source_can_only_report(make_monitor: MonitorFactory, root: Path) -> None:
+    from incident_monitor.policy.principal import source_principal
+
+    monitor = make_monitor(source_config(root))
+    assert log_sources.list_sources(monitor, LOCAL_AGENT).sources[0].id == "ci-log"
+    with pytest.raises(InsufficientScope, match="incident_monitor:read"):
+        log_sources.list_sources(monitor, source_principal("ci-log"))
+    with pytest.raises(InsufficientScope):
+        log_sources.reset_source_offset(monitor, source_principal("ci-log"), "ci-log")
+    assert source_principal("ci-log").scopes == frozenset({"incident_monitor:report"})
