@@ -477,7 +477,7 @@ def test_the_inventory_lists_sources(make_monitor: MonitorFactory, root: Path) -
 
     monitor = make_monitor(source_config(root))
     view = inventory.get_authority_inventory(monitor, local_operator(), [])
-    assert [(s.id, s.principal, s.ready) for s in view.log_sources] == [("ci-log", "source:ci-log", True)]
+    assert [(s.log_source_id, s.principal, s.ready) for s in view.log_sources] == [("ci-log", "source:ci-log", True)]
     assert "ci" in view.sources
 
 
@@ -497,7 +497,7 @@ def test_only_readers_list_sources_and_a_source_can_only_report(make_monitor: Mo
     from incident_monitor.policy.principal import source_principal
 
     monitor = make_monitor(source_config(root))
-    assert log_sources.list_sources(monitor, LOCAL_AGENT).sources[0].id == "ci-log"
+    assert log_sources.list_sources(monitor, LOCAL_AGENT).sources[0].log_source_id == "ci-log"
     with pytest.raises(InsufficientScope, match="incident_monitor:read"):
         log_sources.list_sources(monitor, source_principal("ci-log"))
     with pytest.raises(InsufficientScope):

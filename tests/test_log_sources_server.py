@@ -103,7 +103,7 @@ async def test_the_stdio_server_tails_restarts_rotates_and_refuses_escapes(tmp_p
         await eventually(lambda: len(ci_incidents(data_dir)) == 3, "the traceback and the secret line")
         assert ci_incidents(data_dir)["RuntimeError: deploy refused"] == 1  # a traceback is one report
         sources = await call(client, "list_sources")
-        assert sources == {"sources": [{"id": "ci-log", "problem": None}]}
+        assert sources == {"sources": [{"log_source_id": "ci-log", "problem": None}]}
         status = await call(client, "get_status")
         assert status["readiness"]["source_ready"] == {"ci-log": True}
 

@@ -26,7 +26,7 @@ def cmd_sources_list(args: argparse.Namespace) -> int:
         statuses,
         lambda: print_table(
             ["ID", "PROJECT", "SOURCE", "PATH", "REPORTS", "REPEATS", "STATE"],
-            [[s.id, s.project_id, s.source_id, s.path, s.reports, s.repeats, _state(s)] for s in statuses],
+            [[s.log_source_id, s.project_id, s.source_id, s.path, s.reports, s.repeats, _state(s)] for s in statuses],
             empty='no log sources configured ([[sources]] with kind = "log_file")',
         ),
     )
@@ -34,7 +34,7 @@ def cmd_sources_list(args: argparse.Namespace) -> int:
 
 def _print_status(status: log_sources.SourceStatus) -> None:
     print(
-        f"{status.id}: project={status.project_id} source={status.source_id} path={status.path} "
+        f"{status.log_source_id}: project={status.project_id} source={status.source_id} path={status.path} "
         f"reports={status.reports} repeats={status.repeats} {_state(status)}"
     )
     print(f"  lease: {status.lease_owner or '-'} until {status.lease_expires_at or '-'}")
@@ -57,7 +57,9 @@ def cmd_sources_reset(args: argparse.Namespace) -> int:
     return json_or(
         args,
         status,
-        lambda: print(f"source {status.id}: {len(status.files)} file offset(s) moved to the {args.to} (audited)"),
+        lambda: print(
+            f"source {status.log_source_id}: {len(status.files)} file offset(s) moved to the {args.to} (audited)"
+        ),
     )
 
 
@@ -67,8 +69,8 @@ def cmd_sources_replay(args: argparse.Namespace) -> int:
         args,
         result,
         lambda: print(
-            f"source {result.id}: replayed {result.lines} line(s): {result.events} event(s), {result.reports} "
-            f"report(s), {result.rejected} refused; incidents: {', '.join(result.incident_ids) or '-'}"
+            f"source {result.log_source_id}: replayed {result.lines} line(s): {result.events} event(s), "
+            f"{result.reports} report(s), {result.rejected} refused; incidents: {', '.join(result.incident_ids) or '-'}"
         ),
     )
 

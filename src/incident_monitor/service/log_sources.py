@@ -37,7 +37,7 @@ MAX_REPLAY_BYTES = 16 * 1024 * 1024
 # One source in ``list_sources`` (the tool). No docstring: it would become a schema description, and every
 # byte counts in the default agent's tools/list budget (tests/test_tool_surface.py).
 class SourceBrief(BaseModel):
-    id: str
+    log_source_id: str
     problem: str | None  # None: ready
 
 
@@ -55,7 +55,7 @@ class SourceFileView(BaseModel):
 
 
 class SourceStatus(BaseModel):
-    id: str
+    log_source_id: str
     project_id: str
     source_id: str
     path: str
@@ -77,7 +77,7 @@ class SourceStatus(BaseModel):
 
 
 class ReplayResult(BaseModel):
-    id: str
+    log_source_id: str
     lines: int
     events: int
     reports: int
@@ -119,7 +119,9 @@ def list_sources(monitor: Monitor, principal: Principal) -> SourceList:
     """Each source and why it cannot be read (None: ready)."""
     with governed_call(monitor, principal, "list_sources", {}):
         return SourceList(
-            sources=[SourceBrief(id=s.id, problem=source_problem(monitor, s)) for s in monitor.config.sources]
+            sources=[
+                SourceBrief(log_source_id=s.id, problem=source_problem(monitor, s)) for s in monitor.config.sources
+            ]
         )
 
 
@@ -139,7 +141,7 @@ def _status(monitor: Monitor, settings: LogSourceSettings) -> SourceStatus:
     problem = source_problem(monitor, settings)
     record = LogSourceState.model_validate(dict(state)) if state is not None else LogSourceState(source_id=settings.id)
     return SourceStatus(
-        id=settings.id,
+        log_source_id=settings.id,
         project_id=settings.project_id,
         source_id=settings.source_id,
         path=settings.path,
@@ -212,7 +214,7 @@ def replay_latest(monitor: Monitor, principal: Principal, source_id: str, *, lin
         root = real_root(workspace.root)
         parser = LogParser(settings)
         reporter = source_principal(settings.id)
-        result = ReplayResult(id=source_id, lines=0, events=0, reports=0, rejected=0, incident_ids=[])
+        result = ReplayResult(log_source_id=source_id, lines=0, events=0, reports=0, rejected=0, incident_ids=[])
         for relative in match_files(root, settings.path):
             opened = open_inside(root, relative)
             try:

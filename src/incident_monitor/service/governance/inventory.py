@@ -134,7 +134,7 @@ class ProjectEntry(BaseModel):
 class LogSourceEntry(BaseModel):
     """A [[sources]] log file the monitor tails inside the workspace root, reporting as ``principal``."""
 
-    id: str
+    log_source_id: str
     project_id: str
     source_id: str
     principal: str
@@ -335,7 +335,7 @@ def log_source_entries(monitor: Monitor) -> list[LogSourceEntry]:
     problems = source_readiness(monitor)
     return [
         LogSourceEntry(
-            id=s.id,
+            log_source_id=s.id,
             project_id=s.project_id,
             source_id=s.source_id,
             principal=source_principal(s.id).name,

@@ -182,9 +182,9 @@ def log_source_path_refused(e: PostureEvidence) -> list[Finding]:
         Finding(
             rule_id="log-source-path-refused",
             severity=Severity.high,
-            title=f"Log source {s.id} is refused: its path leaves the workspace root or is not a regular file",
+            title=f"Log source {s.log_source_id} refused: its path leaves the workspace root or is not a regular file",
             detail=s.problem or "",
-            evidence_refs=[f"log_source:{s.id}", f"project:{s.project_id}"],
+            evidence_refs=[f"log_source:{s.log_source_id}", f"project:{s.project_id}"],
             recommendation="keep the log inside [workspace] root as a regular file (no symlink out of the root, "
             "no FIFO or device), and find out who placed the link",
         )
