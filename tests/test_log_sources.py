@@ -81,8 +81,12 @@ def occurrences(monitor: Monitor) -> int:
 
 
 def database_text(monitor: Monitor) -> str:
+    return database_text_at(monitor.data_dir)
+
+
+def database_text_at(data_dir: Path) -> str:
     """Every row of every table, as text."""
-    with sqlite3.connect(monitor.data_dir / "incident-monitor.sqlite3") as db:
+    with sqlite3.connect(data_dir / "incident-monitor.sqlite3") as db:
         tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
         return "\n".join(str(row) for t in tables for row in db.execute(f"SELECT * FROM {t}"))  # noqa: S608
 

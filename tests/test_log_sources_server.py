@@ -16,6 +16,7 @@ import anyio
 import pytest
 
 from secret_samples import GITHUB_PAT
+from test_log_sources import database_text_at
 from test_stdio_server import SCRIPT, call, child_env, served
 
 pytestmark = pytest.mark.anyio
@@ -59,12 +60,6 @@ def ci_incidents(data_dir: Path) -> dict[str, int]:
         except sqlite3.OperationalError:
             return {}
     return dict(rows)
-
-
-def database_text(data_dir: Path) -> str:
-    with sqlite3.connect(data_dir / "incident-monitor.sqlite3") as db:
-        tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
-        return "\n".join(str(row) for t in tables for row in db.execute(f"SELECT * FROM {t}"))  # noqa: S608
 
 
 async def eventually(condition: Callable[[], bool], what: str) -> None:
@@ -134,7 +129,7 @@ async def test_the_stdio_server_tails_restarts_rotates_and_refuses_escapes(tmp_p
         "bravo failed before rotation": 1,
         "charlie failed after rotation": 1,
     }, "a line was lost or reported twice across the restart and the rotation"
-    stored = database_text(data_dir)
+    stored = database_text_at(data_dir)
     assert OUTSIDE_CANARY not in stored
     assert GITHUB_PAT not in stored and GITHUB_PAT not in errlog.read_text()
 
