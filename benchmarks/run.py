@@ -105,12 +105,13 @@ class Sizes:
     publishes: int
     console_stored: int
     console_requests: int
+    log_megabytes: int = 100
 
     @classmethod
     def for_mode(cls, quick: bool) -> Sizes:
         if quick:
-            return cls(40, 200, 1_000, (1_000, 10_000), 20, 2, 3, 2_000, 20)
-        return cls(800, 4_000, 100_000, (100_000, 1_000_000), 200, 11, 30, 100_000, 200)
+            return cls(40, 200, 1_000, (1_000, 10_000), 20, 2, 3, 2_000, 20, 5)
+        return cls(800, 4_000, 100_000, (100_000, 1_000_000), 200, 11, 30, 100_000, 200, 100)
 
 
 @dataclass
@@ -609,6 +610,46 @@ async def bench_cold_start(work: Path, sizes: Sizes) -> list[Result]:
     ]
 
 
+def bench_log_tail(work: Path, sizes: Sizes) -> list[Result]:
+    """A log with 1 % error lines tailed into reports vs reading it line by line (benchmarks/log_tail.py).
+
+    In a child process of its own, so its RSS growth is the tailer's alone.
+    """
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.log_tail",
+            "--megabytes",
+            str(sizes.log_megabytes),
+            "--work",
+            str(work / "log-tail"),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+    )
+    figures = json.loads(done.stdout)
+    g = Figures.of([figures["governed_seconds"]], figures["governed_seconds"])
+    f = Figures.of([figures["floor_seconds"]], figures["floor_seconds"])
+    ratio = figures["ratio"]
+    passed = ratio >= 0.3 and figures["rss_growth_mb"] < 50
+    return [
+        Result(
+            f"log source tailing, {figures['megabytes']} MB with 1 % error lines",
+            g,
+            f,
+            "for line in open(path) over the same file",
+            ratio,
+            "MB/s governed ÷ floor",
+            ">= 0.3x floor, RSS growth < 50 MB",
+            passed,
+            extra=figures,
+        )
+    ]
+
+
 async def bench_publish(work: Path, sizes: Sizes, receiver: Any) -> list[Result]:
     """Operator approves → publish_draft → receipt, to a signature-verifying receiver on 127.0.0.1."""
     from standardwebhooks import Webhook
@@ -771,7 +812,17 @@ async def bench_console(work: Path, sizes: Sizes) -> list[Result]:
 
 # --- the run ---------------------------------------------------------------------------------
 
-BENCHMARKS = ("report-stdio", "report-http", "intake", "list", "cold-start", "publish", "storm", "console")
+BENCHMARKS = (
+    "report-stdio",
+    "report-http",
+    "intake",
+    "list",
+    "cold-start",
+    "publish",
+    "storm",
+    "console",
+    "log-tail",
+)
 
 
 def machine() -> dict[str, Any]:
@@ -842,6 +893,7 @@ async def run(selected: list[str], quick: bool, work: Path) -> list[Result]:
             "cold-start": lambda: bench_cold_start(work, sizes),
             "publish": lambda: bench_publish(work, sizes, receiver),
             "console": lambda: bench_console(work, sizes),
+            "log-tail": lambda: asyncio.to_thread(bench_log_tail, work, sizes),
         }
         for name in selected:
             print(f"... {name}", file=sys.stderr, flush=True)

@@ -45,6 +45,7 @@ def test_quick_benchmark_run_writes_every_figure(tmp_path: Path) -> None:
         "approve -> publish -> receipt",
         "console incident list, default view",
         "console incident detail with run timeline",
+        "log source tailing",
     ):
         assert any(n.startswith(expected) for n in names), (expected, names)
     for bench in document["benchmarks"]:

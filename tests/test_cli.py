@@ -553,6 +553,7 @@ def test_status_reports_readiness_and_names_the_missing_secret_variable(
         "route_preview_ready",
         "publish_ready",
         "publish_state",
+        "source_ready",
     }
     assert view["readiness"]["publish_state"] == "degraded" and view["readiness"]["publish_ready"] is False
     assert view["readiness"]["config_valid"] is True

@@ -118,6 +118,7 @@ def arguments(tool: str, ids: dict[str, str]) -> dict[str, Any]:
         "decide_approval": {"approval_id": ids["approval"], "decision": "approve", "note": "checked"},
         "publish_draft": {"draft_id": ids["quiet_draft"]},
         "list_receipts": {},
+        "list_sources": {},
         "resolve_incident": {"incident_id": ids["quiet_incident"], "resolution_note": "config fixed"},
         "get_authority_inventory": {},
         "run_posture_checks": {},
@@ -133,8 +134,8 @@ def audit_rows(monitor: Monitor) -> int:
 
 
 def test_the_matrix_covers_every_tool_and_credential() -> None:
-    assert set(TOOLS) == {t for t in ACTION_SCOPES if t in TOOL_ANNOTATIONS} and len(TOOLS) == 18
-    assert len(TOOLS) * len(CREDENTIALS) == 126
+    assert set(TOOLS) == {t for t in ACTION_SCOPES if t in TOOL_ANNOTATIONS} and len(TOOLS) == 19
+    assert len(TOOLS) * len(CREDENTIALS) == 133
 
 
 @pytest.mark.parametrize("credential", CREDENTIALS)

@@ -150,6 +150,7 @@ def valid_arguments(tool: str, ids: dict[str, str]) -> dict[str, Any]:
         "decide_approval": {"approval_id": ids["approval_id"], "decision": "approve", "note": "fine"},
         "publish_draft": {"draft_id": ids["draft_id"]},
         "list_receipts": {},
+        "list_sources": {},
         "resolve_incident": {"incident_id": ids["incident_id"], "resolution_note": "fixed"},
         "get_authority_inventory": {},
         "run_posture_checks": {},

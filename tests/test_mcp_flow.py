@@ -23,7 +23,15 @@ from webhook_receiver import WebhookReceiver, delivery_id_for
 
 pytestmark = pytest.mark.anyio
 
-READ_TOOLS = {"get_status", "list_incidents", "get_incident", "list_drafts", "get_draft", "list_receipts"}
+READ_TOOLS = {
+    "get_status",
+    "list_incidents",
+    "get_incident",
+    "list_drafts",
+    "get_draft",
+    "list_receipts",
+    "list_sources",
+}
 # Governance evidence is read-only (probes and the report run against an in-memory copy).
 GOVERNANCE_TOOLS = {
     "get_authority_inventory",
@@ -231,6 +239,7 @@ EXPECTED_IDS: dict[str, set[str]] = {
     "run_assessment_probes": {"probe_id"},
     "build_assessment_report": {"destination_id", "route_id", "rule_id", "probe_id", "card_id"},
     "build_deployment_cards": {"card_id"},
+    "list_sources": {"log_source_id"},
 }
 # Every *_id an output may hold: the contract names plus a few that are not about these records.
 KNOWN_ID_FIELDS = {
@@ -257,6 +266,7 @@ KNOWN_ID_FIELDS = {
     "session_id",
     "last_run_id",
     "last_session_id",
+    "log_source_id",
 }
 
 

@@ -393,6 +393,7 @@ async def test_runtime_no_tool_but_publish_draft_reaches_an_adapter(
         caller.principal = operator
         await ok("decide_approval", approval_id=requested["approval"]["approval_id"], decision="approve", note="ok")
         await ok("list_receipts")
+        await ok("list_sources")
         await ok("resolve_incident", incident_id=third["incident_id"], resolution_note="cache tuned")
         # Governance evidence, probes included, runs dry: no adapter is reached.
         for governance_tool in (

@@ -43,6 +43,7 @@ READ_AND_REPORT_TOOLS = {
     "list_drafts",
     "get_draft",
     "list_receipts",
+    "list_sources",
 }
 LEAKY_DETAIL_SECRET = "sk-live-0123456789abcdef"
 

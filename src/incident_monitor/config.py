@@ -18,7 +18,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from incident_monitor.destinations.settings import DESTINATION_KINDS, AnyDestinationConfig
@@ -218,6 +218,47 @@ class HttpSettings(_Strict):
     rate_limits: RateLimitSettings = Field(default_factory=RateLimitSettings)
 
 
+class WorkspaceSettings(_Strict):
+    """The one directory log sources may read inside (a relative root is relative to the config file)."""
+
+    root: Path
+
+
+class LogSourceSettings(_Strict):
+    """A log file (or glob) inside the workspace root whose error lines become reports as ``source:<id>``.
+
+    JSON field names left unset are looked up among the common loggers' names (Python ``logging`` JSON,
+    structlog, pino, bunyan): see service/log_parsing.py.
+    """
+
+    kind: Literal["log_file"]
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+    project_id: str
+    source_id: str = Field(min_length=1, max_length=200)
+    path: str = Field(min_length=1, max_length=1_000, description="Relative to the workspace root; a glob is allowed.")
+    format: Literal["auto", "json", "plaintext"] = "auto"
+    min_level: Literal["warning", "error", "critical"] = "error"
+    poll_interval_seconds: float = Field(60, ge=0.05, le=24 * 3600)
+    max_bytes_per_poll: int = Field(256 * 1024, ge=4 * 1024, le=256 * 1024 * 1024)
+    fingerprint_cooldown_minutes: int = Field(60, ge=0, le=7 * 24 * 60)
+    level_field: str | None = Field(default=None, min_length=1, max_length=100)
+    message_field: str | None = Field(default=None, min_length=1, max_length=100)
+    event_field: str | None = Field(default=None, min_length=1, max_length=100)
+    timestamp_field: str | None = Field(default=None, min_length=1, max_length=100)
+
+    @field_validator("path")
+    @classmethod
+    def _path_stays_relative(cls, path: str) -> str:
+        # Lexical checks only (models do no I/O); symlinks are checked at every open (service/log_files.py).
+        if path.startswith(("/", "\\", "~")) or (len(path) > 1 and path[1] == ":"):
+            raise ValueError(f"'{path}' is absolute; give it relative to [workspace] root (e.g. 'logs/ci.log')")
+        if ".." in path.replace("\\", "/").split("/"):
+            raise ValueError(f"'{path}' contains '..'; sources may not read outside [workspace] root")
+        if "\x00" in path:
+            raise ValueError("contains a NUL byte; remove it")
+        return path
+
+
 class MonitorConfig(_Strict):
     destinations: list[DestinationSettings] = Field(default_factory=list)
     routes: list[Route] = Field(default_factory=list)
@@ -231,6 +272,8 @@ class MonitorConfig(_Strict):
     deployment_cards: list[DeploymentCardSettings] = Field(default_factory=list)
     projects: list[ProjectSettings] = Field(default_factory=list)
     http: HttpSettings = Field(default_factory=HttpSettings)
+    workspace: WorkspaceSettings | None = None
+    sources: list[LogSourceSettings] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _references_resolve(self) -> MonitorConfig:
@@ -259,7 +302,31 @@ class MonitorConfig(_Strict):
                 f"'{self.default_destination.destination_id}'; configure it under [[destinations]]"
             )
         self._projects_resolve(known)
+        self._sources_resolve()
         return self
+
+    def _sources_resolve(self) -> None:
+        source_ids = [s.id for s in self.sources]
+        repeated = sorted({i for i in source_ids if source_ids.count(i) > 1})
+        if repeated:
+            raise ValueError(f"sources: ids must be unique; repeated: {', '.join(repeated)}")
+        if self.sources and self.workspace is None:
+            raise ValueError('sources: log sources need [workspace] root = "DIR", the directory they may read inside')
+        for index, source in enumerate(self.sources):
+            project = self.project(source.project_id)
+            if project is None:
+                raise ValueError(
+                    f"sources[{index}].project_id: unknown project '{source.project_id}'; add a [[projects]] entry "
+                    f"with that id or use one of: {', '.join(p.id for p in self.projects) or '(none configured)'}"
+                )
+            if source.source_id not in project.sources:
+                raise ValueError(
+                    f"sources[{index}].source_id: '{source.source_id}' is not a source of project '{project.id}'; "
+                    f"add it to that project's sources or use one of: {', '.join(project.sources) or '(none)'}"
+                )
+
+    def log_source(self, source_id: str) -> LogSourceSettings | None:
+        return next((s for s in self.sources if s.id == source_id), None)
 
     def _projects_resolve(self, known_destinations: set[str]) -> None:
         project_ids = [p.id for p in self.projects]
@@ -381,6 +448,10 @@ def load_config(path: Path | None) -> MonitorConfig:
     if _nests_deeper_than(raw, MAX_CONFIG_DEPTH):
         raise ConfigError(too_deep)
     try:
-        return MonitorConfig.model_validate(raw)
+        config = MonitorConfig.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(describe_validation_error(exc, source=str(path))) from None
+    if config.workspace is not None and not config.workspace.root.is_absolute():
+        # Relative to the file that names it, so the config means the same from any working directory.
+        config.workspace.root = path.parent.absolute() / config.workspace.root
+    return config

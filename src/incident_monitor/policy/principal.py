@@ -12,7 +12,7 @@ from incident_monitor.policy.scopes import DEFAULT_AGENT_SCOPES, OPERATOR_SCOPES
 class Principal:
     name: str
     scopes: frozenset[str]
-    kind: str = "agent"  # agent | operator | local | system
+    kind: str = "agent"  # agent | operator | local | system | source
     token_id: str | None = field(default=None, compare=False)
     # Set when the credential stopped being valid mid-session: the principal then holds no scopes.
     credential_problem: str | None = field(default=None, compare=False)
@@ -34,3 +34,8 @@ def local_operator() -> Principal:
     except (KeyError, OSError):
         user = "unknown"
     return Principal(name=f"operator:{user}", scopes=OPERATOR_SCOPES, kind="operator")
+
+
+def source_principal(source_id: str) -> Principal:
+    """A configured log source: it may only report (its reports are bound to its project and source)."""
+    return Principal(name=f"source:{source_id}", scopes=frozenset({REPORT}), kind="source")

@@ -53,6 +53,10 @@ ACTION_SCOPES: dict[str, frozenset[str]] = {
     "build_deployment_cards": frozenset({GOVERNANCE}),
     "enable_destination": frozenset({ADMIN}),
     "manage_intake_keys": frozenset({ADMIN}),
+    # Log sources (service/log_sources.py): reading their state, and the operator's admin actions on them.
+    "list_sources": frozenset({READ}),
+    "reset_source_offset": frozenset({ADMIN}),
+    "replay_source": frozenset({ADMIN}),
 }
 
 

@@ -44,6 +44,8 @@ from incident_monitor.server.intake_endpoint import IntakeEndpoint
 from incident_monitor.server.jwt_verifier import JwtVerifier
 from incident_monitor.server.rate_limit import RateLimiter
 from incident_monitor.server.tools import build_mcp_server
+from incident_monitor.service.log_sources import announce_sources
+from incident_monitor.service.log_tailing import LogSourceRunner
 from incident_monitor.service.monitor import Monitor
 from incident_monitor.service.publishing import recover_pending
 from incident_monitor.service.status import publish_readiness
@@ -187,7 +189,9 @@ def build_http_app(monitor: Monitor, options: HttpOptions) -> Starlette:
         if recovered:
             print(f"incident-monitor: finished {len(recovered)} publish(es) left pending by a crash", file=sys.stderr)
         async with server.session_manager.run():
-            yield
+            with LogSourceRunner(monitor):
+                announce_sources(monitor)
+                yield
 
     # The SDK checks Host/Origin on its own routes; this guard covers intake, health and metadata too.
     return Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(HostOriginGuard, security=security)])

@@ -12,6 +12,8 @@ from incident_monitor.errors import ConfigError, CredentialError
 from incident_monitor.server.principals import stdio_principal
 from incident_monitor.server.tools import build_mcp_server
 from incident_monitor.service import self_monitoring
+from incident_monitor.service.log_sources import announce_sources
+from incident_monitor.service.log_tailing import LogSourceRunner
 from incident_monitor.service.monitor import Monitor
 from incident_monitor.service.publishing import recover_pending
 
@@ -38,5 +40,7 @@ def serve_stdio(settings: Settings) -> int:
         )
     server = build_mcp_server(monitor, principal)
     print(f"incident-monitor: serving stdio as {principal().name}; data in {monitor.data_dir}", file=sys.stderr)
-    server.run()
+    with LogSourceRunner(monitor):
+        announce_sources(monitor)
+        server.run()
     return 0

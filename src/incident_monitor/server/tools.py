@@ -43,6 +43,7 @@ from incident_monitor.service import (
     approvals,
     incidents,
     intake,
+    log_sources,
     publishing,
     queries,
     route_preview,
@@ -94,6 +95,7 @@ TOOL_ANNOTATIONS: dict[str, ToolAnnotations] = {
     "run_assessment_probes": READ_ONLY,
     "build_assessment_report": READ_ONLY,
     "build_deployment_cards": READ_ONLY,
+    "list_sources": READ_ONLY,
 }
 
 
@@ -126,7 +128,7 @@ class IncidentMonitorTools:
         self.principal = principal
 
     async def get_status(self) -> status.StatusView:
-        """Readiness of the monitor and its destinations. Call first; stop if what you need is not ready."""
+        """Readiness of the monitor and destinations. Call first; stop if what you need is not ready."""
         with tool_errors():
             return await in_worker(status.get_status, self.monitor, self.principal())
 
@@ -228,7 +230,7 @@ class IncidentMonitorTools:
             )
 
     async def get_draft(self, draft_id: DraftId) -> DraftDetail:
-        """One draft: evidence, digest, latest triage, approvals and next_step. Receipts: list_receipts."""
+        """A draft: evidence, digest, triage, approvals, next_step. Receipts: list_receipts."""
         with tool_errors():
             return await in_worker(queries.get_draft, self.monitor, self.principal(), draft_id)
 
@@ -374,6 +376,11 @@ class IncidentMonitorTools:
         risks, review cadence. Missing required facts are reported as findings."""
         with tool_errors():
             return await in_worker(cards.build_deployment_cards, self.monitor, self.principal(), tool_catalog())
+
+    async def list_sources(self) -> log_sources.SourceList:
+        """Tailed log files; problem null means ready."""
+        with tool_errors():
+            return await in_worker(log_sources.list_sources, self.monitor, self.principal())
 
 
 INSTRUCTIONS = """\

@@ -21,6 +21,7 @@ from incident_monitor.domain.models import ApprovalRequest, Incident
 from incident_monitor.policy.principal import Principal
 from incident_monitor.service.destination_health import read_deliveries
 from incident_monitor.service.governed import governed_call
+from incident_monitor.service.log_sources import source_readiness
 from incident_monitor.service.monitor import Monitor
 
 PublishState = Literal["ready", "degraded", "not_ready"]
@@ -31,10 +32,11 @@ class Readiness(BaseModel):
     config_valid: bool
     ingest_ready: bool
     route_preview_ready: bool
-    publish_ready: bool = Field(description="True only when publish_state is 'ready'.")
+    publish_ready: bool  # true only when publish_state is "ready"
     # ready: every destination a route or the default destination reaches is ready and its latest publish
     # succeeded (or none was tried); degraded: some are not; not_ready: none is, or nothing is routable.
     publish_state: PublishState = Field(description="degraded or not_ready: problems say which and the fix.")
+    source_ready: dict[str, bool] = Field(default_factory=dict)
 
 
 class DestinationStatus(BaseModel):
@@ -46,7 +48,7 @@ class DestinationStatus(BaseModel):
     approval_required_by_default: bool
     routed_from: list[str] = Field(
         default_factory=list,
-        description=f"Routes that publish here ('{DEFAULT_ROUTE}': the default destination).",
+        description=f"Routes here ('{DEFAULT_ROUTE}': default).",
     )
     consecutive_failures: int = 0  # failed publishes in a row (0 after a success)
     last_error: str | None = None  # the latest failed publish's error
@@ -69,7 +71,7 @@ class StatusView(BaseModel):
     open_incidents: int
     pending_approvals: int
     caller: CallerView
-    problems: list[str] = Field(description="What keeps the monitor from being fully ready, and what to fix.")
+    problems: list[str] = Field(description="What is not ready, and the fix.")
 
 
 @dataclass(frozen=True)
@@ -157,6 +159,8 @@ def get_status(monitor: Monitor, principal: Principal) -> StatusView:
             problems.append("no routes and no default destination configured: every publish would be blocked")
         if not publishing.destinations:
             problems.append("no destinations configured: add [[destinations]] to the config")
+        sources = source_readiness(monitor)
+        problems.extend(f"log source '{i}': {problem}" for i, problem in sources.items() if problem)
         open_count = session.exec(
             select(func.count()).select_from(Incident).where(col(Incident.status) != IncidentStatus.resolved)
         ).one()
@@ -172,6 +176,7 @@ def get_status(monitor: Monitor, principal: Principal) -> StatusView:
                 route_preview_ready=route_preview_ready,
                 publish_ready=publishing.state == "ready",
                 publish_state=publishing.state,
+                source_ready={i: problem is None for i, problem in sources.items()},
             ),
             destinations=publishing.destinations,
             routes=len(monitor.config.routes),

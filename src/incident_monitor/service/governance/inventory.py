@@ -18,10 +18,11 @@ from incident_monitor.destinations.settings import EXTERNAL_KINDS, McpToolConfig
 from incident_monitor.domain.enums import ApprovalPolicy, Severity
 from incident_monitor.domain.models import ApiToken, Incident, IntakeKey, IntakeKeyBase
 from incident_monitor.domain.readiness import Readiness
-from incident_monitor.policy.principal import LOCAL_AGENT, SELF_MONITOR, Principal, local_operator
+from incident_monitor.policy.principal import LOCAL_AGENT, SELF_MONITOR, Principal, local_operator, source_principal
 from incident_monitor.policy.redaction import redact_text
 from incident_monitor.policy.route_decision import RouteSubject, approval_requirement, decide_route
 from incident_monitor.service.governed import governed_call
+from incident_monitor.service.log_sources import source_readiness
 from incident_monitor.service.monitor import Monitor
 from incident_monitor.service.publishing import RECOVERY_PRINCIPAL
 from incident_monitor.service.tokens import token_status
@@ -37,6 +38,7 @@ INVENTORY_SECTIONS = (
     "approval_policies",
     "projects",
     "sources",
+    "log_sources",
 )
 
 
@@ -128,6 +130,20 @@ class ProjectEntry(BaseModel):
     allowed_destinations: list[str] = Field(default_factory=list)
 
 
+class LogSourceEntry(BaseModel):
+    """A [[sources]] log file the monitor tails inside the workspace root, reporting as ``principal``."""
+
+    log_source_id: str
+    project_id: str
+    source_id: str
+    principal: str
+    path: str = Field(description="Relative to the workspace root (a glob is allowed).")
+    format: str
+    min_level: str
+    ready: bool
+    problem: str | None = Field(description="Why it cannot be read, e.g. a path refused for leaving the root.")
+
+
 class AuthorityInventory(BaseModel):
     generated_at: datetime
     policy_version: str
@@ -142,6 +158,7 @@ class AuthorityInventory(BaseModel):
     sources: list[str] = Field(
         description="Monitored sources: seen in reports or named by routes, destinations, projects."
     )
+    log_sources: list[LogSourceEntry] = Field(default_factory=list)
 
 
 # --- helpers shared with posture and probes ---------------------------------------------------------
@@ -308,8 +325,27 @@ def _sources(session: Session, config: MonitorConfig, projects: list[ProjectEntr
     for project in projects:
         seen.update(project.sources)
     seen.update(c.subject for c in config.deployment_cards if c.kind == "source")
+    seen.update(s.source_id for s in config.sources)
     seen.discard(config.self_monitoring.source)  # the monitor's own incidents: its card covers them
     return sorted(seen)
+
+
+def log_source_entries(monitor: Monitor) -> list[LogSourceEntry]:
+    problems = source_readiness(monitor)
+    return [
+        LogSourceEntry(
+            log_source_id=s.id,
+            project_id=s.project_id,
+            source_id=s.source_id,
+            principal=source_principal(s.id).name,
+            path=s.path,
+            format=s.format,
+            min_level=s.min_level,
+            ready=problems[s.id] is None,
+            problem=problems[s.id],
+        )
+        for s in monitor.config.sources
+    ]
 
 
 def collect_inventory(monitor: Monitor, session: Session, tools: Sequence[ToolEntry]) -> AuthorityInventory:
@@ -364,6 +400,7 @@ def collect_inventory(monitor: Monitor, session: Session, tools: Sequence[ToolEn
         ),
         projects=projects,
         sources=_sources(session, config, projects),
+        log_sources=log_source_entries(monitor),
     )
 
 

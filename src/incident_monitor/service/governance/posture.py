@@ -177,6 +177,22 @@ def intake_key_unbound(e: PostureEvidence) -> list[Finding]:
     ]
 
 
+def log_source_path_refused(e: PostureEvidence) -> list[Finding]:
+    return [
+        Finding(
+            rule_id="log-source-path-refused",
+            severity=Severity.high,
+            title=f"Log source {s.log_source_id} refused: its path leaves the workspace root or is not a regular file",
+            detail=s.problem or "",
+            evidence_refs=[f"log_source:{s.log_source_id}", f"project:{s.project_id}"],
+            recommendation="keep the log inside [workspace] root as a regular file (no symlink out of the root, "
+            "no FIFO or device), and find out who placed the link",
+        )
+        for s in e.inventory.log_sources
+        if s.problem is not None and ("outside the workspace root" in s.problem or "refused" in s.problem)
+    ]
+
+
 def publish_and_approve_same_principal(e: PostureEvidence) -> list[Finding]:
     return [
         Finding(
@@ -256,6 +272,7 @@ RULES: dict[str, Rule] = {
         Rule("route-to-unready-destination", route_to_unready_destination),
         Rule("outbound-mcp-without-allowlist", outbound_mcp_without_allowlist),
         Rule("intake-key-unbound", intake_key_unbound),
+        Rule("log-source-path-refused", log_source_path_refused),
         Rule("publish-and-approve-same-principal", publish_and_approve_same_principal),
         Rule("external-action-without-receipt", external_action_without_receipt),
         Rule("recurring-denied-action", recurring_denied_action),
