@@ -77,9 +77,7 @@ async def test_the_default_agent_tools_list_fits_the_budget(make_monitor: Monito
     size = wire_bytes(tools)
     per_tool = {t["name"]: wire_bytes([t]) for t in tools}
     assert size <= DEFAULT_AGENT_BUDGET, f"tools/list is {size} bytes for the default agent: {per_tool}"
-    assert (
-        len(tools) == 12
-    )  # the default agent's tools (DESIGN.md, with list_sources); a new one must fit the budget too
+    assert len(tools) == 12  # the default agent's tools (with list_sources); a new one must fit the budget too
 
 
 async def test_no_schema_uses_ref_or_defs(make_monitor: MonitorFactory) -> None:
