@@ -60,6 +60,17 @@ class FakeClock:
         self.now += timedelta(**delta)
 
 
+@pytest.fixture(autouse=True)
+def audit_key_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test's audit key and checkpoints in a config dir of its own (platformdirs reads XDG_CONFIG_HOME),
+    never the user's, and no audit key from the environment."""
+    config_home = tmp_path_factory.mktemp("xdg-config")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(config_home))
+    monkeypatch.delenv("INCIDENT_MONITOR_AUDIT_KEY", raising=False)
+    monkeypatch.delenv("INCIDENT_MONITOR_AUDIT_KEY_FILE", raising=False)
+    return config_home / "incident-monitor"
+
+
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()

@@ -1,4 +1,4 @@
-"""Governed reads of the audit log: recent events and the chain check."""
+"""Governed reads of the audit log: recent events and the chain check (with its checkpoint)."""
 
 from __future__ import annotations
 
@@ -7,14 +7,28 @@ from sqlmodel import col, select
 from incident_monitor.domain.models import AuditEvent, AuditEventBase
 from incident_monitor.errors import InvalidInput
 from incident_monitor.policy.principal import Principal
-from incident_monitor.service.audit_chain import AuditVerification, verify_chain
+from incident_monitor.service.audit_chain import AuditVerification
+from incident_monitor.service.audit_checkpoints import (
+    seal_before_first_checkpoint,
+    verify_audit_log,
+    write_checkpoint,
+)
 from incident_monitor.service.governed import governed_call
 from incident_monitor.service.monitor import Monitor
 
 
-def verify_audit(monitor: Monitor, principal: Principal) -> AuditVerification:
-    with governed_call(monitor, principal, "verify_audit", {}) as call:
-        return verify_chain(call.session)
+def verify_audit(monitor: Monitor, principal: Principal, *, incremental: bool = False) -> AuditVerification:
+    """Every row (or, incremental, the rows since the last signed checkpoint) against the key and checkpoints.
+
+    A chain that verifies gets a fresh signed checkpoint of its head, so the rows just checked are
+    pinned outside the database from now on.
+    """
+    seal_before_first_checkpoint(monitor)
+    with governed_call(monitor, principal, "verify_audit", {"incremental": incremental}) as call:
+        result = verify_audit_log(monitor, call.session, incremental=incremental)
+    if result.ok:
+        write_checkpoint(monitor)
+    return result
 
 
 def list_audit_events(

@@ -26,6 +26,7 @@ from incident_monitor.domain.enums import Decision
 from incident_monitor.domain.readiness import Readiness
 from incident_monitor.domain.types import utcnow
 from incident_monitor.policy.principal import Principal
+from incident_monitor.service.audit_keys import AuditKeyring, load_keyring
 from incident_monitor.store.engine import dispose_engine, open_engine, session_scope
 
 
@@ -55,6 +56,11 @@ class Monitor:
     destinations: dict[str, DestinationAdapter]
     clock: Callable[[], datetime] = field(default=utcnow)
     decision_listeners: list[DecisionListener] = field(default_factory=list)
+    # MACs audit rows and signs checkpoints (service/audit_keys.py); a scratch monitor gets a throwaway one.
+    audit_keys: AuditKeyring = field(default_factory=AuditKeyring.ephemeral)
+    audit_rows_since_checkpoint: int = 0
+    # Run by close(), before the database closes (the audit checkpoint on shutdown).
+    on_close: list[Callable[[Monitor], None]] = field(default_factory=list)
 
     @classmethod
     def open(
@@ -74,6 +80,7 @@ class Monitor:
             data_dir=data_dir,
             destinations=build_adapters(list(config.destinations), data_dir),
             clock=clock,
+            audit_keys=load_keyring(config.audit),
         )
 
     @classmethod
@@ -101,4 +108,7 @@ class Monitor:
             yield session
 
     def close(self) -> None:
+        for hook in list(self.on_close):
+            hook(self)
+        self.on_close.clear()
         dispose_engine(self.engine)

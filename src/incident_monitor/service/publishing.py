@@ -250,6 +250,7 @@ def settle(monitor: Monitor, principal: Principal, receipt_id: str, outcome: Pub
             session.add(incident)
         append_audit(
             session,
+            monitor.audit_keys,
             at=now,
             principal=principal.name,
             action="publish_draft.outcome",

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Index, event
+from sqlalchemy import Index, event, inspect
 from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Session, SQLModel, create_engine
 
@@ -38,6 +38,22 @@ _LATER_INDEXES = (
         _INCIDENTS.c.incident_id,
     ),
 )
+
+
+# Columns added after the first release (create_all leaves existing tables alone): (table, column, SQL type).
+_LATER_COLUMNS = (
+    ("audit_events", "key_id", "VARCHAR"),
+    ("audit_events", "mac", "VARCHAR"),
+)
+
+
+def _add_later_columns(connection: Connection) -> None:
+    present = {
+        (table, column["name"]) for table, _, _ in _LATER_COLUMNS for column in inspect(connection).get_columns(table)
+    }
+    for table, column, sql_type in _LATER_COLUMNS:
+        if (table, column) not in present:
+            connection.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {column} {sql_type}")
 
 
 def _sqlite_pragmas(dbapi_connection: sqlite3.Connection, _record: Any) -> None:
@@ -80,6 +96,7 @@ def open_engine(data_dir: Path, url: str | None = None) -> Engine:
     with engine.begin() as connection:
         for index in _LATER_INDEXES:
             index.create(connection, checkfirst=True)
+        _add_later_columns(connection)
     _group_commits[engine] = GroupCommit(engine)
     return engine
 

@@ -20,7 +20,8 @@ from incident_monitor.domain.models import AuditEvent, Draft, Receipt
 from incident_monitor.errors import InvalidInput
 from incident_monitor.policy.principal import Principal
 from incident_monitor.policy.scopes import APPROVE, PUBLISH
-from incident_monitor.service.audit_chain import AuditVerification, verify_chain
+from incident_monitor.service.audit_chain import AuditVerification
+from incident_monitor.service.audit_checkpoints import verify_audit_log
 from incident_monitor.service.governance.cards import CARD_RULE_ID, build_cards
 from incident_monitor.service.governance.findings import Finding, count_by_severity, sort_findings
 from incident_monitor.service.governance.inventory import AuthorityInventory, ToolEntry, collect_inventory, is_usable
@@ -346,7 +347,8 @@ def collect_evidence(monitor: Monitor, session: Session, tools: Sequence[ToolEnt
         denied_action_threshold=settings.denied_action_threshold,
         denied_actions=_denied_actions(session, since),
         publish_records=_publish_records(monitor, session),
-        audit_chain=verify_chain(session),
+        # Incremental: the rows since the last signed checkpoint, so posture costs the same at any history.
+        audit_chain=verify_audit_log(monitor, session, incremental=True),
         card_findings=build_cards(monitor.config, inventory).findings,
     )
 
