@@ -167,8 +167,8 @@ class AuditVerification(BaseModel):
     last_checkpoint_seq: int | None = None
 
 
-# The row recording that a checkpoint of seq N was written (subject "checkpoint:N"): a checkpoint file
-# that lost that line no longer matches the chain.
+# The row recording that a checkpoint was written; the checkpoint signs this row itself, so a
+# checkpoint file that lost that line no longer matches the chain.
 CHECKPOINT_ACTION = "audit_checkpoint_written"
 
 
@@ -203,8 +203,8 @@ class ChainWalker:
         expected = self.checkpoint_hashes.get(seq)
         if expected is not None and expected != event.hash:
             return "the event differs from the signed checkpoint of this seq (the chain was rewritten)"
-        if event.action == CHECKPOINT_ACTION and event.subject_id and event.subject_id.startswith("checkpoint:"):
-            self.recorded_checkpoints.add(int(event.subject_id.removeprefix("checkpoint:")))
+        if event.action == CHECKPOINT_ACTION:
+            self.recorded_checkpoints.add(seq)
         self.prev_hash, self.prev_seq, self.prev_key_id = event.hash, seq, event.key_id
         self.checked += 1
         return None

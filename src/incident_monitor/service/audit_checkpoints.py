@@ -42,7 +42,6 @@ from incident_monitor.domain.models import AuditEvent
 from incident_monitor.policy.permit import issue_permit
 from incident_monitor.service.audit_chain import (
     CHECKPOINT_ACTION,
-    GENESIS_HASH,
     SYSTEM_PRINCIPAL,
     AuditVerification,
     ChainWalker,
@@ -178,7 +177,6 @@ def verify_rows(
     public_keys: dict[str, Ed25519PublicKey],
     head_seq: int,
     start: tuple[int, str, str | None] | None = None,
-    expect_all_recorded: bool = True,
 ) -> AuditVerification:
     """The chain check shared by the database and an exported file.
 
@@ -217,7 +215,7 @@ def verify_rows(
     if walker.prev_seq != head_seq:
         return _broken(walker, walker.prev_seq + 1, f"seq {walker.prev_seq + 1} is missing (rows were deleted)")
     file_seqs = {c.seq for c in heads}
-    missing = sorted(walker.recorded_checkpoints - file_seqs) if expect_all_recorded else []
+    missing = sorted(walker.recorded_checkpoints - file_seqs)
     if missing:
         return _broken(
             walker,
@@ -288,7 +286,6 @@ def verify_audit_log(monitor: Monitor, session: Session, *, incremental: bool = 
                 public_keys=public_keys,
                 head_seq=head_seq,
                 start=(newest.seq, anchor.hash, anchor.key_id),
-                expect_all_recorded=False,
             )
             return result.model_copy(update={"rows_read": result.rows_read + len(pinned)})
     return verify_rows(
@@ -321,39 +318,53 @@ def seal_before_first_checkpoint(monitor: Monitor) -> int:
     return sealed
 
 
-def write_checkpoint(monitor: Monitor, *, kind: str = CHECKPOINT_KIND, seq: int | None = None) -> Checkpoint | None:
-    """Verify what is new since the last checkpoint, then sign the head (or ``seq``) and record it.
+def write_checkpoint(monitor: Monitor, *, archive_through: int | None = None) -> Checkpoint | None:
+    """Verify what is new since the last checkpoint, record the checkpoint in the chain, and sign that row.
 
-    Returns None when the chain does not verify (nothing is signed over a tampered chain) or is empty.
+    The signed seq is the recording row itself, so the head right after a checkpoint is covered by it
+    (deleting even the last row shows). ``archive_through``: also sign an archive checkpoint of that
+    seq (retention: the rows up to it leave the database next). The lines are written and fsynced
+    before the row commits; a crash in between leaves a checkpoint ahead of the chain, which verify
+    reports: a false alarm rather than a silent gap. Returns None when the chain does not verify
+    (nothing is signed over a tampered chain).
     """
     path = checkpoint_file_path(monitor)
     seal_before_first_checkpoint(monitor)
+    keyring = monitor.audit_keys
     with monitor.session() as session:
         verification = verify_audit_log(monitor, session, incremental=True)
-        if not verification.ok or verification.head_seq is None:
+        if not verification.ok:
+            logger.error("audit chain does not verify, no checkpoint written: %s", verification.problem)
             return None
-        if seq is None:
-            target_seq, target_hash = verification.head_seq, verification.head_hash or GENESIS_HASH
-        else:
-            row = session.get(AuditEvent, seq)
-            if row is None:
+        lines: list[Checkpoint] = []
+        if archive_through is not None:
+            archived = session.get(AuditEvent, archive_through)
+            if archived is None:
                 return None
-            target_seq, target_hash = seq, row.hash
-        checkpoint = sign_checkpoint(
-            monitor.audit_keys, seq=target_seq, row_hash=target_hash, at=monitor.clock(), kind=kind
-        )
-        append_checkpoint_line(path, checkpoint)
-        append_audit(
+            lines.append(
+                sign_checkpoint(
+                    keyring, seq=archive_through, row_hash=archived.hash, at=monitor.clock(), kind=ARCHIVE_KIND
+                )
+            )
+        row = append_audit(
             session,
-            monitor.audit_keys,
+            keyring,
             at=monitor.clock(),
             principal=SYSTEM_PRINCIPAL,
             action=CHECKPOINT_ACTION,
             decision=Decision.allow,
-            reasons=[f"signed {kind} of seq {target_seq} written to the checkpoint file"],
-            arguments={"seq": target_seq, "kind": kind},
-            subject_id=f"checkpoint:{target_seq}",
+            reasons=[
+                f"signed checkpoint of this row written (rows verified from seq {verification.from_seq})",
+                *([f"archive checkpoint of seq {archive_through}"] if archive_through is not None else []),
+            ],
+            arguments={"archive_through": archive_through},
+            subject_id="audit-checkpoint",
         )
+        checkpoint = sign_checkpoint(
+            keyring, seq=row.seq or 0, row_hash=row.hash, at=monitor.clock(), kind=CHECKPOINT_KIND
+        )
+        for line in [*lines, checkpoint]:
+            append_checkpoint_line(path, line)
     monitor.audit_rows_since_checkpoint = 0
     if monitor.config.audit.checkpoint_destination:
         send_checkpoint(monitor, monitor.config.audit.checkpoint_destination, checkpoint)
