@@ -49,6 +49,10 @@ ACTION_SCOPES: dict[str, frozenset[str]] = {
     "build_deployment_cards": frozenset({GOVERNANCE}),
     "enable_destination": frozenset({ADMIN}),
     "manage_intake_keys": frozenset({ADMIN}),
+    # Evidence lifecycle (issue 12): the audit key, exports of the evidence, retention.
+    "rotate_audit_key": frozenset({ADMIN}),
+    "export_evidence": frozenset({GOVERNANCE}),
+    "apply_retention": frozenset({ADMIN}),
 }
 
 
