@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from incident_monitor import __version__
+from incident_monitor import __version__, cli_evidence
 from incident_monitor.config import Settings
 from incident_monitor.domain.enums import ApprovalStatus, Severity
 from incident_monitor.errors import MonitorError
@@ -192,11 +192,16 @@ def _decide(args: argparse.Namespace, decision: str) -> int:
 
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
-    result = audit_queries.verify_audit(_open(args), local_operator())
+    offline = cli_evidence.verify_file_or_none(args)
+    if offline is not None:
+        return offline
+    cli_evidence.use_key_file(args)
+    result = audit_queries.verify_audit(_open(args), local_operator(), incremental=args.incremental)
     if args.json:
         _print_json(result)
     elif result.ok:
-        print(f"audit chain intact: {result.events_checked} events, head {result.head_hash or '(empty)'}")
+        since = f" after the signed checkpoint of seq {result.from_seq}" if result.from_seq else ""
+        print(f"audit chain intact: {result.events_checked} events{since}, head {result.head_hash or '(empty)'}")
     else:
         print(
             f"audit chain BROKEN at event {result.first_broken_seq}: {result.problem} "
@@ -488,9 +493,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=(lambda v: lambda a: _decide(a, v))(verb))
 
     audit = sub.add_parser("audit", help="audit log").add_subparsers(dest="audit_command", required=True)
-    verify = audit.add_parser("verify", help="check the audit log's hash chain")
+    verify = audit.add_parser("verify", help="check the audit log's hash chain, MACs and signed checkpoints")
     _common(verify)
+    cli_evidence.add_verify_arguments(verify)
     verify.set_defaults(func=cmd_audit_verify)
+    cli_evidence.add_audit_commands(audit)
 
     alog = audit.add_parser("list", help="the newest audit events, oldest first")
     alog.add_argument("--limit", type=int, default=30)
@@ -511,6 +518,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(st)
     st.set_defaults(func=cmd_status)
     _add_governance_commands(sub)
+    cli_evidence.add_evidence_commands(sub)
 
     dst = sub.add_parser("destinations", help="destination state").add_subparsers(
         dest="destinations_command", required=True

@@ -267,6 +267,14 @@ class MonitorConfig(_Strict):
                 f"'{self.default_destination.destination_id}'; configure it under [[destinations]]"
             )
         self._projects_resolve(known)
+        checkpoint_to = self.audit.checkpoint_destination
+        if checkpoint_to is not None:
+            kinds = {d.id: d.kind for d in self.destinations}
+            if kinds.get(checkpoint_to) not in ("telemetry", "webhook"):
+                raise ValueError(
+                    f"audit.checkpoint_destination: '{checkpoint_to}' is not a telemetry or webhook destination; "
+                    f"use one of: {', '.join(i for i, k in kinds.items() if k in ('telemetry', 'webhook')) or '(none)'}"
+                )
         return self
 
     def _projects_resolve(self, known_destinations: set[str]) -> None:
