@@ -248,3 +248,11 @@ def test_cli_export_verify_file_public_key_and_rotate(tmp_path: Path, capsys: py
     code, out = run_cli(capsys, "audit", "verify", "--incremental", *data)
     assert code == 0 and "intact" in out
     assert run_cli(capsys, "audit", "checkpoint", *data)[0] == 0
+    # After a rotation the export holds checkpoints of both keys: `public-key` prints both, current first.
+    keys = run_cli(capsys, "audit", "public-key", *data)[1]
+    assert len(keys.split()) == 2 and keys.split()[1] == key
+    assert run_cli(capsys, "export", "-o", str(tmp_path / "e2.jsonl"), *data)[0] == 0
+    code, out = run_cli(capsys, "audit", "verify", "--file", str(tmp_path / "e2.jsonl"), "--public-key", keys)
+    assert code == 0, out
+    code, out = run_cli(capsys, "audit", "verify", "--file", str(tmp_path / "e2.jsonl"), "--public-key", key)
+    assert code == 1 and "not trusted" in out

@@ -120,7 +120,10 @@ def cmd_audit_public_key(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"current": keyring.current.key_id, "public_keys": keys}, indent=2))
     else:
-        print(keys[keyring.current.key_id])
+        # Every key still trusted, the current one first: checkpoints signed before a rotation verify too.
+        current = keyring.current.key_id
+        for key_id in sorted(keys, key=lambda k: k != current):
+            print(keys[key_id])
     return EXIT_OK
 
 
@@ -146,7 +149,9 @@ def verify_file_or_none(args: argparse.Namespace) -> int | None:
     if os.environ.get(KEY_ENV) or os.environ.get(KEY_FILE_ENV) or getattr(args, "audit_key_file", None):
         use_key_file(args)
         keyring = load_keyring(load_config(_settings(args).config).audit)
-    result = verify_export_file(args.file, public_keys=args.public_key or None, keyring=keyring)
+    # Each --public-key may hold several keys (whitespace- or comma-separated), as `audit public-key` prints them.
+    given = [key for value in args.public_key for key in value.replace(",", " ").split()]
+    result = verify_export_file(args.file, public_keys=given or None, keyring=keyring)
     audit = result.audit
     if args.json:
         _print(result, True, "")
@@ -172,7 +177,7 @@ def add_verify_arguments(verify: argparse.ArgumentParser) -> None:
         "--public-key",
         action="append",
         default=[],
-        help="a trusted checkpoint public key (from `audit public-key`; repeat for rotated keys)",
+        help="trusted checkpoint public key(s), as `audit public-key` prints them (repeatable)",
     )
     verify.add_argument(
         "--incremental", action="store_true", help="only the rows since the last signed checkpoint (what posture runs)"
@@ -186,7 +191,7 @@ def add_audit_commands(audit: Any) -> None:
     rotate = audit.add_parser("rotate-key", help="a fresh audit key (older keys stay to verify older rows)")
     _common(rotate, json_flag=False)
     rotate.set_defaults(func=cmd_audit_rotate_key)
-    public = audit.add_parser("public-key", help="the checkpoints' public key, to verify exports elsewhere")
+    public = audit.add_parser("public-key", help="the checkpoints' public keys (current first), to verify exports")
     _common(public)
     public.set_defaults(func=cmd_audit_public_key)
     checkpoint = audit.add_parser("checkpoint", help="verify the new rows and sign a checkpoint of the head now")

@@ -5,7 +5,7 @@ breaks every hash after it. Each row also carries an HMAC-SHA256 over its seq, h
 made with the audit key (service/audit_keys.py), which never enters the database: whoever can write
 the database but not read the key cannot re-hash the chain after an edit. Deleting rows from the end
 is caught by the signed checkpoints outside the database (service/audit_checkpoints.py), which
-``verify_chain`` checks the rows against.
+``verify_audit_log`` (service/audit_checkpoints.py) checks the rows against.
 """
 
 from __future__ import annotations
