@@ -338,7 +338,7 @@ async def test_over_mcp_a_refused_tool_call_becomes_an_incident_with_its_timelin
         agent_detail = await call_ok(operator, "get_incident", incident_id=reported["incident_id"])
 
     assert listed["severity"] == "critical"
-    assert listed["fingerprint"] == f"selfmon:blocked_call:decide_approval:{AGENT.name}"
+    assert detail["incident"]["fingerprint"] == f"selfmon:blocked_call:decide_approval:{AGENT.name}"
     assert detail["timeline"] == []  # no run named: the refused call carried no draft or run
     assert agent_detail["timeline_run_id"] == "run-linear-2"
     assert [(e["action"], e["decision"]) for e in agent_detail["timeline"]] == [("report_incident", "allow")]

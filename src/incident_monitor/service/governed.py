@@ -140,6 +140,15 @@ def tell_listeners(monitor: Monitor, record: DecisionRecord) -> None:
         listener(monitor, record)
 
 
+# Actions kept from agents by design: a refusal names the call to make instead of a token to ask for.
+INSTEAD_OF_A_BROADER_TOKEN = {
+    "decide_approval": "Agents do not decide approvals: call request_approval with the draft_id and a reason; "
+    "an operator decides (incident-monitor approvals approve|deny).",
+    "resolve_incident": "An operator resolves incidents (incident-monitor incidents resolve INCIDENT_ID --note ...); "
+    "a recurrence reopens them.",
+}
+
+
 def deny_if_not_allowed(
     monitor: Monitor, principal: Principal, action: str, arguments: Any, *, started: float | None = None
 ) -> None:
@@ -155,7 +164,7 @@ def deny_if_not_allowed(
         message = (
             f"permission denied: {action} needs scope {needed} (missing: {', '.join(decision.missing_scopes)}); "
             f"{principal.name} has {', '.join(sorted(principal.scopes)) or 'no scopes'}. "
-            "Ask an operator for a token with that scope."
+            + INSTEAD_OF_A_BROADER_TOKEN.get(action, "Ask an operator for a token with that scope.")
         )
         reasons = list(decision.reasons)
     else:

@@ -64,7 +64,8 @@ def _approval_gate(
     """The approval that authorises this publish, or ApprovalRequired saying what to do."""
     if draft.status is DraftStatus.denied:
         raise ApprovalRequired(
-            f"approval denied for draft {draft.draft_id}: {draft_next_step(draft)}", reasons=["approval denied"]
+            f"approval denied for draft {draft.draft_id}: {draft_next_step(draft, triaged=True)}",
+            reasons=["approval denied"],
         )
     if not decision.approval_required:
         return None
@@ -313,7 +314,7 @@ def publish_result(monitor: Monitor, receipt_id: str, *, reused: bool) -> Publis
             receipt=ReceiptBase.model_validate(receipt, from_attributes=True),
             draft_status=draft.status,
             reused=reused,
-            next_step=draft_next_step(draft),
+            next_step=draft_next_step(draft, triaged=True),
         )
 
 
