@@ -257,3 +257,15 @@ def test_verify_is_governed(make_monitor: MonitorFactory) -> None:
         audit_queries.verify_audit(monitor, AGENT)
     with pytest.raises(PermissionDenied):
         audit_queries.rotate_audit_key(monitor, AGENT)
+
+
+def test_a_scratch_monitor_never_signs_into_the_real_checkpoint_file(make_monitor: MonitorFactory) -> None:
+    """Posture probes run on a scratch monitor (same data dir, throwaway key): its checkpoints would be
+    signed by a key nobody trusts and break the real file."""
+    monitor = make_monitor(quiet(audit={"checkpoint_every": 1}))
+    queries.list_incidents(monitor, OPERATOR)
+    before = checkpoint_file_path(monitor).read_text()
+    scratch = Monitor(monitor.config, monitor.engine, monitor.data_dir, monitor.destinations, clock=monitor.clock)
+
+    assert write_checkpoint(scratch) is None
+    assert checkpoint_file_path(monitor).read_text() == before

@@ -88,12 +88,14 @@ class AuditKeyring:
     keys: dict[str, AuditKey]
     source: str  # where the keys came from, for status and posture (never the secret)
     key_file: Path | None = None
+    # False for a scratch monitor's throwaway key: it never signs a checkpoint (it would land in the real file).
+    signs_checkpoints: bool = True
 
     @classmethod
     def ephemeral(cls) -> AuditKeyring:
         """A throwaway key for scratch monitors (posture probes' private databases)."""
         key = AuditKey(key_id_for(secret := secrets.token_bytes(32)), secret)
-        return cls(current=key, keys={key.key_id: key}, source="ephemeral (in memory)")
+        return cls(current=key, keys={key.key_id: key}, source="ephemeral (in memory)", signs_checkpoints=False)
 
     def get(self, key_id: str | None) -> AuditKey | None:
         return self.keys.get(key_id) if key_id else None
