@@ -231,4 +231,5 @@ def serve_http(monitor: Monitor, options: HttpOptions, announce: Callable[[str],
         announce(base)
     config = uvicorn.Config(app, log_level="warning", lifespan="on", http=UVICORN_HTTP, loop=UVICORN_LOOP)
     uvicorn.Server(config).run(sockets=[sock])
+    monitor.close()  # runs the close hooks: the shutdown audit checkpoint (service/audit_checkpoints.py)
     return 0

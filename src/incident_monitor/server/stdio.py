@@ -39,4 +39,5 @@ def serve_stdio(settings: Settings) -> int:
     server = build_mcp_server(monitor, principal)
     print(f"incident-monitor: serving stdio as {principal().name}; data in {monitor.data_dir}", file=sys.stderr)
     server.run()
+    monitor.close()  # runs the close hooks: the shutdown audit checkpoint (service/audit_checkpoints.py)
     return 0
