@@ -269,3 +269,27 @@ def test_a_scratch_monitor_never_signs_into_the_real_checkpoint_file(make_monito
 
     assert write_checkpoint(scratch) is None
     assert checkpoint_file_path(monitor).read_text() == before
+
+
+def test_a_database_from_before_keyed_macs_verifies_and_is_sealed_once(make_monitor: MonitorFactory) -> None:
+    """An upgrade: rows without MACs pass (as a prefix, while no checkpoint exists) and the first checkpoint seals
+    them; from then on a row without a MAC is tampering."""
+    monitor = make_monitor(quiet())
+    for _ in range(3):
+        queries.list_incidents(monitor, OPERATOR)
+    with monitor.session() as session:
+        for row in session.exec(select(AuditEvent)).all():
+            row.key_id, row.mac = None, None
+            session.add(row)
+    assert not checkpoint_file_path(monitor).exists()
+    with monitor.session() as session:
+        assert posture.collect_evidence(monitor, session, []).audit_chain.ok
+
+    assert audit_queries.verify_audit(monitor, OPERATOR).ok  # seals, then signs a checkpoint
+    assert all(r.mac for r in chain_rows(monitor))
+    with monitor.session() as session:
+        row = session.get(AuditEvent, 1)
+        assert row is not None
+        row.mac = None
+        session.add(row)
+    assert audit_queries.verify_audit(monitor, OPERATOR).ok is False

@@ -185,6 +185,9 @@ class ChainWalker:
     prev_seq: int = 0
     prev_key_id: str | None = None
     checked: int = 0
+    # Rows from before keyed MACs (an upgrade) pass unsealed, but only as a prefix and only while no
+    # checkpoint exists: the first checkpoint seals them (seal_unsealed_rows), after which none may lack one.
+    allow_unsealed_prefix: bool = False
     checkpoint_hashes: dict[int, str] = field(default_factory=dict)  # seq -> hash the signed checkpoint binds
     recorded_checkpoints: set[int] = field(default_factory=set)  # seqs the chain says were checkpointed
 
@@ -210,6 +213,8 @@ class ChainWalker:
         return None
 
     def _check_mac(self, event: AuditEventBase) -> str | None:
+        if event.mac is None and self.allow_unsealed_prefix and self.prev_key_id is None:
+            return None
         if event.mac is None or event.key_id is None:
             return "the event has no MAC (written or rewritten without the audit key)"
         if self.prev_key_id is not None and event.key_id != self.prev_key_id:

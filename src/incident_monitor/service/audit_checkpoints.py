@@ -183,7 +183,7 @@ def verify_rows(
     ``rows`` run from after ``start`` (seq, hash, key id) to the head, or from the archive anchor /
     genesis when ``start`` is None. ``head_seq`` is the newest row's seq (0 when none).
     """
-    walker = ChainWalker(keyring)
+    walker = ChainWalker(keyring, allow_unsealed_prefix=not checkpoints)
     for checkpoint in checkpoints:
         problem = signature_problem(checkpoint, public_keys)
         if problem:
