@@ -19,6 +19,7 @@ from incident_monitor.policy.principal import LOCAL_AGENT, Principal, local_oper
 from incident_monitor.policy.scopes import DEFAULT_AGENT_SCOPES, OPERATOR_SCOPES
 from incident_monitor.service import self_monitoring
 from incident_monitor.service.monitor import Monitor
+from incident_monitor.service.publishing import attach_checkpoint_delivery
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -149,7 +150,7 @@ def make_monitor(tmp_path: Path, clock: FakeClock) -> Iterator[MonitorFactory]:
             data_dir=data_dir or tmp_path / "data",
             **({"clock": clock} if use_clock else {}),
         )
-        self_monitoring.attach(monitor)  # as the CLI and servers assemble it
+        attach_checkpoint_delivery(self_monitoring.attach(monitor))  # as the CLI and servers assemble it
         opened.append(monitor)
         return monitor
 

@@ -27,6 +27,7 @@ from incident_monitor.service import (
     destination_health,
     incidents,
     intake_keys,
+    publishing,
     queries,
     self_monitoring,
     status,
@@ -62,7 +63,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _open(args: argparse.Namespace) -> Monitor:
-    return self_monitoring.attach(Monitor.from_settings(_settings(args)))
+    return publishing.attach_checkpoint_delivery(self_monitoring.attach(Monitor.from_settings(_settings(args))))
 
 
 # --- commands ----------------------------------------------------------------------------------
@@ -80,7 +81,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def _serve_http(args: argparse.Namespace, settings: Settings) -> int:
     from incident_monitor.server.http_app import HttpOptions, serve_http
 
-    monitor = self_monitoring.attach(Monitor.from_settings(settings))
+    monitor = publishing.attach_checkpoint_delivery(self_monitoring.attach(Monitor.from_settings(settings)))
     options = HttpOptions(
         host=args.host,
         port=args.port,

@@ -22,6 +22,7 @@ from incident_monitor.service.audit_checkpoints import checkpoint_file_path, wri
 from incident_monitor.service.audit_keys import KEY_ENV, KEY_FILE_ENV, load_keyring, public_key_hex
 from incident_monitor.service.evidence_export import export_evidence, verify_export_file
 from incident_monitor.service.monitor import Monitor
+from incident_monitor.service.publishing import attach_checkpoint_delivery
 from incident_monitor.service.retention import apply_retention
 
 EXIT_OK, EXIT_FAILED = 0, 1
@@ -61,7 +62,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 def _open(args: argparse.Namespace) -> Monitor:
     use_key_file(args)
-    return self_monitoring.attach(Monitor.from_settings(_settings(args)))
+    return attach_checkpoint_delivery(self_monitoring.attach(Monitor.from_settings(_settings(args))))
 
 
 def _print(value: Any, as_json: bool, text: str) -> None:

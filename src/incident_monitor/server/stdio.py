@@ -13,7 +13,7 @@ from incident_monitor.server.principals import stdio_principal
 from incident_monitor.server.tools import build_mcp_server
 from incident_monitor.service import self_monitoring
 from incident_monitor.service.monitor import Monitor
-from incident_monitor.service.publishing import recover_pending
+from incident_monitor.service.publishing import attach_checkpoint_delivery, recover_pending
 
 logger = logging.getLogger(__name__)
 
@@ -21,7 +21,7 @@ logger = logging.getLogger(__name__)
 def serve_stdio(settings: Settings) -> int:
     # stdout carries the protocol: everything human goes to stderr.
     try:
-        monitor = self_monitoring.attach(Monitor.from_settings(settings))
+        monitor = attach_checkpoint_delivery(self_monitoring.attach(Monitor.from_settings(settings)))
     except ConfigError as exc:
         print(f"incident-monitor: cannot start: {exc.message}", file=sys.stderr)
         return 2

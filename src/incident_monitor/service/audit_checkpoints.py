@@ -2,7 +2,8 @@
 
 A checkpoint binds a seq and that row's hash under an Ed25519 signature (the key derived from the audit
 key, service/audit_keys.py). Checkpoints are appended, one JSON line each, to a file outside the data
-dir, and (when configured) sent to a destination, a copy beyond this host's reach. The chain records
+dir, and handed to the monitor's checkpoint sinks (the publishing service's delivery to
+``[audit] checkpoint_destination``, a copy beyond this host's reach). The chain records
 each checkpoint written (a row of action ``audit_checkpoint_written``), so a checkpoint file that lost
 lines no longer matches the chain. With them ``verify_audit_log`` detects what the hash chain alone
 cannot: rows deleted from the end (the head is behind a checkpoint), every row deleted, and a chain
@@ -16,30 +17,23 @@ the last checkpoint (plus the checkpointed rows themselves); the full check read
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 import os
 import sys
 import threading
-from collections.abc import Awaitable, Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterable
 from datetime import datetime
-from functools import partial
 from pathlib import Path
-from typing import TypeVar
 
-import anyio
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import BaseModel, ValidationError
 from sqlmodel import Session, col, select
 
-from incident_monitor.destinations.base import PublishRequest
 from incident_monitor.domain.canonical import canonical_json
 from incident_monitor.domain.enums import Decision
 from incident_monitor.domain.models import AuditEvent
-from incident_monitor.policy.permit import issue_permit
 from incident_monitor.service.audit_chain import (
     CHECKPOINT_ACTION,
     SYSTEM_PRINCIPAL,
@@ -57,7 +51,6 @@ if sys.platform != "win32":
     import fcntl
 
 logger = logging.getLogger(__name__)
-T = TypeVar("T")
 
 CHECKPOINT_KIND = "checkpoint"
 # Rows up to this seq were archived (retention): the database's first row follows it.
@@ -368,63 +361,14 @@ def write_checkpoint(monitor: Monitor, *, archive_through: int | None = None) ->
         for line in [*lines, checkpoint]:
             append_checkpoint_line(path, line)
     monitor.audit_rows_since_checkpoint = 0
-    if monitor.config.audit.checkpoint_destination:
-        send_checkpoint(monitor, monitor.config.audit.checkpoint_destination, checkpoint)
+    if monitor.config.audit.checkpoint_destination and not monitor.checkpoint_sinks:
+        logger.warning(
+            "audit.checkpoint_destination is set but this monitor has no checkpoint delivery "
+            "(assemble it with publishing.attach_checkpoint_delivery); the file copy is written"
+        )
+    for sink in monitor.checkpoint_sinks:
+        sink(monitor, checkpoint.model_dump(mode="json"))
     return checkpoint
-
-
-def send_checkpoint(monitor: Monitor, destination_id: str, checkpoint: Checkpoint) -> bool:
-    """A copy of the checkpoint to a telemetry or webhook destination, beyond this host's reach.
-
-    The destination's own adapter, under a permit minted for exactly this checkpoint; idempotent on
-    the checkpoint (a resend is one line / the same webhook-id). A failure is logged, never raised:
-    the file copy is written already and the next checkpoint covers this one's rows too.
-    """
-    adapter = monitor.destinations.get(destination_id)
-    if adapter is None:
-        logger.error("audit checkpoint destination %s is not configured", destination_id)
-        return False
-    evidence = checkpoint.model_dump(mode="json")
-    digest = "sha256:" + hashlib.sha256(canonical_json(evidence).encode()).hexdigest()
-    key = f"audit-checkpoint:{checkpoint.seq}:{checkpoint.hash[:16]}"
-    receipt_id = f"checkpoint-{checkpoint.seq}-{checkpoint.hash[:12]}"
-    request = PublishRequest(
-        receipt_id=receipt_id,
-        idempotency_key=key,
-        draft_id=receipt_id,
-        incident_id="audit-checkpoint",
-        destination_id=destination_id,
-        route_id=None,
-        title=f"Audit checkpoint: seq {checkpoint.seq}",
-        body=canonical_json(evidence),
-        severity="low",
-        labels=["audit-checkpoint"],
-        fingerprint="audit-checkpoint",
-        evidence=evidence,
-        evidence_digest=digest,
-    )
-    permit = issue_permit(
-        receipt_id=receipt_id, destination_id=destination_id, evidence_digest=digest, idempotency_key=key
-    )
-    try:
-        outcome = _run_async(adapter.publish, request, permit)
-    except Exception:
-        logger.exception("audit checkpoint to %s failed", destination_id)
-        return False
-    if outcome.status == "failed":
-        logger.error("audit checkpoint to %s failed: %s", destination_id, outcome.error)
-        return False
-    return True
-
-
-def _run_async(function: Callable[..., Awaitable[T]], *args: object) -> T:
-    """Run a coroutine to completion from synchronous code, on this thread or (inside a loop) another."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return anyio.run(partial(function, *args))
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(anyio.run, partial(function, *args)).result()
 
 
 def after_decision(monitor: Monitor) -> None:

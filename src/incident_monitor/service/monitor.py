@@ -61,6 +61,8 @@ class Monitor:
     audit_rows_since_checkpoint: int = 0
     # Run by close(), before the database closes (the audit checkpoint on shutdown).
     on_close: list[Callable[[Monitor], None]] = field(default_factory=list)
+    # Each signed audit checkpoint (as JSON) goes to these too: publishing.attach_checkpoint_delivery.
+    checkpoint_sinks: list[Callable[[Monitor, dict[str, Any]], object]] = field(default_factory=list)
 
     @classmethod
     def open(
