@@ -327,7 +327,8 @@ def test_audit_verify_passes_an_intact_log_and_names_a_modified_event(ws: Worksp
     tampered = ws.run("audit", "verify", "--json")
 
     assert intact.returncode == 0, intact.stderr
-    assert "audit chain intact: 3 events" in intact.stdout
+    # The three reads and the audit checkpoint their monitor wrote when it closed.
+    assert "audit chain intact: 4 events" in intact.stdout
     assert tampered.returncode == 1
     verdict = json.loads(tampered.stdout)
     assert verdict["ok"] is False
@@ -353,10 +354,13 @@ def test_audit_list_shows_the_newest_events_with_principal_action_and_decision(w
         with pytest.raises(PermissionDenied):
             approvals.decide_approval(monitor, AGENT, "apr_0000000000000000", "approve", "self-serve")
 
-    done = ws.run("audit", "list", "--limit", "3")
+    done = ws.run("audit", "list", "--limit", "4")
 
     assert done.returncode == 0, done.stderr
-    shown = lines(done.stdout)
+    # The last row is the audit checkpoint written when that monitor closed (the monitor's own row).
+    listed = lines(done.stdout)
+    assert listed[-1].split()[2:4] == ["incident-monitor:audit", "audit_checkpoint_written"]
+    shown = listed[:-1]
     assert len(shown) == 3
     assert shown[0].split()[0] == "#2"
     assert shown[0].split()[2:5] == ["local-agent", "list_incidents", "allow"]
