@@ -8,7 +8,7 @@ NODE_STAMP := $(NODE_TOOLS)/node_modules/.installed-stamp
 
 PORT ?= 8000
 
-.PHONY: run demo test lint bench
+.PHONY: run demo test lint bench fuzz
 # Serve HTTP on 127.0.0.1:$(PORT) with examples/config.toml and the example webhook receiver (a free port) in the same
 # process, so every route publishes; prints the URL, the agent token (kept in the data dir across runs), where published
 # evidence lands, and the operator and Inspector commands.
@@ -24,6 +24,10 @@ test: $(STAMP) $(NODE_STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/python -m pytest; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; exit $$rc
+
+# The property tests of the raw intake body with many more generated cases than CI runs (tests/test_http_intake_fuzz.py).
+fuzz: $(STAMP)
+	HYPOTHESIS_PROFILE=fuzz $(VENV)/bin/python -m pytest tests/test_http_intake_fuzz.py -q -s
 
 # Every benchmark against its floor (benchmarks/run.py); writes benchmarks/results/latest.json. QUICK=1 for small sizes.
 bench: $(STAMP)
