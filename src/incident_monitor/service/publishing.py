@@ -420,16 +420,6 @@ def send_checkpoint(monitor: Monitor, checkpoint: dict[str, Any]) -> bool:
     return True
 
 
-def _run_async(function: Callable[..., Awaitable[T]], *args: object) -> T:
-    """Run a coroutine to completion from synchronous code, on this thread or (inside a loop) another."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return anyio.run(partial(function, *args))
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(anyio.run, partial(function, *args)).result()
-
-
 def _run_to_completion(function: Callable[..., Awaitable[T]], *args: object) -> T:
     """Run a coroutine from synchronous code: on this thread, or on another when this one runs an event loop."""
     try:
