@@ -170,6 +170,7 @@ def verify_rows(
     public_keys: dict[str, Ed25519PublicKey],
     head_seq: int,
     start: tuple[int, str, str | None] | None = None,
+    verified: set[bytes] | None = None,
 ) -> AuditVerification:
     """The chain check shared by the database and an exported file.
 
@@ -178,9 +179,15 @@ def verify_rows(
     """
     walker = ChainWalker(keyring, allow_unsealed_prefix=not checkpoints)
     for checkpoint in checkpoints:
+        # A line verified before in this process (same signed bytes, same signature) is not verified again.
+        seen = hashlib.sha256(checkpoint.signed_bytes() + checkpoint.signature.encode()).digest()
+        if verified is not None and seen in verified:
+            continue
         problem = signature_problem(checkpoint, public_keys)
         if problem:
             return _broken(walker, checkpoint.seq, problem)
+        if verified is not None:
+            verified.add(seen)
     archives = [c for c in checkpoints if c.kind == ARCHIVE_KIND]
     heads = [c for c in checkpoints if c.kind == CHECKPOINT_KIND]
     walker.checkpoint_hashes = {c.seq: c.hash for c in checkpoints}
@@ -279,6 +286,7 @@ def verify_audit_log(monitor: Monitor, session: Session, *, incremental: bool = 
                 public_keys=public_keys,
                 head_seq=head_seq,
                 start=(newest.seq, anchor.hash, anchor.key_id),
+                verified=keyring.verified_checkpoints,
             )
             return result.model_copy(update={"rows_read": result.rows_read + len(pinned)})
     return verify_rows(
@@ -287,6 +295,7 @@ def verify_audit_log(monitor: Monitor, session: Session, *, incremental: bool = 
         keyring=keyring,
         public_keys=public_keys,
         head_seq=head_seq,
+        verified=keyring.verified_checkpoints,
     )
 
 

@@ -90,6 +90,8 @@ class AuditKeyring:
     key_file: Path | None = None
     # False for a scratch monitor's throwaway key: it never signs a checkpoint (it would land in the real file).
     signs_checkpoints: bool = True
+    # Digests of checkpoint lines whose signature verified under these keys (posture re-reads the file often).
+    verified_checkpoints: set[bytes] = field(default_factory=set, repr=False)
 
     @classmethod
     def ephemeral(cls) -> AuditKeyring:
