@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from incident_monitor.errors import CredentialError
+from incident_monitor.logging_setup import configure_logging
 from incident_monitor.policy.principal import local_operator
 from incident_monitor.policy.scopes import DEFAULT_AGENT_SCOPES
 from incident_monitor.server.http_app import HttpOptions, serve_http
@@ -168,6 +169,7 @@ def main() -> int:
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--data-dir", type=Path, default=Path(".incident-monitor"))
     args = parser.parse_args()
+    configure_logging("INFO", "text")  # as `incident-monitor serve`: one timestamped line per governed call
     data_dir: Path = args.data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     receiver = start_receiver(data_dir)

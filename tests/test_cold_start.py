@@ -132,7 +132,8 @@ def test_settings_defaults_without_environment(monkeypatch: pytest.MonkeyPatch) 
     for name in ("INCIDENT_MONITOR_CONFIG", "INCIDENT_MONITOR_DATA_DIR", "INCIDENT_MONITOR_TOKEN"):
         monkeypatch.delenv(name, raising=False)
     settings = Settings()
-    assert (settings.config, settings.data_dir, settings.token) == (None, Path(".incident-monitor"), None)
+    # Nothing made up: locations.find_locations falls back to the init location or refuses.
+    assert (settings.config, settings.data_dir, settings.token) == (None, None, None)
 
 
 def test_settings_a_set_but_empty_token_is_kept_so_start_up_can_refuse_it(monkeypatch: pytest.MonkeyPatch) -> None:

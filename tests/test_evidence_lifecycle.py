@@ -230,7 +230,9 @@ def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
 
 
 def test_cli_export_verify_file_public_key_and_rotate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    data = ["--data-dir", str(tmp_path / "data")]
+    config = tmp_path / "config.toml"
+    config.write_text('[[destinations]]\nid = "telemetry"\nkind = "telemetry"\npath = "telemetry.jsonl"\n')
+    data = ["--config", str(config), "--data-dir", str(tmp_path / "data")]
     assert run_cli(capsys, "audit", "verify", *data)[0] == 0
     code, out = run_cli(capsys, "export", "-o", str(tmp_path / "e.jsonl"), *data)
     assert code == 0 and "exported to" in out

@@ -125,6 +125,9 @@ def test_the_inspector_cli_lists_our_tools_over_stdio_and_http(tmp_path: Path, n
         node_bin,
         inspector / "cli.js",
         "--cli",
+        # serve needs a config (it never makes one up); the Inspector takes --config as its own flag.
+        "-e",
+        f"INCIDENT_MONITOR_CONFIG={EXAMPLES / 'config.toml'}",
         str(SCRIPT),
         "serve",
         "--transport",
@@ -197,6 +200,8 @@ def test_an_unsafe_bind_is_refused_saying_what_to_configure(
             "0",
             "--data-dir",
             str(tmp_path / "data"),
+            "--config",
+            str(EXAMPLES / "config.toml"),
             *flags,
         ],
         env=child_env(),

@@ -27,8 +27,6 @@ SETTINGS = f"{PACKAGE}.destinations.settings"  # destination config models only:
 def layer_of(module: str) -> str:
     """``domain`` for the shared leaves (errors, secret references) too: they import nothing of ours above."""
     part = module.split(".")[1] if "." in module else ""
-    if part == "cli_evidence":  # the evidence commands' parser wiring, beside the CLI until it is a package
-        return "cli"
     return "domain" if part in ("domain", "errors", "secret_ref") else part
 
 
@@ -43,6 +41,11 @@ MUST_NOT_IMPORT: dict[str, frozenset[str]] = {
     "egress": frozenset({"config", "policy", "store", "destinations", "service", "server", "cli"}),
     "service": frozenset({"server", "cli"}),
     "server": frozenset({"cli"}),
+    # Leaves beside config: where config and data are (used by service.monitor and cli), and log formatting.
+    "locations": frozenset({"config", "policy", "store", "destinations", "egress", "service", "server", "cli"}),
+    "logging_setup": frozenset(
+        {"domain", "config", "policy", "store", "destinations", "egress", "service", "server", "cli"}
+    ),
 }
 
 

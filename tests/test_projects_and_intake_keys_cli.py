@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from pydantic import ValidationError
 
+from cli_helpers import Done, isolate, run_cli, table_rows
 from conftest import flow_config
 from incident_monitor.config import MonitorConfig
 
-SCRIPT = Path(sys.executable).with_name("incident-monitor")
 PROJECT = {"id": "shop", "name": "Shop", "sources": ["ci"], "allowed_destinations": ["telemetry"]}
 
 
@@ -55,31 +53,32 @@ def write_config(tmp_path: Path) -> Path:
     return path
 
 
-def cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("INCIDENT_MONITOR_")}
+@pytest.fixture
+def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Callable[..., Done]:
+    """``incident-monitor ARGS --data-dir … --config …`` in process."""
+    isolate(monkeypatch, tmp_path)
     location = ["--data-dir", str(tmp_path / "data"), "--config", str(write_config(tmp_path))]
-    return subprocess.run(
-        [str(SCRIPT), *args, *location], env=env, capture_output=True, text=True, timeout=60, check=False
-    )
+    return lambda *args: run_cli(capsys, [*args, *location])
 
 
-def test_intake_keys_create_list_disable(tmp_path: Path) -> None:
-    created = cli(tmp_path, "intake-keys", "create", "--project", "shop", "--source", "ci")
+def test_intake_keys_create_list_disable(cli: Callable[..., Done]) -> None:
+    created = cli("intake-keys", "create", "--project", "shop", "--source", "ci")
     assert created.returncode == 0, created.stderr
     secret = created.stdout.strip()
     assert secret.startswith("imk_") and "\n" not in secret
     assert "shown only once" in created.stderr and "project 'shop', source 'ci'" in created.stderr
 
-    listed = cli(tmp_path, "intake-keys", "list", "--json")
+    listed = cli("intake-keys", "list", "--json")
     [key] = json.loads(listed.stdout)
     assert (key["project_id"], key["source_id"], key["status"]) == ("shop", "ci", "active")
     assert key["scopes"] == ["incident_monitor:report"]
     assert "key_hash" not in key and secret not in listed.stdout
 
-    disabled = cli(tmp_path, "intake-keys", "disable", key["key_id"])
+    disabled = cli("intake-keys", "disable", key["key_id"])
     assert disabled.returncode == 0 and "disabled" in disabled.stdout
-    human = cli(tmp_path, "intake-keys", "list")
-    assert "disabled" in human.stdout and secret not in human.stdout
+    human = cli("intake-keys", "list")
+    assert table_rows(human.stdout) == [[key["key_id"], "disabled", "shop", "ci", "never"]]
+    assert secret not in human.stdout
 
 
 @pytest.mark.parametrize(
@@ -90,7 +89,7 @@ def test_intake_keys_create_list_disable(tmp_path: Path) -> None:
         (["disable", "ik_missing"], "no intake key 'ik_missing'"),
     ],
 )
-def test_intake_key_mistakes_are_clear(tmp_path: Path, args: list[str], expected: str) -> None:
-    done = cli(tmp_path, "intake-keys", *args)
+def test_intake_key_mistakes_are_clear(cli: Callable[..., Done], args: list[str], expected: str) -> None:
+    done = cli("intake-keys", *args)
     assert done.returncode != 0
     assert expected in done.stderr

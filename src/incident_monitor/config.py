@@ -28,12 +28,16 @@ from incident_monitor.errors import ConfigError
 
 
 class Settings(BaseSettings):
-    """Process settings from the environment (INCIDENT_MONITOR_*) and CLI flags."""
+    """Process settings from the environment (INCIDENT_MONITOR_*) and CLI flags.
+
+    ``config`` and ``data_dir`` stay None when neither is given: ``locations.find_locations`` then
+    falls back to what ``incident-monitor init`` wrote, or refuses (no made-up empty config).
+    """
 
     model_config = SettingsConfigDict(env_prefix="INCIDENT_MONITOR_", extra="ignore")
 
     config: Path | None = None
-    data_dir: Path = Path(".incident-monitor")
+    data_dir: Path | None = None
     token: str | None = Field(default=None, repr=False)
 
 

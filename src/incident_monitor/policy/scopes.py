@@ -37,6 +37,10 @@ ACTION_SCOPES: dict[str, frozenset[str]] = {
     "list_approvals": frozenset({READ}),
     "publish_draft": frozenset({PUBLISH}),
     "list_receipts": frozenset({READ}),
+    # Operator CLI reads (no MCP tool): one approval, one receipt, a draft with its route preview.
+    "get_approval": frozenset({READ}),
+    "get_receipt": frozenset({READ}),
+    "review_draft": frozenset({READ}),
     "resolve_incident": frozenset({RESOLVE}),
     "manage_tokens": frozenset({ADMIN}),
     "verify_audit": frozenset({GOVERNANCE}),

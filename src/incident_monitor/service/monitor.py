@@ -25,6 +25,7 @@ from incident_monitor.domain.destination_state import read_disabled
 from incident_monitor.domain.enums import Decision
 from incident_monitor.domain.readiness import Readiness
 from incident_monitor.domain.types import utcnow
+from incident_monitor.locations import Locations, find_locations, load_secrets_file
 from incident_monitor.policy.principal import Principal
 from incident_monitor.service.audit_keys import AuditKeyring, load_keyring
 from incident_monitor.store.engine import dispose_engine, open_engine, session_scope
@@ -87,7 +88,14 @@ class Monitor:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Monitor:
-        return cls.open(config_path=settings.config, data_dir=settings.data_dir)
+        """Open what the settings name, else the ``init`` location (locations.py); refuse when neither."""
+        return cls.at(find_locations(settings.config, settings.data_dir))
+
+    @classmethod
+    def at(cls, found: Locations) -> Monitor:
+        """Open found locations; the secrets file beside the config fills the environment first."""
+        load_secrets_file(found.secrets_file)
+        return cls.open(config_path=found.config, data_dir=found.data_dir)
 
     def readiness(self, destination_id: str) -> Readiness:
         adapter = self.destinations.get(destination_id)

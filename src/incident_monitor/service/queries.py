@@ -33,6 +33,7 @@ from incident_monitor.domain.models import (
     IncidentBase,
     IncidentOccurrence,
     Receipt,
+    ReceiptBase,
     TriageRun,
 )
 from incident_monitor.errors import InvalidInput, NotFound
@@ -208,21 +209,34 @@ def list_drafts(
 
 def get_draft(monitor: Monitor, principal: Principal, draft_id: str) -> DraftDetail:
     with governed_call(monitor, principal, "get_draft", {"draft_id": draft_id}, subject_id=draft_id) as call:
-        draft = get_draft_row(call.session, draft_id)
-        triage = call.session.exec(
-            select(TriageRun).where(TriageRun.draft_id == draft_id).order_by(col(TriageRun.created_at).desc()).limit(1)
-        ).first()
-        approvals = call.session.exec(
-            select(ApprovalRequest)
-            .where(ApprovalRequest.draft_id == draft_id)
-            .order_by(col(ApprovalRequest.requested_at).desc())
-        ).all()
-        return DraftDetail(
-            draft=DraftBase.model_validate(draft, from_attributes=True),
-            latest_triage=TriageSummary.model_validate(triage, from_attributes=True) if triage else None,
-            approvals=[ApprovalSummary.model_validate(a, from_attributes=True) for a in approvals],
-            next_step=draft_next_step(draft, triaged=triage is not None),
-        )
+        return draft_detail(call.session, get_draft_row(call.session, draft_id))
+
+
+def draft_detail(session: Session, draft: Draft) -> DraftDetail:
+    triage = session.exec(
+        select(TriageRun)
+        .where(TriageRun.draft_id == draft.draft_id)
+        .order_by(col(TriageRun.created_at).desc())
+        .limit(1)
+    ).first()
+    approvals = session.exec(
+        select(ApprovalRequest)
+        .where(ApprovalRequest.draft_id == draft.draft_id)
+        .order_by(col(ApprovalRequest.requested_at).desc())
+    ).all()
+    return DraftDetail(
+        draft=DraftBase.model_validate(draft, from_attributes=True),
+        latest_triage=TriageSummary.model_validate(triage, from_attributes=True) if triage else None,
+        approvals=[ApprovalSummary.model_validate(a, from_attributes=True) for a in approvals],
+        next_step=draft_next_step(draft, triaged=triage is not None),
+    )
+
+
+def receipts_for_draft(session: Session, draft_id: str) -> list[ReceiptSummary]:
+    rows = session.exec(
+        select(Receipt).where(Receipt.draft_id == draft_id).order_by(col(Receipt.created_at).desc()).limit(50)
+    ).all()
+    return [ReceiptSummary.model_validate(r, from_attributes=True) for r in rows]
 
 
 def list_receipts(
@@ -264,3 +278,22 @@ def list_approvals(
             approvals=[ApprovalRequestBase.model_validate(a, from_attributes=True) for a in rows],
             next_offset=next_offset,
         )
+
+
+def get_approval(monitor: Monitor, principal: Principal, approval_id: str) -> ApprovalRequestBase:
+    with governed_call(
+        monitor, principal, "get_approval", {"approval_id": approval_id}, subject_id=approval_id
+    ) as call:
+        approval = call.session.get(ApprovalRequest, approval_id)
+        if approval is None:
+            raise NotFound(f"approval_id: no approval {approval_id!r}; run `incident-monitor approvals list`")
+        call.run_id = run_id_for_draft(call.session, get_draft_row(call.session, approval.draft_id))
+        return ApprovalRequestBase.model_validate(approval, from_attributes=True)
+
+
+def get_receipt(monitor: Monitor, principal: Principal, receipt_id: str) -> ReceiptBase:
+    with governed_call(monitor, principal, "get_receipt", {"receipt_id": receipt_id}, subject_id=receipt_id) as call:
+        receipt = call.session.get(Receipt, receipt_id)
+        if receipt is None:
+            raise NotFound(f"receipt_id: no receipt {receipt_id!r}; run `incident-monitor receipts list`")
+        return ReceiptBase.model_validate(receipt, from_attributes=True)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from pydantic import BaseModel
+
 from incident_monitor.domain.enums import Severity
+from incident_monitor.domain.io import DraftDetail, ReceiptSummary
 from incident_monitor.domain.levels import LEVEL_SEVERITY
 from incident_monitor.domain.models import Draft
 from incident_monitor.errors import InvalidInput
@@ -10,7 +13,7 @@ from incident_monitor.policy.principal import Principal
 from incident_monitor.policy.route_decision import RouteDecision, RouteSubject, decide_route
 from incident_monitor.service.governed import governed_call
 from incident_monitor.service.monitor import Monitor
-from incident_monitor.service.queries import get_draft_row
+from incident_monitor.service.queries import draft_detail, get_draft_row, receipts_for_draft, run_id_for_draft
 
 
 def subject_for_draft(draft: Draft) -> RouteSubject:
@@ -76,3 +79,23 @@ def preview_route(
             f"blocked={decision.blocked}"
         )
         return decision
+
+
+class DraftReview(BaseModel):
+    """What an operator checks before deciding: the draft, its evidence and triage, and where it would go."""
+
+    detail: DraftDetail
+    route: RouteDecision
+    receipts: list[ReceiptSummary]
+
+
+def review_draft(monitor: Monitor, principal: Principal, draft_id: str) -> DraftReview:
+    """A read (scope read): the draft's detail and the route decision publish would make now."""
+    with governed_call(monitor, principal, "review_draft", {"draft_id": draft_id}, subject_id=draft_id) as call:
+        draft = get_draft_row(call.session, draft_id)
+        call.run_id = run_id_for_draft(call.session, draft)
+        route = decide_for_draft(monitor, draft)
+        call.notes.append(f"route preview: {route.destination_id or 'no destination'}, blocked={route.blocked}")
+        return DraftReview(
+            detail=draft_detail(call.session, draft), route=route, receipts=receipts_for_draft(call.session, draft_id)
+        )

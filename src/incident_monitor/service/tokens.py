@@ -126,6 +126,14 @@ def revoke_token(monitor: Monitor, principal: Principal, name: str) -> ApiTokenB
         return ApiTokenBase.model_validate(row, from_attributes=True)
 
 
+def reissue_token(monitor: Monitor, principal: Principal, prefix: str, scopes: list[str]) -> CreatedToken:
+    """Revoke the active tokens named ``prefix…`` and create a fresh one (a tool's single current token)."""
+    for token in list_tokens(monitor, principal):
+        if token.name.startswith(prefix) and token.status == "active":
+            revoke_token(monitor, principal, token.name)
+    return create_token(monitor, principal, name=prefix + secrets.token_hex(3), scopes=scopes)
+
+
 _TOKENS = ApiToken.__table__  # type: ignore[attr-defined]
 _TOKEN_BY_HASH = sa_select(_TOKENS).where(_TOKENS.c.token_hash == bindparam("token_hash"))
 
