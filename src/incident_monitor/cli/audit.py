@@ -46,7 +46,8 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
 
 def _keyring(args: argparse.Namespace) -> AuditKeyring:
     use_audit_key_file(args)
-    return load_keyring(load_config(locate(args).config).audit)
+    config = locate(args).config
+    return load_keyring(load_config(config).audit, config.resolve().parent if config else None)
 
 
 def _verify_file(args: argparse.Namespace) -> int:

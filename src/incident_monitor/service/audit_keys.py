@@ -5,7 +5,8 @@ Where the keys come from, first match wins:
 1. ``INCIDENT_MONITOR_AUDIT_KEY``: one or more secrets (at least 32 characters each), comma-separated,
    the first current and the others kept so rows written under them still verify;
 2. a key file: ``INCIDENT_MONITOR_AUDIT_KEY_FILE`` or ``[audit] key_file``;
-3. the default key file ``audit-keys.json`` in the user's config dir (platformdirs).
+3. the default key file ``audit-keys.json`` beside the config file in use (where ``init`` keeps the
+   secrets), or in the user's config dir (platformdirs) when there is no config file.
 
 A key file that does not exist yet is created (0600, in a 0700 directory) with a fresh key.
 
@@ -154,17 +155,23 @@ def _read_key_file(path: Path) -> AuditKeyring:
     return AuditKeyring(current=by_id[current_id], keys=by_id, source=f"key file {path}", key_file=path)
 
 
-def key_file_path(settings: AuditSettings) -> Path:
+def key_file_path(settings: AuditSettings, config_dir: Path | None = None) -> Path:
     configured = os.environ.get(KEY_FILE_ENV) or settings.key_file
-    return Path(configured).expanduser() if configured else default_key_dir() / DEFAULT_KEY_FILENAME
+    if configured:
+        return Path(configured).expanduser()
+    return (config_dir or default_key_dir()) / DEFAULT_KEY_FILENAME
 
 
-def load_keyring(settings: AuditSettings) -> AuditKeyring:
-    """The key ring for this process; creates the default key file (0600) when nothing is configured."""
+def load_keyring(settings: AuditSettings, config_dir: Path | None = None) -> AuditKeyring:
+    """The key ring for this process; creates the default key file (0600) when nothing is configured.
+
+    ``config_dir``: the directory of the config file in use; the default key file goes beside it (where
+    ``incident-monitor init`` keeps the secrets), else in the user's config dir.
+    """
     from_env = os.environ.get(KEY_ENV)
     if from_env:
         return _from_env(from_env)
-    path = key_file_path(settings)
+    path = key_file_path(settings, config_dir)
     # A configured file that is missing is created too: a key that vanished shows up at the next
     # verify (checkpoints signed by a key no longer in the ring), not as a refusal to start.
     if not path.exists():

@@ -83,7 +83,7 @@ class Monitor:
             data_dir=data_dir,
             destinations=build_adapters(list(config.destinations), data_dir),
             clock=clock,
-            audit_keys=load_keyring(config.audit),
+            audit_keys=load_keyring(config.audit, config_path.resolve().parent if config_path else None),
         )
 
     @classmethod
