@@ -295,14 +295,18 @@ def test_a_database_from_before_keyed_macs_verifies_and_is_sealed_once(make_moni
     assert audit_queries.verify_audit(monitor, OPERATOR).ok is False
 
 
-def test_with_a_config_file_the_default_key_file_sits_beside_it(tmp_path: Path, audit_key_home: Path) -> None:
-    """Where `incident-monitor init` keeps config.toml and secrets.env (outside the data dir), not elsewhere."""
+def test_the_default_key_file_sits_beside_a_private_config_only(tmp_path: Path, audit_key_home: Path) -> None:
+    """Beside config.toml where `incident-monitor init` keeps it with secrets.env; a config in a shared place
+    (the repo's examples/) gets no key written beside it."""
     config = tmp_path / "conf" / "config.toml"
     config.parent.mkdir()
     config.write_text('[[destinations]]\nid = "telemetry"\nkind = "telemetry"\npath = "telemetry.jsonl"\n')
-    monitor = Monitor.open(config_path=config, data_dir=tmp_path / "data")
+    shared = Monitor.open(config_path=config, data_dir=tmp_path / "data")
+    (config.parent / "secrets.env").write_text("")
+    private = Monitor.open(config_path=config, data_dir=tmp_path / "data2")
     try:
-        assert monitor.audit_keys.key_file == config.parent / "audit-keys.json"
-        assert not (audit_key_home / "audit-keys.json").exists()
+        assert shared.audit_keys.key_file == audit_key_home / "audit-keys.json"
+        assert private.audit_keys.key_file == config.parent / "audit-keys.json"
     finally:
-        monitor.close()
+        shared.close()
+        private.close()

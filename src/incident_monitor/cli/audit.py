@@ -25,6 +25,7 @@ from incident_monitor.service import audit_queries
 from incident_monitor.service.audit_checkpoints import checkpoint_file_path, write_checkpoint
 from incident_monitor.service.audit_keys import AuditKeyring, load_keyring, public_key_hex
 from incident_monitor.service.evidence_export import verify_export_file
+from incident_monitor.service.monitor import private_config_dir
 
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
@@ -47,7 +48,7 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
 def _keyring(args: argparse.Namespace) -> AuditKeyring:
     use_audit_key_file(args)
     config = locate(args).config
-    return load_keyring(load_config(config).audit, config.resolve().parent if config else None)
+    return load_keyring(load_config(config).audit, private_config_dir(config))
 
 
 def _verify_file(args: argparse.Namespace) -> int:

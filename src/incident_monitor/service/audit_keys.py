@@ -5,8 +5,8 @@ Where the keys come from, first match wins:
 1. ``INCIDENT_MONITOR_AUDIT_KEY``: one or more secrets (at least 32 characters each), comma-separated,
    the first current and the others kept so rows written under them still verify;
 2. a key file: ``INCIDENT_MONITOR_AUDIT_KEY_FILE`` or ``[audit] key_file``;
-3. the default key file ``audit-keys.json`` beside the config file in use (where ``init`` keeps the
-   secrets), or in the user's config dir (platformdirs) when there is no config file.
+3. the default key file ``audit-keys.json`` beside the config file when that directory is a private
+   one (``init``'s: a ``secrets.env`` beside the config), else in the user's config dir (platformdirs).
 
 A key file that does not exist yet is created (0600, in a 0700 directory) with a fresh key.
 

@@ -25,7 +25,7 @@ from incident_monitor.domain.destination_state import read_disabled
 from incident_monitor.domain.enums import Decision
 from incident_monitor.domain.readiness import Readiness
 from incident_monitor.domain.types import utcnow
-from incident_monitor.locations import Locations, find_locations, load_secrets_file
+from incident_monitor.locations import SECRETS_FILE, Locations, find_locations, load_secrets_file
 from incident_monitor.policy.principal import Principal
 from incident_monitor.service.audit_keys import AuditKeyring, load_keyring
 from incident_monitor.store.engine import dispose_engine, open_engine, session_scope
@@ -46,6 +46,18 @@ class DecisionRecord:
 
 # Called after the decision's own transaction committed; a listener's failure is its own to handle.
 DecisionListener = Callable[["Monitor", DecisionRecord], None]
+
+
+def private_config_dir(config_path: Path | None) -> Path | None:
+    """The config's directory when it is a private one (``init``'s layout: a secrets file beside the config).
+
+    The default audit key goes there; a config in a shared place (the repo's examples/) does not get a key
+    written beside it: the user's config dir is used instead.
+    """
+    if config_path is None:
+        return None
+    directory = config_path.resolve().parent
+    return directory if (directory / SECRETS_FILE).exists() else None
 
 
 @dataclass
@@ -83,7 +95,7 @@ class Monitor:
             data_dir=data_dir,
             destinations=build_adapters(list(config.destinations), data_dir),
             clock=clock,
-            audit_keys=load_keyring(config.audit, config_path.resolve().parent if config_path else None),
+            audit_keys=load_keyring(config.audit, private_config_dir(config_path)),
         )
 
     @classmethod
