@@ -106,11 +106,12 @@ class Sizes:
     console_stored: int
     console_requests: int
     log_megabytes: int = 100
+    audit_sizes: tuple[int, ...] = (1_000, 100_000)
 
     @classmethod
     def for_mode(cls, quick: bool) -> Sizes:
         if quick:
-            return cls(40, 200, 1_000, (1_000, 10_000), 20, 2, 3, 2_000, 20, 5)
+            return cls(40, 200, 1_000, (1_000, 10_000), 20, 2, 3, 2_000, 20, 5, (1_000, 10_000))
         return cls(800, 4_000, 100_000, (100_000, 1_000_000), 200, 11, 30, 100_000, 200, 100)
 
 
@@ -561,6 +562,83 @@ def bench_list(work: Path, sizes: Sizes) -> list[Result]:
     return results
 
 
+def seed_audit_rows(monitor: Any, count: int, batch: int = 10_000) -> None:
+    """Audit rows through the real append (hash chain and MAC), a batch per transaction."""
+    from incident_monitor.domain.enums import Decision
+    from incident_monitor.service.audit_chain import append_audit
+
+    for first in range(0, count, batch):
+        with monitor.session() as session:
+            for i in range(first, min(count, first + batch)):
+                append_audit(
+                    session,
+                    monitor.audit_keys,
+                    at=monitor.clock(),
+                    principal="seed",
+                    action="list_incidents",
+                    decision=Decision.allow,
+                    reasons=[f"seeded row {i}"],
+                    arguments={"i": i},
+                )
+
+
+def bench_posture(work: Path, sizes: Sizes) -> list[Result]:
+    """run_posture_checks as the audit log grows: it verifies incrementally, from the last signed checkpoint.
+
+    The floor is what it did before: the whole chain re-verified on every call.
+    """
+    from incident_monitor.policy.principal import local_operator
+    from incident_monitor.service.audit_checkpoints import verify_audit_log, write_checkpoint
+    from incident_monitor.service.governance.posture import collect_evidence, run_posture_checks
+    from incident_monitor.service.monitor import Monitor
+
+    os.environ["INCIDENT_MONITOR_WEBHOOK_SECRET"] = WEBHOOK_SECRET
+    os.environ["INCIDENT_MONITOR_AUDIT_KEY_FILE"] = str(work / "audit-keys" / "audit-keys.json")
+    operator = local_operator()
+    results = []
+    p50s: list[float] = []
+    for size in sizes.audit_sizes:
+        data_dir = work / f"data-posture-{size}"
+        monitor = Monitor.open(config_path=work / "config.toml", data_dir=data_dir)
+        try:
+            seed_started = time.perf_counter()
+            seed_audit_rows(monitor, size)
+            assert write_checkpoint(monitor) is not None
+            seed_seconds = time.perf_counter() - seed_started
+
+            def posture(monitor: Monitor = monitor) -> None:
+                run_posture_checks(monitor, operator, [])
+
+            governed = timed_sync(posture, sizes.list_calls)
+            with monitor.session() as session:
+                rows_read = collect_evidence(monitor, session, []).audit_chain.rows_read
+
+            def full(monitor: Monitor = monitor) -> None:
+                with monitor.session() as session:
+                    assert verify_audit_log(monitor, session).ok
+
+            floor = timed_sync(full, 3)
+        finally:
+            monitor.close()
+        g = Figures.of(*governed)
+        p50s.append(g.p50_ms)
+        largest = size == max(sizes.audit_sizes)
+        results.append(
+            Result(
+                f"run_posture_checks, {size:,} audit rows",
+                g,
+                Figures.of(*floor),
+                "the whole chain re-verified (what posture did before)",
+                round(g.p50_ms / max(p50s[0], 1e-6), 2),
+                f"p50 ÷ p50 at {sizes.audit_sizes[0]:,} rows",
+                "p50 <= 2x the smallest log's" if largest else "(context)",
+                g.p50_ms <= 2 * p50s[0] if largest else None,
+                {"audit_rows_read_per_call": rows_read, "seed_seconds": round(seed_seconds, 1)},
+            )
+        )
+    return results
+
+
 def timed_sync(call: Callable[[], None], total: int) -> tuple[list[float], float]:
     call()  # warm-up
     latencies = []
@@ -817,6 +895,7 @@ BENCHMARKS = (
     "report-http",
     "intake",
     "list",
+    "posture",
     "cold-start",
     "publish",
     "storm",
@@ -890,6 +969,7 @@ async def run(selected: list[str], quick: bool, work: Path) -> list[Result]:
             "intake": lambda: bench_intake(work, sizes),
             "storm": lambda: bench_storm(work, sizes),
             "list": lambda: asyncio.to_thread(bench_list, work, sizes),
+            "posture": lambda: asyncio.to_thread(bench_posture, work, sizes),
             "cold-start": lambda: bench_cold_start(work, sizes),
             "publish": lambda: bench_publish(work, sizes, receiver),
             "console": lambda: bench_console(work, sizes),

@@ -19,6 +19,7 @@ from incident_monitor.policy.principal import LOCAL_AGENT, Principal, local_oper
 from incident_monitor.policy.scopes import DEFAULT_AGENT_SCOPES, OPERATOR_SCOPES
 from incident_monitor.service import self_monitoring
 from incident_monitor.service.monitor import Monitor
+from incident_monitor.service.publishing import attach_checkpoint_delivery
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -58,6 +59,17 @@ class FakeClock:
 
     def advance(self, **delta: float) -> None:
         self.now += timedelta(**delta)
+
+
+@pytest.fixture(autouse=True)
+def audit_key_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test's audit key and checkpoints in a config dir of its own (platformdirs reads XDG_CONFIG_HOME),
+    never the user's, and no audit key from the environment."""
+    config_home = tmp_path_factory.mktemp("xdg-config")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(config_home))
+    monkeypatch.delenv("INCIDENT_MONITOR_AUDIT_KEY", raising=False)
+    monkeypatch.delenv("INCIDENT_MONITOR_AUDIT_KEY_FILE", raising=False)
+    return config_home / "incident-monitor"
 
 
 @pytest.fixture
@@ -138,7 +150,7 @@ def make_monitor(tmp_path: Path, clock: FakeClock) -> Iterator[MonitorFactory]:
             data_dir=data_dir or tmp_path / "data",
             **({"clock": clock} if use_clock else {}),
         )
-        self_monitoring.attach(monitor)  # as the CLI and servers assemble it
+        attach_checkpoint_delivery(self_monitoring.attach(monitor))  # as the CLI and servers assemble it
         opened.append(monitor)
         return monitor
 

@@ -40,7 +40,8 @@ from incident_monitor.service import (
     status,
     triage,
 )
-from incident_monitor.service.audit_chain import GENESIS_HASH, verify_chain
+from incident_monitor.service.audit_chain import GENESIS_HASH, SYSTEM_PRINCIPAL
+from incident_monitor.service.audit_checkpoints import verify_audit_log
 from incident_monitor.service.monitor import Monitor
 from incident_monitor.store.engine import DATABASE_FILENAME
 
@@ -82,7 +83,7 @@ def tamper(monitor: Monitor, sql: str, *params: Any) -> None:
 
 def verify(monitor: Monitor) -> Any:
     with monitor.session() as session:
-        return verify_chain(session)
+        return verify_audit_log(monitor, session)
 
 
 # --- one row per governed call ---------------------------------------------------------------------
@@ -231,7 +232,8 @@ def test_every_governed_call_writes_exactly_one_row(setup: Setup, name: str) -> 
         with pytest.raises(case.raises):
             case.call(setup)
 
-    new_rows = audit_rows(setup.monitor)[len(rows_before) :]
+    # The chain's own rows (a checkpoint written, a key rotated) are the monitor's, not the call's.
+    new_rows = [r for r in audit_rows(setup.monitor)[len(rows_before) :] if r.principal != SYSTEM_PRINCIPAL]
     assert [(r.action, r.decision) for r in new_rows] == [(case.action, case.decision)]
     assert new_rows[0].reasons, "every decision says why"
     effects_after = effects(setup.monitor)
@@ -504,10 +506,13 @@ def test_two_processes_appending_at_once_keep_one_chain(make_monitor: MonitorFac
         _, stderr = worker.communicate(timeout=120)
         assert worker.returncode == 0, stderr
 
-    rows = audit_rows(monitor)
+    everything = audit_rows(monitor)
     result = verify(monitor)
     assert result.ok is True, result.problem
-    assert result.events_checked == len(rows) == 2 * per_worker
+    assert result.events_checked == len(everything)
+    # Besides the calls' rows, each worker's close wrote a checkpoint (a row of the monitor's own).
+    rows = [r for r in everything if r.principal != SYSTEM_PRINCIPAL]
+    assert len(rows) == 2 * per_worker
     assert all((r.action, r.decision) == ("report_incident", Decision.allow) for r in rows)
     assert {r.principal for r in rows} == {"worker-a", "worker-b"}
     with monitor.session() as session:

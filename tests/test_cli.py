@@ -488,7 +488,8 @@ def test_audit_verify_passes_an_intact_log_and_names_a_modified_event(ws: Worksp
     tampered = ws.run("audit", "verify", "--json")
 
     assert intact.returncode == 0, intact.stderr
-    assert "audit chain intact: 3 events" in intact.stdout
+    # The three reads and the audit checkpoint their monitor wrote when it closed.
+    assert "audit chain intact: 4 events" in intact.stdout
     assert tampered.returncode == 1
     verdict = json.loads(tampered.stdout)
     assert verdict["ok"] is False
@@ -514,11 +515,13 @@ def test_audit_list_shows_the_newest_events_with_principal_action_and_decision(w
         with pytest.raises(PermissionDenied):
             approvals.decide_approval(monitor, AGENT, "apr_0000000000000000", "approve", "self-serve")
 
-    done = ws.run("audit", "list", "--limit", "3")
+    done = ws.run("audit", "list", "--limit", "4")
 
     assert done.returncode == 0, done.stderr
     rows = table_rows(done.stdout)
-    assert len(rows) == 3
+    assert len(rows) == 4
+    # The newest row is the audit checkpoint that monitor wrote when it closed (the monitor's own row).
+    assert [rows[3][0], *rows[3][3:5]] == ["5", "incident-monitor:audit", "audit_checkpoint_written"]
     # columns: seq, date, time, principal, action, decision, …
     assert [rows[0][0], *rows[0][3:6]] == ["2", "local-agent", "list_incidents", "allow"]
     assert [rows[1][0], *rows[1][3:6]] == ["3", "local-agent", "decide_approval", "deny"]

@@ -8,6 +8,7 @@ the routing code cannot produce (an unready destination failing open) are built 
 from __future__ import annotations
 
 import sqlite3
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -35,8 +36,12 @@ CARDS = [{"kind": "agent", "subject": "local-agent", **COMPLETE_CARD}, {"kind": 
 
 
 def clean_config(**overrides: Any) -> dict[str, Any]:
-    """flow_config with complete deployment cards: no rule fires on it (with the webhook secret set)."""
-    return flow_config(deployment_cards=CARDS, **overrides)
+    """flow_config with complete deployment cards and a retention policy: no rule fires on it (with the webhook
+    secret set)."""
+    return flow_config(deployment_cards=CARDS, retention=RETENTION, **overrides)
+
+
+RETENTION = {"incidents_days": 365, "audit_days": 730}
 
 
 def evidence(monitor: Monitor) -> posture.PostureEvidence:
@@ -258,7 +263,7 @@ def test_incomplete_deployment_cards(make_monitor: MonitorFactory) -> None:
 
 
 def test_rules_and_min_severity_select_what_is_reported(make_monitor: MonitorFactory) -> None:
-    monitor = make_monitor(flow_config())  # no cards: one high and one medium card finding
+    monitor = make_monitor(flow_config(retention=RETENTION))  # no cards: one high and one medium card finding
 
     everything = posture.run_posture_checks(monitor, OPERATOR, tool_catalog())
     high_only = posture.run_posture_checks(monitor, OPERATOR, tool_catalog(), min_severity=Severity.high)
@@ -278,3 +283,25 @@ def test_rules_and_min_severity_select_what_is_reported(make_monitor: MonitorFac
 def test_posture_needs_the_governance_scope(make_monitor: MonitorFactory) -> None:
     with pytest.raises(PermissionDenied, match="incident_monitor:governance"):
         posture.run_posture_checks(make_monitor(clean_config()), AGENT, tool_catalog())
+
+
+# --- evidence lifecycle and the audit key (issue 12) ------------------------------------------------
+
+
+def test_no_retention_policy_is_a_finding(make_monitor: MonitorFactory, tmp_path: Path) -> None:
+    findings = fired(make_monitor(flow_config()), "retention_policy_missing")
+
+    assert [(f.rule_id, f.severity) for f in findings] == [("retention_policy_missing", Severity.medium)]
+    assert "[retention]" in findings[0].recommendation
+    assert fired(make_monitor(clean_config(), data_dir=tmp_path / "with-policy"), "retention_policy_missing") == []
+
+
+def test_an_audit_key_inside_the_data_dir_is_a_finding(make_monitor: MonitorFactory, tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    inside = make_monitor(clean_config(audit={"key_file": str(data_dir / "audit-keys.json")}), data_dir=data_dir)
+    outside = make_monitor(clean_config(), data_dir=tmp_path / "other")
+
+    findings = fired(inside, "audit-key-inside-data-dir")
+    assert [(f.rule_id, f.severity) for f in findings] == [("audit-key-inside-data-dir", Severity.high)]
+    assert "outside the data dir" in findings[0].recommendation
+    assert fired(outside, "audit-key-inside-data-dir") == []

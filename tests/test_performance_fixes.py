@@ -14,7 +14,7 @@ from sqlmodel import select
 from conftest import MonitorFactory, call_while_a_writer_holds_the_lock
 from incident_monitor.domain.models import AuditEvent, Incident
 from incident_monitor.server.http_app import bind_socket
-from incident_monitor.service.audit_chain import verify_chain
+from incident_monitor.service.audit_checkpoints import verify_audit_log
 from incident_monitor.service.tokens import LAST_USED_RESOLUTION, last_use_due
 from incident_monitor.store.engine import DATABASE_FILENAME, dispose_engine, open_engine
 
@@ -102,7 +102,7 @@ def test_concurrent_reports_from_threads_are_all_stored_and_audited(make_monitor
         assert sorted(i.occurrence_count for i in incidents) == [18] * 5
         reports = session.exec(select(AuditEvent).where(AuditEvent.action == "report_incident")).all()
         assert len(reports) == 90
-        assert verify_chain(session).ok
+        assert verify_audit_log(monitor, session).ok
 
 
 def test_the_server_and_the_benchmark_floors_run_on_one_uvicorn_stack() -> None:

@@ -185,10 +185,11 @@ def runtime_failure(**overrides: Any) -> dict[str, Any]:
 
 def last_audit_row(data_dir: Path) -> tuple[str, str, str]:
     with sqlite3.connect(data_dir / DATABASE) as db:
-        # The caller's own last decision (a refusal is followed by the self-monitor's incident report).
+        # The caller's own last decision (a refusal is followed by the self-monitor's incident report, and the
+        # server's shutdown by its audit checkpoint).
         row = db.execute(
-            "SELECT principal, action, decision FROM audit_events WHERE principal != 'system:self-monitor' "
-            "ORDER BY seq DESC LIMIT 1"
+            "SELECT principal, action, decision FROM audit_events "
+            "WHERE principal NOT IN ('system:self-monitor', 'incident-monitor:audit') ORDER BY seq DESC LIMIT 1"
         ).fetchone()
     return row
 

@@ -259,6 +259,37 @@ class LogSourceSettings(_Strict):
         return path
 
 
+class AuditSettings(_Strict):
+    """Tamper evidence beyond the database (service/audit_keys.py, service/audit_checkpoints.py).
+
+    The key MACs every audit row and signs checkpoints; it never goes in the database. Both files
+    belong outside the data dir (posture reports a key inside it).
+    """
+
+    # JSON key file; INCIDENT_MONITOR_AUDIT_KEY / INCIDENT_MONITOR_AUDIT_KEY_FILE win over it.
+    key_file: Path | None = None
+    # Append-only JSON lines of signed checkpoints; default: checkpoints/<data dir digest>.jsonl beside the key file.
+    checkpoint_file: Path | None = None
+    # A signed checkpoint of the chain's head every this many audit rows (also on `audit verify` and shutdown).
+    checkpoint_every: int = Field(1_000, ge=1, le=1_000_000)
+    # Also send each checkpoint to this destination (kind telemetry or webhook), a copy out of the host's reach.
+    checkpoint_destination: str | None = None
+
+
+class RetentionSettings(_Strict):
+    """How long evidence is kept, in days per kind; unset kinds are kept forever.
+
+    Incidents, drafts, approvals and receipts past their age are deleted (closed incidents only, with
+    their drafts, approvals and receipts); audit rows are archived to a file with a signed checkpoint
+    first, never dropped silently.
+    """
+
+    incidents_days: int | None = Field(None, ge=1, le=36_500)
+    audit_days: int | None = Field(None, ge=1, le=36_500)
+    # Where archived audit rows go (JSON lines); default: archive/ beside the checkpoint file.
+    archive_dir: Path | None = None
+
+
 class MonitorConfig(_Strict):
     destinations: list[DestinationSettings] = Field(default_factory=list)
     routes: list[Route] = Field(default_factory=list)
@@ -274,6 +305,8 @@ class MonitorConfig(_Strict):
     http: HttpSettings = Field(default_factory=HttpSettings)
     workspace: WorkspaceSettings | None = None
     sources: list[LogSourceSettings] = Field(default_factory=list)
+    audit: AuditSettings = Field(default_factory=AuditSettings)
+    retention: RetentionSettings | None = None
 
     @model_validator(mode="after")
     def _references_resolve(self) -> MonitorConfig:
@@ -303,6 +336,14 @@ class MonitorConfig(_Strict):
             )
         self._projects_resolve(known)
         self._sources_resolve()
+        checkpoint_to = self.audit.checkpoint_destination
+        if checkpoint_to is not None:
+            kinds = {d.id: d.kind for d in self.destinations}
+            if kinds.get(checkpoint_to) not in ("telemetry", "webhook"):
+                raise ValueError(
+                    f"audit.checkpoint_destination: '{checkpoint_to}' is not a telemetry or webhook destination; "
+                    f"use one of: {', '.join(i for i, k in kinds.items() if k in ('telemetry', 'webhook')) or '(none)'}"
+                )
         return self
 
     def _sources_resolve(self) -> None:

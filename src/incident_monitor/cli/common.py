@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,9 @@ from pydantic import BaseModel
 from incident_monitor.locations import Locations, find_locations
 from incident_monitor.logging_setup import LOG_FORMATS, LOG_LEVELS
 from incident_monitor.service import self_monitoring
+from incident_monitor.service.audit_keys import KEY_FILE_ENV
 from incident_monitor.service.monitor import Monitor
+from incident_monitor.service.publishing import attach_checkpoint_delivery
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -35,6 +38,13 @@ def _global_options() -> argparse.ArgumentParser:
         type=Path,
         default=argparse.SUPPRESS,
         help="data directory (else $INCIDENT_MONITOR_DATA_DIR, else the one `incident-monitor init` made)",
+    )
+    where.add_argument(
+        "--audit-key-file",
+        type=Path,
+        default=argparse.SUPPRESS,
+        help="audit key file, outside the data dir (else $INCIDENT_MONITOR_AUDIT_KEY_FILE, else [audit] key_file, "
+        "else the user config dir); see docs/security.md",
     )
     where.add_argument(
         "--log-level",
@@ -108,9 +118,17 @@ def locate(args: argparse.Namespace) -> Locations:
     )
 
 
+def use_audit_key_file(args: argparse.Namespace) -> None:
+    """``--audit-key-file`` becomes the variable the key loader reads (a one-shot process)."""
+    if getattr(args, "audit_key_file", None) is not None:
+        os.environ[KEY_FILE_ENV] = str(args.audit_key_file)
+
+
 def open_monitor(args: argparse.Namespace) -> Monitor:
-    """The monitor at the command's locations; closed by ``main`` when the command returns."""
-    monitor = self_monitoring.attach(Monitor.at(locate(args)))
+    """The monitor at the command's locations; closed by ``main`` when the command returns (which writes the
+    audit checkpoint of what the command recorded)."""
+    use_audit_key_file(args)
+    monitor = attach_checkpoint_delivery(self_monitoring.attach(Monitor.at(locate(args))))
     args.opened.append(monitor)
     return monitor
 

@@ -115,6 +115,9 @@ def cmd_init(args: argparse.Namespace) -> int:
     config.parent.mkdir(parents=True, exist_ok=True)
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     config.write_text(config_template(), encoding="utf-8")
+    if not secrets_file.exists():
+        # Marks the directory private before the monitor opens: the default audit key is created beside it.
+        write_private(secrets_file, "")
     monitor = Monitor.open(config_path=config, data_dir=data_dir)
     try:
         token = _issue_http_token(monitor)

@@ -6,12 +6,13 @@ import argparse
 import sys
 from typing import Any
 
-from incident_monitor.cli.common import EXIT_USAGE, add_command, locate
+from incident_monitor.cli.common import EXIT_USAGE, add_command, locate, use_audit_key_file
 from incident_monitor.config import Settings
 from incident_monitor.errors import ConfigError
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    use_audit_key_file(args)
     try:
         found = locate(args)
     except ConfigError as exc:
@@ -28,9 +29,10 @@ def _serve_http(args: argparse.Namespace, found: Any) -> int:
     from incident_monitor.server.http_app import HttpOptions, serve_http
     from incident_monitor.service import self_monitoring
     from incident_monitor.service.monitor import Monitor
+    from incident_monitor.service.publishing import attach_checkpoint_delivery
 
     try:
-        monitor = self_monitoring.attach(Monitor.at(found))
+        monitor = attach_checkpoint_delivery(self_monitoring.attach(Monitor.at(found)))
     except ConfigError as exc:
         print(f"incident-monitor: cannot start: {exc.message}", file=sys.stderr)
         return EXIT_USAGE

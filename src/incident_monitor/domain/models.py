@@ -209,6 +209,10 @@ class AuditEventBase(SQLModel):
     run_id: str | None = Field(default=None, index=True)
     prev_hash: str
     hash: str
+    # The keyed MAC over seq and hash (service/audit_chain.py) and the id of the key that made it;
+    # empty only on rows written before keyed MACs, until the first open seals them.
+    key_id: str | None = None
+    mac: str | None = None
 
 
 class AuditEvent(AuditEventBase, table=True):

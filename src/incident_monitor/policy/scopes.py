@@ -57,6 +57,10 @@ ACTION_SCOPES: dict[str, frozenset[str]] = {
     "list_sources": frozenset({READ}),
     "reset_source_offset": frozenset({ADMIN}),
     "replay_source": frozenset({ADMIN}),
+    # Evidence lifecycle (issue 12): the audit key, exports of the evidence, retention.
+    "rotate_audit_key": frozenset({ADMIN}),
+    "export_evidence": frozenset({GOVERNANCE}),
+    "apply_retention": frozenset({ADMIN}),
 }
 
 

@@ -243,4 +243,5 @@ def serve_http(monitor: Monitor, options: HttpOptions, announce: Callable[[str],
     # log_config=None, log_level=None: uvicorn keeps to the handlers and levels logging_setup configured.
     config = uvicorn.Config(app, log_config=None, log_level=None, lifespan="on", http=UVICORN_HTTP, loop=UVICORN_LOOP)
     uvicorn.Server(config).run(sockets=[sock])
+    monitor.close()  # runs the close hooks: the shutdown audit checkpoint (service/audit_checkpoints.py)
     return 0

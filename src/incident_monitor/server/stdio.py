@@ -15,7 +15,7 @@ from incident_monitor.service import self_monitoring
 from incident_monitor.service.log_sources import announce_sources
 from incident_monitor.service.log_tailing import LogSourceRunner
 from incident_monitor.service.monitor import Monitor
-from incident_monitor.service.publishing import recover_pending
+from incident_monitor.service.publishing import attach_checkpoint_delivery, recover_pending
 
 logger = logging.getLogger(__name__)
 
@@ -23,7 +23,7 @@ logger = logging.getLogger(__name__)
 def serve_stdio(settings: Settings) -> int:
     # stdout carries the protocol: everything human goes to stderr.
     try:
-        monitor = self_monitoring.attach(Monitor.from_settings(settings))
+        monitor = attach_checkpoint_delivery(self_monitoring.attach(Monitor.from_settings(settings)))
     except ConfigError as exc:
         print(f"incident-monitor: cannot start: {exc.message}", file=sys.stderr)
         return 2
@@ -43,4 +43,5 @@ def serve_stdio(settings: Settings) -> int:
     with LogSourceRunner(monitor):
         announce_sources(monitor)
         server.run()
+    monitor.close()  # runs the close hooks: the shutdown audit checkpoint (service/audit_checkpoints.py)
     return 0

@@ -1,12 +1,18 @@
-"""The append-only, hash-chained audit log.
+"""The append-only, hash-chained audit log, each row sealed with a keyed MAC.
 
 Each row's hash covers its fields and the previous row's hash, so editing or deleting any row
-breaks every hash after it; ``verify_chain`` finds the first break.
+breaks every hash after it. Each row also carries an HMAC-SHA256 over its seq, hash and key id,
+made with the audit key (service/audit_keys.py), which never enters the database: whoever can write
+the database but not read the key cannot re-hash the chain after an edit. Deleting rows from the end
+is caught by the signed checkpoints outside the database (service/audit_checkpoints.py), which
+``verify_audit_log`` (service/audit_checkpoints.py) checks the rows against.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import hmac
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -17,12 +23,16 @@ from sqlmodel import Session, col, select
 from incident_monitor.domain.enums import Decision
 from incident_monitor.domain.evidence import sha256_hex
 from incident_monitor.domain.models import AuditEvent, AuditEventBase, table_of
+from incident_monitor.service.audit_keys import AuditKey, AuditKeyring
 
 GENESIS_HASH = "0" * 64
+# The row the first append under a new current key writes before its own: the only place the key may change.
+ROTATION_ACTION = "audit_key_rotated"
+SYSTEM_PRINCIPAL = "incident-monitor:audit"
 
 _TABLE = table_of(AuditEvent)
 _COLUMNS = tuple(column.name for column in _TABLE.columns)
-_HEAD = select(_TABLE.c.seq, _TABLE.c.hash).order_by(_TABLE.c.seq.desc()).limit(1)
+_HEAD = select(_TABLE.c.seq, _TABLE.c.hash, _TABLE.c.key_id).order_by(_TABLE.c.seq.desc()).limit(1)
 _INSERT = insert(_TABLE)
 
 
@@ -46,8 +56,47 @@ def _row_hash(event: AuditEventBase, prev_hash: str) -> str:
     return sha256_hex(fields)
 
 
+def row_mac(key: AuditKey, seq: int, row_hash: str) -> str:
+    return key.mac(f"incident-monitor audit row\n{seq}\n{row_hash}\n{key.key_id}".encode())
+
+
+def _build(
+    seq: int,
+    prev_hash: str,
+    key: AuditKey,
+    *,
+    at: datetime,
+    principal: str,
+    action: str,
+    decision: Decision,
+    reasons: list[str],
+    digest: str,
+    subject_id: str | None,
+    run_id: str | None,
+) -> AuditEventBase:
+    event = AuditEventBase.model_construct(
+        seq=seq,
+        at=at,
+        principal=principal,
+        action=action,
+        decision=decision,
+        reasons=reasons,
+        arguments_digest=digest,
+        subject_id=subject_id,
+        run_id=run_id,
+        prev_hash=prev_hash,
+        hash="",
+        key_id=key.key_id,
+        mac=None,
+    )
+    event.hash = _row_hash(event, prev_hash)
+    event.mac = row_mac(key, seq, event.hash)
+    return event
+
+
 def append_audit(
     session: Session,
+    keyring: AuditKeyring,
     *,
     at: datetime,
     principal: str,
@@ -68,20 +117,38 @@ def append_audit(
     connection = session.connection()
     head = connection.execute(_HEAD).first()
     prev_hash = head.hash if head is not None else GENESIS_HASH
-    event = AuditEventBase.model_construct(
-        seq=(head.seq if head is not None else 0) + 1,
+    seq = (head.seq if head is not None else 0) + 1
+    key = keyring.current
+    if head is not None and head.key_id is not None and head.key_id != key.key_id:
+        # The first row under a new key says so, so a verifier accepts the change of key here and nowhere else.
+        rotation = _build(
+            seq,
+            prev_hash,
+            key,
+            at=at,
+            principal=SYSTEM_PRINCIPAL,
+            action=ROTATION_ACTION,
+            decision=Decision.allow,
+            reasons=[f"new key {key.key_id}", f"previous key {head.key_id}"],
+            digest=arguments_digest({}),
+            subject_id=None,
+            run_id=None,
+        )
+        connection.execute(_INSERT, {name: getattr(rotation, name) for name in _COLUMNS})
+        prev_hash, seq = rotation.hash, seq + 1
+    event = _build(
+        seq,
+        prev_hash,
+        key,
         at=at,
         principal=principal,
         action=action,
         decision=decision,
         reasons=list(reasons),
-        arguments_digest=arguments_digest(arguments),
+        digest=arguments_digest(arguments),
         subject_id=subject_id,
         run_id=run_id,
-        prev_hash=prev_hash,
-        hash="",
     )
-    event.hash = _row_hash(event, prev_hash)
     connection.execute(_INSERT, {name: getattr(event, name) for name in _COLUMNS})
     return event
 
@@ -92,35 +159,116 @@ class AuditVerification(BaseModel):
     first_broken_seq: int | None = None
     problem: str | None = None
     head_hash: str | None = None
+    head_seq: int | None = None
+    # Incremental checks start after the last signed checkpoint; rows_read says how much was read.
+    from_seq: int = 0
+    rows_read: int = 0
+    checkpoints_checked: int = 0
+    last_checkpoint_seq: int | None = None
 
 
-def verify_chain(session: Session, *, batch: int = 5_000) -> AuditVerification:
-    prev_hash = GENESIS_HASH
-    checked = 0
-    last_seq = 0
+# The row recording that a checkpoint was written; the checkpoint signs this row itself, so a
+# checkpoint file that lost that line no longer matches the chain.
+CHECKPOINT_ACTION = "audit_checkpoint_written"
+
+
+@dataclass
+class ChainWalker:
+    """Checks rows one by one, in seq order, against the row before and the key ring.
+
+    Without a key ring (an offline check of an export) MACs are not checked: the hashes and the
+    checkpoint signatures still are.
+    """
+
+    keyring: AuditKeyring | None
+    prev_hash: str = GENESIS_HASH
+    prev_seq: int = 0
+    prev_key_id: str | None = None
+    checked: int = 0
+    # Rows from before keyed MACs (an upgrade) pass unsealed, but only as a prefix and only while no
+    # checkpoint exists: the first checkpoint seals them (seal_unsealed_rows), after which none may lack one.
+    allow_unsealed_prefix: bool = False
+    checkpoint_hashes: dict[int, str] = field(default_factory=dict)  # seq -> hash the signed checkpoint binds
+    recorded_checkpoints: set[int] = field(default_factory=set)  # seqs the chain says were checkpointed
+
+    def check(self, event: AuditEventBase) -> str | None:
+        """The problem with this row, or None (and the walker moves past it)."""
+        seq = event.seq or 0
+        if event.prev_hash != self.prev_hash:
+            return "prev_hash does not match the previous event (an event was removed or reordered)"
+        if seq != self.prev_seq + 1:
+            return f"seq {self.prev_seq + 1} is missing (rows were deleted or renumbered)"
+        if event.hash != _row_hash(event, self.prev_hash):
+            return "hash does not match the event's contents (the event was modified)"
+        problem = self._check_mac(event)
+        if problem:
+            return problem
+        expected = self.checkpoint_hashes.get(seq)
+        if expected is not None and expected != event.hash:
+            return "the event differs from the signed checkpoint of this seq (the chain was rewritten)"
+        if event.action == CHECKPOINT_ACTION:
+            self.recorded_checkpoints.add(seq)
+        self.prev_hash, self.prev_seq, self.prev_key_id = event.hash, seq, event.key_id
+        self.checked += 1
+        return None
+
+    def _check_mac(self, event: AuditEventBase) -> str | None:
+        if event.mac is None and self.allow_unsealed_prefix and self.prev_key_id is None:
+            return None
+        if event.mac is None or event.key_id is None:
+            return "the event has no MAC (written or rewritten without the audit key)"
+        if self.prev_key_id is not None and event.key_id != self.prev_key_id:
+            rotation = event.action == ROTATION_ACTION and f"previous key {self.prev_key_id}" in event.reasons
+            if not rotation:
+                return f"the key changes from {self.prev_key_id} to {event.key_id} without a rotation record"
+        return self.mac_problem(event)
+
+    def mac_problem(self, event: AuditEventBase) -> str | None:
+        """The row's MAC against the key ring (None without one: an offline check)."""
+        if event.mac is None or event.key_id is None:
+            return "the event has no MAC (written or rewritten without the audit key)"
+        if self.keyring is None:
+            return None
+        key = self.keyring.get(event.key_id)
+        if key is None:
+            return f"the event is sealed with key {event.key_id}, which is not in the key ring (a replaced key?)"
+        if not hmac.compare_digest(event.mac, row_mac(key, event.seq or 0, event.hash)):
+            return "the MAC does not verify (the event was re-hashed or sealed without the audit key)"
+        return None
+
+    def start_after(self, seq: int, row_hash: str, key_id: str | None) -> None:
+        self.prev_seq, self.prev_hash, self.prev_key_id = seq, row_hash, key_id
+
+
+def read_rows(session: Session, *, after: int, batch: int = 5_000) -> Iterator[AuditEventBase]:
+    """Rows after ``after`` in seq order, read in batches."""
+    last = after
     while True:
         rows = session.exec(
-            select(AuditEvent).where(col(AuditEvent.seq) > last_seq).order_by(col(AuditEvent.seq)).limit(batch)
+            select(AuditEvent).where(col(AuditEvent.seq) > last).order_by(col(AuditEvent.seq)).limit(batch)
         ).all()
         if not rows:
-            break
-        for event in rows:
-            assert event.seq is not None
-            if event.prev_hash != prev_hash:
-                return AuditVerification(
-                    ok=False,
-                    events_checked=checked,
-                    first_broken_seq=event.seq,
-                    problem="prev_hash does not match the previous event (an event was removed or reordered)",
-                )
-            if event.hash != _row_hash(event, prev_hash):
-                return AuditVerification(
-                    ok=False,
-                    events_checked=checked,
-                    first_broken_seq=event.seq,
-                    problem="hash does not match the event's contents (the event was modified)",
-                )
-            prev_hash = event.hash
-            last_seq = event.seq
-            checked += 1
-    return AuditVerification(ok=True, events_checked=checked, head_hash=prev_hash if checked else None)
+            return
+        yield from rows
+        last = rows[-1].seq or last
+
+
+def chain_head(session: Session) -> tuple[int, str | None, str | None]:
+    """(seq, hash, key_id) of the newest row, (0, None, None) when there is none."""
+    head = session.connection().execute(_HEAD).first()
+    return (head.seq, head.hash, head.key_id) if head is not None else (0, None, None)
+
+
+def seal_unsealed_rows(session: Session, keyring: AuditKeyring) -> int:
+    """MAC the rows written before keyed MACs existed (an upgrade); returns how many.
+
+    Only called while no checkpoint exists yet: once one does, an unsealed row is a finding, so
+    stripping MACs cannot be laundered by reopening.
+    """
+    key = keyring.current
+    rows = session.exec(select(AuditEvent).where(col(AuditEvent.mac).is_(None)).order_by(col(AuditEvent.seq))).all()
+    for row in rows:
+        row.key_id = key.key_id
+        row.mac = row_mac(key, row.seq or 0, row.hash)
+        session.add(row)
+    return len(rows)

@@ -31,6 +31,7 @@ from incident_monitor.policy.engine import check_action
 from incident_monitor.policy.principal import Principal
 from incident_monitor.policy.redaction import contains_secret
 from incident_monitor.policy.scopes import required_scopes
+from incident_monitor.service import audit_checkpoints
 from incident_monitor.service.audit_chain import append_audit
 from incident_monitor.service.monitor import DecisionRecord, Monitor
 from incident_monitor.service.run_links import related_run
@@ -141,6 +142,7 @@ def record_decision(
     with monitor.session() as session:
         append_audit(
             session,
+            monitor.audit_keys,
             at=monitor.clock(),
             principal=principal.name,
             action=action,
@@ -158,6 +160,7 @@ def record_decision(
 
 def tell_listeners(monitor: Monitor, record: DecisionRecord) -> None:
     """After the decision's commit: a listener's own work (a self-monitoring report) is its own governed call."""
+    audit_checkpoints.after_decision(monitor)
     for listener in monitor.decision_listeners:
         listener(monitor, record)
 
@@ -229,6 +232,7 @@ def governed_call(
             )
             append_audit(
                 session,
+                monitor.audit_keys,
                 at=monitor.clock(),
                 principal=principal.name,
                 action=action,

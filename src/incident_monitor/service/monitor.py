@@ -25,8 +25,9 @@ from incident_monitor.domain.destination_state import read_disabled
 from incident_monitor.domain.enums import Decision
 from incident_monitor.domain.readiness import Readiness
 from incident_monitor.domain.types import utcnow
-from incident_monitor.locations import Locations, find_locations, load_secrets_file
+from incident_monitor.locations import SECRETS_FILE, Locations, find_locations, load_secrets_file
 from incident_monitor.policy.principal import Principal
+from incident_monitor.service.audit_keys import AuditKeyring, load_keyring
 from incident_monitor.store.engine import dispose_engine, open_engine, session_scope
 
 
@@ -47,6 +48,18 @@ class DecisionRecord:
 DecisionListener = Callable[["Monitor", DecisionRecord], None]
 
 
+def private_config_dir(config_path: Path | None) -> Path | None:
+    """The config's directory when it is a private one (``init``'s layout: a secrets file beside the config).
+
+    The default audit key goes there; a config in a shared place (the repo's examples/) does not get a key
+    written beside it: the user's config dir is used instead.
+    """
+    if config_path is None:
+        return None
+    directory = config_path.resolve().parent
+    return directory if (directory / SECRETS_FILE).exists() else None
+
+
 @dataclass
 class Monitor:
     config: MonitorConfig
@@ -56,6 +69,13 @@ class Monitor:
     destinations: dict[str, DestinationAdapter[Any]]
     clock: Callable[[], datetime] = field(default=utcnow)
     decision_listeners: list[DecisionListener] = field(default_factory=list)
+    # MACs audit rows and signs checkpoints (service/audit_keys.py); a scratch monitor gets a throwaway one.
+    audit_keys: AuditKeyring = field(default_factory=AuditKeyring.ephemeral)
+    audit_rows_since_checkpoint: int = 0
+    # Run by close(), before the database closes (the audit checkpoint on shutdown).
+    on_close: list[Callable[[Monitor], None]] = field(default_factory=list)
+    # Each signed audit checkpoint (as JSON) goes to these too: publishing.attach_checkpoint_delivery.
+    checkpoint_sinks: list[Callable[[Monitor, dict[str, Any]], object]] = field(default_factory=list)
 
     @classmethod
     def open(
@@ -75,6 +95,7 @@ class Monitor:
             data_dir=data_dir,
             destinations=build_adapters(list(config.destinations), data_dir),
             clock=clock,
+            audit_keys=load_keyring(config.audit, private_config_dir(config_path)),
         )
 
     @classmethod
@@ -109,4 +130,7 @@ class Monitor:
             yield session
 
     def close(self) -> None:
+        for hook in list(self.on_close):
+            hook(self)
+        self.on_close.clear()
         dispose_engine(self.engine)

@@ -11,8 +11,11 @@ same idempotent adapter call. Publishing an already published draft returns its 
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Protocol, TypeVar
@@ -251,6 +254,7 @@ def settle(monitor: Monitor, principal: Principal, receipt_id: str, outcome: Pub
             session.add(incident)
         append_audit(
             session,
+            monitor.audit_keys,
             at=now,
             principal=principal.name,
             action="publish_draft.outcome",
@@ -363,3 +367,71 @@ async def recover_pending(monitor: Monitor, *, run: WorkerRunner = in_thread) ->
         outcome = await deliver(monitor, request, permit)
         await run(settle, monitor, RECOVERY_PRINCIPAL, receipt_id, outcome)
     return [receipt_id for receipt_id, _, _ in work]
+
+
+# --- audit checkpoints -------------------------------------------------------------------------------
+
+
+def send_checkpoint(monitor: Monitor, checkpoint: dict[str, Any]) -> bool:
+    """A copy of the checkpoint to a telemetry or webhook destination, beyond this host's reach.
+
+    The destination's own adapter, under a permit minted for exactly this checkpoint; idempotent on
+    the checkpoint (a resend is one line / the same webhook-id). A failure is logged, never raised:
+    the file copy is written already and the next checkpoint covers this one's rows too.
+    """
+    destination_id = monitor.config.audit.checkpoint_destination
+    if destination_id is None:
+        return False
+    adapter = monitor.destinations.get(destination_id)
+    if adapter is None:
+        logger.error("audit checkpoint destination %s is not configured", destination_id)
+        return False
+    evidence = dict(checkpoint)
+    digest = "sha256:" + sha256_hex(evidence)
+    seq, row_hash = evidence["seq"], str(evidence["hash"])
+    key = f"audit-checkpoint:{seq}:{row_hash[:16]}"
+    receipt_id = f"checkpoint-{seq}-{row_hash[:12]}"
+    request = PublishRequest(
+        receipt_id=receipt_id,
+        idempotency_key=key,
+        draft_id=receipt_id,
+        incident_id="audit-checkpoint",
+        destination_id=destination_id,
+        route_id=None,
+        title=f"Audit checkpoint: seq {seq}",
+        body=json.dumps(evidence, sort_keys=True),
+        severity="low",
+        labels=["audit-checkpoint"],
+        fingerprint="audit-checkpoint",
+        evidence=evidence,
+        evidence_digest=digest,
+    )
+    permit = issue_permit(
+        receipt_id=receipt_id, destination_id=destination_id, evidence_digest=digest, idempotency_key=key
+    )
+    try:
+        outcome = _run_to_completion(adapter.publish, request, permit)
+    except Exception:
+        logger.exception("audit checkpoint to %s failed", destination_id)
+        return False
+    if outcome.status == "failed":
+        logger.error("audit checkpoint to %s failed: %s", destination_id, outcome.error)
+        return False
+    return True
+
+
+def _run_to_completion(function: Callable[..., Awaitable[T]], *args: object) -> T:
+    """Run a coroutine from synchronous code: on this thread, or on another when this one runs an event loop."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return anyio.run(partial(function, *args))
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(anyio.run, partial(function, *args)).result()
+
+
+def attach_checkpoint_delivery(monitor: Monitor) -> Monitor:
+    """Send each signed audit checkpoint to ``[audit] checkpoint_destination`` (where a monitor is assembled)."""
+    if send_checkpoint not in monitor.checkpoint_sinks:
+        monitor.checkpoint_sinks.append(send_checkpoint)
+    return monitor

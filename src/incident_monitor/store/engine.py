@@ -12,14 +12,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Index, event
+from sqlalchemy import Index, event, inspect
 from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Session, SQLModel, create_engine
 
 from incident_monitor.domain import destination_state as _destination_state  # noqa: F401  (registers the table)
 from incident_monitor.domain import log_source_state as _log_source_state  # noqa: F401  (registers the tables)
 from incident_monitor.domain import models as _models  # noqa: F401  (registers the tables)
-from incident_monitor.domain.models import Incident, table_of
+from incident_monitor.domain.models import AuditEvent, Incident, table_of
 from incident_monitor.store.group_commit import GroupCommit
 
 DATABASE_FILENAME = "incident-monitor.sqlite3"
@@ -29,7 +29,10 @@ _group_commits: weakref.WeakKeyDictionary[Engine, GroupCommit] = weakref.WeakKey
 # Indexes added after the first release: create_all only creates missing tables, so these are
 # created IF NOT EXISTS at every open and older databases get them too.
 _INCIDENTS = table_of(Incident)
+_AUDIT = table_of(AuditEvent)
 _LATER_INDEXES = (
+    # Posture's recent denials (decision = deny, at >= since) without scanning the whole audit log.
+    Index("ix_audit_events_decision_at", _AUDIT.c.decision, _AUDIT.c.at),
     # list_incidents filtered by status and severity, newest first (a page from 10^6 rows in ms).
     Index(
         "ix_incidents_status_severity_last_seen",
@@ -39,6 +42,22 @@ _LATER_INDEXES = (
         _INCIDENTS.c.incident_id,
     ),
 )
+
+
+# Columns added after the first release (create_all leaves existing tables alone): (table, column, SQL type).
+_LATER_COLUMNS = (
+    ("audit_events", "key_id", "VARCHAR"),
+    ("audit_events", "mac", "VARCHAR"),
+)
+
+
+def _add_later_columns(connection: Connection) -> None:
+    present = {
+        (table, column["name"]) for table, _, _ in _LATER_COLUMNS for column in inspect(connection).get_columns(table)
+    }
+    for table, column, sql_type in _LATER_COLUMNS:
+        if (table, column) not in present:
+            connection.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {column} {sql_type}")
 
 
 def _sqlite_pragmas(dbapi_connection: sqlite3.Connection, _record: Any) -> None:
@@ -81,6 +100,7 @@ def open_engine(data_dir: Path, url: str | None = None) -> Engine:
     with engine.begin() as connection:
         for index in _LATER_INDEXES:
             index.create(connection, checkfirst=True)
+        _add_later_columns(connection)
     _group_commits[engine] = GroupCommit(engine)
     return engine
 

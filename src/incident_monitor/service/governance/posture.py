@@ -20,7 +20,9 @@ from incident_monitor.domain.models import AuditEvent, Draft, Receipt
 from incident_monitor.errors import InvalidInput
 from incident_monitor.policy.principal import Principal
 from incident_monitor.policy.scopes import APPROVE, PUBLISH
-from incident_monitor.service.audit_chain import AuditVerification, verify_chain
+from incident_monitor.service.audit_chain import AuditVerification
+from incident_monitor.service.audit_checkpoints import verify_audit_log
+from incident_monitor.service.audit_keys import is_inside
 from incident_monitor.service.governance.cards import CARD_RULE_ID, build_cards
 from incident_monitor.service.governance.findings import Finding, count_by_severity, sort_findings
 from incident_monitor.service.governance.inventory import AuthorityInventory, ToolEntry, collect_inventory, is_usable
@@ -54,6 +56,10 @@ class PostureEvidence(BaseModel):
     publish_records: list[PublishRecord]
     audit_chain: AuditVerification
     card_findings: list[Finding]
+    # Where the audit key is kept (never the key) and whether that is inside the data dir.
+    audit_key_source: str = ""
+    audit_key_inside_data_dir: bool = False
+    retention_configured: bool = True
 
 
 class PostureReport(BaseModel):
@@ -253,6 +259,40 @@ def audit_chain_broken(e: PostureEvidence) -> list[Finding]:
     ]
 
 
+def audit_key_inside_data_dir(e: PostureEvidence) -> list[Finding]:
+    if not e.audit_key_inside_data_dir:
+        return []
+    return [
+        Finding(
+            rule_id="audit-key-inside-data-dir",
+            severity=Severity.high,
+            title="The audit key is kept inside the data dir",
+            detail=f"{e.audit_key_source}: whoever can copy or rewrite the database can also re-seal the audit "
+            "chain and sign checkpoints",
+            evidence_refs=["config:audit.key_file"],
+            recommendation="move the key file outside the data dir (audit.key_file, INCIDENT_MONITOR_AUDIT_KEY_FILE) "
+            "or pass the key in INCIDENT_MONITOR_AUDIT_KEY; keep the old key file until its rows are archived",
+        )
+    ]
+
+
+def retention_policy_missing(e: PostureEvidence) -> list[Finding]:
+    if e.retention_configured:
+        return []
+    return [
+        Finding(
+            rule_id="retention_policy_missing",
+            severity=Severity.medium,
+            title="No retention policy: evidence is kept forever and never archived",
+            detail="incidents, drafts, approvals, receipts and audit rows grow without bound, and nothing says "
+            "how long reports (which may hold personal data) are kept",
+            evidence_refs=["config:retention"],
+            recommendation="add a [retention] section (incidents_days, audit_days) and run "
+            "`incident-monitor retention apply` on a schedule; export evidence first if it must outlive it",
+        )
+    ]
+
+
 def deployment_card_incomplete(e: PostureEvidence) -> list[Finding]:
     return list(e.card_findings)
 
@@ -277,6 +317,8 @@ RULES: dict[str, Rule] = {
         Rule("external-action-without-receipt", external_action_without_receipt),
         Rule("recurring-denied-action", recurring_denied_action),
         Rule("audit-chain-broken", audit_chain_broken),
+        Rule("audit-key-inside-data-dir", audit_key_inside_data_dir),
+        Rule("retention_policy_missing", retention_policy_missing),
         Rule(CARD_RULE_ID, deployment_card_incomplete),
     )
 }
@@ -363,8 +405,13 @@ def collect_evidence(monitor: Monitor, session: Session, tools: Sequence[ToolEnt
         denied_action_threshold=settings.denied_action_threshold,
         denied_actions=_denied_actions(session, since),
         publish_records=_publish_records(monitor, session),
-        audit_chain=verify_chain(session),
+        # Incremental: the rows since the last signed checkpoint, so posture costs the same at any history.
+        audit_chain=verify_audit_log(monitor, session, incremental=True),
         card_findings=build_cards(monitor.config, inventory).findings,
+        audit_key_source=monitor.audit_keys.source,
+        audit_key_inside_data_dir=monitor.audit_keys.key_file is not None
+        and is_inside(monitor.audit_keys.key_file, monitor.data_dir),
+        retention_configured=monitor.config.retention is not None,
     )
 
 
