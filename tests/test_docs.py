@@ -76,6 +76,16 @@ def _copy_of_the_repository(destination: Path) -> Path:
     node_modules = ROOT / "tools" / "node" / "node_modules"
     if node_modules.exists():
         (repo / "tools" / "node" / "node_modules").symlink_to(node_modules)
+    # The venv and Node tools this suite runs with are the ones the commands use: make must not try to
+    # reinstall them (the pages run offline), so their inputs are dated before the install stamps.
+    for stamp, inputs in (
+        (ROOT / ".venv" / ".installed-stamp", ["pyproject.toml"]),
+        (node_modules / ".installed-stamp", ["tools/node/package.json", "tools/node/package-lock.json"]),
+    ):
+        if stamp.exists():
+            before = stamp.stat().st_mtime - 60
+            for name in inputs:
+                os.utime(repo / name, (before, before))
     return repo
 
 
