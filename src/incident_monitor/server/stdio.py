@@ -6,6 +6,7 @@ import logging
 import sys
 
 import anyio
+from mcp.server import MCPServer
 
 from incident_monitor.config import Settings
 from incident_monitor.errors import ConfigError, CredentialError
@@ -38,5 +39,11 @@ def serve_stdio(settings: Settings) -> int:
         )
     server = build_mcp_server(monitor, principal)
     print(f"incident-monitor: serving stdio as {principal().name}; data in {monitor.data_dir}", file=sys.stderr)
-    server.run()
+    anyio.run(_serve, monitor, server)
     return 0
+
+
+async def _serve(monitor: Monitor, server: MCPServer) -> None:
+    # Downstream sessions live as long as the server: connected before the first request is read.
+    async with monitor.downstream.running():
+        await server.run_stdio_async()

@@ -27,6 +27,7 @@ from incident_monitor.domain.readiness import Readiness
 from incident_monitor.domain.types import utcnow
 from incident_monitor.locations import Locations, find_locations, load_secrets_file
 from incident_monitor.policy.principal import Principal
+from incident_monitor.service.downstream.connections import DownstreamConnections
 from incident_monitor.store.engine import dispose_engine, open_engine, session_scope
 
 
@@ -56,6 +57,12 @@ class Monitor:
     destinations: dict[str, DestinationAdapter]
     clock: Callable[[], datetime] = field(default=utcnow)
     decision_listeners: list[DecisionListener] = field(default_factory=list)
+    # Sessions with the guarded downstream MCP servers; connected by the serving transport (``running()``).
+    downstream: DownstreamConnections = field(default_factory=lambda: DownstreamConnections([]))
+
+    def __post_init__(self) -> None:
+        if not self.downstream and self.config.downstream:
+            self.downstream = DownstreamConnections(list(self.config.downstream))
 
     @classmethod
     def open(
