@@ -54,6 +54,28 @@ class DestinationStatus(BaseModel):
     last_published_at: datetime | None = None
 
 
+class DownstreamStatus(BaseModel):
+    id: str
+    connected: bool
+    allowed: list[str]
+    blocked: list[str]
+    error: str | None
+
+
+def downstream_status(monitor: Monitor) -> list[DownstreamStatus]:
+    """The guarded downstream MCP servers (tool names as the downstream calls them)."""
+    return [
+        DownstreamStatus(
+            id=c.id,
+            connected=c.connected,
+            allowed=sorted(c.tools.allowed),
+            blocked=sorted([*c.tools.blocked, *c.tools.not_read_only]),
+            error=c.last_error,
+        )
+        for c in monitor.downstream
+    ]
+
+
 class CallerView(BaseModel):
     principal: str
     scopes: list[str]
@@ -69,6 +91,7 @@ class StatusView(BaseModel):
     open_incidents: int
     pending_approvals: int
     caller: CallerView
+    downstream: list[DownstreamStatus]
     problems: list[str] = Field(description="What keeps the monitor from being fully ready, and what to fix.")
 
 
@@ -157,6 +180,12 @@ def get_status(monitor: Monitor, principal: Principal) -> StatusView:
             problems.append("no routes and no default destination configured: every publish would be blocked")
         if not publishing.destinations:
             problems.append("no destinations configured: add [[destinations]] to the config")
+        downstream = downstream_status(monitor)
+        problems.extend(
+            f"downstream '{d.id}' not connected ({d.error or 'connecting'}): its read tools are unavailable"
+            for d in downstream
+            if not d.connected
+        )
         open_count = session.exec(
             select(func.count()).select_from(Incident).where(col(Incident.status) != IncidentStatus.resolved)
         ).one()
@@ -181,5 +210,6 @@ def get_status(monitor: Monitor, principal: Principal) -> StatusView:
             open_incidents=open_count,
             pending_approvals=pending,
             caller=CallerView(principal=principal.name, scopes=sorted(principal.scopes)),
+            downstream=downstream,
             problems=problems,
         )
