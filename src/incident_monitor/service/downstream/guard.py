@@ -20,6 +20,7 @@ from sqlmodel import col, select
 from incident_monitor.domain.enums import Decision
 from incident_monitor.domain.models import AuditEvent
 from incident_monitor.errors import MonitorError, PermissionDenied
+from incident_monitor.policy.engine import check_action
 from incident_monitor.policy.principal import Principal
 from incident_monitor.policy.redaction import redact_json, redact_text
 from incident_monitor.policy.scopes import DOWNSTREAM_SEPARATOR
@@ -141,7 +142,8 @@ async def call_read_tool(
 ) -> CallToolResult:
     """An allowed read: scope check (a deny is audited), the call, then one audit row for the result."""
     name = resolution.canonical
-    await run(deny_if_not_allowed, monitor, principal, name, arguments)
+    if not check_action(principal, name).allowed:  # a pure check first: only a refusal needs the store
+        await run(deny_if_not_allowed, monitor, principal, name, arguments)
     connection = resolution.connection
     try:
         result = await connection.call(resolution.tool, arguments)
