@@ -21,7 +21,7 @@ import anyio
 from mcp.types import CallToolResult, Tool, ToolListChangedNotification
 
 from incident_monitor.config import DownstreamSettings
-from incident_monitor.egress.rules import EgressRefused, policy_for
+from incident_monitor.egress.rules import egress_refusal_in, policy_for
 from incident_monitor.policy.redaction import redact_text
 from incident_monitor.policy.scopes import DOWNSTREAM_SEPARATOR
 from incident_monitor.secret_ref import is_env_ref, resolve_secret
@@ -171,7 +171,7 @@ class DownstreamConnection:
                     self.last_error = f"no answer within timeout_seconds = {self.settings.timeout_seconds:g}"
                     logger.warning("downstream %s: %s", self.id, self.last_error)
             except Exception as exc:  # a broken downstream is a readiness problem, never a crash
-                refusal = _egress_refusal(exc)
+                refusal = egress_refusal_in(exc)
                 self.last_error = f"refused by egress rules: {refusal}" if refusal else describe_error(exc)
                 logger.warning("downstream %s: %s", self.id, self.last_error)
             finally:
@@ -211,22 +211,6 @@ class DownstreamConnection:
             self._reconnect = True
             self._wake.set()
             raise DownstreamUnavailable(f"downstream '{self.id}' failed on {tool}: {self.last_error}") from None
-
-
-def _egress_refusal(exc: BaseException) -> EgressRefused | None:
-    pending: list[BaseException] = [exc]
-    seen: set[int] = set()
-    while pending:
-        current = pending.pop()
-        if id(current) in seen:
-            continue
-        seen.add(id(current))
-        if isinstance(current, EgressRefused):
-            return current
-        if isinstance(current, BaseExceptionGroup):
-            pending.extend(current.exceptions)
-        pending.extend(e for e in (current.__cause__, current.__context__) if e is not None)
-    return None
 
 
 class DownstreamConnections:
