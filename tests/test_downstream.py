@@ -16,9 +16,13 @@ from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 import uvicorn
 from mcp import Client
+from mcp.server import MCPServer
+from mcp.server.mcpserver import Context
+from mcp.types import ToolAnnotations
 from sqlmodel import col, select
 
 from conftest import MonitorFactory, flow_config, principal
@@ -260,10 +264,7 @@ def test_config_refuses_a_downstream_without_one_transport_or_with_a_literal_sec
 # --- a downstream over Streamable HTTP: one of the tests' MCPServers on 127.0.0.1 ---------------------
 
 
-def lookup_server() -> Any:
-    from mcp.server import MCPServer
-    from mcp.types import ToolAnnotations
-
+def lookup_server() -> MCPServer:
     server = MCPServer(name="tickets")
 
     @server.tool(annotations=ToolAnnotations(read_only_hint=True))
@@ -330,3 +331,38 @@ async def test_a_downstream_over_streamable_http_goes_through_the_egress_guard(m
     connection = refused.downstream.by_id["tickets"]
     assert not connection.connected and "egress" in (connection.last_error or "")
     assert "tickets" in text
+
+
+def growing_server() -> MCPServer:
+    """A downstream whose ``lookup`` adds a ``lookup_archive`` tool and says so (tools/list_changed)."""
+    server = MCPServer(name="tickets")
+
+    def lookup_archive(ticket: str) -> str:
+        """Read an archived ticket."""
+        return f"archived {ticket}"
+
+    @server.tool(annotations=ToolAnnotations(read_only_hint=True))
+    async def lookup(ticket: str, ctx: Context) -> str:
+        """Read one ticket."""
+        server.add_tool(lookup_archive, annotations=ToolAnnotations(read_only_hint=True))
+        await ctx.session.send_tool_list_changed()
+        return f"ticket {ticket}: open"
+
+    return server
+
+
+async def test_a_list_changed_notification_refreshes_the_exposed_tools(make_monitor: MonitorFactory) -> None:
+    with serving_http(growing_server().streamable_http_app()) as url:
+        monitor = make_monitor(flow_config(downstream=[tickets_downstream(url, read_tools=["lookup*"])]))
+        async with serving(monitor, READER) as client:
+            before = {t.name for t in (await client.list_tools()).tools}
+            assert "tickets__lookup" in before and "tickets__lookup_archive" not in before
+            assert not (await client.call_tool("tickets__lookup", {"ticket": "T-1"})).is_error
+            connection = monitor.downstream.by_id["tickets"]
+            with anyio.fail_after(10):
+                while "lookup_archive" not in connection.tools.allowed:
+                    await anyio.sleep(0.05)
+            after = {t.name for t in (await client.list_tools()).tools}
+            assert "tickets__lookup_archive" in after
+            result = await client.call_tool("tickets__lookup_archive", {"ticket": "T-0"})
+            assert "archived T-0" in error_text(result)

@@ -118,6 +118,8 @@ class DownstreamConnection:
         from mcp.client.streamable_http import streamable_http_client
 
         s = self.settings
+        # mode="legacy" (the initialize handshake, which servers of both eras answer): a 2026-07-28 session has
+        # no channel for notifications/tools/list_changed outside a request; there the TTL refreshes the list.
 
         async def on_message(message: Any) -> None:
             if isinstance(message, ToolListChangedNotification):
@@ -125,7 +127,9 @@ class DownstreamConnection:
 
         if s.command is not None:
             parameters = StdioServerParameters(command=s.command, args=s.args, env=_resolved(s.env) or None)
-            client = Client(parameters, read_timeout_seconds=s.timeout_seconds, message_handler=on_message)
+            client = Client(
+                parameters, read_timeout_seconds=s.timeout_seconds, message_handler=on_message, mode="legacy"
+            )
         else:
             assert s.url is not None
             from incident_monitor.egress.transport import egress_client  # lazy: the HTTP stack loads on first use
@@ -138,6 +142,7 @@ class DownstreamConnection:
                 streamable_http_client(s.url, http_client=http),
                 read_timeout_seconds=s.timeout_seconds,
                 message_handler=on_message,
+                mode="legacy",
             )
         return await stack.enter_async_context(client)
 
