@@ -366,3 +366,24 @@ async def test_a_list_changed_notification_refreshes_the_exposed_tools(make_moni
             assert "tickets__lookup_archive" in after
             result = await client.call_tool("tickets__lookup_archive", {"ticket": "T-0"})
             assert "archived T-0" in error_text(result)
+
+
+async def test_a_blocked_action_joins_the_callers_run_and_the_not_read_only_tool_is_a_posture_finding(
+    make_monitor: MonitorFactory, node_bin: Path, tmp_path: Path
+) -> None:
+    from incident_monitor.server.tools import tool_catalog
+    from incident_monitor.service.governance import posture
+
+    memory = seeded_memory(tmp_path / "memory.jsonl")
+    config = memory_downstream(node_bin, memory, read_tools=["read_graph", "delete_entities"])
+    monitor = make_monitor(flow_config(downstream=[config]))
+    async with serving(monitor, READER) as client:
+        report = {"title": "Sync run failed", "source": "agent", "event": "agent.sync.failed", "run_id": "run-42"}
+        assert not (await client.call_tool("report_incident", report)).is_error
+        await call_refused(client, "memory__delete_entities", entityNames=["checkout"])
+    (incident,) = blocked_incidents(monitor)
+    assert incident.last_run_id == "run-42"
+    assert [r.run_id for r in audit_rows(monitor, "memory__delete_entities")] == ["run-42"]
+    findings = posture.run_posture_checks(monitor, principal("operator:auditor", "governance"), tool_catalog()).findings
+    (finding,) = [f for f in findings if f.rule_id == "downstream-tool-not-read-only"]
+    assert "delete_entities" in finding.title
