@@ -188,7 +188,7 @@ def on_decision(monitor: Monitor, record: DecisionRecord) -> None:
     kind = kinds.get(record.decision)
     if kind is None:
         return
-    if kind == "blocked_call" and is_downstream_tool(record.action):
+    if kind == "blocked_call" and is_downstream_tool(record.action) and not record.action.startswith("tool:"):
         kind = "blocked_action"
     action, reasons = record.action, record.reasons
     if action.startswith("tool:"):
