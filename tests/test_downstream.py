@@ -234,7 +234,7 @@ async def test_status_inventory_and_posture_show_the_downstream(
         inventory = (await client.call_tool("get_authority_inventory", {})).structured_content
         posture = (await client.call_tool("run_posture_checks", {})).structured_content
     assert status is not None and inventory is not None and posture is not None
-    by_id = {d["id"]: d for d in status["downstream"]}
+    by_id = {d["downstream_id"]: d for d in status["downstream"]}
     assert by_id["memory"]["connected"] is True and by_id["memory"]["error"] is None
     assert by_id["memory"]["allowed"] == ["open_nodes", "read_graph", "search_nodes"]
     assert {"create_entities", "delete_entities"} <= set(by_id["memory"]["blocked"])

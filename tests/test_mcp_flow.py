@@ -257,6 +257,7 @@ KNOWN_ID_FIELDS = {
     "session_id",
     "last_run_id",
     "last_session_id",
+    "downstream_id",  # a guarded downstream MCP server ([[downstream]] id)
 }
 
 

@@ -55,7 +55,7 @@ class DestinationStatus(BaseModel):
 
 
 class DownstreamStatus(BaseModel):
-    id: str
+    downstream_id: str
     connected: bool
     allowed: list[str]
     blocked: list[str]
@@ -66,7 +66,7 @@ def downstream_status(monitor: Monitor) -> list[DownstreamStatus]:
     """The guarded downstream MCP servers (tool names as the downstream calls them)."""
     return [
         DownstreamStatus(
-            id=c.id,
+            downstream_id=c.id,
             connected=c.connected,
             allowed=sorted(c.tools.allowed),
             blocked=sorted([*c.tools.blocked, *c.tools.not_read_only]),
@@ -182,7 +182,7 @@ def get_status(monitor: Monitor, principal: Principal) -> StatusView:
             problems.append("no destinations configured: add [[destinations]] to the config")
         downstream = downstream_status(monitor)
         problems.extend(
-            f"downstream '{d.id}' not connected ({d.error or 'connecting'}): its read tools are unavailable"
+            f"downstream '{d.downstream_id}' not connected ({d.error or 'connecting'}): its read tools are unavailable"
             for d in downstream
             if not d.connected
         )
