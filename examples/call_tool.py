@@ -1,6 +1,10 @@
 """Call one Incident Monitor tool over Streamable HTTP with the `mcp` SDK's client, and print its result.
 
-    python examples/call_tool.py TOOL [name=value ...] [--get FIELD] [--url URL]
+    python examples/call_tool.py TOOL [name=value ...] [--get FIELD] [--url URL | --stdio]
+    python examples/call_tool.py --list [--url URL | --stdio]
+
+``--stdio`` starts ``incident-monitor serve --transport stdio`` instead (as a local agent's client does;
+``INCIDENT_MONITOR_CONFIG``, ``_DATA_DIR`` and ``_TOKEN`` pass through). ``--list`` prints the tool names.
 
 Arguments are ``name=value`` pairs; a value that parses as JSON (numbers, lists, ``true``) is sent as
 JSON, anything else as a string. The bearer token comes from ``INCIDENT_MONITOR_TOKEN``. The structured
@@ -21,7 +25,7 @@ from typing import Any
 
 import anyio
 import httpx2
-from mcp import Client
+from mcp import Client, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 
 
@@ -38,13 +42,20 @@ def tool_arguments(pairs: list[str]) -> dict[str, Any]:
     return arguments
 
 
-async def call(url: str, token: str | None, tool: str, arguments: dict[str, Any]) -> tuple[bool, Any]:
+async def call(url: str | None, token: str | None, tool: str | None, arguments: dict[str, Any]) -> tuple[bool, Any]:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    async with (
-        httpx2.AsyncClient(headers=headers, timeout=60) as http,
-        Client(streamable_http_client(url, http_client=http)) as client,
-    ):
-        result = await client.call_tool(tool, arguments)
+    async with httpx2.AsyncClient(headers=headers, timeout=60) as http:
+        if url is None:
+            server = StdioServerParameters(
+                command="incident-monitor", args=["serve", "--transport", "stdio"], env={**os.environ}
+            )
+            transport: Any = server
+        else:
+            transport = streamable_http_client(url, http_client=http)
+        async with Client(transport) as client:
+            if tool is None:
+                return True, [t.name for t in (await client.list_tools()).tools]
+            result = await client.call_tool(tool, arguments)
     if result.is_error:
         return False, " ".join(getattr(block, "text", "") for block in result.content)
     return True, result.structured_content
@@ -52,13 +63,22 @@ async def call(url: str, token: str | None, tool: str, arguments: dict[str, Any]
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("tool")
+    parser.add_argument("tool", nargs="?")
     parser.add_argument("arguments", nargs="*", help="name=value pairs")
     parser.add_argument("--get", default=None, help="print only this field of the result (a.b for nested ones)")
     parser.add_argument("--url", default="http://127.0.0.1:8000/mcp")
+    parser.add_argument("--stdio", action="store_true", help="start the server over stdio instead of --url")
+    parser.add_argument("--list", action="store_true", help="print the names of the tools you may call")
     args = parser.parse_args(argv)
+    if args.tool is None and not args.list:
+        parser.error("name a TOOL, or pass --list")
     token = os.environ.get("INCIDENT_MONITOR_TOKEN")
-    ok, result = anyio.run(call, args.url, token, args.tool, tool_arguments(args.arguments))
+    tool = None if args.list else args.tool
+    url = None if args.stdio else args.url
+    ok, result = anyio.run(call, url, token, tool, tool_arguments(args.arguments))
+    if args.list:
+        print("\n".join(result))
+        return 0
     if not ok:
         print(result, file=sys.stderr)
         return 1

@@ -66,7 +66,11 @@ def report(self, *args, **kwargs):
         "tls_context_built": transport is not None and transport.tls_context.cache_info().currsize > 0,
     }))
 
+async def report_async(self, *args, **kwargs):
+    report(self)
+
 MCPServer.run = report
+MCPServer.run_stdio_async = report_async  # serve_stdio runs it inside the downstream sessions' scope
 from incident_monitor.cli import main
 sys.exit(main(["serve", "--transport", "stdio"]))
 """

@@ -2,7 +2,8 @@
 
 One server (Streamable HTTP on 127.0.0.1) and one monitor for the module. Credentials: none, a bad
 token, an expired one, a revoked one, an agent token (default agent scopes), an operator token
-(operator scopes) and an intake key. The first four and the intake key never reach a tool: the
+(operator scopes), a downstream reader's token (read + downstream_read, for the guarded server-memory's
+``memory__read_graph``) and an intake key. The first four and the intake key never reach a tool: the
 request is refused at HTTP level (401, or 403 for the intake key) and nothing is stored. Agent and
 operator tokens reach the ScopeGate: a tool is listed and callable exactly when the token holds its
 scopes; otherwise the call is refused with ``insufficient_scope`` naming every scope it needs.
@@ -26,7 +27,14 @@ from incident_monitor.config import MonitorConfig
 from incident_monitor.domain.io import IncidentReport
 from incident_monitor.domain.models import AuditEvent
 from incident_monitor.policy.principal import LOCAL_AGENT, Principal, local_operator
-from incident_monitor.policy.scopes import ACTION_SCOPES, DEFAULT_AGENT_SCOPES, OPERATOR_SCOPES
+from incident_monitor.policy.scopes import (
+    ACTION_SCOPES,
+    DEFAULT_AGENT_SCOPES,
+    DOWNSTREAM_READ,
+    OPERATOR_SCOPES,
+    READ,
+    required_scopes,
+)
 from incident_monitor.server.rate_limit import RateLimiter
 from incident_monitor.server.tools import TOOL_ANNOTATIONS
 from incident_monitor.service import approvals, intake, intake_keys, tokens
@@ -35,10 +43,12 @@ from mcp_helpers import error_text, mcp_client
 
 pytestmark = pytest.mark.anyio
 
-TOOLS = sorted(TOOL_ANNOTATIONS)
-CREDENTIALS = ["none", "bad", "expired", "revoked", "agent", "operator", "intake_key"]
+DOWNSTREAM_TOOL = "memory__read_graph"  # an allowlisted read of a guarded downstream (server-memory)
+TOOLS = sorted([*TOOL_ANNOTATIONS, DOWNSTREAM_TOOL])
+CREDENTIALS = ["none", "bad", "expired", "revoked", "agent", "operator", "downstream", "intake_key"]
 REFUSED_AT_HTTP = {"none": 401, "bad": 401, "expired": 401, "revoked": 401, "intake_key": 403}
-HOLDERS = {"agent": DEFAULT_AGENT_SCOPES, "operator": OPERATOR_SCOPES}
+DOWNSTREAM_READER = frozenset({READ, DOWNSTREAM_READ})
+HOLDERS = {"agent": DEFAULT_AGENT_SCOPES, "operator": OPERATOR_SCOPES, "downstream": DOWNSTREAM_READER}
 PROJECTS = [{"id": "shop", "name": "Shop", "sources": ["ci"], "default_route_tags": ["shop"]}]
 
 
@@ -51,17 +61,25 @@ class World:
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+def world(tmp_path_factory: pytest.TempPathFactory, node_bin: Path) -> Iterator[World]:
     with pytest.MonkeyPatch.context() as env:
         env.setenv(WEBHOOK_SECRET_VARIABLE, new_webhook_secret())
-        yield from _world(tmp_path_factory)
+        yield from _world(tmp_path_factory, node_bin)
 
 
-def _world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+def _world(tmp_path_factory: pytest.TempPathFactory, node_bin: Path) -> Iterator[World]:
     clock = FakeClock()
     data_dir: Path = tmp_path_factory.mktemp("auth-matrix")
+    memory = {
+        "id": "memory",
+        "command": str(node_bin / "mcp-server-memory"),
+        "env": {"PATH": f"{node_bin}:/usr/bin:/bin", "MEMORY_FILE_PATH": str(data_dir / "memory.jsonl")},
+        "read_tools": ["read_graph"],
+    }
     monitor = Monitor.open(
-        config=MonitorConfig.model_validate(flow_config(projects=PROJECTS)), data_dir=data_dir, clock=clock
+        config=MonitorConfig.model_validate(flow_config(projects=PROJECTS, downstream=[memory])),
+        data_dir=data_dir,
+        clock=clock,
     )
     op = local_operator()
     secrets: dict[str, str | None] = {"none": None, "bad": "imt_" + "x" * 43}
@@ -73,6 +91,7 @@ def _world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     tokens.revoke_token(monitor, op, "revoked")
     secrets["agent"] = tokens.create_token(monitor, op, name="agent-1", scopes=sorted(DEFAULT_AGENT_SCOPES)).secret
     secrets["operator"] = tokens.create_token(monitor, op, name="ops-1", scopes=sorted(OPERATOR_SCOPES)).secret
+    secrets["downstream"] = tokens.create_token(monitor, op, name="reader-1", scopes=sorted(DOWNSTREAM_READER)).secret
     secrets["intake_key"] = intake_keys.create_intake_key(monitor, op, project_id="shop").secret
 
     # One draft routed to telemetry (publishable without approval), one to the webhook with a pending approval.
@@ -125,6 +144,7 @@ def arguments(tool: str, ids: dict[str, str]) -> dict[str, Any]:
         "run_assessment_probes": {},
         "build_assessment_report": {},
         "build_deployment_cards": {},
+        DOWNSTREAM_TOOL: {},
     }[tool]
 
 
@@ -134,8 +154,8 @@ def audit_rows(monitor: Monitor) -> int:
 
 
 def test_the_matrix_covers_every_tool_and_credential() -> None:
-    assert set(TOOLS) == {t for t in ACTION_SCOPES if t in TOOL_ANNOTATIONS} and len(TOOLS) == 19
-    assert len(TOOLS) * len(CREDENTIALS) == 133
+    assert set(TOOLS) - {DOWNSTREAM_TOOL} == {t for t in ACTION_SCOPES if t in TOOL_ANNOTATIONS} and len(TOOLS) == 20
+    assert len(TOOLS) * len(CREDENTIALS) == 160
 
 
 @pytest.mark.parametrize("credential", CREDENTIALS)
@@ -145,7 +165,7 @@ async def test_auth_matrix(world: World, tool: str, credential: str) -> None:
     if credential in REFUSED_AT_HTTP:
         await _assert_refused_at_http(world, tool, credential, secret)
         return
-    needed = ACTION_SCOPES[tool]
+    needed = required_scopes(tool) or frozenset()
     allowed = needed <= HOLDERS[credential]
     async with http_client(world.url, secret) as client:
         listed = {t.name for t in (await client.list_tools()).tools}

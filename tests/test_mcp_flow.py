@@ -267,6 +267,7 @@ KNOWN_ID_FIELDS = {
     "last_run_id",
     "last_session_id",
     "log_source_id",
+    "downstream_id",  # a guarded downstream MCP server ([[downstream]] id)
 }
 
 

@@ -26,6 +26,7 @@ from incident_monitor.destinations.settings import DestinationSettings as Destin
 from incident_monitor.domain.canonical import canonical_json
 from incident_monitor.domain.enums import ApprovalPolicy, Severity
 from incident_monitor.errors import ConfigError
+from incident_monitor.secret_ref import is_env_ref
 
 
 class Settings(BaseSettings):
@@ -290,6 +291,41 @@ class RetentionSettings(_Strict):
     archive_dir: Path | None = None
 
 
+class DownstreamSettings(_Strict):
+    """A guarded downstream MCP server: its ``read_tools`` are re-exposed as ``<id>__<tool>``, nothing else.
+
+    Reached over stdio (``command``) or Streamable HTTP (``url``, through the egress guard). Secret values in
+    ``env`` and ``headers`` are ``env:NAME`` references. ``read_tools`` is an explicit allowlist (fnmatch
+    globs); the downstream's own ``readOnlyHint`` must not say otherwise (service/downstream/).
+    """
+
+    # No "_" in an id: "__" separates the id from the tool name in what agents see.
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,31}$")
+    command: str | None = Field(default=None, description="stdio: the server's program.")
+    args: list[str] = Field(default_factory=list)
+    env: dict[str, str] = Field(default_factory=dict, description="stdio: its environment (secrets as env:NAME).")
+    url: str | None = Field(default=None, description="Streamable HTTP: the server's endpoint.")
+    headers: dict[str, str] = Field(default_factory=dict, description="HTTP headers (secrets as env:NAME).")
+    read_tools: list[str] = Field(default_factory=list, description="Allowlist of read tools; globs allowed.")
+    timeout_seconds: float = Field(20.0, gt=0, le=300)
+    max_result_bytes: int = Field(100_000, ge=1_000, le=10_000_000)
+    refresh_seconds: float = Field(300.0, ge=1, le=86_400, description="Tool list TTL (list_changed refreshes).")
+    allow_insecure_http: bool = False
+    allow_private_networks: bool = False
+
+    @model_validator(mode="after")
+    def _one_transport(self) -> DownstreamSettings:
+        if (self.command is None) == (self.url is None):
+            raise ValueError("set exactly one of command (stdio server) or url (Streamable HTTP server)")
+        if self.url is not None and not self.url.startswith(("http://", "https://")):
+            raise ValueError("url must be an http(s) URL, e.g. url = 'https://mcp.example.com/mcp'")
+        for where, values in (("env", self.env), ("headers", self.headers)):
+            for name, value in values.items():
+                if value.startswith("env:") and not is_env_ref(value):
+                    raise ValueError(f"{where}.{name}: write a secret reference as env:VARIABLE_NAME")
+        return self
+
+
 class MonitorConfig(_Strict):
     destinations: list[DestinationSettings] = Field(default_factory=list)
     routes: list[Route] = Field(default_factory=list)
@@ -307,6 +343,7 @@ class MonitorConfig(_Strict):
     sources: list[LogSourceSettings] = Field(default_factory=list)
     audit: AuditSettings = Field(default_factory=AuditSettings)
     retention: RetentionSettings | None = None
+    downstream: list[DownstreamSettings] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _references_resolve(self) -> MonitorConfig:
@@ -344,6 +381,9 @@ class MonitorConfig(_Strict):
                     f"audit.checkpoint_destination: '{checkpoint_to}' is not a telemetry or webhook destination; "
                     f"use one of: {', '.join(i for i, k in kinds.items() if k in ('telemetry', 'webhook')) or '(none)'}"
                 )
+        downstream_ids = [d.id for d in self.downstream]
+        if len(set(downstream_ids)) < len(downstream_ids):
+            raise ValueError(f"downstream ids must be unique; got: {', '.join(downstream_ids)}")
         return self
 
     def _sources_resolve(self) -> None:

@@ -39,7 +39,7 @@ from incident_monitor.destinations.settings import (
     argument_template,
 )
 from incident_monitor.domain.readiness import Readiness
-from incident_monitor.egress.rules import EgressPolicy, EgressRefused, policy_for
+from incident_monitor.egress.rules import EgressPolicy, egress_refusal_in, policy_for
 from incident_monitor.policy.redaction import redact_text
 from incident_monitor.secret_ref import resolve_secret, resolved_secrets, secret_ref_variable
 
@@ -161,7 +161,7 @@ class McpToolAdapter(DestinationAdapter[McpToolConfig]):
                 "once it is healthy"
             )
         except Exception as exc:  # an unreachable or broken server is a failed publish, never a crash
-            refusal = _egress_refusal(exc)
+            refusal = egress_refusal_in(exc)
             if refusal is not None:  # raised inside the SDK's transport tasks, so it arrives wrapped
                 return self._failed(f"refused by egress rules: {refusal}", attempts=0)
             return self._failed(f"could not call the MCP server ({_describe(exc)}): check command/url and its logs")
@@ -206,23 +206,6 @@ def _result_excerpt(result: Any) -> str:
     if not parts and result.structured_content is not None:
         parts.append(json.dumps(result.structured_content, default=str))
     return redact_text(" ".join(parts))[:RESULT_EXCERPT_CHARS]
-
-
-def _egress_refusal(exc: BaseException) -> EgressRefused | None:
-    """The egress refusal behind ``exc``: itself, inside an exception group, or its cause."""
-    seen: set[int] = set()
-    pending: list[BaseException] = [exc]
-    while pending:
-        current = pending.pop()
-        if id(current) in seen:
-            continue
-        seen.add(id(current))
-        if isinstance(current, EgressRefused):
-            return current
-        if isinstance(current, BaseExceptionGroup):
-            pending.extend(current.exceptions)
-        pending.extend(e for e in (current.__cause__, current.__context__) if e is not None)
-    return None
 
 
 def _describe(exc: BaseException) -> str:

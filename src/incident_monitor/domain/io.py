@@ -186,5 +186,5 @@ class ApprovalResult(BaseModel):
 class PublishResult(BaseModel):
     receipt: ReceiptBase
     draft_status: DraftStatus
-    reused: bool = Field(description="Already published: this is the earlier receipt.")
+    reused: bool = Field(description="Already published (the earlier receipt).")
     next_step: str

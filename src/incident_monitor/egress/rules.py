@@ -41,6 +41,24 @@ class EgressRefused(Exception):
     """
 
 
+def egress_refusal_in(exc: BaseException) -> EgressRefused | None:
+    """The egress refusal behind ``exc``: itself, inside an exception group, or its cause (the SDK's
+    transports raise it inside their task groups, so it arrives wrapped)."""
+    seen: set[int] = set()
+    pending: list[BaseException] = [exc]
+    while pending:
+        current = pending.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, EgressRefused):
+            return current
+        if isinstance(current, BaseExceptionGroup):
+            pending.extend(current.exceptions)
+        pending.extend(e for e in (current.__cause__, current.__context__) if e is not None)
+    return None
+
+
 @dataclass(frozen=True)
 class EgressPolicy:
     allow_insecure_http: bool = False

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 
 from incident_monitor.config import ApprovalSettings, DestinationSettings, MonitorConfig, Route
 from incident_monitor.domain.enums import ApprovalPolicy, Severity
@@ -32,7 +32,7 @@ class RouteSubject:
 
 
 class RouteDecision(BaseModel):
-    route_id: str | None = Field(description="Matched route, or None when the default policy (or nothing) applied.")
+    route_id: str | None  # the matched route; None when the default policy (or nothing) applied
     match_reason: str
     destination_id: str | None
     destination_kind: str | None

@@ -14,9 +14,22 @@ PUBLISH = "incident_monitor:publish"
 RESOLVE = "incident_monitor:resolve"
 GOVERNANCE = "incident_monitor:governance"
 ADMIN = "incident_monitor:admin"
+DOWNSTREAM_READ = "incident_monitor:downstream_read"
 
 ALL_SCOPES = frozenset(
-    {READ, REPORT, TRIAGE, ROUTE_PREVIEW, APPROVAL_REQUEST, APPROVE, PUBLISH, RESOLVE, GOVERNANCE, ADMIN}
+    {
+        READ,
+        REPORT,
+        TRIAGE,
+        ROUTE_PREVIEW,
+        APPROVAL_REQUEST,
+        APPROVE,
+        PUBLISH,
+        RESOLVE,
+        GOVERNANCE,
+        ADMIN,
+        DOWNSTREAM_READ,
+    }
 )
 
 DEFAULT_AGENT_SCOPES = frozenset({READ, REPORT, TRIAGE, ROUTE_PREVIEW, APPROVAL_REQUEST, PUBLISH})
@@ -64,8 +77,21 @@ ACTION_SCOPES: dict[str, frozenset[str]] = {
 }
 
 
+# A guarded downstream's tool as agents see it: ``<downstream id>__<tool>`` (our own names have no "__").
+DOWNSTREAM_SEPARATOR = "__"
+
+
+def is_downstream_tool(action: str) -> bool:
+    return DOWNSTREAM_SEPARATOR in action
+
+
 def required_scopes(action: str) -> frozenset[str] | None:
-    """The scopes an action needs, or None for an unknown action (which is always denied)."""
+    """The scopes an action needs, or None for an unknown action (which is always denied).
+
+    A downstream tool needs ``downstream_read``; whether it is allowlisted is the scope gate's check.
+    """
+    if is_downstream_tool(action):
+        return frozenset({DOWNSTREAM_READ})
     return ACTION_SCOPES.get(action)
 
 

@@ -188,7 +188,7 @@ def build_http_app(monitor: Monitor, options: HttpOptions) -> Starlette:
         recovered = await recover_pending(monitor)
         if recovered:
             print(f"incident-monitor: finished {len(recovered)} publish(es) left pending by a crash", file=sys.stderr)
-        async with server.session_manager.run():
+        async with monitor.downstream.running(), server.session_manager.run():
             with LogSourceRunner(monitor):
                 announce_sources(monitor)
                 yield

@@ -18,7 +18,9 @@ from incident_monitor.domain.enums import Decision
 from incident_monitor.errors import PermissionDenied
 from incident_monitor.policy.engine import can_call
 from incident_monitor.policy.principal import Principal
+from incident_monitor.server import downstream_tools
 from incident_monitor.server.errors import describe_invalid_arguments
+from incident_monitor.service.downstream.guard import resolve as resolve_downstream
 from incident_monitor.service.governed import deny_if_not_allowed, record_decision, shown_tool_name
 from incident_monitor.service.monitor import Monitor
 
@@ -43,6 +45,14 @@ class ScopeGate:
         if ctx.method == "resources/list":
             return self._filter_resources(await call_next(ctx), self.resolve_principal())
         if ctx.method == "tools/call":
+            params = ctx.params or {}
+            name, arguments = params.get("name"), params.get("arguments") or {}
+            # Guarded downstream tools (and names that try to reach one) never reach the SDK's tool table.
+            resolution = resolve_downstream(self.monitor, name) if isinstance(name, str) else None
+            if resolution is not None and name not in self.tools:
+                return await downstream_tools.call(
+                    self.monitor, self.resolve_principal(), str(name), resolution, dict(arguments)
+                )
             refusal = self._check_call(ctx.params or {})
             if refusal is not None:
                 return refusal
@@ -50,13 +60,15 @@ class ScopeGate:
 
     def _filter(self, result: HandlerResult, principal: Principal) -> HandlerResult:
         # The chain may hand back the model or its wire form (a dict), depending on the transport era.
+        downstream = downstream_tools.exposed_tools(self.monitor, principal)
         if isinstance(result, ListToolsResult):
             visible = [t for t in result.tools if can_call(principal, t.name)]
-            return result.model_copy(update={"tools": visible})
+            return result.model_copy(update={"tools": visible + downstream})
         if isinstance(result, dict) and isinstance(result.get("tools"), list):
             return {
                 **result,
-                "tools": [t for t in result["tools"] if can_call(principal, str(t.get("name")))],
+                "tools": [t for t in result["tools"] if can_call(principal, str(t.get("name")))]
+                + [t.model_dump(mode="json", by_alias=True, exclude_none=True) for t in downstream],
             }
         return result
 

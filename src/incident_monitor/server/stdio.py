@@ -6,6 +6,7 @@ import logging
 import sys
 
 import anyio
+from mcp.server import MCPServer
 
 from incident_monitor.config import Settings
 from incident_monitor.errors import ConfigError, CredentialError
@@ -42,6 +43,12 @@ def serve_stdio(settings: Settings) -> int:
     print(f"incident-monitor: serving stdio as {principal().name}; data in {monitor.data_dir}", file=sys.stderr)
     with LogSourceRunner(monitor):
         announce_sources(monitor)
-        server.run()
+        anyio.run(_serve, monitor, server)
     monitor.close()  # runs the close hooks: the shutdown audit checkpoint (service/audit_checkpoints.py)
     return 0
+
+
+async def _serve(monitor: Monitor, server: MCPServer) -> None:
+    # Downstream sessions live as long as the server: connected before the first request is read.
+    async with monitor.downstream.running():
+        await server.run_stdio_async()

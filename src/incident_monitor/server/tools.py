@@ -149,7 +149,7 @@ class IncidentMonitorTools:
         project_id: Annotated[str | None, Field(max_length=200)] = None,
         run_id: Annotated[
             str | None,
-            Field(max_length=200, description="The reporting run (never part of the fingerprint)."),
+            Field(max_length=200, description="The reporting run (not fingerprinted)."),
         ] = None,
         session_id: Annotated[str | None, Field(max_length=200)] = None,
         evidence_refs: Annotated[list[str] | None, Field(description="Links or paths to logs, traces, runs.")] = None,
@@ -215,7 +215,7 @@ class IncidentMonitorTools:
         limit: Limit = 50,
         offset: Offset = 0,
     ) -> DraftPage:
-        """Draft summaries (what would be published), most recently updated first; details with get_draft."""
+        """Draft summaries, most recently updated first; details with get_draft."""
         with tool_errors():
             return await in_worker(
                 queries.list_drafts,
@@ -250,8 +250,7 @@ class IncidentMonitorTools:
         project_id: Annotated[str | None, Field(max_length=200)] = None,
         event: Annotated[str | None, Field(max_length=200)] = None,
     ) -> RouteDecision:
-        """Where a draft (or a report about to be sent) would publish, whether approval is needed, and what
-        blocks it: the decision publish_draft applies."""
+        """Where a draft would publish, whether approval is needed and what blocks it (publish_draft's decision)."""
         with tool_errors():
             return await in_worker(
                 route_preview.preview_route,

@@ -28,6 +28,7 @@ from incident_monitor.domain.types import utcnow
 from incident_monitor.locations import SECRETS_FILE, Locations, find_locations, load_secrets_file
 from incident_monitor.policy.principal import Principal
 from incident_monitor.service.audit_keys import AuditKeyring, load_keyring
+from incident_monitor.service.downstream.connections import DownstreamConnections
 from incident_monitor.store.engine import dispose_engine, open_engine, session_scope
 
 
@@ -76,6 +77,12 @@ class Monitor:
     on_close: list[Callable[[Monitor], None]] = field(default_factory=list)
     # Each signed audit checkpoint (as JSON) goes to these too: publishing.attach_checkpoint_delivery.
     checkpoint_sinks: list[Callable[[Monitor, dict[str, Any]], object]] = field(default_factory=list)
+    # Sessions with the guarded downstream MCP servers; connected by the serving transport (``running()``).
+    downstream: DownstreamConnections = field(default_factory=lambda: DownstreamConnections([]))
+
+    def __post_init__(self) -> None:
+        if not self.downstream and self.config.downstream:
+            self.downstream = DownstreamConnections(list(self.config.downstream))
 
     @classmethod
     def open(

@@ -11,6 +11,9 @@ What opens (or dedupes into) a self-monitoring incident, and at which severity:
 | a publish whose delivery failed (``publishing.settle``)          | publish_failed  | critical |
 | an approval an operator denied (``approvals.decide_approval``)   | approval_denied | high     |
 | the same medium/low trigger ``repeated_failure_threshold`` times | repeated        | high     |
+| a refused downstream tool (service/downstream/guard.py)          | blocked_action  | medium   |
+
+A blocked action is never escalated as "repeated": a looping agent raises one incident whose count rises.
 
 Decisions reach it as a decision listener of the monitor (``attach`` registers it where a monitor is
 assembled for serving, and in the tests' monitor fixture); governed calls do not import this module.
@@ -44,6 +47,7 @@ from incident_monitor.domain.io import IncidentReport
 from incident_monitor.domain.levels import LEVEL_FOR_SEVERITY
 from incident_monitor.domain.models import Incident
 from incident_monitor.policy.principal import SELF_MONITOR, Principal
+from incident_monitor.policy.scopes import is_downstream_tool
 from incident_monitor.service.intake import SELF_MONITORING_PREFIX, report_incident
 from incident_monitor.service.monitor import DecisionRecord, Monitor
 from incident_monitor.service.run_links import link_call
@@ -60,6 +64,7 @@ _TITLES = {
     "failed_call": "Failed call",
     "publish_failed": "Publish failed",
     "approval_denied": "Approval denied",
+    "blocked_action": "Blocked action",
 }
 _MAX_DETAIL_CHARS = 4_000
 
@@ -157,7 +162,11 @@ def _record(
                 return result.occurrence_count
 
             count = send(fingerprint, f"{_TITLES[kind]}: {action} by {actor}", severity)
-            if severity.rank < Severity.high.rank and count >= settings.repeated_failure_threshold:
+            if (
+                kind != "blocked_action"
+                and severity.rank < Severity.high.rank
+                and count >= settings.repeated_failure_threshold
+            ):
                 send(
                     f"{FINGERPRINT_PREFIX}repeated:{kind}:{action}:{actor}"[:200],
                     f"Repeated {_TITLES[kind].lower()}: {action} by {actor}",
@@ -180,6 +189,8 @@ def on_decision(monitor: Monitor, record: DecisionRecord) -> None:
     kind = kinds.get(record.decision)
     if kind is None:
         return
+    if kind == "blocked_call" and is_downstream_tool(record.action) and not record.action.startswith("tool:"):
+        kind = "blocked_action"
     action, reasons = record.action, record.reasons
     if action.startswith("tool:"):
         # Unknown tool names are caller-chosen: one incident for all of them, the name in the reasons.

@@ -35,7 +35,7 @@ class Readiness(BaseModel):
     publish_ready: bool  # true only when publish_state is "ready"
     # ready: every destination a route or the default destination reaches is ready and its latest publish
     # succeeded (or none was tried); degraded: some are not; not_ready: none is, or nothing is routable.
-    publish_state: PublishState = Field(description="degraded or not_ready: problems say which and the fix.")
+    publish_state: PublishState  # degraded or not_ready: problems say which, and the fix
     source_ready: dict[str, bool] = Field(default_factory=dict)
 
 
@@ -56,6 +56,28 @@ class DestinationStatus(BaseModel):
     last_published_at: datetime | None = None
 
 
+class DownstreamStatus(BaseModel):
+    downstream_id: str
+    connected: bool
+    allowed: list[str]
+    blocked: list[str]
+    error: str | None
+
+
+def downstream_status(monitor: Monitor) -> list[DownstreamStatus]:
+    """The guarded downstream MCP servers (tool names as the downstream calls them)."""
+    return [
+        DownstreamStatus(
+            downstream_id=c.id,
+            connected=c.connected,
+            allowed=sorted(c.tools.allowed),
+            blocked=sorted([*c.tools.blocked, *c.tools.not_read_only]),
+            error=c.last_error,
+        )
+        for c in monitor.downstream
+    ]
+
+
 class CallerView(BaseModel):
     principal: str
     scopes: list[str]
@@ -71,6 +93,7 @@ class StatusView(BaseModel):
     open_incidents: int
     pending_approvals: int
     caller: CallerView
+    downstream: list[DownstreamStatus]
     problems: list[str] = Field(description="What is not ready, and the fix.")
 
 
@@ -161,6 +184,12 @@ def get_status(monitor: Monitor, principal: Principal) -> StatusView:
             problems.append("no destinations configured: add [[destinations]] to the config")
         sources = source_readiness(monitor)
         problems.extend(f"log source '{i}': {problem}" for i, problem in sources.items() if problem)
+        downstream = downstream_status(monitor)
+        problems.extend(
+            f"downstream '{d.downstream_id}' not connected ({d.error or 'connecting'}): its read tools are unavailable"
+            for d in downstream
+            if not d.connected
+        )
         open_count = session.exec(
             select(func.count()).select_from(Incident).where(col(Incident.status) != IncidentStatus.resolved)
         ).one()
@@ -186,5 +215,6 @@ def get_status(monitor: Monitor, principal: Principal) -> StatusView:
             open_incidents=open_count,
             pending_approvals=pending,
             caller=CallerView(principal=principal.name, scopes=sorted(principal.scopes)),
+            downstream=downstream,
             problems=problems,
         )

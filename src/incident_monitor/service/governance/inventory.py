@@ -39,6 +39,7 @@ INVENTORY_SECTIONS = (
     "projects",
     "sources",
     "log_sources",
+    "downstream_servers",
 )
 
 
@@ -111,6 +112,31 @@ class OutboundMcpServerEntry(BaseModel):
     allowed_tools: list[str] = Field(description="The tool allowlist; empty means none is set.")
 
 
+class DownstreamServerEntry(BaseModel):
+    downstream_id: str
+    transport: Literal["stdio", "http"]
+    connected: bool
+    read_tools: list[str] = Field(description="The configured allowlist (globs); empty or '*' is a finding.")
+    allowed_tools: list[str] = Field(description="Exposed as <downstream_id>__<tool> to downstream_read holders.")
+    blocked_tools: list[str] = Field(description="Refused, audited and recorded as blocked-action incidents.")
+    not_read_only_tools: list[str] = Field(description="Allowlisted but marked not read-only by the server: refused.")
+
+
+def downstream_servers(monitor: Monitor) -> list[DownstreamServerEntry]:
+    return [
+        DownstreamServerEntry(
+            downstream_id=c.id,
+            transport="stdio" if c.transport == "stdio" else "http",
+            connected=c.connected,
+            read_tools=list(c.settings.read_tools),
+            allowed_tools=sorted(c.tools.allowed),
+            blocked_tools=list(c.tools.blocked),
+            not_read_only_tools=list(c.tools.not_read_only),
+        )
+        for c in monitor.downstream
+    ]
+
+
 class ApprovalPolicies(BaseModel):
     policy_version: str
     ttl_minutes: int
@@ -159,6 +185,7 @@ class AuthorityInventory(BaseModel):
         description="Monitored sources: seen in reports or named by routes, destinations, projects."
     )
     log_sources: list[LogSourceEntry] = Field(default_factory=list)
+    downstream_servers: list[DownstreamServerEntry] = Field(default_factory=list)
 
 
 # --- helpers shared with posture and probes ---------------------------------------------------------
@@ -388,6 +415,7 @@ def collect_inventory(monitor: Monitor, session: Session, tools: Sequence[ToolEn
         destinations=destinations,
         routes=routes,
         outbound_mcp_servers=outbound_mcp_servers(config),
+        downstream_servers=downstream_servers(monitor),
         approval_policies=ApprovalPolicies(
             policy_version=config.policy_version,
             ttl_minutes=config.approval.ttl_minutes,

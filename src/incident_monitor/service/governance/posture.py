@@ -167,6 +167,38 @@ def outbound_mcp_without_allowlist(e: PostureEvidence) -> list[Finding]:
     ]
 
 
+def mcp_server_without_tool_allowlist(e: PostureEvidence) -> list[Finding]:
+    """A guarded downstream whose read_tools is empty or a bare wildcard: no real allowlist."""
+    return [
+        Finding(
+            rule_id="mcp_server_without_tool_allowlist",
+            severity=Severity.high,
+            title=f"Downstream MCP server {s.downstream_id} has no explicit read-tool allowlist",
+            detail=f"read_tools = {s.read_tools}: "
+            + ("nothing is readable" if not s.read_tools else "every tool matches"),
+            evidence_refs=[f"downstream:{s.downstream_id}"],
+            recommendation="list the downstream's read tools by name in read_tools",
+        )
+        for s in e.inventory.downstream_servers
+        if not s.read_tools or any(p.strip("*?") == "" for p in s.read_tools)
+    ]
+
+
+def downstream_tool_not_read_only(e: PostureEvidence) -> list[Finding]:
+    return [
+        Finding(
+            rule_id="downstream-tool-not-read-only",
+            severity=Severity.medium,
+            title=f"Downstream {s.downstream_id}: allowlisted tool {tool} is marked not read-only by the server",
+            detail="it was refused at start and is treated as a blocked tool",
+            evidence_refs=[f"downstream:{s.downstream_id}", f"downstream_tool:{s.downstream_id}__{tool}"],
+            recommendation=f"remove {tool} from read_tools (writes go through publish_draft)",
+        )
+        for s in e.inventory.downstream_servers
+        for tool in s.not_read_only_tools
+    ]
+
+
 def intake_key_unbound(e: PostureEvidence) -> list[Finding]:
     return [
         Finding(
@@ -311,6 +343,8 @@ RULES: dict[str, Rule] = {
         Rule("unready-destination-fails-open", unready_destination_fails_open),
         Rule("route-to-unready-destination", route_to_unready_destination),
         Rule("outbound-mcp-without-allowlist", outbound_mcp_without_allowlist),
+        Rule("mcp_server_without_tool_allowlist", mcp_server_without_tool_allowlist),
+        Rule("downstream-tool-not-read-only", downstream_tool_not_read_only),
         Rule("intake-key-unbound", intake_key_unbound),
         Rule("log-source-path-refused", log_source_path_refused),
         Rule("publish-and-approve-same-principal", publish_and_approve_same_principal),
