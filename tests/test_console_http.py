@@ -265,8 +265,10 @@ def test_cookie_posts_need_the_csrf_token_and_bearer_posts_do_not(served: Served
 
 def test_service_refusals_show_the_services_message(served: Served) -> None:
     bearer = {"Authorization": f"Bearer {served.operator_token}"}
-    missing = httpx.get(f"{served.base}/console/incidents/inc_nope", headers=bearer)
-    assert missing.status_code == 404 and "no incident &#39;inc_nope&#39;" in missing.text
+    malformed = httpx.get(f"{served.base}/console/incidents/inc_nope", headers=bearer)
+    assert malformed.status_code == 400 and "incident_id" in malformed.text and "inc_nope" not in malformed.text
+    missing = httpx.get(f"{served.base}/console/incidents/inc_0123456789abcdef", headers=bearer)
+    assert missing.status_code == 404 and "list_incidents" in missing.text  # a well-formed id may be named
     bad_filter = httpx.get(f"{served.base}/console/?severity=urgent", headers=bearer)
     assert bad_filter.status_code == 400 and "severity" in bad_filter.text
     bad_sort = httpx.get(f"{served.base}/console/?sort=random", headers=bearer)
@@ -328,3 +330,23 @@ def test_a_jwt_signs_in_too(make_monitor: MonitorFactory, webhook_secret: str, t
         page = client.get("/console/")
         assert page.status_code == 200 and ">jwt:alice<" in page.text
         assert token not in page.text
+
+
+def test_a_cross_site_post_refused_before_the_console_is_still_audited(served: Served) -> None:
+    """A foreign Origin never reaches the console (the app-wide guard answers 403): the refusal is recorded
+    all the same, without the Origin the attacker chose, and a cross-site GET is refused unrecorded."""
+    client = signed_in(served.base, served.operator_token)
+    page = client.get("/console/approvals")
+    evil = "https://attacker.example"
+    posted = client.post(
+        "/console/approvals/apr_0123456789abcdef/decide",
+        data={"decision": "approve", "note": "x", "csrf_token": csrf_of(page)},
+        headers={"Origin": evil},
+    )
+    assert posted.status_code == 403 and "origin_not_allowed" in posted.text
+    rows = audit_rows(served, "console_request")
+    assert [(r.principal, r.decision.value) for r in rows] == [("unauthenticated", "deny")]
+    assert rows[0].reasons == ["cross-site request refused: its Origin is not allowed"]
+    assert evil not in json.dumps([r.model_dump(mode="json") for r in rows])
+    assert client.get("/console/", headers={"Origin": evil}).status_code == 403
+    assert len(audit_rows(served, "console_request")) == 1

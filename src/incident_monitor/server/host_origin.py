@@ -5,11 +5,14 @@ browser sends its page's Origin. Both must be on the allowed lists (``check_bind
 loopback names on a loopback bind, plus ``http.allowed_hosts`` / ``allowed_origins``), or the answer is
 421 (Host) or 403 (Origin), as the SDK answers on /mcp and /sse. Requests without an Origin (CLI, CI,
 probes) pass the Origin check; every HTTP/1.1 request has a Host.
+
+A refused request that would change state on an audited surface (a POST to the console) is also handed
+to ``on_refusal``, which records it in the audit log: a cross-site form post is an attack worth seeing.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -29,13 +32,36 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
+# (request path, reason) of a refused state-changing request under an audited prefix.
+RefusalRecorder = Callable[[str, str], Awaitable[None]]
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
 class HostOriginGuard:
     """ASGI middleware: refuse a foreign Host (421) or Origin (403) before any route runs."""
 
-    def __init__(self, app: ASGIApp, security: TransportSecuritySettings) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        security: TransportSecuritySettings,
+        on_refusal: RefusalRecorder | None = None,
+        audited_prefixes: Sequence[str] = (),
+    ) -> None:
         self.app = app
         self.hosts = tuple(security.allowed_hosts)
         self.origins = tuple(security.allowed_origins)
+        self.on_refusal = on_refusal
+        self.audited_prefixes = tuple(audited_prefixes)
+
+    async def _record(self, scope: Scope, reason: str) -> None:
+        path = str(scope.get("path", ""))
+        if (
+            self.on_refusal is not None
+            and scope.get("method") not in SAFE_METHODS
+            and path.startswith(self.audited_prefixes)
+            and self.audited_prefixes
+        ):
+            await self.on_refusal(path, reason)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -43,7 +69,8 @@ class HostOriginGuard:
             return
         host = _header(scope, b"host")
         if not host or not allowed(host, self.hosts):
-            # The refused value is not repeated: it may be anything the caller chose.
+            # The refused value is not repeated (nor audited): it may be anything the caller chose.
+            await self._record(scope, "request refused: its Host is not served here")
             await send_json(
                 send,
                 421,
@@ -56,6 +83,7 @@ class HostOriginGuard:
             return
         origin = _header(scope, b"origin")
         if origin and not allowed(origin, self.origins):
+            await self._record(scope, "cross-site request refused: its Origin is not allowed")
             await send_json(
                 send,
                 403,

@@ -19,7 +19,9 @@ import sys
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from functools import partial
 
+import anyio
 import uvicorn
 from mcp.server.transport_security import TransportSecuritySettings
 from sqlalchemy import text
@@ -29,7 +31,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 
+from incident_monitor.domain.enums import Decision
 from incident_monitor.errors import ConfigError
+from incident_monitor.policy.principal import Principal
 from incident_monitor.server.auth import (
     INTAKE_PATH,
     BearerAuthenticator,
@@ -37,6 +41,7 @@ from incident_monitor.server.auth import (
     principal_resolver,
     protected_resource_metadata,
 )
+from incident_monitor.server.console.app import PREFIX as CONSOLE_PREFIX
 from incident_monitor.server.console.app import console_routes, console_verifier
 from incident_monitor.server.host_origin import HostOriginGuard
 from incident_monitor.server.http_stack import UVICORN_HTTP, UVICORN_LOOP
@@ -44,6 +49,7 @@ from incident_monitor.server.intake_endpoint import IntakeEndpoint
 from incident_monitor.server.jwt_verifier import JwtVerifier
 from incident_monitor.server.rate_limit import RateLimiter
 from incident_monitor.server.tools import build_mcp_server
+from incident_monitor.service.governed import record_decision
 from incident_monitor.service.log_sources import announce_sources
 from incident_monitor.service.log_tailing import LogSourceRunner
 from incident_monitor.service.monitor import Monitor
@@ -193,8 +199,19 @@ def build_http_app(monitor: Monitor, options: HttpOptions) -> Starlette:
                 announce_sources(monitor)
                 yield
 
-    # The SDK checks Host/Origin on its own routes; this guard covers intake, health and metadata too.
-    return Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(HostOriginGuard, security=security)])
+    unauthenticated = Principal(name="unauthenticated", scopes=frozenset())
+
+    async def audit_refusal(path: str, reason: str) -> None:
+        # A cross-site POST to the console never reaches it: recorded here, as the console records its own.
+        await anyio.to_thread.run_sync(
+            partial(
+                record_decision, monitor, unauthenticated, "console_request", Decision.deny, [reason], {"path": path}
+            )
+        )
+
+    # The SDK checks Host/Origin on its own routes; this guard covers intake, health, metadata and the console too.
+    guard = Middleware(HostOriginGuard, security=security, on_refusal=audit_refusal, audited_prefixes=(CONSOLE_PREFIX,))
+    return Starlette(routes=routes, lifespan=lifespan, middleware=[guard])
 
 
 def bind_socket(host: str, port: int) -> socket.socket:

@@ -312,7 +312,7 @@ class Console:
         origin = request.headers.get("origin")
         problem = None
         if origin is not None and not self._origin_allowed(request, origin):
-            problem = f"cross-site request refused: Origin {origin[:100]} is not this console's"
+            problem = "cross-site request refused: its Origin is not this console's"
         elif visitor.via == "none":
             problem = "the console is read-only when the server runs without authentication (--no-auth)"
         elif visitor.session is not None and not self.codec.csrf_valid(
@@ -354,7 +354,7 @@ class Console:
         origin = request.headers.get("origin")
         anonymous = Principal(name="unauthenticated", scopes=frozenset())
         if origin is not None and not self._origin_allowed(request, origin):
-            problem = f"cross-site sign-in refused: Origin {origin[:100]} is not this console's"
+            problem = "cross-site sign-in refused: its Origin is not this console's"
         elif not login_nonce_valid(request.cookies.get(LOGIN_COOKIE), _field(form, "nonce")):
             problem = "sign-in refused: the form expired or did not come from this console; try again"
         else:
