@@ -23,9 +23,57 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 # The examples' webhook receiver doubles as the tests' receiver.
 sys.path.insert(0, str(EXAMPLES))
+from pg_cluster import PostgresCluster  # noqa: E402  (tests/ is on the path: pytest's rootdir conftest)
 from webhook_receiver import WebhookReceiver  # noqa: E402  (examples/ is on the path just above)
 
 WEBHOOK_SECRET_VARIABLE = "INCIDENT_MONITOR_WEBHOOK_SECRET"
+# The suite runs twice: against SQLite (default) and with INCIDENT_MONITOR_TEST_DATABASE=postgres against a private
+# PostgreSQL cluster, where every test gets a fresh schema through INCIDENT_MONITOR_DATABASE_URL.
+ON_POSTGRES = os.environ.get("INCIDENT_MONITOR_TEST_DATABASE", "sqlite") == "postgres"
+DATABASE_URL_VARIABLE = "INCIDENT_MONITOR_DATABASE_URL"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if ON_POSTGRES and item.get_closest_marker("sqlite_only"):
+            item.add_marker(pytest.mark.skip(reason="SQLite-specific (runs in the SQLite pass)"))
+        if not ON_POSTGRES and item.get_closest_marker("postgres_only"):
+            item.add_marker(pytest.mark.skip(reason="needs PostgreSQL (runs in the PostgreSQL pass of `make test`)"))
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresCluster]:
+    """The private PostgreSQL cluster of this test session (started on first use, stopped at the end)."""
+    cluster = PostgresCluster().start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_tests_database(postgres: PostgresCluster) -> str:
+    return postgres.create_database("tests")
+
+
+@pytest.fixture(autouse=True)
+def store_url(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str | None]:
+    """On the PostgreSQL pass: a fresh schema for this test, exported as the database URL (subprocesses inherit it).
+
+    A schema, not a database: CREATE DATABASE takes about a second here, CREATE SCHEMA a few milliseconds.
+    """
+    if not ON_POSTGRES:
+        yield None
+        return
+    cluster: PostgresCluster = request.getfixturevalue("postgres")
+    database = request.getfixturevalue("postgres_tests_database")
+    schema = cluster.create_schema(database)
+    url = cluster.url(database) + f"?options=-csearch_path%3D{schema}"
+    monkeypatch.setenv(DATABASE_URL_VARIABLE, url)
+    yield url
+    cluster.drop_schema(database, schema)
+
+
 NODE_TOOLS = ROOT / "tools" / "node" / "node_modules"
 
 
@@ -143,6 +191,27 @@ def make_monitor(tmp_path: Path, clock: FakeClock) -> Iterator[MonitorFactory]:
     yield factory
     for monitor in opened:
         monitor.close()
+
+
+def raw_sql(monitor: Monitor, *statements: str | tuple[str, tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """Run SQL behind the service's back (as someone with database access would), on either backend.
+
+    Each statement is SQL with ``?`` placeholders, or (SQL, params); one transaction; the last one's rows returned.
+    """
+    connection = monitor.engine.raw_connection()
+    rows: list[tuple[Any, ...]] = []
+    try:
+        cursor = connection.cursor()
+        for statement in statements:
+            sql, params = statement if isinstance(statement, tuple) else (statement, ())
+            if monitor.engine.dialect.name != "sqlite":
+                sql = sql.replace("?", "%s")
+            cursor.execute(sql, params)
+            rows = list(cursor.fetchall()) if cursor.description else []
+        connection.commit()
+    finally:
+        connection.close()
+    return rows
 
 
 # Principals: the local agent (default agent scopes), the local operator, and made-to-measure ones.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 import socket
 import sqlite3
 import threading
@@ -17,6 +18,8 @@ from incident_monitor.server.http_app import bind_socket
 from incident_monitor.service.audit import verify_chain
 from incident_monitor.service.tokens import LAST_USED_RESOLUTION, last_use_due
 from incident_monitor.store.engine import DATABASE_FILENAME, dispose_engine, open_engine
+
+PRE_MIGRATIONS_DATABASE = Path(__file__).parent / "fixtures" / "pre_migrations.sqlite3"
 
 
 def test_connections_accepted_on_the_bound_socket_have_nagle_off() -> None:
@@ -52,8 +55,8 @@ def test_last_use_is_written_at_most_once_a_minute() -> None:
 
 
 def test_an_old_database_gets_the_list_index_at_open(tmp_path: Path) -> None:
-    engine = open_engine(tmp_path)
-    dispose_engine(engine)
+    # A database from before the index predates migrations too: the committed one, without the index.
+    shutil.copyfile(PRE_MIGRATIONS_DATABASE, tmp_path / DATABASE_FILENAME)
     db = sqlite3.connect(tmp_path / DATABASE_FILENAME)
     db.execute("DROP INDEX ix_incidents_status_severity_last_seen")
     db.commit()

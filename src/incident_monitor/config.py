@@ -17,6 +17,7 @@ from incident_monitor.destinations.settings import DESTINATION_KINDS, AnyDestina
 from incident_monitor.domain.canonical import canonical_json
 from incident_monitor.domain.enums import ApprovalPolicy, Severity
 from incident_monitor.errors import ConfigError
+from incident_monitor.secret_ref import SecretRef, is_env_ref
 
 
 class Settings(BaseSettings):
@@ -27,6 +28,8 @@ class Settings(BaseSettings):
     config: Path | None = None
     data_dir: Path = Path(".incident-monitor")
     token: str | None = Field(default=None, repr=False)
+    # PostgreSQL (``postgresql+psycopg://user:password@host:5432/db``) for several replicas; wins over [store] url.
+    database_url: str | None = Field(default=None, repr=False)
 
 
 class _Strict(BaseModel):
@@ -185,6 +188,33 @@ class HttpSettings(_Strict):
     rate_limits: RateLimitSettings = Field(default_factory=RateLimitSettings)
 
 
+class StoreSettings(_Strict):
+    """Where the data lives: a SQLite file in the data directory unless ``url`` names PostgreSQL."""
+
+    # ``postgresql+psycopg://user@host:5432/db``, or ``env:NAME`` naming a variable that holds the whole URL.
+    url: str | None = None
+    # The password for ``url`` (kept out of the file): ``env:NAME``.
+    password: SecretRef | None = None
+    pool_size: int = Field(5, ge=1, le=200)
+    max_overflow: int = Field(10, ge=0, le=500)
+    pool_timeout_seconds: float = Field(30, gt=0, le=600)
+    connect_timeout_seconds: int = Field(5, ge=1, le=300)
+    # Per statement (PostgreSQL statement_timeout and lock_timeout): a stuck query fails instead of hanging a call.
+    statement_timeout_ms: int = Field(30_000, ge=100, le=3_600_000)
+    # How long a publish's claim on its pending receipt holds before another replica's recovery may finish it;
+    # longer than a destination's slowest delivery (timeout x attempts + backoff).
+    publish_lease_seconds: float = Field(120, ge=1, le=86_400)
+    recovery_interval_seconds: float = Field(30, ge=0.2, le=3_600)
+
+    @model_validator(mode="after")
+    def _known_backend(self) -> StoreSettings:
+        if self.url and not is_env_ref(self.url) and not self.url.startswith(("postgresql+psycopg://", "sqlite:///")):
+            raise ValueError(
+                "url: use postgresql+psycopg://user@host:port/db (or env:NAME), or leave it out for SQLite"
+            )
+        return self
+
+
 class MonitorConfig(_Strict):
     destinations: list[DestinationSettings] = Field(default_factory=list)
     routes: list[Route] = Field(default_factory=list)
@@ -198,6 +228,7 @@ class MonitorConfig(_Strict):
     deployment_cards: list[DeploymentCardSettings] = Field(default_factory=list)
     projects: list[ProjectSettings] = Field(default_factory=list)
     http: HttpSettings = Field(default_factory=HttpSettings)
+    store: StoreSettings = Field(default_factory=StoreSettings)
 
     @model_validator(mode="after")
     def _references_resolve(self) -> MonitorConfig:

@@ -1,0 +1,67 @@
+"""The schema's revision at open: a fast check when current, the migrations when behind.
+
+Opening a database whose stored revision equals ``HEAD_REVISION`` costs one small read and never
+imports Alembic (start-up stays fast). An empty database gets today's tables and is stamped at the
+head. Anything else (an older revision, or a database from before migrations existed) is upgraded
+by ``store.migrate`` -- or refused with the command to run, when upgrading was not allowed.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import inspect
+from sqlalchemy.engine import Connection, Engine
+
+from incident_monitor.errors import SchemaOutdated
+
+# The newest migration in store/migrations/versions (a test checks they agree).
+HEAD_REVISION = "0002_receipt_leases"
+VERSION_TABLE = "alembic_version"
+# A table every database this code ever wrote has: its presence without a version row means "before migrations".
+_FIRST_TABLE = "incidents"
+
+
+def stored_revision(connection: Connection) -> str | None:
+    """The revision stamped in the database, or None when it has none (empty, or from before migrations)."""
+    if not inspect(connection).has_table(VERSION_TABLE):
+        return None
+    row = connection.exec_driver_sql(f"SELECT version_num FROM {VERSION_TABLE}").first()  # noqa: S608  (a constant)
+    return str(row[0]) if row is not None else None
+
+
+def has_tables(connection: Connection) -> bool:
+    return inspect(connection).has_table(_FIRST_TABLE)
+
+
+def stamp(connection: Connection, revision: str) -> None:
+    """Record ``revision`` the way Alembic does (its version table), without importing Alembic."""
+    connection.exec_driver_sql(
+        f"CREATE TABLE IF NOT EXISTS {VERSION_TABLE} "
+        "(version_num VARCHAR(32) NOT NULL, CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num))"
+    )
+    connection.exec_driver_sql(f"DELETE FROM {VERSION_TABLE}")  # noqa: S608
+    connection.exec_driver_sql(f"INSERT INTO {VERSION_TABLE} (version_num) VALUES ('{revision}')")  # noqa: S608
+
+
+def describe(revision: str | None, tables: bool) -> str:
+    if revision is not None:
+        return f"revision {revision}"
+    return "a database from before migrations" if tables else "an empty database"
+
+
+def prepare_schema(engine: Engine, *, migrate: bool) -> None:
+    """Bring the schema to ``HEAD_REVISION``, or raise ``SchemaOutdated`` naming the command when not allowed."""
+    from incident_monitor.store.engine import read_scope
+
+    with read_scope(engine) as connection:
+        revision = stored_revision(connection)
+        if revision == HEAD_REVISION:
+            return
+        tables = has_tables(connection)
+    if not migrate:
+        raise SchemaOutdated(
+            f"the database holds {describe(revision, tables)}; this version needs revision {HEAD_REVISION}. "
+            "Run `incident-monitor db upgrade` (or start serve without --no-migrate)"
+        )
+    from incident_monitor.store.migrate import upgrade
+
+    upgrade(engine)
