@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from incident_monitor import __version__
+from incident_monitor.cli_db import add_db_commands
 from incident_monitor.config import Settings
 from incident_monitor.domain.enums import ApprovalStatus, Severity
 from incident_monitor.errors import MonitorError
@@ -57,6 +58,8 @@ def _settings(args: argparse.Namespace) -> Settings:
         overrides["config"] = args.config
     if args.data_dir is not None:
         overrides["data_dir"] = args.data_dir
+    if getattr(args, "no_migrate", False):
+        overrides["migrate"] = False
     return Settings(**overrides)
 
 
@@ -435,8 +438,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--allowed-origin", action="append", default=[], help="http: Origin header to accept (repeatable)"
     )
+    serve.add_argument(
+        "--no-migrate",
+        action="store_true",
+        help="refuse to serve a database whose schema is outdated (default: upgrade it first, under a lock)",
+    )
     _common(serve, json_flag=False)
     serve.set_defaults(func=cmd_serve)
+    add_db_commands(sub, _common)
 
     ik = sub.add_parser("intake-keys", help="scoped intake keys for CI and services").add_subparsers(
         dest="intake_keys_command", required=True

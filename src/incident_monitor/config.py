@@ -30,6 +30,8 @@ class Settings(BaseSettings):
     token: str | None = Field(default=None, repr=False)
     # PostgreSQL (``postgresql+psycopg://user:password@host:5432/db``) for several replicas; wins over [store] url.
     database_url: str | None = Field(default=None, repr=False)
+    # Upgrade an outdated schema at open (serve --no-migrate, or INCIDENT_MONITOR_MIGRATE=false, refuses instead).
+    migrate: bool = True
 
 
 class _Strict(BaseModel):
@@ -186,6 +188,10 @@ class HttpSettings(_Strict):
     max_intake_body_bytes: int = Field(256_000, ge=1_000, le=10_000_000)
     jwt: JwtSettings | None = None
     rate_limits: RateLimitSettings = Field(default_factory=RateLimitSettings)
+    # Stateless Streamable HTTP: no session lives in a replica (required when replicas > 1).
+    stateless: bool = False
+    # How many replicas serve behind the load balancer: each enforces 1/replicas of every rate limit.
+    replicas: int = Field(1, ge=1, le=1_000)
 
 
 class StoreSettings(_Strict):

@@ -36,6 +36,7 @@ from incident_monitor.policy.routing import RouteDecision
 from incident_monitor.policy.scopes import ACTION_SCOPES
 from incident_monitor.server.errors import tool_errors
 from incident_monitor.server.logging_level import accept_logging_level
+from incident_monitor.server.replicas import request_state_security
 from incident_monitor.server.scope_gate import ScopeGate
 from incident_monitor.service import (
     approvals,
@@ -383,7 +384,13 @@ Tool errors say what failed and what to call next."""
 
 def build_mcp_server(monitor: Monitor, principal: Callable[[], Principal]) -> MCPServer:
     tools = IncidentMonitorTools(monitor, principal)
-    server = MCPServer(name="incident-monitor", version=__version__, instructions=INSTRUCTIONS)
+    server = MCPServer(
+        name="incident-monitor",
+        version=__version__,
+        instructions=INSTRUCTIONS,
+        # Keys shared by every replica (environment), so a retry landing on another replica unseals its state.
+        request_state_security=request_state_security(),
+    )
     metadata: dict[str, FuncMetadata] = {}
     for name, annotations in TOOL_ANNOTATIONS.items():
         fn = getattr(tools, name)

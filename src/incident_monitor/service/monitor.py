@@ -97,9 +97,12 @@ class Monitor:
         )
 
     @classmethod
-    def from_settings(cls, settings: Settings, *, migrate: bool = True) -> Monitor:
+    def from_settings(cls, settings: Settings) -> Monitor:
         return cls.open(
-            config_path=settings.config, data_dir=settings.data_dir, database=settings.database_url, migrate=migrate
+            config_path=settings.config,
+            data_dir=settings.data_dir,
+            database=settings.database_url,
+            migrate=settings.migrate,
         )
 
     def readiness(self, destination_id: str) -> Readiness:

@@ -7,17 +7,28 @@ An outbox in three steps:
 3. ``settle``: the outcome updates the receipt, draft and incident.
 A crash between 1 and 3 leaves a ``pending`` receipt; ``recover_pending`` finishes it through the
 same idempotent adapter call. Publishing an already published draft returns its receipt.
+
+Across replicas (PostgreSQL): a unit of work holds the database's write lock, so exactly one claim
+moves a draft to ``publishing``; every other publish of it returns that receipt without delivering.
+The claim carries a lease (``claimed_by``, ``lease_expires_at``); every replica's ``recovery_loop``
+takes over pending receipts whose lease lapsed (their claimant died) by a conditional update that
+only one replica can win, and finishes them through the same idempotent adapter call. The first
+outcome settled wins: a late one from a claimant that came back is not written over it.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from functools import partial
 from typing import Any, Protocol, TypeVar
 
 import anyio
+from sqlalchemy import or_, update
 from sqlmodel import Session, col, select
 
 from incident_monitor.destinations.base import PublishOutcome, PublishRequest
@@ -45,6 +56,14 @@ T = TypeVar("T")
 
 RECOVERY_PRINCIPAL = Principal(name="system:recovery", scopes=frozenset(), kind="system")
 DONE = frozenset({ReceiptStatus.published, ReceiptStatus.commented})
+
+
+# Names this process in a receipt's lease (host and pid: two replicas never share one).
+REPLICA_ID = f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _lease_until(monitor: Monitor, now: datetime) -> datetime:
+    return now + timedelta(seconds=monitor.config.store.publish_lease_seconds)
 
 
 def idempotency_key(draft_id: str, destination_id: str, evidence_digest: str) -> str:
@@ -102,6 +121,24 @@ def _approval_gate(
         f"approval required ({why}): call request_approval with draft_id={draft.draft_id} and a reason",
         reasons=problems or decision.approval_reasons,
     )
+
+
+def _use_approval(session: Session, approval: ApprovalRequest, receipt_id: str, now: datetime) -> None:
+    """Mark the approval used by this receipt: a conditional update, so it is used once whatever else runs."""
+    used = session.execute(
+        update(ApprovalRequest)
+        .where(col(ApprovalRequest.approval_id) == approval.approval_id)
+        .where(col(ApprovalRequest.status) == ApprovalStatus.approved)
+        .values(status=ApprovalStatus.used, used_at=now, used_by_receipt_id=receipt_id)
+        .execution_options(synchronize_session=False)
+    )
+    if used.rowcount != 1:  # type: ignore[attr-defined]
+        raise ApprovalRequired(
+            f"approval {approval.approval_id} was already used for another publish; "
+            f"call request_approval with draft_id={approval.draft_id} and a reason",
+            reasons=[f"approval {approval.approval_id} already used"],
+        )
+    session.refresh(approval)
 
 
 def _request_for(receipt: Receipt, draft: Draft, labels: list[str]) -> PublishRequest:
@@ -190,13 +227,12 @@ def claim(monitor: Monitor, principal: Principal, draft_id: str) -> Claim:
             )
         receipt.status = ReceiptStatus.pending
         receipt.updated_at = now
+        receipt.claimed_by = REPLICA_ID
+        receipt.lease_expires_at = _lease_until(monitor, now)
         session.add(receipt)
         session.flush()
         if approval is not None and approval.status is ApprovalStatus.approved:
-            approval.status = ApprovalStatus.used
-            approval.used_at = now
-            approval.used_by_receipt_id = receipt.receipt_id
-            session.add(approval)
+            _use_approval(session, approval, receipt.receipt_id, now)
         draft.status = DraftStatus.publishing
         draft.updated_at = now
         session.add(draft)
@@ -221,9 +257,15 @@ def settle(monitor: Monitor, principal: Principal, receipt_id: str, outcome: Pub
         now = monitor.clock()
         receipt = session.get(Receipt, receipt_id)
         assert receipt is not None
+        if receipt.status is not ReceiptStatus.pending:
+            # Settled already (another replica's recovery finished it while this delivery ran late): the
+            # first outcome stands; the adapter call was idempotent, so there is still one external effect.
+            logger.info("receipt %s already %s; a late outcome is not recorded", receipt_id, receipt.status.value)
+            return
         draft = session.get(Draft, receipt.draft_id)
         assert draft is not None
         receipt.status = ReceiptStatus(outcome.status)
+        receipt.lease_expires_at = None
         receipt.external_id = outcome.external_id
         receipt.external_url = outcome.external_url
         receipt.attempt_count += outcome.attempts
@@ -339,9 +381,14 @@ async def publish_draft(
     return await run(publish_result, monitor, claimed.receipt_id, reused=False)
 
 
-def _pending_work(monitor: Monitor) -> list[tuple[str, PublishRequest, PublishPermit]]:
+def _pending_work(monitor: Monitor, *, leased_too: bool) -> list[tuple[str, PublishRequest, PublishPermit]]:
+    """Claim the pending receipts no live lease protects (all of them with ``leased_too``) for this replica."""
     with monitor.session() as session:
-        pending = session.exec(select(Receipt).where(Receipt.status == ReceiptStatus.pending)).all()
+        now = monitor.clock()
+        query = select(Receipt).where(Receipt.status == ReceiptStatus.pending)
+        if not leased_too:
+            query = query.where(or_(col(Receipt.lease_expires_at).is_(None), col(Receipt.lease_expires_at) <= now))
+        pending = session.exec(query).all()
         work: list[tuple[str, PublishRequest, PublishPermit]] = []
         disabled = read_disabled(monitor.engine)
         for receipt in pending:
@@ -350,15 +397,62 @@ def _pending_work(monitor: Monitor) -> list[tuple[str, PublishRequest, PublishPe
                 continue
             if receipt.destination_id in disabled:
                 continue  # stays pending until an operator re-enables the destination
+            # Conditional on the lease it was read with: if another replica renewed it meanwhile, skip it.
+            taken = session.execute(
+                update(Receipt)
+                .where(col(Receipt.receipt_id) == receipt.receipt_id)
+                .where(col(Receipt.status) == ReceiptStatus.pending)
+                .where(
+                    col(Receipt.lease_expires_at).is_(None)
+                    if receipt.lease_expires_at is None
+                    else col(Receipt.lease_expires_at) == receipt.lease_expires_at
+                )
+                .values(claimed_by=REPLICA_ID, lease_expires_at=_lease_until(monitor, now))
+                .execution_options(synchronize_session=False)
+            )
+            if taken.rowcount != 1:  # type: ignore[attr-defined]
+                continue
+            session.refresh(receipt)
             request = _request_for(receipt, draft, _labels(monitor, draft, receipt.route_id))
             work.append((receipt.receipt_id, request, _permit_for(receipt)))
     return work
 
 
-async def recover_pending(monitor: Monitor, *, run: WorkerRunner = in_thread) -> list[str]:
-    """Finish publishes that a crash left pending, through the same idempotent adapter call."""
-    work = await run(_pending_work, monitor)
+async def recover_pending(
+    monitor: Monitor, *, run: WorkerRunner = in_thread, leased_too: bool | None = None
+) -> list[str]:
+    """Finish publishes that a crash left pending, through the same idempotent adapter call.
+
+    ``leased_too`` (default: on SQLite, where one server owns the file) also takes receipts whose lease has not
+    lapsed yet: at start-up, those were this server's own before it crashed. On PostgreSQL another replica
+    may be delivering them right now, so only lapsed leases are taken.
+    """
+    if leased_too is None:
+        leased_too = monitor.engine.dialect.name == "sqlite"
+    work = await run(partial(_pending_work, leased_too=leased_too), monitor)
     for receipt_id, request, permit in work:
         outcome = await deliver(monitor, request, permit)
         await run(settle, monitor, RECOVERY_PRINCIPAL, receipt_id, outcome)
     return [receipt_id for receipt_id, _, _ in work]
+
+
+async def recovery_loop(monitor: Monitor, *, run: WorkerRunner = in_thread) -> None:
+    """Every replica, for as long as it serves: finish pending receipts whose claimant died (lease lapsed).
+
+    The first pass (at start) also takes this host's own leases on SQLite; a database that is down is
+    logged and tried again at the next interval, never fatal.
+    """
+    first = True
+    while True:
+        try:
+            recovered = await recover_pending(monitor, run=run, leased_too=None if first else False)
+            if recovered:
+                logger.warning("finished %d publish(es) left pending by a crash: %s", len(recovered), recovered)
+            first = False
+        except Exception as exc:
+            logger.warning(
+                "publish recovery failed (%s); retrying in %ss",
+                type(exc).__name__,
+                monitor.config.store.recovery_interval_seconds,
+            )
+        await anyio.sleep(monitor.config.store.recovery_interval_seconds)

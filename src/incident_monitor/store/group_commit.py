@@ -8,6 +8,10 @@ unit of the batch commits once for all, and every unit returns only after that c
 (or raises if it failed), so nothing is acknowledged before it is durable. A lone unit commits at
 once, exactly as a plain transaction would.
 
+On PostgreSQL the same holds with the advisory lock every unit takes at BEGIN (store/engine.py) in
+place of BEGIN IMMEDIATE: one process's units share a transaction and a commit, and replicas take
+turns holding the lock batch by batch.
+
 Queueing on a Python lock, rather than SQLite's busy handler (which sleeps 5-25 ms per retry),
 also keeps this process's threads out of each other's way; other processes (the CLI) still wait
 on SQLite's lock with busy_timeout.
@@ -102,6 +106,11 @@ class GroupCommit:
             self._owner = threading.get_ident()
             return batch
         except BaseException:
+            # BEGIN failed (the server went away, the lock timed out): never reuse that connection.
+            if self._connection is not None:
+                self._connection.invalidate()
+                self._connection.close()
+                self._connection = None
             self._turn.release()
             raise
 

@@ -44,8 +44,8 @@ def stamp(connection: Connection, revision: str) -> None:
 
 def describe(revision: str | None, tables: bool) -> str:
     if revision is not None:
-        return f"revision {revision}"
-    return "a database from before migrations" if tables else "an empty database"
+        return f"at revision {revision}"
+    return "from before migrations (no revision stored)" if tables else "empty"
 
 
 def prepare_schema(engine: Engine, *, migrate: bool) -> None:
@@ -59,7 +59,7 @@ def prepare_schema(engine: Engine, *, migrate: bool) -> None:
         tables = has_tables(connection)
     if not migrate:
         raise SchemaOutdated(
-            f"the database holds {describe(revision, tables)}; this version needs revision {HEAD_REVISION}. "
+            f"the database schema is {describe(revision, tables)}; this version needs revision {HEAD_REVISION}. "
             "Run `incident-monitor db upgrade` (or start serve without --no-migrate)"
         )
     from incident_monitor.store.migrate import upgrade
