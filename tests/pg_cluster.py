@@ -107,20 +107,30 @@ class PostgresCluster:
     def _admin(self, database: str) -> Any:
         import psycopg
 
-        if database not in self._admins:
+        known = self._admins.get(database)
+        if known is None or known.closed or known.broken:  # the cluster may have been restarted by a test
             self._admins[database] = psycopg.connect(
                 f"host=127.0.0.1 port={self.port} user=postgres dbname={database}", autocommit=True
             )
         return self._admins[database]
 
+    def _admin_execute(self, database: str, sql: str) -> None:
+        import psycopg
+
+        try:
+            self._admin(database).execute(sql)
+        except psycopg.OperationalError:  # the cluster was restarted under this connection: once more, anew
+            self._admins.pop(database).close()
+            self._admin(database).execute(sql)
+
     def create_schema(self, database: str) -> str:
         self._counter += 1
         name = f"s{self._counter}"
-        self._admin(database).execute(f"CREATE SCHEMA {name}")
+        self._admin_execute(database, f"CREATE SCHEMA {name}")
         return name
 
     def drop_schema(self, database: str, schema: str) -> None:
-        self._admin(database).execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        self._admin_execute(database, f"DROP SCHEMA IF EXISTS {schema} CASCADE")
 
     def create_database(self, prefix: str = "t") -> str:
         self._counter += 1
