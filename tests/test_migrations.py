@@ -1,0 +1,196 @@
+"""Migrations: a database written before them upgrades keeping every row, the chain and the receipts.
+
+The fixtures were written by the code as it stood before migrations (tests/fixtures/make_pre_migrations_*.py):
+a SQLite file, and for PostgreSQL a pg_dump of the same rows in that schema.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import create_engine, select
+from sqlalchemy.engine import Engine
+from sqlmodel import SQLModel
+from sqlmodel import select as select_models
+
+from conftest import ON_POSTGRES, MonitorFactory
+from incident_monitor.cli import main as cli_main
+from incident_monitor.config import MonitorConfig
+from incident_monitor.domain.enums import ReceiptStatus
+from incident_monitor.domain.models import Receipt
+from incident_monitor.errors import SchemaOutdated
+from incident_monitor.service.audit import verify_chain
+from incident_monitor.service.monitor import Monitor
+from incident_monitor.store import migrate
+from incident_monitor.store.engine import DATABASE_FILENAME, create_store_engine
+from incident_monitor.store.schema import HEAD_REVISION
+from pg_cluster import PG_BIN, PostgresCluster
+
+FIXTURES = Path(__file__).parent / "fixtures"
+SQLITE_FIXTURE = FIXTURES / "pre_migrations.sqlite3"
+POSTGRES_FIXTURE = FIXTURES / "pre_migrations.postgres.sql"
+# Columns later revisions added: absent from the fixture, NULL after the upgrade.
+ADDED_SINCE = {"receipts": {"claimed_by", "lease_expires_at"}}
+CLI = Path(sys.executable).parent / "incident-monitor"
+
+
+@dataclass
+class OldDatabase:
+    data_dir: Path
+    url: str | None  # None: the SQLite file in data_dir
+
+    def args(self) -> list[str]:
+        return ["--data-dir", str(self.data_dir)]
+
+    def engine(self) -> Engine:
+        return create_store_engine(self.data_dir, self.url)
+
+
+@pytest.fixture
+def old_database(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> OldDatabase:
+    """The pre-migration database on this pass's backend, exported as the database URL on PostgreSQL."""
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    if not ON_POSTGRES:
+        shutil.copyfile(SQLITE_FIXTURE, data_dir / DATABASE_FILENAME)
+        return OldDatabase(data_dir, None)
+    cluster: PostgresCluster = request.getfixturevalue("postgres")
+    name = cluster.create_database("premigrations")
+    subprocess.run(
+        [str(PG_BIN / "psql"), "-h", "127.0.0.1", "-p", str(cluster.port), "-U", "postgres", "-d", name,
+         "-v", "ON_ERROR_STOP=1", "-q", "-f", str(POSTGRES_FIXTURE)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    url = cluster.url(name)
+    monkeypatch.setenv("INCIDENT_MONITOR_DATABASE_URL", url)
+    return OldDatabase(data_dir, url)
+
+
+def rows(engine: Engine) -> dict[str, list[dict[str, Any]]]:
+    """Every row of every table, columns the fixture has, in primary-key order."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    with engine.connect() as connection:
+        for table in SQLModel.metadata.sorted_tables:
+            columns = [c for c in table.columns if c.name not in ADDED_SINCE.get(table.name, set())]
+            query = select(*columns).order_by(*table.primary_key.columns)
+            out[table.name] = [dict(row._mapping) for row in connection.execute(query)]
+    return out
+
+
+@pytest.fixture(scope="module")
+def fixture_rows() -> Iterator[dict[str, list[dict[str, Any]]]]:
+    engine = create_engine(f"sqlite:///file:{SQLITE_FIXTURE}?mode=ro&uri=true")
+    try:
+        yield rows(engine)
+    finally:
+        engine.dispose()
+
+
+def test_the_fixture_holds_every_kind_of_row(fixture_rows: dict[str, list[dict[str, Any]]]) -> None:
+    counts = {table: len(found) for table, found in fixture_rows.items()}
+    assert all(counts[t] > 0 for t in ("incidents", "drafts", "approval_requests", "receipts", "audit_events"))
+    assert counts["api_tokens"] == counts["intake_keys"] == 1
+    assert {r["status"].value for r in fixture_rows["receipts"]} == {"published", "blocked"}
+
+
+def test_db_upgrade_keeps_every_row_the_chain_and_the_receipts(
+    old_database: OldDatabase, fixture_rows: dict[str, list[dict[str, Any]]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli_main(["db", "current", *old_database.args()]) == 0
+    assert "no revision stored" in capsys.readouterr().out
+
+    assert cli_main(["db", "upgrade", *old_database.args()]) == 0
+    assert f"upgraded from the schema from before migrations to {HEAD_REVISION}" in capsys.readouterr().out
+
+    engine = old_database.engine()
+    try:
+        assert migrate.current(engine) == HEAD_REVISION
+        assert rows(engine) == fixture_rows
+        with engine.connect() as connection:
+            leases = connection.execute(select(Receipt.claimed_by, Receipt.lease_expires_at)).all()  # type: ignore[call-overload]
+        assert leases and all(lease == (None, None) for lease in leases)
+    finally:
+        engine.dispose()
+
+    assert cli_main(["audit", "verify", *old_database.args()]) == 0
+    assert f"audit chain intact: {len(fixture_rows['audit_events'])} events" in capsys.readouterr().out
+    # The upgraded database serves: a governed call appends to the same chain, and the receipts read back.
+    monitor = Monitor.open(config=MonitorConfig(), data_dir=old_database.data_dir, migrate=False)
+    try:
+        assert cli_main(["audit", "verify", *old_database.args()]) == 0
+        with monitor.session() as session:
+            # The fixture's rows, then the two verify calls' own rows (verify_audit is a governed call).
+            assert verify_chain(session).events_checked == len(fixture_rows["audit_events"]) + 2
+            published = [r for r in session.exec(select_models(Receipt)).all() if r.status is ReceiptStatus.published]
+        assert len(published) == 2 and all(r.external_id for r in published)
+    finally:
+        monitor.close()
+
+    assert cli_main(["db", "upgrade", *old_database.args()]) == 0
+    assert "nothing to do" in capsys.readouterr().out
+
+
+def test_serve_no_migrate_refuses_an_outdated_schema_naming_the_command(old_database: OldDatabase) -> None:
+    with pytest.raises(SchemaOutdated, match=r"incident-monitor db upgrade"):
+        Monitor.open(config=MonitorConfig(), data_dir=old_database.data_dir, migrate=False)
+    done = subprocess.run(
+        [str(CLI), "serve", "--transport", "http", "--port", "0", "--no-migrate", *old_database.args()],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode != 0
+    assert "run `incident-monitor db upgrade`" in done.stderr.lower()
+    engine = old_database.engine()
+    try:
+        assert migrate.current(engine) is None  # nothing was changed
+    finally:
+        engine.dispose()
+
+
+def test_replicas_starting_together_migrate_once(old_database: OldDatabase) -> None:
+    upgrades = [
+        subprocess.Popen([str(CLI), "db", "upgrade", *old_database.args()], stdout=subprocess.PIPE, text=True)
+        for _ in range(3)
+    ]
+    outputs = [process.communicate(timeout=120)[0] for process in upgrades]
+    assert [process.returncode for process in upgrades] == [0, 0, 0]
+    assert sum("upgraded from" in out for out in outputs) == 1, outputs
+    assert sum("nothing to do" in out for out in outputs) == 2, outputs
+
+
+def test_the_head_constant_is_the_migrations_head() -> None:
+    script = ScriptDirectory.from_config(migrate.alembic_config())
+    assert script.get_current_head() == HEAD_REVISION
+    assert [r.revision for r in migrate.history()][-1] == HEAD_REVISION
+
+
+def test_migrations_from_empty_build_exactly_the_models_schema(
+    make_monitor: MonitorFactory, tmp_path: Path, store_url: str | None
+) -> None:
+    """The tables a new database gets (create_all, stamped) and the ones the migrations build are the same."""
+    monitor = make_monitor()  # a fresh database of this pass's backend: create_all + stamp
+    monitor.close()
+    engine = create_store_engine(tmp_path / "fresh", store_url)
+    try:
+        with engine.begin() as connection:
+            if ON_POSTGRES:  # the same (per-test) schema: rebuild it through the migrations instead
+                SQLModel.metadata.drop_all(connection)
+                connection.exec_driver_sql("DROP TABLE alembic_version")
+            from alembic import command
+
+            command.upgrade(migrate.alembic_config(connection), "head")
+            differences = compare_metadata(MigrationContext.configure(connection), SQLModel.metadata)
+        assert differences == []
+    finally:
+        engine.dispose()
