@@ -8,7 +8,10 @@ NODE_STAMP := $(NODE_TOOLS)/node_modules/.installed-stamp
 
 PORT ?= 8000
 
-.PHONY: run demo test lint bench
+# Debian's PostgreSQL 15 binaries (the tests' private cluster).
+PG_BIN := /usr/lib/postgresql/15/bin
+
+.PHONY: run demo test lint bench postgresql
 # Serve HTTP on 127.0.0.1:$(PORT) with examples/config.toml and the example webhook receiver (a free port) in the same
 # process, so every route publishes; prints the URL, the agent token (kept in the data dir across runs), where published
 # evidence lands, and the operator and Inspector commands.
@@ -19,11 +22,18 @@ run: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/python examples/agent_flow.py
 
-# Lint, then the whole suite. pytest's exit 5 ("no tests collected") is a failure, not a pass.
-test: $(STAMP) $(NODE_STAMP)
+# Lint, then the whole suite twice: on SQLite, then on a private PostgreSQL cluster (tests/pg_cluster.py) with
+# every test on a fresh schema (SQLite-only tests deselected). pytest's exit 5 ("no tests collected") is a failure.
+test: $(STAMP) $(NODE_STAMP) postgresql
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/python -m pytest; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; exit $$rc
+	INCIDENT_MONITOR_TEST_DATABASE=postgres $(VENV)/bin/python -m pytest -m "not sqlite_only"; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; exit $$rc
+
+# PostgreSQL 15 from Debian's packages when missing (the tests start their own cluster; it needs no service).
+postgresql:
+	@command -v $(PG_BIN)/initdb >/dev/null || (apt-get update -qq && apt-get install -y -qq postgresql)
 
 # Every benchmark against its floor (benchmarks/run.py); writes benchmarks/results/latest.json. QUICK=1 for small sizes.
 bench: $(STAMP)

@@ -194,3 +194,16 @@ def test_migrations_from_empty_build_exactly_the_models_schema(
         assert differences == []
     finally:
         engine.dispose()
+
+
+def test_opening_a_current_database_does_not_import_alembic(make_monitor: MonitorFactory, tmp_path: Path) -> None:
+    """Start-up stays fast: with the stored revision at the head, one small read and no Alembic import."""
+    monitor = make_monitor()  # creates and stamps the schema (this pass's backend)
+    code = (
+        "import sys; from pathlib import Path; from incident_monitor.config import MonitorConfig; "
+        "from incident_monitor.service.monitor import Monitor; "
+        f"m = Monitor.open(config=MonitorConfig(), data_dir=Path({str(monitor.data_dir)!r})); m.close(); "
+        "print(sorted(name for name in sys.modules if name.split('.')[0] == 'alembic'))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert done.stdout.strip() == "[]"
