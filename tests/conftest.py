@@ -13,11 +13,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from sqlalchemy.engine import Engine
 
 from incident_monitor.config import MonitorConfig
 from incident_monitor.policy.principal import LOCAL_AGENT, Principal, local_operator
 from incident_monitor.policy.scopes import DEFAULT_AGENT_SCOPES, OPERATOR_SCOPES
 from incident_monitor.service.monitor import Monitor
+from incident_monitor.store.engine import create_store_engine
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -31,6 +33,12 @@ WEBHOOK_SECRET_VARIABLE = "INCIDENT_MONITOR_WEBHOOK_SECRET"
 # PostgreSQL cluster, where every test gets a fresh schema through INCIDENT_MONITOR_DATABASE_URL.
 ON_POSTGRES = os.environ.get("INCIDENT_MONITOR_TEST_DATABASE", "sqlite") == "postgres"
 DATABASE_URL_VARIABLE = "INCIDENT_MONITOR_DATABASE_URL"
+
+
+def database_url_env() -> dict[str, str]:
+    """The database URL variable when set (the PostgreSQL pass), for child processes given a minimal environment."""
+    url = os.environ.get(DATABASE_URL_VARIABLE)
+    return {DATABASE_URL_VARIABLE: url} if url else {}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -173,16 +181,38 @@ MonitorFactory = Callable[..., Monitor]
 
 
 @pytest.fixture
-def make_monitor(tmp_path: Path, clock: FakeClock) -> Iterator[MonitorFactory]:
-    """Open a monitor on a real SQLite file in tmp_path: ``make_monitor(config_dict, data_dir=...)``."""
+def make_monitor(
+    tmp_path: Path, clock: FakeClock, request: pytest.FixtureRequest, store_url: str | None
+) -> Iterator[MonitorFactory]:
+    """Open a monitor on a real database: ``make_monitor(config_dict, data_dir=...)``.
+
+    A SQLite file in the data directory; on the PostgreSQL pass the test's schema for the first data directory
+    opened (the one subprocesses reach through the environment) and a schema of its own for every other one.
+    """
     opened: list[Monitor] = []
+    databases: dict[Path, str | None] = {}
+
+    def database_for(data_dir: Path) -> str | None:
+        if store_url is None:
+            return None
+        if data_dir not in databases:
+            if not databases:
+                databases[data_dir] = store_url
+            else:
+                cluster: PostgresCluster = request.getfixturevalue("postgres")
+                database = request.getfixturevalue("postgres_tests_database")
+                schema = cluster.create_schema(database)
+                databases[data_dir] = cluster.url(database) + f"?options=-csearch_path%3D{schema}"
+        return databases[data_dir]
 
     def factory(
         config: dict[str, Any] | None = None, *, data_dir: Path | None = None, use_clock: bool = True
     ) -> Monitor:
+        data_dir = data_dir or tmp_path / "data"
         monitor = Monitor.open(
             config=MonitorConfig.model_validate(config if config is not None else flow_config()),
-            data_dir=data_dir or tmp_path / "data",
+            data_dir=data_dir,
+            database=database_for(data_dir.resolve()),
             **({"clock": clock} if use_clock else {}),
         )
         opened.append(monitor)
@@ -193,18 +223,29 @@ def make_monitor(tmp_path: Path, clock: FakeClock) -> Iterator[MonitorFactory]:
         monitor.close()
 
 
-def raw_sql(monitor: Monitor, *statements: str | tuple[str, tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+@contextmanager
+def store_engine(data_dir: Path) -> Iterator[Engine]:
+    """The database a CLI or server given ``data_dir`` (and this environment) uses, without opening a monitor."""
+    engine = create_store_engine(data_dir, os.environ.get(DATABASE_URL_VARIABLE))
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+
+
+def raw_sql(target: Monitor | Engine, *statements: str | tuple[str, tuple[Any, ...]]) -> list[tuple[Any, ...]]:
     """Run SQL behind the service's back (as someone with database access would), on either backend.
 
     Each statement is SQL with ``?`` placeholders, or (SQL, params); one transaction; the last one's rows returned.
     """
-    connection = monitor.engine.raw_connection()
+    engine = target.engine if isinstance(target, Monitor) else target
+    connection = engine.raw_connection()
     rows: list[tuple[Any, ...]] = []
     try:
         cursor = connection.cursor()
         for statement in statements:
             sql, params = statement if isinstance(statement, tuple) else (statement, ())
-            if monitor.engine.dialect.name != "sqlite":
+            if engine.dialect.name != "sqlite":
                 sql = sql.replace("?", "%s")
             cursor.execute(sql, params)
             rows = list(cursor.fetchall()) if cursor.description else []

@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -21,7 +20,7 @@ from typing import Any
 import pytest
 from sqlmodel import select
 
-from conftest import AGENT, OPERATOR, WEBHOOK_SECRET_VARIABLE
+from conftest import AGENT, DATABASE_URL_VARIABLE, OPERATOR, WEBHOOK_SECRET_VARIABLE, raw_sql, store_engine
 from incident_monitor import __version__
 from incident_monitor.domain.enums import ApprovalStatus, DraftStatus, IncidentStatus
 from incident_monitor.domain.io import IncidentReport
@@ -32,6 +31,8 @@ from incident_monitor.service.destination_states import disable_destination
 from incident_monitor.service.monitor import Monitor
 
 SCRIPT = Path(sys.executable).with_name("incident-monitor")
+# Kept in a child CLI's environment: the webhook secret, and the database URL on the PostgreSQL pass.
+KEEP_VARIABLES = (WEBHOOK_SECRET_VARIABLE, DATABASE_URL_VARIABLE)
 DATABASE = "incident-monitor.sqlite3"
 
 CONFIG_TOML = f"""
@@ -94,13 +95,13 @@ class Workspace:
         return created.secret
 
     def sql(self, statement: str) -> None:
-        with sqlite3.connect(self.data_dir / DATABASE) as db:
-            db.execute(statement)
+        with store_engine(self.data_dir) as engine:
+            raw_sql(engine, statement)
 
 
 def child_env(**extra: str) -> dict[str, str]:
     """This process's environment (incl. a monkeypatched webhook secret) minus stray INCIDENT_MONITOR_* settings."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("INCIDENT_MONITOR_") or k == WEBHOOK_SECRET_VARIABLE}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INCIDENT_MONITOR_") or k in KEEP_VARIABLES}
     env.update(extra)
     return env
 
@@ -173,8 +174,12 @@ def test_tokens_create_prints_the_secret_once_and_list_never_shows_it(ws: Worksp
     for output in (listed.stdout, listed.stderr, as_json.stdout, as_json.stderr):
         assert secret not in output
         assert digest not in output
-    # Stored only as a hash: the database file never holds the secret itself.
-    stored = (ws.data_dir / DATABASE).read_bytes() + b"".join(p.read_bytes() for p in ws.data_dir.glob("*-wal"))
+    # Stored only as a hash: the database never holds the secret itself (the SQLite file's bytes, or every row).
+    if (ws.data_dir / DATABASE).exists():
+        stored = (ws.data_dir / DATABASE).read_bytes() + b"".join(p.read_bytes() for p in ws.data_dir.glob("*-wal"))
+    else:
+        with store_engine(ws.data_dir) as engine:
+            stored = repr(raw_sql(engine, "SELECT * FROM api_tokens")).encode()
     assert secret.encode() not in stored
 
 

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from sqlmodel import select
 
-from conftest import AGENT, OPERATOR, MonitorFactory, flow_config
+from conftest import AGENT, OPERATOR, FakeClock, MonitorFactory, flow_config
 from github_fake import FakeGitHub
 from incident_monitor.domain.enums import ReceiptStatus
 from incident_monitor.domain.models import AuditEvent, Receipt
@@ -24,7 +24,7 @@ from linear_fake import FakeLinear
 from mcp_helpers import mcp_client
 from test_destination_mcp_tool import ENTITIES
 from test_egress import Redirector
-from test_publishing import approved_draft
+from test_publishing import approved_draft, lease_lapses
 
 pytestmark = pytest.mark.anyio
 
@@ -264,11 +264,12 @@ async def test_the_outbound_servers_tools_are_never_listed_to_our_callers(
 
 
 async def test_recovery_leaves_a_disabled_destinations_pending_receipt_until_it_is_re_enabled(
-    make_monitor: MonitorFactory, github: FakeGitHub, webhook_secret: str
+    make_monitor: MonitorFactory, github: FakeGitHub, webhook_secret: str, clock: FakeClock
 ) -> None:
     monitor = make_monitor(github_config(github.url))
     draft_id = approved_draft(monitor)
     claimed = publishing.claim(monitor, AGENT, draft_id)  # then the process "crashes" before delivering
+    lease_lapses(monitor, clock)
     with monitor.session() as session:
         destination_states.disable_destination(session, "gh", "issues disabled (410)", monitor.clock())
 

@@ -7,12 +7,11 @@ the routing code cannot produce (an unready destination failing open) are built 
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Any
 
 import pytest
 
-from conftest import AGENT, OPERATOR, FakeClock, MonitorFactory, flow_config, principal
+from conftest import AGENT, OPERATOR, FakeClock, MonitorFactory, flow_config, principal, raw_sql
 from incident_monitor.domain.enums import Severity
 from incident_monitor.domain.io import IncidentReport
 from incident_monitor.errors import InvalidInput, PermissionDenied
@@ -21,7 +20,6 @@ from incident_monitor.service import intake, publishing, tokens
 from incident_monitor.service.governance import posture
 from incident_monitor.service.governance.inventory import IntakeKeyEntry, OutboundMcpServerEntry
 from incident_monitor.service.monitor import Monitor
-from incident_monitor.store.engine import DATABASE_FILENAME
 
 COMPLETE_CARD: dict[str, Any] = {
     "owner": "SRE",
@@ -201,8 +199,7 @@ async def test_external_action_without_receipt(make_monitor: MonitorFactory) -> 
 
     # A draft marked published behind the outbox's back: an external effect nobody has a receipt for.
     webhook_draft = send(monitor, title="Deploy failed", route_tags=["runtime-failure"])
-    with sqlite3.connect(monitor.data_dir / DATABASE_FILENAME) as db:
-        db.execute("UPDATE drafts SET status = 'published' WHERE draft_id = ?", (webhook_draft,))
+    raw_sql(monitor, ("UPDATE drafts SET status = 'published' WHERE draft_id = ?", (webhook_draft,)))
 
     [finding] = fired(monitor, "external-action-without-receipt")
     assert finding.severity is Severity.critical
@@ -239,8 +236,7 @@ def test_broken_audit_chain(make_monitor: MonitorFactory) -> None:
     send(monitor, title="Another failure")
     assert fired(monitor, "audit-chain-broken") == []
 
-    with sqlite3.connect(monitor.data_dir / DATABASE_FILENAME) as db:
-        db.execute("UPDATE audit_events SET reasons = '[]' WHERE seq = 1")
+    raw_sql(monitor, "UPDATE audit_events SET reasons = '[]' WHERE seq = 1")
 
     [finding] = fired(monitor, "audit-chain-broken")
     assert (finding.severity, finding.evidence_refs) == (Severity.critical, ["audit:seq:1"])

@@ -17,7 +17,16 @@ from mcp.client.stdio import stdio_client
 from mcp.types import TextResourceContents
 from sqlmodel import select
 
-from conftest import AGENT, OPERATOR, WEBHOOK_SECRET_VARIABLE, MonitorFactory, flow_config, new_webhook_secret
+from conftest import (
+    AGENT,
+    DATABASE_URL_VARIABLE,
+    OPERATOR,
+    WEBHOOK_SECRET_VARIABLE,
+    MonitorFactory,
+    database_url_env,
+    flow_config,
+    new_webhook_secret,
+)
 from incident_monitor.config import load_config
 from incident_monitor.domain.io import IncidentReport
 from incident_monitor.domain.models import ApiToken
@@ -272,7 +281,11 @@ async def test_governance_tools_and_resources_are_for_the_governance_scope_only(
 
 
 def run_cli(monitor: Monitor, config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("INCIDENT_MONITOR_") or k == WEBHOOK_SECRET_VARIABLE}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("INCIDENT_MONITOR_") or k in (WEBHOOK_SECRET_VARIABLE, DATABASE_URL_VARIABLE)
+    }
     return subprocess.run(
         [str(SCRIPT), *args, "--data-dir", str(monitor.data_dir), "--config", str(config)],
         env=env,
@@ -368,7 +381,7 @@ async def test_over_stdio_an_auditor_token_gets_the_evidence_and_the_local_agent
         f'secret = "env:{WEBHOOK_SECRET_VARIABLE}"\n[default_destination]\ndestination_id = "ops-webhook"\n',
         encoding="utf-8",
     )
-    base_env = {"PATH": os.environ.get("PATH", ""), WEBHOOK_SECRET_VARIABLE: canary}
+    base_env = {"PATH": os.environ.get("PATH", ""), WEBHOOK_SECRET_VARIABLE: canary, **database_url_env()}
     forbidden = [canary, auditor.secret, CANARY_URL_PART]
 
     def params(env: dict[str, str]) -> StdioServerParameters:

@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 from mcp import Client
 from mcp.types import CallToolResult
-from sqlmodel import col, func, select
+from sqlmodel import SQLModel, col, func, select
 
-from conftest import AGENT, OPERATOR, FakeClock, MonitorFactory, flow_config, principal
+from conftest import AGENT, OPERATOR, FakeClock, MonitorFactory, flow_config, principal, raw_sql
 from incident_monitor.config import Limits
 from incident_monitor.domain.models import (
     ApiToken,
@@ -501,9 +501,12 @@ async def test_reported_secrets_never_leave_the_intake(
     assert "[REDACTED]" in delivery.payload["data"]["title"]
 
     assert_no_canary("the audit log", all_audit_text(monitor))
+    if monitor.engine.dialect.name != "sqlite":  # PostgreSQL: every row of every table, as stored
+        for table in SQLModel.metadata.sorted_tables:
+            assert_no_canary(f"table {table.name}", repr(raw_sql(monitor, f"SELECT * FROM {table.name}")))  # noqa: S608
     monitor.close()  # let SQLite settle; the WAL file is read too if it is still there
     database_files = sorted(monitor.data_dir.glob(f"{DATABASE_FILENAME}*"))
-    assert monitor.data_dir / DATABASE_FILENAME in database_files
+    assert database_files or monitor.engine.dialect.name != "sqlite"
     for path in database_files:
         assert_no_canary(path.name, path.read_bytes())
     assert caplog.records, "expected some log records at DEBUG"

@@ -12,7 +12,7 @@ import pytest
 from mcp import Client
 from sqlmodel import func, select
 
-from conftest import AGENT, OPERATOR, MonitorFactory, flow_config
+from conftest import AGENT, OPERATOR, FakeClock, MonitorFactory, flow_config
 from incident_monitor.destinations.base import DestinationAdapter, PublishOutcome, PublishRequest
 from incident_monitor.destinations.registry import ADAPTERS, adapter_class
 from incident_monitor.domain.enums import ApprovalStatus, DraftStatus, IncidentStatus, ReceiptStatus
@@ -78,12 +78,17 @@ def receipts_for(monitor: Monitor, draft_id: str) -> list[Receipt]:
         return list(session.exec(select(Receipt).where(Receipt.draft_id == draft_id)).all())
 
 
+def lease_lapses(monitor: Monitor, clock: FakeClock) -> None:
+    """Time passes beyond the claim's lease: on PostgreSQL, recovery leaves a live lease to its holder."""
+    clock.advance(seconds=monitor.config.store.publish_lease_seconds + 1)
+
+
 # --- the outbox ----------------------------------------------------------------------------------
 
 
 @pytest.mark.anyio
 async def test_crash_after_claim_is_finished_by_recovery_exactly_once(
-    make_monitor: MonitorFactory, receiver: WebhookReceiver, tmp_path: Path
+    make_monitor: MonitorFactory, receiver: WebhookReceiver, tmp_path: Path, clock: FakeClock
 ) -> None:
     data_dir = tmp_path / "outbox"
     monitor = make_monitor(flow_config(receiver.url), data_dir=data_dir)
@@ -99,6 +104,7 @@ async def test_crash_after_claim_is_finished_by_recovery_exactly_once(
     assert get_row(restarted, Draft, draft_id).status is DraftStatus.publishing
     assert receiver.deliveries == []
 
+    lease_lapses(restarted, clock)
     assert await publishing.recover_pending(restarted) == [claimed.receipt_id]
 
     assert len(receiver.deliveries) == 1
@@ -119,7 +125,7 @@ async def test_crash_after_claim_is_finished_by_recovery_exactly_once(
 
 @pytest.mark.anyio
 async def test_crash_after_delivery_resends_with_the_same_webhook_id(
-    make_monitor: MonitorFactory, receiver: WebhookReceiver
+    make_monitor: MonitorFactory, receiver: WebhookReceiver, clock: FakeClock
 ) -> None:
     monitor = make_monitor(flow_config(receiver.url))
     draft_id = approved_draft(monitor)
@@ -131,6 +137,7 @@ async def test_crash_after_delivery_resends_with_the_same_webhook_id(
     # ...and the process dies before settle(): the outcome is lost, the receipt still pending.
     assert get_row(monitor, Receipt, claimed.receipt_id).status is ReceiptStatus.pending
 
+    lease_lapses(monitor, clock)
     assert await publishing.recover_pending(monitor) == [claimed.receipt_id]
 
     assert len(receiver.deliveries) == 2
@@ -139,7 +146,7 @@ async def test_crash_after_delivery_resends_with_the_same_webhook_id(
 
 
 @pytest.mark.anyio
-async def test_approval_free_draft_goes_through_the_outbox_too(make_monitor: MonitorFactory) -> None:
+async def test_approval_free_draft_goes_through_the_outbox_too(make_monitor: MonitorFactory, clock: FakeClock) -> None:
     monitor = make_monitor()  # info-level report → telemetry default, no approval
     result = intake.report_incident(
         monitor, AGENT, IncidentReport(title="Cache warm slow", source="ci", event="x.slow", level="info")
@@ -148,6 +155,7 @@ async def test_approval_free_draft_goes_through_the_outbox_too(make_monitor: Mon
 
     claimed = publishing.claim(monitor, AGENT, result.draft_id)
     assert get_row(monitor, Receipt, claimed.receipt_id).status is ReceiptStatus.pending
+    lease_lapses(monitor, clock)
     assert await publishing.recover_pending(monitor) == [claimed.receipt_id]
 
     receipt = get_row(monitor, Receipt, claimed.receipt_id)

@@ -100,8 +100,9 @@ def describe_url(url: str) -> str:
 
 def create_store_engine(data_dir: Path, url: str | None = None, pool: PoolOptions | None = None) -> Engine:
     """An engine with the hooks that make a unit of work hold the write lock; connects nothing yet."""
+    # The data directory holds more than the database (telemetry, the token file of `make run`): always made.
+    data_dir.mkdir(parents=True, exist_ok=True)
     if url is None or url.startswith("sqlite"):
-        data_dir.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url or sqlite_url(data_dir), connect_args={"check_same_thread": False, "timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
         # BEGIN IMMEDIATE takes the write lock up front, so the server and the CLI writing at once
