@@ -8,18 +8,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import secrets
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx2
 import pytest
 from sqlmodel import col, func, select
 
 from conftest import AGENT, OPERATOR, WEBHOOK_SECRET_VARIABLE, new_webhook_secret
 from github_fake import FakeGitHub
-from http_helpers import http_client
+from http_helpers import http_client, http_server
 from incident_monitor.config import MonitorConfig
 from incident_monitor.domain.enums import DraftStatus, ReceiptStatus
 from incident_monitor.domain.io import IncidentReport
@@ -30,8 +33,8 @@ from incident_monitor.service import approvals, intake, tokens
 from incident_monitor.service.audit import verify_chain
 from incident_monitor.service.monitor import Monitor
 from mcp_helpers import error_text
-from pg_cluster import PostgresCluster
-from replica_processes import ReplicaSet, replica_set
+from pg_cluster import PostgresCluster, free_port
+from replica_processes import CLI, ReplicaSet, replica_set
 from webhook_receiver import WebhookReceiver
 
 pytestmark = [pytest.mark.postgres_only, pytest.mark.anyio]
@@ -323,3 +326,44 @@ async def test_postgres_restart_under_load_loses_no_acknowledged_report(
     )
     assert lost == []
     assert world.chain_ok()
+
+
+def test_a_database_down_at_start_is_a_clear_error_without_the_password(tmp_path: Path) -> None:
+    port = free_port()  # nothing listens there
+    url = f"postgresql+psycopg://monitor:hunter2-secret@127.0.0.1:{port}/monitor"
+    env = {**os.environ, "INCIDENT_MONITOR_DATABASE_URL": url}
+    done = subprocess.run(
+        [str(CLI), "serve", "--transport", "http", "--port", "0", "--data-dir", str(tmp_path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode != 0
+    assert f"database postgresql+psycopg://monitor:***@127.0.0.1:{port}/monitor is unavailable" in done.stderr
+    assert "hunter2" not in done.stderr + done.stdout
+
+
+def test_readyz_says_not_ready_while_the_database_is_gone_and_recovers(
+    postgres: PostgresCluster, tmp_path: Path
+) -> None:
+    name = postgres.create_database("gone")
+    monitor = Monitor.open(config=MonitorConfig(), data_dir=tmp_path, database=postgres.url(name))
+    try:
+        with http_server(monitor, no_auth=True) as base, httpx2.Client(timeout=30) as client:
+            assert client.get(f"{base}/readyz").json()["database"] == "ok"
+            # The database goes away: no new connections, every open one cut.
+            postgres.psql(f"ALTER DATABASE {name} ALLOW_CONNECTIONS false")
+            postgres.psql(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'")  # noqa: S608
+            gone = client.get(f"{base}/readyz")
+            assert (gone.status_code, gone.json()["database"]) == (503, "unavailable")
+            # It comes back: the next probe finds it, on a fresh connection.
+            postgres.psql(f"ALTER DATABASE {name} ALLOW_CONNECTIONS true")
+            back = client.get(f"{base}/readyz")
+            assert (back.status_code, back.json()["database"]) == (200, "ok")
+            reported = intake.report_incident(
+                monitor, AGENT, IncidentReport(title="Back again", source="ci", event="ci.back")
+            )
+            assert reported.incident_id
+    finally:
+        monitor.close()
