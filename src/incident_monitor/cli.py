@@ -445,7 +445,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _common(serve, json_flag=False)
     serve.set_defaults(func=cmd_serve)
-    add_db_commands(sub, _common)
+    add_db_commands(sub, _common, _settings)
 
     ik = sub.add_parser("intake-keys", help="scoped intake keys for CI and services").add_subparsers(
         dest="intake_keys_command", required=True

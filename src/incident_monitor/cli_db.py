@@ -24,22 +24,21 @@ from incident_monitor.store.schema import HEAD_REVISION
 EXIT_OK, EXIT_FAILED = 0, 1
 
 
-def _engine(args: argparse.Namespace) -> Engine:
-    overrides: dict[str, Any] = {}
-    if args.config is not None:
-        overrides["config"] = args.config
-    if args.data_dir is not None:
-        overrides["data_dir"] = args.data_dir
-    settings = Settings(**overrides)
+SettingsFor = Callable[[argparse.Namespace], Settings]
+
+
+def _engine(settings: Settings) -> Engine:
     config = load_config(settings.config)
     return create_store_engine(
         settings.data_dir.resolve(), database_url(config, settings.database_url), pool_options(config)
     )
 
 
-def _with_engine(command: Callable[[argparse.Namespace, Engine], int]) -> Callable[[argparse.Namespace], int]:
+def _with_engine(
+    command: Callable[[argparse.Namespace, Engine], int], settings_for: SettingsFor
+) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
-        engine = _engine(args)
+        engine = _engine(settings_for(args))
         try:
             return command(args, engine)
         except OperationalError as exc:
@@ -85,18 +84,22 @@ def cmd_history(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def add_db_commands(subparsers: Any, common: Callable[..., None]) -> None:
-    """Add ``db upgrade|current|history`` to the CLI; ``common`` adds --config/--data-dir (and --json)."""
+def add_db_commands(subparsers: Any, common: Callable[..., None], settings_for: SettingsFor) -> None:
+    """Add ``db upgrade|current|history`` to the CLI.
+
+    ``common`` adds --config/--data-dir (and --json) to a parser; ``settings_for`` turns parsed arguments into
+    Settings (the CLI's own, so flags and environment mean the same as for every other command).
+    """
     db = subparsers.add_parser("db", help="the database schema: upgrade, current revision, history").add_subparsers(
         dest="db_command", required=True
     )
     up = db.add_parser("upgrade", help="upgrade the schema (under the database's write lock; no row is dropped)")
     up.add_argument("--revision", default="head", help="target revision (default: head)")
     common(up, json_flag=False)
-    up.set_defaults(func=_with_engine(cmd_upgrade))
+    up.set_defaults(func=_with_engine(cmd_upgrade, settings_for))
     cur = db.add_parser("current", help="the revision stored in the database, and whether it is outdated")
     common(cur)
-    cur.set_defaults(func=_with_engine(cmd_current))
+    cur.set_defaults(func=_with_engine(cmd_current, settings_for))
     hist = db.add_parser("history", help="every revision, oldest first")
     hist.add_argument("--json", action="store_true", help="print JSON")
     hist.set_defaults(func=cmd_history)
