@@ -10,6 +10,7 @@ import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 from sqlmodel import select
 
 from conftest import MonitorFactory, call_while_a_writer_holds_the_lock
@@ -54,6 +55,7 @@ def test_last_use_is_written_at_most_once_a_minute() -> None:
     assert last_use_due(now + timedelta(seconds=5), now)  # a clock that went back: write, don't keep a future time
 
 
+@pytest.mark.sqlite_only  # SQLite's query planner on the SQLite file (the index itself is in the migrations)
 def test_an_old_database_gets_the_list_index_at_open(tmp_path: Path) -> None:
     # A database from before the index predates migrations too: the committed one, without the index.
     shutil.copyfile(PRE_MIGRATIONS_DATABASE, tmp_path / DATABASE_FILENAME)
