@@ -29,7 +29,7 @@ from incident_monitor.errors import CredentialError
 from incident_monitor.policy.principal import local_operator
 from incident_monitor.policy.scopes import DEFAULT_AGENT_SCOPES
 from incident_monitor.server.http_app import HttpOptions, serve_http
-from incident_monitor.service import tokens
+from incident_monitor.service import self_monitoring, tokens
 from incident_monitor.service.monitor import Monitor
 from webhook_receiver import WebhookReceiver
 
@@ -171,7 +171,7 @@ def main() -> int:
     data_dir.mkdir(parents=True, exist_ok=True)
     receiver = start_receiver(data_dir)
     try:
-        monitor = Monitor.open(config_path=CONFIG, data_dir=data_dir)
+        monitor = self_monitoring.attach(Monitor.open(config_path=CONFIG, data_dir=data_dir))
 
         def announce(base: str) -> None:
             # Only now is the port ours: a second instance that could not bind never touches the token.

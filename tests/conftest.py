@@ -18,6 +18,7 @@ from sqlalchemy.engine import Engine
 from incident_monitor.config import MonitorConfig
 from incident_monitor.policy.principal import LOCAL_AGENT, Principal, local_operator
 from incident_monitor.policy.scopes import DEFAULT_AGENT_SCOPES, OPERATOR_SCOPES
+from incident_monitor.service import self_monitoring
 from incident_monitor.service.monitor import Monitor
 from incident_monitor.store.engine import create_store_engine
 
@@ -215,6 +216,7 @@ def make_monitor(
             database=database_for(data_dir.resolve()),
             **({"clock": clock} if use_clock else {}),
         )
+        self_monitoring.attach(monitor)  # as the CLI and servers assemble it
         opened.append(monitor)
         return monitor
 

@@ -1,8 +1,8 @@
 """A local stand-in for the GitHub issues API, held to GitHub's real contract.
 
-Every request it receives is validated against ``shared/contracts/github/issues-openapi.json``
+Every request it receives is validated against ``tests/contracts/github/issues-openapi.json``
 (operation, path and query parameters, request body) and every answer it gives too; answers are
-built from the recorded fixtures in ``shared/contracts/github/fixtures``. Anything off-contract is
+built from the recorded fixtures in ``tests/contracts/github/fixtures``. Anything off-contract is
 recorded in ``violations`` (tests assert it stays empty) and answered 400.
 """
 
@@ -22,9 +22,8 @@ from urllib.parse import parse_qs, urlsplit
 from openapi_core import OpenAPI
 from openapi_core.testing import MockRequest, MockResponse
 
-CONTRACTS = Path(__file__).resolve().parents[1] / ".." / "shared" / "contracts"
-if not CONTRACTS.exists():  # a worktree sits two levels below /work; CI has shared/ beside the checkout
-    CONTRACTS = Path("/work/shared/contracts")
+# Vendored beside the tests (sources and licences in contracts/README.md) so any clone passes on its own.
+CONTRACTS = Path(__file__).resolve().parent / "contracts"
 GITHUB = CONTRACTS / "github"
 
 

@@ -1,6 +1,6 @@
 """A local stand-in for Linear's GraphQL API, held to Linear's real schema.
 
-Every document is parsed and validated against ``shared/contracts/linear/schema.graphql`` with
+Every document is parsed and validated against ``tests/contracts/linear/schema.graphql`` with
 graphql-core, its variables are coerced against the operation's variable definitions, and it is
 then *executed* against that schema (resolvers below hold the state), so answers have exactly the
 shape the schema gives. Anything invalid is recorded in ``violations`` and answered as GraphQL errors.

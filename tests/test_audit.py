@@ -30,16 +30,16 @@ from incident_monitor.errors import (
 )
 from incident_monitor.service import (
     approvals,
-    audit_log,
+    audit_queries,
     incidents,
     intake,
     publishing,
     queries,
-    routing,
+    route_preview,
     status,
     triage,
 )
-from incident_monitor.service.audit import GENESIS_HASH, verify_chain
+from incident_monitor.service.audit_chain import GENESIS_HASH, verify_chain
 from incident_monitor.service.monitor import Monitor
 from incident_monitor.store.engine import DATABASE_FILENAME
 
@@ -142,11 +142,13 @@ CASES: dict[str, Case] = {
     "get draft missing": Case(
         "get_draft", Decision.rejected, lambda s: queries.get_draft(s.monitor, AGENT, "drf_nope"), raises=NotFound
     ),
-    "preview": Case("preview_route", Decision.allow, lambda s: routing.preview_route(s.monitor, AGENT, level="error")),
+    "preview": Case(
+        "preview_route", Decision.allow, lambda s: route_preview.preview_route(s.monitor, AGENT, level="error")
+    ),
     "preview deny": Case(
         "preview_route",
         Decision.deny,
-        lambda s: routing.preview_route(s.monitor, READER, level="error"),
+        lambda s: route_preview.preview_route(s.monitor, READER, level="error"),
         raises=PermissionDenied,
     ),
     "triage": Case(
@@ -192,9 +194,9 @@ CASES: dict[str, Case] = {
         changes=frozenset({"Receipt"}),  # a publish the gates stopped leaves a blocked receipt
     ),
     "verify audit deny": Case(
-        "verify_audit", Decision.deny, lambda s: audit_log.verify_audit(s.monitor, AGENT), raises=PermissionDenied
+        "verify_audit", Decision.deny, lambda s: audit_queries.verify_audit(s.monitor, AGENT), raises=PermissionDenied
     ),
-    "verify audit": Case("verify_audit", Decision.allow, lambda s: audit_log.verify_audit(s.monitor, OPERATOR)),
+    "verify audit": Case("verify_audit", Decision.allow, lambda s: audit_queries.verify_audit(s.monitor, OPERATOR)),
 }
 
 
@@ -316,7 +318,7 @@ def test_empty_log_verifies(make_monitor: MonitorFactory) -> None:
 def test_verify_audit_service_reports_the_chain(make_monitor: MonitorFactory) -> None:
     monitor = busy_monitor(make_monitor)
 
-    result = audit_log.verify_audit(monitor, OPERATOR)
+    result = audit_queries.verify_audit(monitor, OPERATOR)
 
     assert result.ok is True
     assert result.events_checked == 7  # its own row is written after the check
@@ -443,7 +445,7 @@ def test_a_secret_in_an_invalid_level_does_not_reach_the_audit_log(make_monitor:
         if surface == "report_incident":
             intake.report_incident(monitor, AGENT, report(level=GITHUB_PAT))
         else:
-            routing.preview_route(monitor, AGENT, level=GITHUB_PAT, risk_level=Severity.low)
+            route_preview.preview_route(monitor, AGENT, level=GITHUB_PAT, risk_level=Severity.low)
 
     assert GITHUB_PAT not in dump_audit(monitor)
 

@@ -26,8 +26,8 @@ from incident_monitor.domain.enums import ApprovalStatus, DraftStatus, IncidentS
 from incident_monitor.domain.io import IncidentReport
 from incident_monitor.domain.models import AuditEvent
 from incident_monitor.errors import PermissionDenied
-from incident_monitor.service import approvals, intake, queries, status, tokens
-from incident_monitor.service.destination_states import disable_destination
+from incident_monitor.service import approvals, intake, queries, self_monitoring, status, tokens
+from incident_monitor.service.destination_health import disable_destination
 from incident_monitor.service.monitor import Monitor
 
 SCRIPT = Path(sys.executable).with_name("incident-monitor")
@@ -79,8 +79,8 @@ class Workspace:
 
     @contextmanager
     def monitor(self) -> Iterator[Monitor]:
-        """The same data directory and config, opened in-process (real clock, like the CLI)."""
-        opened = Monitor.open(config_path=self.config, data_dir=self.data_dir)
+        """The same data directory and config, opened in-process (real clock, assembled like the CLI)."""
+        opened = self_monitoring.attach(Monitor.open(config_path=self.config, data_dir=self.data_dir))
         try:
             yield opened
         finally:

@@ -99,7 +99,7 @@ NOT_LOADED_BY_CONFIG = (
 )
 
 
-@pytest.mark.parametrize("module", ["incident_monitor.config", "incident_monitor.policy.routing"])
+@pytest.mark.parametrize("module", ["incident_monitor.config", "incident_monitor.policy.route_decision"])
 def test_importing_the_config_or_policy_loads_no_adapter_and_no_client(module: str) -> None:
     probe = f"import json, sys, {module}; print(json.dumps(sorted(sys.modules)))"
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True)

@@ -18,7 +18,7 @@ from github_fake import FakeGitHub
 from incident_monitor.domain.enums import ReceiptStatus
 from incident_monitor.domain.models import AuditEvent, Receipt
 from incident_monitor.errors import PermissionDenied, PublishBlocked
-from incident_monitor.service import destination_states, publishing, status
+from incident_monitor.service import destination_health, publishing, status
 from incident_monitor.service.monitor import Monitor
 from linear_fake import FakeLinear
 from mcp_helpers import mcp_client
@@ -132,9 +132,9 @@ async def test_a_410_disables_the_destination_until_an_operator_re_enables_it(
         assert len(gone.hits) == 1
 
         with pytest.raises(PermissionDenied, match="enable_destination needs scope incident_monitor:admin"):
-            destination_states.enable_destination(monitor, AGENT, "ops-webhook")
-        assert destination_states.enable_destination(monitor, OPERATOR, "ops-webhook") is True
-        assert destination_states.enable_destination(monitor, OPERATOR, "ops-webhook") is False
+            destination_health.enable_destination(monitor, AGENT, "ops-webhook")
+        assert destination_health.enable_destination(monitor, OPERATOR, "ops-webhook") is True
+        assert destination_health.enable_destination(monitor, OPERATOR, "ops-webhook") is False
         hook = next(d for d in status.get_status(monitor, AGENT).destinations if d.destination_id == "ops-webhook")
         assert hook.ready is True
     finally:
@@ -263,7 +263,7 @@ async def test_the_outbound_servers_tools_are_never_listed_to_our_callers(
     assert memory.kind == "mcp_tool" and memory.ready is True
 
 
-async def test_recovery_leaves_a_disabled_destinations_pending_receipt_until_it_is_re_enabled(
+async def test_recovery_leaves_a_destination_health_pending_receipt_until_it_is_re_enabled(
     make_monitor: MonitorFactory, github: FakeGitHub, webhook_secret: str, clock: FakeClock
 ) -> None:
     monitor = make_monitor(github_config(github.url))
@@ -271,11 +271,11 @@ async def test_recovery_leaves_a_disabled_destinations_pending_receipt_until_it_
     claimed = publishing.claim(monitor, AGENT, draft_id)  # then the process "crashes" before delivering
     lease_lapses(monitor, clock)
     with monitor.session() as session:
-        destination_states.disable_destination(session, "gh", "issues disabled (410)", monitor.clock())
+        destination_health.disable_destination(session, "gh", "issues disabled (410)", monitor.clock())
 
     assert await publishing.recover_pending(monitor) == []
     assert github.requests == []
-    assert destination_states.enable_destination(monitor, OPERATOR, "gh")
+    assert destination_health.enable_destination(monitor, OPERATOR, "gh")
     assert await publishing.recover_pending(monitor) == [claimed.receipt_id]
     (receipt,) = receipts(monitor)
     assert receipt.status is ReceiptStatus.published and len(github.issues) == 1

@@ -17,10 +17,9 @@ from incident_monitor.destinations.webhook import WebhookAdapter
 from incident_monitor.domain.io import IncidentReport
 from incident_monitor.domain.readiness import Readiness
 from incident_monitor.errors import InvalidInput, PermissionDenied
-from incident_monitor.policy import routing as routing_policy
+from incident_monitor.policy import route_decision
 from incident_monitor.server.tools import tool_catalog
-from incident_monitor.service import intake, publishing
-from incident_monitor.service import routing as routing_service
+from incident_monitor.service import intake, publishing, route_preview
 from incident_monitor.service.governance import probes
 from incident_monitor.service.governance.inventory import (
     AuthorityInventory,
@@ -136,12 +135,12 @@ async def test_high_risk_preview_probe_fails_for_a_never_route(make_monitor: Mon
 async def test_unready_probe_fails_when_routing_fails_open(
     make_monitor: MonitorFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = routing_policy.decide_route
+    real = route_decision.decide_route
 
-    def fail_open(*args: Any) -> routing_policy.RouteDecision:
+    def fail_open(*args: Any) -> route_decision.RouteDecision:
         return real(*args).model_copy(update={"blocked": False, "blocked_reasons": []})
 
-    monkeypatch.setattr(routing_service, "decide_route", fail_open)
+    monkeypatch.setattr(route_preview, "decide_route", fail_open)
     result = await run(make_monitor(flow_config()), "unready-destination-fails-closed")
 
     assert result.status == "failed"

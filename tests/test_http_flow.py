@@ -19,7 +19,7 @@ from http_helpers import Transport, http_client, http_server
 from incident_monitor.policy.principal import local_operator
 from incident_monitor.policy.scopes import DEFAULT_AGENT_SCOPES, OPERATOR_SCOPES
 from incident_monitor.service import tokens
-from incident_monitor.service.audit_log import verify_audit
+from incident_monitor.service.audit_queries import verify_audit
 from incident_monitor.service.monitor import Monitor
 from mcp_helpers import call_ok, call_refused
 from webhook_receiver import WebhookReceiver

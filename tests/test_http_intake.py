@@ -20,7 +20,7 @@ from incident_monitor.policy.principal import LOCAL_AGENT, local_operator
 from incident_monitor.policy.scopes import DEFAULT_AGENT_SCOPES
 from incident_monitor.service import intake_keys, tokens
 from incident_monitor.service.monitor import Monitor
-from incident_monitor.service.routing import preview_route
+from incident_monitor.service.route_preview import preview_route
 
 INTAKE = "/incident-monitor/intake/report"
 PROJECTS = [

@@ -10,8 +10,7 @@ import json
 import logging
 import secrets
 import string
-from collections.abc import AsyncIterator, Callable
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -38,19 +37,11 @@ from incident_monitor.server.tools import TOOL_ANNOTATIONS
 from incident_monitor.service.monitor import Monitor
 from incident_monitor.service.tokens import create_token, revoke_token
 from incident_monitor.store.engine import DATABASE_FILENAME
-from mcp_helpers import call_ok, call_refused, error_text, mcp_client
+from mcp_helpers import RUNTIME_FAILURE, agent_and_operator, call_ok, call_refused, error_text, mcp_client
 from webhook_receiver import WebhookReceiver
 
 pytestmark = pytest.mark.anyio
 
-RUNTIME_FAILURE: dict[str, Any] = {
-    "title": "Agent run failed during Linear sync",
-    "detail": "The workflow could not resolve the Linear MCP capability.",
-    "source": "automation_v2",
-    "event": "automation_v2.run.failed",
-    "level": "error",
-    "route_tags": ["runtime-failure"],
-}
 MCP_TOOLS_WITH_SCOPES = sorted(set(ACTION_SCOPES) & set(TOOL_ANNOTATIONS))
 
 
@@ -65,14 +56,6 @@ CANARIES = (GITHUB_CANARY, OPENAI_CANARY)
 
 
 # --- MCP helpers -----------------------------------------------------------------------------------
-
-
-@asynccontextmanager
-async def agent_and_operator(monitor: Monitor) -> AsyncIterator[tuple[Client, Client]]:
-    async with AsyncExitStack() as stack:
-        agent = await stack.enter_async_context(mcp_client(monitor, AGENT))
-        operator = await stack.enter_async_context(mcp_client(monitor, OPERATOR))
-        yield agent, operator
 
 
 async def request(agent: Client, draft_id: str) -> str:

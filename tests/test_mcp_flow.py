@@ -7,19 +7,18 @@ each resolving to its own principal, so approvals really come from a different p
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 import pytest
 from mcp import Client
 
+import mcp_helpers
 from conftest import AGENT, OPERATOR, WEBHOOK_SECRET_VARIABLE, MonitorFactory, flow_config, principal
 from incident_monitor.policy.principal import Principal
 from incident_monitor.policy.scopes import ALL_SCOPES, READ
 from incident_monitor.server.tools import TOOL_ANNOTATIONS
 from incident_monitor.service.monitor import Monitor
-from mcp_helpers import call_ok, call_refused, mcp_client
+from mcp_helpers import LINT_WARNING, agent_and_operator, call_ok, call_refused, mcp_client
 from webhook_receiver import WebhookReceiver, delivery_id_for
 
 pytestmark = pytest.mark.anyio
@@ -33,36 +32,15 @@ GOVERNANCE_TOOLS = {
     "build_assessment_report",
     "build_deployment_cards",
 }
-# A runtime failure: routed to the signed webhook, which needs an operator's approval.
+# The shared runtime failure, from one run with its log.
 RUNTIME_FAILURE: dict[str, Any] = {
-    "title": "Agent run failed during Linear sync",
-    "detail": "The workflow could not resolve the Linear MCP capability.",
-    "source": "automation_v2",
-    "event": "automation_v2.run.failed",
-    "level": "error",
-    "route_tags": ["runtime-failure"],
+    **mcp_helpers.RUNTIME_FAILURE,
     "run_id": "run-42",
     "evidence_refs": ["runs/run-42/log.txt"],
-}
-# A low-severity report no route claims: the default destination (telemetry), no approval.
-LINT_WARNING: dict[str, Any] = {
-    "title": "Lint step reported deprecated config keys",
-    "detail": "ruff warned about deprecated settings in pyproject.toml.",
-    "source": "ci",
-    "event": "ci.lint.failed",
-    "level": "warning",
 }
 
 
 # --- helpers ---------------------------------------------------------------------------------------
-
-
-@asynccontextmanager
-async def agent_and_operator(monitor: Monitor) -> AsyncIterator[tuple[Client, Client]]:
-    async with AsyncExitStack() as stack:
-        agent = await stack.enter_async_context(mcp_client(monitor, AGENT))
-        operator = await stack.enter_async_context(mcp_client(monitor, OPERATOR))
-        yield agent, operator
 
 
 async def visible_tools(monitor: Monitor, who: Principal) -> set[str]:
@@ -152,8 +130,9 @@ async def test_safe_sequence_publishes_once_with_a_complete_receipt(
         assert detail["draft"]["evidence"]["incident"]["title"] == RUNTIME_FAILURE["title"]
 
         triage = await call_ok(agent, "triage_draft", draft_id=draft_id)
-        assert triage["triage_run"]["draft_id"] == draft_id
+        assert triage["draft_id"] == draft_id and triage["triage_run"]["triage_run_id"]
         assert triage["draft_status"] == "draft"
+        assert triage["next_step"] == f"call request_approval with draft_id={draft_id} and a reason"
         digest = triage["evidence_digest"]
 
         refusal = await call_refused(agent, "publish_draft", draft_id=draft_id)
@@ -237,15 +216,15 @@ EXPECTED_IDS: dict[str, set[str]] = {
     "get_status": {"destination_id"},
     "report_incident": {"incident_id", "draft_id"},
     "list_incidents": {"incident_id"},
-    "get_incident": {"incident_id", "draft_id", "receipt_id", "destination_id", "route_id"},
+    "get_incident": {"incident_id", "draft_id"},
     "list_drafts": {"draft_id", "incident_id"},
-    "get_draft": {"draft_id", "incident_id", "approval_id", "receipt_id", "destination_id", "route_id"},
-    "triage_draft": {"draft_id", "incident_id"},
+    "get_draft": {"draft_id", "incident_id", "approval_id", "destination_id"},
+    "triage_draft": {"draft_id", "triage_run_id"},
     "preview_route": {"destination_id", "route_id"},
-    "request_approval": {"approval_id", "draft_id", "incident_id", "destination_id", "route_id"},
-    "decide_approval": {"approval_id", "draft_id", "incident_id", "destination_id", "route_id"},
+    "request_approval": {"approval_id", "draft_id", "destination_id"},
+    "decide_approval": {"approval_id", "draft_id", "destination_id"},
     "publish_draft": {"receipt_id", "draft_id", "incident_id", "destination_id", "route_id", "approval_id"},
-    "list_receipts": {"receipt_id", "draft_id", "incident_id", "destination_id", "route_id"},
+    "list_receipts": {"receipt_id", "draft_id", "destination_id"},
     "resolve_incident": {"incident_id"},
     "get_authority_inventory": {"destination_id", "route_id"},
     "run_posture_checks": {"rule_id"},
@@ -429,6 +408,7 @@ async def test_a_recurrence_reopens_a_resolved_incident_and_keeps_its_history(mo
         assert again["draft_id"] not in (None, old_draft)
 
         history = await call_ok(agent, "get_incident", incident_id=incident_id)
+        receipts = await call_ok(agent, "list_receipts", incident_id=incident_id)
 
     assert history["incident"]["status"] == "open"
     assert history["incident"]["recurrence_count"] == 1
@@ -436,7 +416,7 @@ async def test_a_recurrence_reopens_a_resolved_incident_and_keeps_its_history(mo
     assert drafts == {old_draft: "published", again["draft_id"]: "draft"}
     occurrences = sorted((o["run_id"], o["recurrence"]) for o in history["recent_occurrences"])
     assert occurrences == [("run-1", False), ("run-2", True)]
-    assert [r["draft_id"] for r in history["receipts"]] == [old_draft]
+    assert [r["draft_id"] for r in receipts["receipts"]] == [old_draft]
 
 
 async def test_the_same_report_twice_dedupes_into_one_incident_and_one_draft(monitor: Monitor) -> None:
@@ -454,6 +434,6 @@ async def test_the_same_report_twice_dedupes_into_one_incident_and_one_draft(mon
     assert second["draft_id"] == first["draft_id"]
     assert [i["incident_id"] for i in incidents] == [first["incident_id"]]
     assert incidents[0]["occurrence_count"] == 2
-    assert incidents[0]["last_run_id"] == "run-2"
+    assert history["incident"]["last_run_id"] == "run-2"
     assert [d["draft_id"] for d in drafts] == [first["draft_id"]]
     assert sorted(o["session_id"] for o in history["recent_occurrences"]) == ["s-1", "s-2"]

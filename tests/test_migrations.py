@@ -29,7 +29,7 @@ from incident_monitor.config import MonitorConfig
 from incident_monitor.domain.enums import ReceiptStatus
 from incident_monitor.domain.models import Receipt
 from incident_monitor.errors import SchemaOutdated
-from incident_monitor.service.audit import verify_chain
+from incident_monitor.service.audit_chain import verify_chain
 from incident_monitor.service.monitor import Monitor
 from incident_monitor.store import migrate
 from incident_monitor.store.engine import DATABASE_FILENAME, create_store_engine

@@ -16,7 +16,7 @@ from sqlmodel import select
 from conftest import MonitorFactory, call_while_a_writer_holds_the_lock
 from incident_monitor.domain.models import AuditEvent, Incident
 from incident_monitor.server.http_app import bind_socket
-from incident_monitor.service.audit import verify_chain
+from incident_monitor.service.audit_chain import verify_chain
 from incident_monitor.service.tokens import LAST_USED_RESOLUTION, last_use_due
 from incident_monitor.store.engine import DATABASE_FILENAME, dispose_engine, open_engine
 

@@ -17,35 +17,49 @@ from incident_monitor.policy.redaction import (
     redact_json,
     redact_text,
 )
+from secret_samples import (
+    ANTHROPIC_KEY,
+    ARTIFACTORY_API_KEY,
+    ARTIFACTORY_PASSWORD,
+    AWS_KEY_ID,
+    AWS_SECRET,
+    AWS_SESSION_KEY_ID,
+    AZURE_ACCOUNT_KEY,
+    AZURE_CONNECTION_STRING,
+    DISCORD_BOT_TOKEN,
+    DISCORD_BOT_TOKEN_NEW,
+    GITHUB_FINE_GRAINED,
+    GITHUB_PAT,
+    GITLAB_TOKEN,
+    GOOGLE_KEY,
+    HF_TOKEN,
+    JWT,
+    LINEAR_KEY,
+    MAILCHIMP_KEY,
+    NEW_FAMILIES,
+    NPM_TOKEN,
+    OPENAI_KEY,
+    PEM_BODY,
+    PYPI_TOKEN,
+    SAMPLES,
+    SENDGRID_KEY,
+    SLACK_APP,
+    SLACK_BOT,
+    SQUARE_ACCESS_TOKEN,
+    SQUARE_LEGACY_TOKEN,
+    SQUARE_OAUTH_SECRET,
+    STRIPE_LIVE,
+    STRIPE_RESTRICTED,
+    STRIPE_TEST,
+    TELEGRAM_BOT_TOKEN,
+    TEST_PYPI_TOKEN,
+    TWILIO_ACCOUNT_SID,
+    TWILIO_API_KEY_SID,
+    WEBHOOK_SECRET,
+    SecretSample,
+)
 
 R = REDACTED
-
-# Credential-shaped values are assembled at runtime so secret scanners do not flag this file.
-MIXED = "A1b2C3d4E5"
-GITHUB_PAT = "ghp_" + MIXED * 3 + "f6G7h8"
-GITHUB_FINE_GRAINED = "github_pat_" + MIXED * 2 + "_" + MIXED * 5
-SLACK_BOT = "xoxb-" + "1234567890-1234567890-" + MIXED * 2
-SLACK_APP = "xapp-1-" + "A0123456789-" + MIXED * 2
-AWS_KEY_ID = "AKIA" + "IOSFODNN7EXAMPLE"
-AWS_SESSION_KEY_ID = "ASIA" + "IOSFODNN7EXAMPLE"
-AWS_SECRET = "wJalrXUtnFEMI/K7MDENG/" + "bPxRfiCYEXAMPLEKEY"
-OPENAI_KEY = "sk-proj-" + MIXED * 4
-ANTHROPIC_KEY = "sk-ant-api03-" + MIXED * 4 + "-" + MIXED
-STRIPE_LIVE = "sk_live_" + MIXED * 3
-STRIPE_RESTRICTED = "rk_live_" + MIXED * 3
-STRIPE_TEST = "sk_test_" + MIXED * 3
-GOOGLE_KEY = "AIza" + "SyA-" + MIXED * 2 + "_b2C3d4E5f6"
-LINEAR_KEY = "lin_api_" + MIXED * 4
-WEBHOOK_SECRET = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
-NPM_TOKEN = "npm_" + MIXED * 3 + "f6G7h8"
-GITLAB_TOKEN = "glpat-" + MIXED * 2
-HF_TOKEN = "hf_" + MIXED * 3 + "f6G7"
-SENDGRID_KEY = "SG." + MIXED * 2 + "ab." + MIXED * 4 + "abc"
-JWT = (
-    "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9"
-    + ".eyJzdWIiOiIxMjM0NTY3ODkwIiwibmFtZSI6IkpvaG4gRG9lIn0"
-    + ".SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c"
-)
 
 UUID = "123e4567-e89b-12d3-a456-426614174000"
 GIT_SHA = "9fceb02d0ae598e95dc970b74767f19372d61af8"
@@ -101,6 +115,12 @@ SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
         "--password",
         "X-Amz-Security-Token",
         "sig",
+        "AccountKey",
+        "accountKey",
+        "accountkey",
+        "SharedAccessKey",
+        "SharedAccessSignature",
+        "AZURE_STORAGE_ACCOUNT_KEY",
     ],
 )
 def test_sensitive_keys(key: str) -> None:
@@ -288,40 +308,163 @@ def test_token_in_header_keeps_scheme() -> None:
 
 
 # --------------------------------------------------------------------------------------------------
-# PEM private keys
+# Families from detect-secrets' detectors (issue 11): each in the setting it is usually leaked in
 # --------------------------------------------------------------------------------------------------
 
-_PEM_BODY = "MIIEpAIBAAKCAQEA3Tz2mr7SZiAMfQyuvBjM9Oi\nZ1BjP5CE/Wm/Rr500P\nRK+Lh9x5eJPo5CAZ3/ANBE0=\n"
+
+def test_pypi_upload_tokens() -> None:
+    command = f"twine upload -u __token__ -p {PYPI_TOKEN} dist/*"
+    assert redact_text(command) == f"twine upload -u __token__ -p {R} dist/*"
+    assert redact_text(f"uploading to test.pypi.org with {TEST_PYPI_TOKEN}.") == f"uploading to test.pypi.org with {R}."
+
+
+def test_twilio_account_sid_and_api_key_sid() -> None:
+    url = f"POST https://api.twilio.com/2010-04-01/Accounts/{TWILIO_ACCOUNT_SID}/Messages.json"
+    assert redact_text(url) == f"POST https://api.twilio.com/2010-04-01/Accounts/{R}/Messages.json"
+    assert redact_text(f"Client('{TWILIO_API_KEY_SID}', api_secret, account_sid='{TWILIO_ACCOUNT_SID}')") == (
+        f"Client('{R}', api_secret, account_sid='{R}')"
+    )
+
+
+def test_mailchimp_api_keys() -> None:
+    assert redact_text(f"mc = MailChimp(mc_api='{MAILCHIMP_KEY}')") == f"mc = MailChimp(mc_api='{R}')"
+    assert redact_text(f"401 from us14.api.mailchimp.com for {MAILCHIMP_KEY}") == (
+        f"401 from us14.api.mailchimp.com for {R}"
+    )
+
+
+def test_telegram_bot_tokens() -> None:
+    # In the API URL the token follows "bot" directly; the path around it stays readable.
+    assert redact_text(f"https://api.telegram.org/bot{TELEGRAM_BOT_TOKEN}/sendMessage") == (
+        f"https://api.telegram.org/bot{R}/sendMessage"
+    )
+    assert redact_text(f"Bot('{TELEGRAM_BOT_TOKEN}').get_me() raised Unauthorized") == (
+        f"Bot('{R}').get_me() raised Unauthorized"
+    )
+
+
+@pytest.mark.parametrize("token", [DISCORD_BOT_TOKEN, DISCORD_BOT_TOKEN_NEW])
+def test_discord_bot_tokens(token: str) -> None:
+    assert redact_text(f"client.run('{token}') failed: 401") == f"client.run('{R}') failed: 401"
+    assert redact_text(f"the token {token} was reset by Discord") == f"the token {R} was reset by Discord"
+
+
+def test_azure_storage_account_key_in_a_connection_string() -> None:
+    # Only the key goes: the account, protocol and endpoint are what whoever handles the incident needs.
+    assert redact_text(f'conn = "{AZURE_CONNECTION_STRING}"') == (
+        f'conn = "DefaultEndpointsProtocol=https;AccountName=acmelogs;AccountKey={R};EndpointSuffix=core.windows.net"'
+    )
+    assert redact_text(f"AZURE_STORAGE_ACCOUNT_KEY={AZURE_ACCOUNT_KEY}") == f"AZURE_STORAGE_ACCOUNT_KEY={R}"
+    service_bus = (
+        f"Endpoint=sb://acme.servicebus.windows.net/;SharedAccessKeyName=send;SharedAccessKey={AZURE_ACCOUNT_KEY}"
+    )
+    assert redact_text(service_bus) == (
+        f"Endpoint=sb://acme.servicebus.windows.net/;SharedAccessKeyName=send;SharedAccessKey={R}"
+    )
+    assert redact_json({"AccountKey": AZURE_ACCOUNT_KEY, "AccountName": "acmelogs"}) == {
+        "AccountKey": R,
+        "AccountName": "acmelogs",
+    }
+
+
+@pytest.mark.parametrize("token", [SQUARE_ACCESS_TOKEN, SQUARE_LEGACY_TOKEN, SQUARE_OAUTH_SECRET])
+def test_square_tokens_and_oauth_secrets(token: str) -> None:
+    assert redact_text(f"square.Client('{token}', 'production') failed") == f"square.Client('{R}', 'production') failed"
+    assert redact_text(f"square rejected {token}: UNAUTHORIZED") == f"square rejected {R}: UNAUTHORIZED"
+
+
+def test_artifactory_api_keys() -> None:
+    assert redact_text(f"curl -H 'X-JFrog-Art-Api: {ARTIFACTORY_API_KEY}' https://acme.jfrog.io/api/system/ping") == (
+        f"curl -H 'X-JFrog-Art-Api: {R}' https://acme.jfrog.io/api/system/ping"
+    )
+
+
+def test_artifactory_passwords_where_the_text_names_artifactory() -> None:
+    assert redact_text(f"artifactory deploy as ci-bot with {ARTIFACTORY_PASSWORD} returned 401") == (
+        f"artifactory deploy as ci-bot with {R} returned 401"
+    )
+    assert redact_text(f"JFrog CLI: ci-bot / {ARTIFACTORY_PASSWORD}") == f"JFrog CLI: ci-bot / {R}"
+
+
+@pytest.mark.parametrize("sample", [s for s in SAMPLES if s.family in NEW_FAMILIES], ids=lambda s: s.family)
+def test_every_new_family_is_recognised_idempotently(sample: SecretSample) -> None:
+    once = redact_text(sample.text)
+    assert sample.secret not in once
+    assert redact_text(once) == once
+    assert contains_secret(sample.text) and not contains_secret(once)
+
+
+MD5 = "d41d8cd98f00b204e9800998ecf8427e"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # Identifiers and digests this monitor writes itself: redacting them would break evidence digests.
+        f"sha256:{SHA256}",
+        f"SHA256:AC{SHA256.upper()[2:]}",
+        "inc_0123456789abcdef drf_89abcdef01234567 rcp_fedcba9876543210",
+        f"fp_{MD5} idem_{MD5[::-1]} pv_{MD5[:16]}",
+        UUID.upper(),
+        MD5,
+        # Near misses of the new formats.
+        f"{MD5}-us-east-1",
+        f"{MD5}-12",
+        f"{MD5}-us",
+        f"AC{MD5[:31]}",
+        f"SK{MD5}a",
+        f"xAC{MD5}",
+        "1732612345:connection-reset-by-peer-while-readin",
+        "12:30:45.123456789",
+        "NetworkConnectionManager.handle.processIncomingRequestsQueue",
+        "APAC2024RegionCluster01 is degraded",
+        "AKCMANAGEMENTSERVERPRIMARY",
+        "EAAA" + "A" * 60,
+        "EAAA" + "Zm9vYmFy" * 12,
+        "pypi-AgE-too-short",
+        "pypi-package-index-mirror",
+        "sq0idp-" + "r34HdSnJVWaCesH3dnJrGA",
+        "sq0atp- is the legacy prefix",
+        "AccountName=acmelogs;EndpointSuffix=core.windows.net",
+    ],
+)
+def test_new_families_leave_ordinary_text_alone(text: str) -> None:
+    assert redact_text(text) == text
+
+
+# --------------------------------------------------------------------------------------------------
+# PEM private keys
+# --------------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("kind", ["RSA ", "EC ", "OPENSSH ", "DSA ", "ENCRYPTED ", ""])
 def test_pem_private_key_block(kind: str) -> None:
-    pem = f"-----BEGIN {kind}PRIVATE KEY-----\n{_PEM_BODY}-----END {kind}PRIVATE KEY-----"
+    pem = f"-----BEGIN {kind}PRIVATE KEY-----\n{PEM_BODY}-----END {kind}PRIVATE KEY-----"
     assert redact_text(f"loaded key:\n{pem}\ndone") == f"loaded key:\n{REDACTED_PRIVATE_KEY}\ndone"
 
 
 def test_pem_encrypted_legacy_headers() -> None:
     pem = (
         "-----BEGIN RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\nDEK-Info: AES-128-CBC,3F17F5316E2BAC89\n\n"
-        f"{_PEM_BODY}-----END RSA PRIVATE KEY-----\n"
+        f"{PEM_BODY}-----END RSA PRIVATE KEY-----\n"
     )
     assert redact_text(pem) == f"{REDACTED_PRIVATE_KEY}\n"
 
 
 def test_pem_pgp_private_key_block() -> None:
-    pem = f"-----BEGIN PGP PRIVATE KEY BLOCK-----\n\n{_PEM_BODY}-----END PGP PRIVATE KEY BLOCK-----"
+    pem = f"-----BEGIN PGP PRIVATE KEY BLOCK-----\n\n{PEM_BODY}-----END PGP PRIVATE KEY BLOCK-----"
     assert redact_text(pem) == REDACTED_PRIVATE_KEY
 
 
 def test_pem_with_escaped_newlines_in_json_string() -> None:
     # A GCP service-account file pasted as text: the key is one JSON string with literal "\n".
-    body = _PEM_BODY.replace("\n", "\\n")
+    body = PEM_BODY.replace("\n", "\\n")
     text = f'{{"type": "x", "pk": "-----BEGIN PRIVATE KEY-----\\n{body}-----END PRIVATE KEY-----\\n"}}'
     assert redact_text(text) == f'{{"type": "x", "pk": "{REDACTED_PRIVATE_KEY}\\n"}}'
 
 
 def test_two_pem_blocks_keep_text_between() -> None:
-    pem = f"-----BEGIN EC PRIVATE KEY-----\n{_PEM_BODY}-----END EC PRIVATE KEY-----"
+    pem = f"-----BEGIN EC PRIVATE KEY-----\n{PEM_BODY}-----END EC PRIVATE KEY-----"
     assert redact_text(f"{pem}\nmiddle\n{pem}") == f"{REDACTED_PRIVATE_KEY}\nmiddle\n{REDACTED_PRIVATE_KEY}"
 
 
@@ -335,8 +478,8 @@ def test_truncated_pem_body_is_redacted() -> None:
 @pytest.mark.parametrize(
     "text",
     [
-        f"-----BEGIN CERTIFICATE-----\n{_PEM_BODY}-----END CERTIFICATE-----",
-        f"-----BEGIN PUBLIC KEY-----\n{_PEM_BODY}-----END PUBLIC KEY-----",
+        f"-----BEGIN CERTIFICATE-----\n{PEM_BODY}-----END CERTIFICATE-----",
+        f"-----BEGIN PUBLIC KEY-----\n{PEM_BODY}-----END PUBLIC KEY-----",
         "the PRIVATE KEY file was missing",
     ],
 )
@@ -418,7 +561,7 @@ _MIXED_LOG = "\n".join(
         f"env GITHUB_TOKEN={GITHUB_PAT} STRIPE={STRIPE_LIVE}",
         "db=postgresql://app:s3cret@db/prod?sslmode=require",
         '{"password": "hunter2", "note": "token: xyz123"}',
-        f"-----BEGIN PRIVATE KEY-----\n{_PEM_BODY}-----END PRIVATE KEY-----",
+        f"-----BEGIN PRIVATE KEY-----\n{PEM_BODY}-----END PRIVATE KEY-----",
         f"jwt {JWT} uuid {UUID} sha {SHA256}",
         "Cookie: a=1; b=2",
     ]
@@ -598,6 +741,18 @@ _ONE_MB = 1_000_000
         "Cookie:",
         "[REDACTED",
         "\n",
+        "-us1",
+        "0123456789abcdef0123456789abcdef-us",
+        "12345678:",
+        "1234567890:a",
+        "AC",
+        "M.",
+        "MTk4NjIyNDgzNDcxOTI1MjQ4.",
+        "EAAA",
+        "pypi-AgE",
+        "sq0atp-",
+        "AKC",
+        "jfrog AP1",
     ],
 )
 def test_pathological_megabyte_input_finishes(unit: str) -> None:

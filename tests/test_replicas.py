@@ -30,7 +30,7 @@ from incident_monitor.domain.models import Incident, Receipt
 from incident_monitor.policy.principal import local_operator
 from incident_monitor.policy.scopes import DEFAULT_AGENT_SCOPES, OPERATOR_SCOPES
 from incident_monitor.service import approvals, intake, tokens
-from incident_monitor.service.audit import verify_chain
+from incident_monitor.service.audit_chain import verify_chain
 from incident_monitor.service.monitor import Monitor
 from mcp_helpers import error_text
 from pg_cluster import PostgresCluster, free_port

@@ -14,10 +14,10 @@ from incident_monitor.destinations.settings import TelemetryConfig, WebhookConfi
 from incident_monitor.domain.enums import ApprovalPolicy, Severity
 from incident_monitor.domain.io import IncidentReport
 from incident_monitor.domain.readiness import Readiness
-from incident_monitor.policy.routing import RouteDecision, RouteSubject, approval_requirement, decide_route
+from incident_monitor.policy.route_decision import RouteDecision, RouteSubject, approval_requirement, decide_route
 from incident_monitor.service import intake, queries
 from incident_monitor.service.intake import severity_for
-from incident_monitor.service.routing import decide_for_draft, preview_route
+from incident_monitor.service.route_preview import decide_for_draft, preview_route
 
 WEBHOOK = {"id": "hook", "kind": "webhook", "url": "https://hooks.example.com/x", "secret": "env:HOOK_SECRET"}
 ARCHIVE = {"id": "archive", "kind": "telemetry", "path": "archive.jsonl"}

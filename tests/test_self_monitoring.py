@@ -17,7 +17,7 @@ from incident_monitor.domain.models import AuditEvent, Incident, TriageRun
 from incident_monitor.errors import PermissionDenied
 from incident_monitor.policy.principal import Principal
 from incident_monitor.service import approvals, intake, publishing, queries, self_monitoring, triage
-from incident_monitor.service.monitor import Monitor
+from incident_monitor.service.monitor import DecisionRecord, Monitor
 from mcp_helpers import call_ok, call_refused, mcp_client
 
 READER = principal("reader", "read")
@@ -183,7 +183,7 @@ def test_a_dev_source_report_still_needs_approval_by_its_level(make_monitor: Mon
     _, draft_id = send(monitor, source="dev", event="agent.run.failed", level="critical")
 
     preview = queries.get_draft(monitor, AGENT, draft_id)
-    from incident_monitor.service.routing import preview_route
+    from incident_monitor.service.route_preview import preview_route
 
     decision = preview_route(monitor, AGENT, draft_id=draft_id)
     assert preview.draft.severity is Severity.low
@@ -218,7 +218,7 @@ def test_a_self_monitoring_failure_never_breaks_the_original_call(
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(intake, "report_incident", broken)
+    monkeypatch.setattr(self_monitoring, "report_incident", broken)
     with caplog.at_level(logging.ERROR), pytest.raises(PermissionDenied, match="needs scope incident_monitor:triage"):
         triage.triage_draft(monitor, READER, draft_id)
 
@@ -252,6 +252,52 @@ def test_self_monitoring_can_be_switched_off(make_monitor: MonitorFactory) -> No
         publishing.claim(monitor, READER, draft_id)
 
     assert self_incidents(monitor) == []
+
+
+def test_decisions_reach_only_the_listeners_registered_on_that_monitor(make_monitor: MonitorFactory) -> None:
+    watched = make_monitor(flow_config())
+    heard: list[DecisionRecord] = []
+    watched.decision_listeners.append(lambda _monitor, record: heard.append(record))
+    bare = make_monitor(flow_config(), data_dir=watched.data_dir.parent / "bare")
+    bare.decision_listeners.clear()  # assembled without self-monitoring
+    _, watched_draft = send(watched, run_id="run-1")
+    _, bare_draft = send(bare)
+
+    with pytest.raises(PermissionDenied):
+        publishing.claim(bare, READER, bare_draft)
+    assert self_incidents(bare) == []  # no listener, no incident: nothing global heard it
+    assert [(r.principal.name, r.action, r.decision) for r in heard] == [
+        (AGENT.name, "report_incident", Decision.allow)
+    ]
+
+    heard.clear()
+    with pytest.raises(PermissionDenied):
+        publishing.claim(watched, READER, watched_draft)
+    # Every decision, allow or not, after its commit; the self-monitor's own report is a governed call too.
+    assert [(r.principal.name, r.action, r.decision, r.run_id) for r in heard] == [
+        (SELF, "report_incident", Decision.allow, "run-1"),
+        ("reader", "publish_draft", Decision.deny, "run-1"),
+    ]
+    assert [i.fingerprint for i in self_incidents(watched)] == ["selfmon:blocked_call:publish_draft:reader"]
+
+
+def test_a_monitor_without_self_monitoring_attached_opens_no_incident_for_a_denied_approval(
+    make_monitor: MonitorFactory,
+) -> None:
+    monitor = make_monitor(flow_config())
+    monitor.decision_listeners.clear()
+    _, draft_id = send(monitor, title="Deploy failed", route_tags=["runtime-failure"])
+    requested = approvals.request_approval(monitor, AGENT, draft_id, "Please publish.")
+
+    approvals.decide_approval(monitor, OPERATOR, requested.approval.approval_id, "deny", "Not enough evidence.")
+
+    assert self_incidents(monitor) == []
+
+
+def test_attaching_self_monitoring_twice_registers_it_once(make_monitor: MonitorFactory) -> None:
+    monitor = make_monitor(flow_config())
+    assert self_monitoring.attach(self_monitoring.attach(monitor)) is monitor
+    assert monitor.decision_listeners.count(self_monitoring.on_decision) == 1
 
 
 def test_approval_required_and_rejected_inputs_open_no_incident(make_monitor: MonitorFactory) -> None:
@@ -292,7 +338,7 @@ async def test_over_mcp_a_refused_tool_call_becomes_an_incident_with_its_timelin
         agent_detail = await call_ok(operator, "get_incident", incident_id=reported["incident_id"])
 
     assert listed["severity"] == "critical"
-    assert listed["fingerprint"] == f"selfmon:blocked_call:decide_approval:{AGENT.name}"
+    assert detail["incident"]["fingerprint"] == f"selfmon:blocked_call:decide_approval:{AGENT.name}"
     assert detail["timeline"] == []  # no run named: the refused call carried no draft or run
     assert agent_detail["timeline_run_id"] == "run-linear-2"
     assert [(e["action"], e["decision"]) for e in agent_detail["timeline"]] == [("report_incident", "allow")]

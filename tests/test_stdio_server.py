@@ -292,10 +292,10 @@ async def test_safe_sequence_over_stdio_publishes_one_signed_delivery_with_a_rec
     receipt = next(r for r in receipts["receipts"] if r["status"] == "published")
     assert receipt["receipt_id"] == published["receipt"]["receipt_id"]
     assert receipt["destination_id"] == "ops-webhook"
-    assert receipt["route_id"] == "runtime-failures"
+    assert published["receipt"]["route_id"] == "runtime-failures"
     assert receipt["external_id"] == delivery_id_for(delivery.webhook_id)
     assert receipt["evidence_digest"] == digest
-    assert receipt["approval_id"] == approval_id
+    assert published["receipt"]["approval_id"] == approval_id
 
     # stdout carried only protocol: the client parsed every line, and the server's own words went to stderr.
     assert not [r for r in caplog.records if "Failed to parse JSONRPC" in r.getMessage()]

@@ -24,11 +24,12 @@ from incident_monitor.errors import MonitorError
 from incident_monitor.policy.principal import local_operator
 from incident_monitor.service import (
     approvals,
-    audit_log,
-    destination_states,
+    audit_queries,
+    destination_health,
     incidents,
     intake_keys,
     queries,
+    self_monitoring,
     status,
     tokens,
 )
@@ -64,7 +65,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _open(args: argparse.Namespace) -> Monitor:
-    return Monitor.from_settings(_settings(args))
+    return self_monitoring.attach(Monitor.from_settings(_settings(args)))
 
 
 # --- commands ----------------------------------------------------------------------------------
@@ -82,7 +83,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def _serve_http(args: argparse.Namespace, settings: Settings) -> int:
     from incident_monitor.server.http_app import HttpOptions, serve_http
 
-    monitor = Monitor.from_settings(settings)
+    monitor = self_monitoring.attach(Monitor.from_settings(settings))
     options = HttpOptions(
         host=args.host,
         port=args.port,
@@ -194,7 +195,7 @@ def _decide(args: argparse.Namespace, decision: str) -> int:
 
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
-    result = audit_log.verify_audit(_open(args), local_operator())
+    result = audit_queries.verify_audit(_open(args), local_operator())
     if args.json:
         _print_json(result)
     elif result.ok:
@@ -208,7 +209,7 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_audit_list(args: argparse.Namespace) -> int:
-    events = audit_log.list_audit_events(_open(args), local_operator(), limit=args.limit, subject_id=args.subject)
+    events = audit_queries.list_audit_events(_open(args), local_operator(), limit=args.limit, subject_id=args.subject)
     if args.json:
         _print_json(events)
         return EXIT_OK
@@ -395,7 +396,7 @@ def _add_governance_commands(sub: Any) -> None:
 
 
 def cmd_destinations_enable(args: argparse.Namespace) -> int:
-    changed = destination_states.enable_destination(_open(args), local_operator(), args.destination_id)
+    changed = destination_health.enable_destination(_open(args), local_operator(), args.destination_id)
     print(f"destination {args.destination_id} " + ("re-enabled" if changed else "was not disabled"))
     return EXIT_OK
 

@@ -7,17 +7,13 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from incident_monitor.domain.enums import DraftStatus, IncidentStatus, Severity
+from incident_monitor.domain.enums import ApprovalStatus, Decision, DraftStatus, IncidentStatus, ReceiptStatus, Severity
 from incident_monitor.domain.models import (
     ApprovalRequestBase,
-    AuditEventBase,
     DraftBase,
     IncidentBase,
     ReceiptBase,
-    TriageRunBase,
 )
-
-ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:/@-]{0,199}$"
 
 
 class IncidentReport(BaseModel):
@@ -49,11 +45,26 @@ class ReportResult(BaseModel):
     fingerprint: str
     severity: Severity
     status: IncidentStatus
-    deduplicated: bool = Field(description="True when the report matched an existing incident's fingerprint.")
-    recurrence: bool = Field(description="True when the report reopened a resolved incident.")
+    deduplicated: bool  # matched an existing incident's fingerprint
+    recurrence: bool  # reopened a resolved incident
     occurrence_count: int
-    redacted_fields: list[str] = Field(description="Fields in which secrets were found and replaced.")
+    redacted_fields: list[str] = Field(description="Fields where secrets were replaced.")
     next_step: str
+
+
+# Lists return summaries and get_* the details: every field below is in each tool's output schema,
+# which an agent reads in tools/list on every session. Full rows stay with the service and the CLI.
+
+
+class IncidentSummary(BaseModel):
+    incident_id: str
+    title: str
+    severity: Severity
+    status: IncidentStatus
+    source: str
+    project_id: str | None
+    occurrence_count: int
+    last_seen_at: datetime
 
 
 class DraftSummary(BaseModel):
@@ -62,16 +73,60 @@ class DraftSummary(BaseModel):
     status: DraftStatus
     title: str
     severity: Severity
-    source: str
-    route_tags: list[str]
-    evidence_digest: str
-    revision: int
     updated_at: datetime
 
 
+class ReceiptSummary(BaseModel):
+    receipt_id: str
+    draft_id: str
+    destination_id: str
+    status: ReceiptStatus
+    external_id: str | None
+    external_url: str | None
+    evidence_digest: str
+    attempt_count: int
+    error: str | None
+    updated_at: datetime
+
+
+class ApprovalSummary(BaseModel):
+    approval_id: str
+    draft_id: str
+    status: ApprovalStatus
+    destination_id: str
+    evidence_digest: str
+    policy_version: str
+    requested_by: str
+    expires_at: datetime
+    decided_by: str | None
+    decision_note: str | None
+
+
+class TriageSummary(BaseModel):
+    triage_run_id: str
+    suggested_severity: Severity
+    findings: list[str]
+    evidence_summary: str
+
+
+class TriageView(TriageSummary):
+    suggested_route_tags: list[str]
+    duplicate_matches: list[dict[str, Any]]
+    similar_incidents: list[dict[str, Any]]
+
+
+class TimelineEvent(BaseModel):
+    at: datetime
+    principal: str
+    action: str
+    decision: Decision
+    reasons: list[str]
+    subject_id: str | None
+
+
 class IncidentPage(BaseModel):
-    incidents: list[IncidentBase]
-    next_offset: int | None = Field(description="Pass as offset to read the next page; null on the last page.")
+    incidents: list[IncidentSummary]
+    next_offset: int | None  # the offset of the next page; null on the last
 
 
 class DraftPage(BaseModel):
@@ -80,7 +135,7 @@ class DraftPage(BaseModel):
 
 
 class ReceiptPage(BaseModel):
-    receipts: list[ReceiptBase]
+    receipts: list[ReceiptSummary]
     next_offset: int | None
 
 
@@ -101,23 +156,21 @@ class IncidentDetail(BaseModel):
     incident: IncidentBase
     drafts: list[DraftSummary]
     recent_occurrences: list[OccurrenceView]
-    receipts: list[ReceiptBase]
-    timeline_run_id: str | None = Field(default=None, description="The run that last reported this incident.")
-    timeline: list[AuditEventBase] = Field(
-        default_factory=list, description="That run's audit events in order: what it did and what policy decided."
-    )
+    # The run that last reported the incident, and that run's audit events in order.
+    timeline_run_id: str | None = None
+    timeline: list[TimelineEvent] = Field(default_factory=list)
 
 
 class DraftDetail(BaseModel):
     draft: DraftBase
-    latest_triage: TriageRunBase | None
-    approvals: list[ApprovalRequestBase]
-    receipts: list[ReceiptBase]
+    latest_triage: TriageSummary | None
+    approvals: list[ApprovalSummary]
     next_step: str
 
 
 class TriageResult(BaseModel):
-    triage_run: TriageRunBase
+    draft_id: str
+    triage_run: TriageView
     draft_status: DraftStatus
     evidence_digest: str
     evidence_changed: bool
@@ -125,7 +178,7 @@ class TriageResult(BaseModel):
 
 
 class ApprovalResult(BaseModel):
-    approval: ApprovalRequestBase
+    approval: ApprovalSummary
     draft_status: DraftStatus
     next_step: str
 
@@ -133,5 +186,5 @@ class ApprovalResult(BaseModel):
 class PublishResult(BaseModel):
     receipt: ReceiptBase
     draft_status: DraftStatus
-    reused: bool = Field(description="True when this publish had already happened and its receipt is returned.")
+    reused: bool = Field(description="Already published: this is the earlier receipt.")
     next_step: str

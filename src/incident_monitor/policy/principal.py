@@ -17,9 +17,6 @@ class Principal:
     # Set when the credential stopped being valid mid-session: the principal then holds no scopes.
     credential_problem: str | None = field(default=None, compare=False)
 
-    def has(self, scope: str) -> bool:
-        return scope in self.scopes
-
 
 # stdio without INCIDENT_MONITOR_TOKEN: the person who started the client is trusted with the
 # default agent scopes, never with approve (an agent must not approve its own request).

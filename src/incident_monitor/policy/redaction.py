@@ -3,8 +3,12 @@
 Redaction runs once, at intake. Storage, publishing and the evidence digest all see only its output, so
 it must be deterministic, and it must stay linear-time on hostile input (evidence can be ~1 MB). Every
 pattern is compiled at import, and each is written so that a failed attempt costs at most the run of
-characters it started on; the two scanners that need more than one regex are loops that only move
-forward.
+characters it started on; the scanners that need more than one regex are loops that only move forward
+(the one for prefixless tokens looks back at most a token's length from each match).
+
+The token formats follow detect-secrets' detectors (and gitleaks' where those are newer), written here
+rather than imported: detect-secrets scans files line by line and reports findings, while this must
+replace spans in one pass over a string and stay linear.
 
 It errs towards hiding: a false positive costs a little readability, a false negative leaks a credential
 to every destination. It still leaves prose, digests, UUIDs and paths alone, because evidence that reads
@@ -13,7 +17,10 @@ to every destination. It still leaves prose, digests, UUIDs and paths alone, bec
 
 from __future__ import annotations
 
+import base64
 import re
+import string
+from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
@@ -78,6 +85,10 @@ _SENSITIVE_NAMES = frozenset(
         "dsn",
         "connection_string",
         "conn_str",
+        # Azure connection strings ("...;AccountKey=<base64>;..."); Service Bus / Event Hubs; SAS tokens.
+        "account_key",
+        "shared_access_key",
+        "shared_access_signature",
         # URL signatures grant access on their own (Azure SAS, S3/GCS presigned URLs).
         "sig",
         "x_amz_signature",
@@ -91,6 +102,7 @@ _SENSITIVE_NAMES = frozenset(
         "privatekey",
         "secretkey",
         "sessiontoken",
+        "accountkey",
     }
 )
 # Suffixes that make any name sensitive (GITHUB_TOKEN, db_password, stripe_api_key). A bare "_key" suffix
@@ -111,6 +123,7 @@ _SENSITIVE_SUFFIXES = (
     "_signing_key",
     "_encryption_key",
     "_credentials",
+    "_account_key",  # AZURE_STORAGE_ACCOUNT_KEY
 )
 
 _CAMEL_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
@@ -174,26 +187,85 @@ def _token(prefix: str, rest: str) -> re.Pattern[str]:
     return re.compile(rf"{prefix}(?<!\w{prefix}){rest}")
 
 
-# Well-known credential formats, replaced wherever they appear. The flag says the prefix is ordinary
-# enough ("sk-learn-...") that the value must also look random (see _looks_random) to be redacted.
-_TOKEN_PATTERNS: tuple[tuple[re.Pattern[str], bool], ...] = (
-    (_token("gh[pousr]_", "[A-Za-z0-9]{30,}"), False),  # GitHub
-    (_token("github_pat_", "[A-Za-z0-9_]{30,}"), False),  # GitHub fine-grained
-    (_token("glpat-", "[A-Za-z0-9_-]{20,}"), False),  # GitLab
-    (_token("xox[a-z]", r"(?:\.xox[a-z])?-[A-Za-z0-9-]{10,}"), False),  # Slack bot/user/refresh
-    (_token("xapp-", r"\d-[A-Za-z0-9-]{10,}"), False),  # Slack app-level
-    (_token("A[KS]IA", r"[0-9A-Z]{16}\b"), False),  # AWS access key id (long-term / session)
-    (_token("sk-", "[A-Za-z0-9_-]{20,}"), True),  # OpenAI, Anthropic (sk-ant-...)
-    (_token("[rs]k_(?:live|test)_", "[A-Za-z0-9]{10,}"), True),  # Stripe secret/restricted
-    (_token("whsec_", "[A-Za-z0-9+/=]{16,}"), True),  # Standard Webhooks / Stripe signing secret
-    (_token("AIza", "[0-9A-Za-z_-]{35}(?![0-9A-Za-z_-])"), False),  # Google API key
-    (_token("lin_api_", "[A-Za-z0-9]{32,}"), False),  # Linear API key
-    (_token("lin_oauth_", "[A-Za-z0-9]{32,}"), False),  # Linear OAuth token
-    (_token("npm_", "[A-Za-z0-9]{36}(?![A-Za-z0-9])"), False),  # npm
-    (_token("hf_", "[A-Za-z0-9]{30,}"), True),  # Hugging Face
-    (_token(r"SG\.", r"[\w-]{16,}\.[\w-]{16,}"), False),  # SendGrid
-    (_token("eyJ", r"[A-Za-z0-9_-]{5,}\.eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*"), False),  # JWT
+def _looks_random(value: str) -> bool:
+    # Generated credentials of 20+ characters virtually always mix digits or letter cases; words don't.
+    return any(c.isdigit() for c in value) or (any(c.isupper() for c in value) and any(c.islower() for c in value))
+
+
+def _looks_like_credential(value: str) -> bool:
+    return _looks_random(value) or any(c in _CREDENTIAL_PUNCTUATION for c in value)
+
+
+def _keep_head(match: re.Match[str]) -> str:
+    return match["head"] + REDACTED
+
+
+def _replace_token(match: re.Match[str]) -> str:
+    return REDACTED
+
+
+def _replace_random_token(match: re.Match[str]) -> str:
+    return REDACTED if _looks_random(match.group()) else match.group()
+
+
+def _replace_discord_token(match: re.Match[str]) -> str:
+    user_id = match.group().split(".", 1)[0]
+    try:
+        decoded = base64.urlsafe_b64decode(user_id + "=" * (-len(user_id) % 4))
+    except ValueError:
+        return match.group()
+    return REDACTED if decoded.isdigit() else match.group()
+
+
+# Well-known credential formats, replaced wherever they appear. The second member decides, given the match,
+# what replaces it: _replace_random_token keeps values that do not look random, for prefixes ordinary
+# enough to start a word ("sk-learn-..."); others check the format's own structure.
+_TOKEN_PATTERNS: tuple[tuple[re.Pattern[str], Callable[[re.Match[str]], str]], ...] = (
+    (_token("gh[pousr]_", "[A-Za-z0-9]{30,}"), _replace_token),  # GitHub
+    (_token("github_pat_", "[A-Za-z0-9_]{30,}"), _replace_token),  # GitHub fine-grained
+    (_token("glpat-", "[A-Za-z0-9_-]{20,}"), _replace_token),  # GitLab
+    (_token("xox[a-z]", r"(?:\.xox[a-z])?-[A-Za-z0-9-]{10,}"), _replace_token),  # Slack bot/user/refresh
+    (_token("xapp-", r"\d-[A-Za-z0-9-]{10,}"), _replace_token),  # Slack app-level
+    (_token("A[KS]IA", r"[0-9A-Z]{16}\b"), _replace_token),  # AWS access key id (long-term / session)
+    (_token("sk-", "[A-Za-z0-9_-]{20,}"), _replace_random_token),  # OpenAI, Anthropic (sk-ant-...)
+    (_token("[rs]k_(?:live|test)_", "[A-Za-z0-9]{10,}"), _replace_random_token),  # Stripe secret/restricted
+    (_token("whsec_", "[A-Za-z0-9+/=]{16,}"), _replace_random_token),  # Standard Webhooks / Stripe signing
+    (_token("AIza", "[0-9A-Za-z_-]{35}(?![0-9A-Za-z_-])"), _replace_token),  # Google API key
+    (_token("lin_api_", "[A-Za-z0-9]{32,}"), _replace_token),  # Linear API key
+    (_token("lin_oauth_", "[A-Za-z0-9]{32,}"), _replace_token),  # Linear OAuth token
+    (_token("npm_", "[A-Za-z0-9]{36}(?![A-Za-z0-9])"), _replace_token),  # npm
+    (_token("hf_", "[A-Za-z0-9]{30,}"), _replace_random_token),  # Hugging Face
+    (_token(r"SG\.", r"[\w-]{16,}\.[\w-]{16,}"), _replace_token),  # SendGrid
+    (_token("eyJ", r"[A-Za-z0-9_-]{5,}\.eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*"), _replace_token),  # JWT
+    # PyPI upload tokens are macaroons whose base64 opens with the issuer: pypi.org or test.pypi.org.
+    (_token("pypi-", "AgE[A-Za-z0-9_-]{50,}"), _replace_token),
+    # Twilio account SID and API key SID: the two halves of a Twilio credential besides the secret.
+    (_token("(?:AC|SK)", "[0-9a-fA-F]{32}(?![0-9A-Za-z])"), _replace_token),
+    # Square access tokens (legacy sq0atp-, current EAAA...) and OAuth application secrets, with the
+    # sandbox variants. EAAA also opens ordinary base64, so the run must end where a Square token ends.
+    (_token("sq0(?:atp|csp|atb|csb)-", "[A-Za-z0-9_-]{22,}"), _replace_token),
+    (_token("EAAA", "[A-Za-z0-9_-]{40,80}+(?![A-Za-z0-9_+/=-])"), _replace_random_token),
+    (_token("AKC", "[A-Za-z0-9]{10,}"), _replace_random_token),  # Artifactory API key (AKCp...)
+    # Discord bot token: base64(user id).timestamp.HMAC; the id check keeps dotted names like
+    # "NetworkConnectionManager.handle.processIncomingRequests" readable.
+    (
+        _token("[MNO]", r"[A-Za-z0-9_-]{23,25}\.[A-Za-z0-9_-]{6}\.[A-Za-z0-9_-]{27,38}(?![A-Za-z0-9_-])"),
+        _replace_discord_token,
+    ),
 )
+# Mailchimp API keys (32 hex, then "-us" and the datacenter) and Telegram bot tokens (the bot's id, ':',
+# 35 characters) have no literal prefix. Each regex leads with the literal inside the token, so the engine
+# jumps between its occurrences (a leading hex or digit class costs ~50x more), and a lookbehind checks
+# the part before it; _redact_led_tokens then extends the match back over that part.
+_MAILCHIMP_KEY = re.compile(r"-us(?<=[0-9a-f]{32}-us)\d{1,2}(?![0-9A-Za-z])")
+_TELEGRAM_BOT_TOKEN = re.compile(r":(?<=\d{8}:)[A-Za-z0-9_-]{35}(?![A-Za-z0-9_-])")
+_LOWER_HEX = frozenset("0123456789abcdef")
+_DIGITS = frozenset("0123456789")
+_ALPHANUMERIC = frozenset(string.ascii_letters + string.digits)
+# Artifactory encrypted passwords (AP, a hex digit, then more) are common word shapes ("APAC2024Region"),
+# so, as detect-secrets does, they count only in text that names Artifactory.
+_ARTIFACTORY_CONTEXT = re.compile("artifactory|jfrog", re.IGNORECASE)
+_ARTIFACTORY_PASSWORD = _token("AP", "[0-9A-F][A-Za-z0-9]{8,}")
 
 # <password>...</password> in XML config or SOAP dumps; the tag is checked with is_sensitive_key.
 _XML_ELEMENT = re.compile(r"<(?P<tag>[A-Za-z_][\w.-]*)>(?P<secret>[^<]+)</(?P=tag)>")
@@ -240,27 +312,6 @@ _BARE_BEARER = re.compile(r"(?<![\w-])(?P<head>bearer[ \t]+)(?P<secret>[A-Za-z0-
 _CREDENTIAL_PUNCTUATION = frozenset("._~+/=")
 
 
-def _looks_random(value: str) -> bool:
-    # Generated credentials of 20+ characters virtually always mix digits or letter cases; words don't.
-    return any(c.isdigit() for c in value) or (any(c.isupper() for c in value) and any(c.islower() for c in value))
-
-
-def _looks_like_credential(value: str) -> bool:
-    return _looks_random(value) or any(c in _CREDENTIAL_PUNCTUATION for c in value)
-
-
-def _keep_head(match: re.Match[str]) -> str:
-    return match["head"] + REDACTED
-
-
-def _replace_token(match: re.Match[str]) -> str:
-    return REDACTED
-
-
-def _replace_random_token(match: re.Match[str]) -> str:
-    return REDACTED if _looks_random(match.group()) else match.group()
-
-
 def _replace_bare_bearer(match: re.Match[str]) -> str:
     return match["head"] + REDACTED if _looks_like_credential(match["secret"]) else match.group()
 
@@ -293,6 +344,43 @@ def _redact_private_keys(text: str) -> str:
             stop = body.end() if body else begin.end()
         parts += [text[copied : begin.start()], REDACTED_PRIVATE_KEY]
         copied = stop
+    parts.append(text[copied:])
+    return "".join(parts)
+
+
+def _always(token: str) -> bool:
+    return True
+
+
+def _telegram_secret_looks_random(token: str) -> bool:
+    # The bot id is all digits; only the part after ':' tells a token from a log line
+    # ("1732612345:connection-reset-by-peer-while-read").
+    return _looks_random(token.split(":", 1)[1])
+
+
+def _redact_led_tokens(
+    text: str,
+    pattern: re.Pattern[str],
+    head: frozenset[str],
+    head_length: tuple[int, int],
+    not_after: frozenset[str],
+    is_secret: Callable[[str], bool],
+) -> str:
+    # Each match of ``pattern`` is the tail of a token; its head is the run of ``head`` characters just
+    # before it, which must be head_length long and not follow a character in ``not_after``.
+    shortest, longest = head_length
+    parts: list[str] = []
+    copied = 0
+    for match in pattern.finditer(text):
+        begin = match.start()
+        while begin > copied and match.start() - begin <= longest and text[begin - 1] in head:
+            begin -= 1
+        if not shortest <= match.start() - begin <= longest or (begin > 0 and text[begin - 1] in not_after):
+            continue
+        if not is_secret(text[begin : match.end()]):
+            continue
+        parts += [text[copied:begin], REDACTED]
+        copied = match.end()
     parts.append(text[copied:])
     return "".join(parts)
 
@@ -336,8 +424,12 @@ def redact_text(text: str) -> str:
     for pattern in _WEBHOOK_URLS:
         text = pattern.sub(_keep_head, text)
     text = _COOKIE_HEADER.sub(_keep_head, text)
-    for pattern, must_look_random in _TOKEN_PATTERNS:
-        text = pattern.sub(_replace_random_token if must_look_random else _replace_token, text)
+    for pattern, replace in _TOKEN_PATTERNS:
+        text = pattern.sub(replace, text)
+    text = _redact_led_tokens(text, _MAILCHIMP_KEY, _LOWER_HEX, (32, 32), _ALPHANUMERIC, _always)
+    text = _redact_led_tokens(text, _TELEGRAM_BOT_TOKEN, _DIGITS, (8, 10), _DIGITS, _telegram_secret_looks_random)
+    if _ARTIFACTORY_CONTEXT.search(text):
+        text = _ARTIFACTORY_PASSWORD.sub(_replace_random_token, text)
     text = _XML_ELEMENT.sub(_replace_xml_element, text)
     text = _redact_fields(text)
     # Last, so "Authorization: Bearer x" is handled (scheme kept) by the field scanner.

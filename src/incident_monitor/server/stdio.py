@@ -11,6 +11,7 @@ from incident_monitor.config import Settings
 from incident_monitor.errors import ConfigError, CredentialError
 from incident_monitor.server.principals import stdio_principal
 from incident_monitor.server.tools import build_mcp_server
+from incident_monitor.service import self_monitoring
 from incident_monitor.service.monitor import Monitor
 from incident_monitor.service.publishing import recover_pending
 
@@ -20,7 +21,7 @@ logger = logging.getLogger(__name__)
 def serve_stdio(settings: Settings) -> int:
     # stdout carries the protocol: everything human goes to stderr.
     try:
-        monitor = Monitor.from_settings(settings)
+        monitor = self_monitoring.attach(Monitor.from_settings(settings))
     except ConfigError as exc:
         print(f"incident-monitor: cannot start: {exc.message}", file=sys.stderr)
         return 2

@@ -3,6 +3,7 @@
 No ``from __future__ import annotations`` here: the SDK reads these signatures at registration.
 """
 
+import inspect
 import json
 from collections.abc import Callable
 from functools import partial
@@ -11,7 +12,7 @@ from typing import Annotated, Any, Literal, TypeVar
 import anyio
 from mcp.server import MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError
-from mcp.server.mcpserver.utilities.func_metadata import FuncMetadata, func_metadata
+from mcp.server.mcpserver.tools import Tool
 from mcp.types import ToolAnnotations
 from pydantic import Field
 
@@ -32,19 +33,20 @@ from incident_monitor.domain.io import (
 from incident_monitor.domain.models import IncidentBase
 from incident_monitor.errors import MonitorError
 from incident_monitor.policy.principal import Principal
-from incident_monitor.policy.routing import RouteDecision
+from incident_monitor.policy.route_decision import RouteDecision
 from incident_monitor.policy.scopes import ACTION_SCOPES
-from incident_monitor.server.errors import tool_errors
+from incident_monitor.server.errors import ToolErrorShape, tool_errors
 from incident_monitor.server.logging_level import accept_logging_level
 from incident_monitor.server.replicas import request_state_security
 from incident_monitor.server.scope_gate import ScopeGate
+from incident_monitor.server.tool_schemas import compact_schema
 from incident_monitor.service import (
     approvals,
     incidents,
     intake,
     publishing,
     queries,
-    routing,
+    route_preview,
     status,
     triage,
 )
@@ -54,12 +56,11 @@ from incident_monitor.service.monitor import Monitor
 
 T = TypeVar("T")
 
-DraftId = Annotated[
-    str, Field(min_length=1, max_length=100, description="A draft_id from list_drafts or report_incident.")
-]
-IncidentId = Annotated[str, Field(min_length=1, max_length=100, description="An incident_id from list_incidents.")]
-Limit = Annotated[int, Field(ge=1, le=1000, description="Page size (at most limits.max_page_size).")]
-Offset = Annotated[int, Field(ge=0, description="next_offset from the previous page.")]
+# Identifiers carry no description: their names are the same in every input and output (DESIGN.md).
+DraftId = Annotated[str, Field(min_length=1, max_length=100)]
+IncidentId = Annotated[str, Field(min_length=1, max_length=100)]
+Limit = Annotated[int, Field(ge=1, le=1000)]
+Offset = Annotated[int, Field(ge=0)]  # the previous page's next_offset
 ShortText = Annotated[str, Field(max_length=200)]
 
 
@@ -126,7 +127,7 @@ class IncidentMonitorTools:
         self.principal = principal
 
     async def get_status(self) -> status.StatusView:
-        """Readiness of the monitor and each destination. Call first; stop if anything needed is not ready."""
+        """Readiness of the monitor and its destinations. Call first; stop if what you need is not ready."""
         with tool_errors():
             return await in_worker(status.get_status, self.monitor, self.principal())
 
@@ -139,11 +140,11 @@ class IncidentMonitorTools:
         level: Annotated[str, Field(max_length=40, description="critical | error | warning | info.")] = "error",
         fingerprint: Annotated[
             str | None,
-            Field(max_length=200, description="Stable dedupe key; computed from stable fields if omitted."),
+            Field(max_length=200, description="Dedupe key; computed from stable fields if omitted."),
         ] = None,
         route_tags: Annotated[list[ShortText] | None, Field(description="Tags routes match on.")] = None,
         risk_category: Annotated[str | None, Field(max_length=200)] = None,
-        risk_level: Annotated[Severity | None, Field(description="critical | high | medium | low.")] = None,
+        risk_level: Severity | None = None,
         project_id: Annotated[str | None, Field(max_length=200)] = None,
         run_id: Annotated[
             str | None,
@@ -155,7 +156,8 @@ class IncidentMonitorTools:
             dict[str, Any] | None, Field(description="Structured evidence; secrets are redacted.")
         ] = None,
     ) -> ReportResult:
-        """Report a failure or safety signal. Secrets are redacted before storage; repeats dedupe by fingerprint."""
+        """Report a failure or safety signal; returns incident_id and draft_id. Secrets are redacted; repeats
+        dedupe by fingerprint."""
         report = IncidentReport(
             title=title,
             detail=detail,
@@ -184,7 +186,7 @@ class IncidentMonitorTools:
         limit: Limit = 50,
         offset: Offset = 0,
     ) -> IncidentPage:
-        """Incidents, most recently seen first, filtered by status, severity, source or project."""
+        """Incident summaries, most recently seen first; details with get_incident."""
         with tool_errors():
             return await in_worker(
                 queries.list_incidents,
@@ -199,7 +201,7 @@ class IncidentMonitorTools:
             )
 
     async def get_incident(self, incident_id: IncidentId) -> IncidentDetail:
-        """One incident with its drafts, recent occurrences and receipts."""
+        """One incident with its drafts, recent occurrences and its last run's audit timeline."""
         with tool_errors():
             return await in_worker(queries.get_incident, self.monitor, self.principal(), incident_id)
 
@@ -212,7 +214,7 @@ class IncidentMonitorTools:
         limit: Limit = 50,
         offset: Offset = 0,
     ) -> DraftPage:
-        """Drafts (what would be published), most recently updated first."""
+        """Draft summaries (what would be published), most recently updated first; details with get_draft."""
         with tool_errors():
             return await in_worker(
                 queries.list_drafts,
@@ -227,12 +229,12 @@ class IncidentMonitorTools:
             )
 
     async def get_draft(self, draft_id: DraftId) -> DraftDetail:
-        """One draft: its evidence and digest, latest triage, approvals, receipts and the next step."""
+        """One draft: evidence, digest, latest triage, approvals and next_step. Receipts: list_receipts."""
         with tool_errors():
             return await in_worker(queries.get_draft, self.monitor, self.principal(), draft_id)
 
     async def triage_draft(self, draft_id: DraftId) -> TriageResult:
-        """Run deterministic triage: duplicates, similar incidents, rate, suggested severity and tags."""
+        """Deterministic triage of a draft (duplicates, similar incidents, rate, severity). Then follow next_step."""
         with tool_errors():
             return await in_worker(triage.triage_draft, self.monitor, self.principal(), draft_id)
 
@@ -247,11 +249,11 @@ class IncidentMonitorTools:
         project_id: Annotated[str | None, Field(max_length=200)] = None,
         event: Annotated[str | None, Field(max_length=200)] = None,
     ) -> RouteDecision:
-        """Where a draft (or a report you are about to send) would publish, whether approval is needed, and
-        what blocks it. Publish uses the same decision."""
+        """Where a draft (or a report about to be sent) would publish, whether approval is needed, and what
+        blocks it: the decision publish_draft applies."""
         with tool_errors():
             return await in_worker(
-                routing.preview_route,
+                route_preview.preview_route,
                 self.monitor,
                 self.principal(),
                 draft_id=draft_id,
@@ -299,7 +301,7 @@ class IncidentMonitorTools:
         limit: Limit = 50,
         offset: Offset = 0,
     ) -> ReceiptPage:
-        """Publish receipts: destination, route, status, external id/URL, evidence digest, attempts, error."""
+        """Publish receipts (status, external id/URL, error), newest first, by draft_id or incident_id."""
         with tool_errors():
             return await in_worker(
                 queries.list_receipts,
@@ -379,25 +381,34 @@ INSTRUCTIONS = """\
 Incident Monitor: governed incident evidence. Safe sequence: get_status -> preview_route -> report_incident ->
 list_drafts/get_draft -> triage_draft -> request_approval (an operator decides) -> publish_draft -> list_receipts.
 Publish only through publish_draft, never by calling GitHub, Linear, webhooks or other MCP tools yourself.
-Tool errors say what failed and what to call next."""
+Results carry next_step, the call to make next. Errors read "code: message" and say what to call next.
+A result holds every field of its output schema (null when empty)."""
+
+
+def agent_facing_tool(fn: Callable[..., Any], name: str, annotations: ToolAnnotations) -> Tool:
+    """A tool whose published schemas are self-contained and small (server/tool_schemas.py)."""
+    description = " ".join(inspect.cleandoc(fn.__doc__ or "").split())
+    tool = Tool.from_function(fn, name=name, description=description, annotations=annotations, structured_output=True)
+    tool.parameters = compact_schema(tool.parameters)
+    output_schema = tool.fn_metadata.output_schema
+    assert output_schema is not None, f"{name} must return a model (structured output)"
+    tool.fn_metadata.output_schema = compact_schema(output_schema, output=True)
+    return tool
 
 
 def build_mcp_server(monitor: Monitor, principal: Callable[[], Principal]) -> MCPServer:
     tools = IncidentMonitorTools(monitor, principal)
+    registered = [agent_facing_tool(getattr(tools, name), name, hints) for name, hints in TOOL_ANNOTATIONS.items()]
     server = MCPServer(
         name="incident-monitor",
         version=__version__,
         instructions=INSTRUCTIONS,
+        tools=registered,
         # Keys shared by every replica (environment), so a retry landing on another replica unseals its state.
         request_state_security=request_state_security(),
     )
-    metadata: dict[str, FuncMetadata] = {}
-    for name, annotations in TOOL_ANNOTATIONS.items():
-        fn = getattr(tools, name)
-        server.add_tool(fn, name=name, annotations=annotations, structured_output=True)
-        # ScopeGate only validates arguments: the output schema (half the metadata's cost at start-up) is not needed.
-        metadata[name] = func_metadata(fn, structured_output=False)
-    server.middleware.append(ScopeGate(monitor, principal, metadata))
+    server.middleware.append(ToolErrorShape())
+    server.middleware.append(ScopeGate(monitor, principal, {tool.name: tool.fn_metadata for tool in registered}))
     _add_inventory_resources(server, monitor, principal)
     accept_logging_level(server)
     return server

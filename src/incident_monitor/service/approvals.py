@@ -13,8 +13,8 @@ from sqlalchemy import update
 from sqlmodel import Session, col, select
 
 from incident_monitor.domain.enums import ApprovalStatus, DraftStatus
-from incident_monitor.domain.io import ApprovalResult
-from incident_monitor.domain.models import ApprovalRequest, ApprovalRequestBase, Draft, new_id
+from incident_monitor.domain.io import ApprovalResult, ApprovalSummary
+from incident_monitor.domain.models import ApprovalRequest, Draft, new_id
 from incident_monitor.domain.transitions import check_draft_transition
 from incident_monitor.errors import (
     InvalidInput,
@@ -24,11 +24,12 @@ from incident_monitor.errors import (
     PublishBlocked,
 )
 from incident_monitor.policy.principal import Principal
+from incident_monitor.policy.route_decision import RouteDecision
 from incident_monitor.service import self_monitoring
 from incident_monitor.service.governed import governed_call
 from incident_monitor.service.monitor import Monitor
 from incident_monitor.service.queries import draft_next_step, get_draft_row, run_id_for_draft
-from incident_monitor.service.routing import decide_for_draft
+from incident_monitor.service.route_preview import decide_for_draft
 
 MAX_NOTE_CHARS = 2_000
 
@@ -56,11 +57,12 @@ def approvals_for(session: Session, draft_id: str, *statuses: ApprovalStatus) ->
     )
 
 
-def _result(approval: ApprovalRequest, draft: Draft) -> ApprovalResult:
+def _result(approval: ApprovalRequest, draft: Draft, route: RouteDecision | None = None) -> ApprovalResult:
     return ApprovalResult(
-        approval=ApprovalRequestBase.model_validate(approval, from_attributes=True),
+        approval=ApprovalSummary.model_validate(approval, from_attributes=True),
         draft_status=draft.status,
-        next_step=draft_next_step(draft),
+        # Asking for approval comes after triage in the flow: what follows is the route's answer.
+        next_step=draft_next_step(draft, triaged=True, route=route),
     )
 
 
@@ -85,7 +87,7 @@ def request_approval(monitor: Monitor, principal: Principal, draft_id: str, reas
             )
             if existing_binding == binding and not is_expired(existing, now):
                 call.notes.append(f"existing {existing.status.value} approval {existing.approval_id} returned")
-                return _result(existing, draft)
+                return _result(existing, draft, decision)
             existing.status = ApprovalStatus.superseded
             session.add(existing)
         if draft.status in (DraftStatus.approval_required, DraftStatus.approved):
@@ -121,7 +123,7 @@ def request_approval(monitor: Monitor, principal: Principal, draft_id: str, reas
             call.notes.append("approval requested although the route does not require it")
         call.notes.append(f"approval {approval.approval_id} pending for {decision.destination_id}")
         session.flush()
-        return _result(approval, draft)
+        return _result(approval, draft, decision)
 
 
 def _decide_once(

@@ -29,9 +29,9 @@ from incident_monitor.errors import (
 from incident_monitor.policy.engine import check_action
 from incident_monitor.policy.principal import Principal
 from incident_monitor.policy.scopes import required_scopes
-from incident_monitor.service import self_monitoring
-from incident_monitor.service.audit import append_audit
-from incident_monitor.service.monitor import Monitor
+from incident_monitor.service.audit_chain import append_audit
+from incident_monitor.service.monitor import DecisionRecord, Monitor
+from incident_monitor.service.run_links import related_run
 
 logger = logging.getLogger(__name__)
 audit_logger = logging.getLogger("incident_monitor.audit")
@@ -126,10 +126,24 @@ def record_decision(
             run_id=run_id,
         )
     log_decision(principal, action, decision, subject_id=subject_id, run_id=run_id, started=started)
-    # After the commit: the self-monitoring report is its own governed call (and transaction).
-    self_monitoring.on_decision(
-        monitor, principal, action, decision, reasons, arguments, subject_id=subject_id, run_id=run_id
+    tell_listeners(
+        monitor, DecisionRecord(principal, action, decision, reasons, arguments, subject_id=subject_id, run_id=run_id)
     )
+
+
+def tell_listeners(monitor: Monitor, record: DecisionRecord) -> None:
+    """After the decision's commit: a listener's own work (a self-monitoring report) is its own governed call."""
+    for listener in monitor.decision_listeners:
+        listener(monitor, record)
+
+
+# Actions kept from agents by design: a refusal names the call to make instead of a token to ask for.
+INSTEAD_OF_A_BROADER_TOKEN = {
+    "decide_approval": "Agents do not decide approvals: call request_approval with the draft_id and a reason; "
+    "an operator decides (incident-monitor approvals approve|deny).",
+    "resolve_incident": "An operator resolves incidents (incident-monitor incidents resolve INCIDENT_ID --note ...); "
+    "a recurrence reopens them.",
+}
 
 
 def deny_if_not_allowed(
@@ -147,14 +161,14 @@ def deny_if_not_allowed(
         message = (
             f"permission denied: {action} needs scope {needed} (missing: {', '.join(decision.missing_scopes)}); "
             f"{principal.name} has {', '.join(sorted(principal.scopes)) or 'no scopes'}. "
-            "Ask an operator for a token with that scope."
+            + INSTEAD_OF_A_BROADER_TOKEN.get(action, "Ask an operator for a token with that scope.")
         )
         reasons = list(decision.reasons)
     else:
         message = f"permission denied: {action} needs scope (unknown action); denied (fail closed)"
         reasons = list(decision.reasons)
     # The refusal joins the timeline of the run whose draft/incident/approval the call named.
-    run_id = self_monitoring.related_run(monitor, arguments)
+    run_id = related_run(monitor, arguments)
     record_decision(monitor, principal, action, Decision.deny, reasons, arguments, run_id=run_id, started=started)
     if decision.missing_scopes and not principal.credential_problem:
         raise InsufficientScope(message, reasons=reasons)
@@ -178,13 +192,22 @@ def governed_call(
         with monitor.session() as session:
             call = GovernedCall(session, principal, action, subject_id=subject_id, run_id=run_id)
             yield call
+            allowed = DecisionRecord(
+                principal,
+                action,
+                Decision.allow,
+                [*check_action(principal, action).reasons, *call.notes],
+                arguments,
+                subject_id=call.subject_id,
+                run_id=call.run_id,
+            )
             append_audit(
                 session,
                 at=monitor.clock(),
                 principal=principal.name,
                 action=action,
                 decision=Decision.allow,
-                reasons=[*check_action(principal, action).reasons, *call.notes],
+                reasons=allowed.reasons,
                 arguments=arguments,
                 subject_id=call.subject_id,
                 run_id=call.run_id,
@@ -217,3 +240,4 @@ def governed_call(
         raise
     # After the commit, so the line never reports an effect that was rolled back.
     log_decision(principal, action, Decision.allow, subject_id=call.subject_id, run_id=call.run_id, started=started)
+    tell_listeners(monitor, allowed)

@@ -29,7 +29,7 @@ from incident_monitor.domain.transitions import check_incident_transition
 from incident_monitor.errors import InvalidInput, ReportRejected
 from incident_monitor.policy.principal import Principal
 from incident_monitor.policy.redaction import redact_json, redact_text
-from incident_monitor.service import self_monitoring
+from incident_monitor.policy.report_severity import report_severity
 from incident_monitor.service.governed import governed_call
 from incident_monitor.service.monitor import Monitor
 
@@ -226,9 +226,7 @@ def report_incident(monitor: Monitor, principal: Principal, report: IncidentRepo
         if redacted:
             call.notes.append(f"redacted secrets in: {', '.join(redacted)}")
         level = clean.level.lower()
-        severity, note = self_monitoring.report_severity(
-            monitor.config, principal, clean, severity_for(level, clean.risk_level)
-        )
+        severity, note = report_severity(monitor.config, principal, clean, severity_for(level, clean.risk_level))
         if note:
             call.notes.append(note)
         fingerprint = clean.fingerprint or compute_fingerprint(clean)
@@ -270,6 +268,7 @@ def report_incident(monitor: Monitor, principal: Principal, report: IncidentRepo
             incident_id, status, stored_severity = incident["incident_id"], IncidentStatus.open, severity
             occurrences = 1
             draft_id = new_draft(connection, incident, now)
+            draft_status: DraftStatus | None = DraftStatus.draft
             deduplicated = False
         else:
             deduplicated = True
@@ -284,10 +283,11 @@ def report_incident(monitor: Monitor, principal: Principal, report: IncidentRepo
             occurrences = found.occurrence_count + 1
             latest = connection.execute(_LATEST_DRAFT, {"incident_id": incident_id}).first()
             draft_id = latest.draft_id if latest is not None else None
+            draft_status = latest.status if latest is not None else None
             # A recurrence after publication needs a fresh draft; otherwise the open draft stands.
             if recurrence and (latest is None or latest.status is DraftStatus.published):
                 row = connection.execute(_INCIDENT_ROW, {"incident_id": incident_id}).mappings().one()
-                draft_id = new_draft(connection, row, now)
+                draft_id, draft_status = new_draft(connection, row, now), DraftStatus.draft
         connection.execute(
             _INSERT_OCCURRENCE,
             {
@@ -303,10 +303,13 @@ def report_incident(monitor: Monitor, principal: Principal, report: IncidentRepo
         )
         call.subject_id = incident_id
         call.notes.append("deduplicated by fingerprint" if deduplicated else "new incident")
-        if draft_id is not None:
-            next_step = f"call get_draft or triage_draft with draft_id={draft_id}"
-        else:
+        if draft_id is None:
             next_step = f"call get_incident with incident_id={incident_id}"
+        elif draft_status is DraftStatus.draft:
+            next_step = f"call triage_draft with draft_id={draft_id}"
+        else:
+            # A repeat of an incident whose draft is already further along: its own next_step says what follows.
+            next_step = f"call get_draft with draft_id={draft_id} (its draft is {draft_status}); follow its next_step"
         return ReportResult(
             incident_id=incident_id,
             draft_id=draft_id,

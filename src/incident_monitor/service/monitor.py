@@ -1,4 +1,10 @@
-"""The running monitor: config, database, destination adapters and clock, opened once per process."""
+"""The running monitor: config, database, destination adapters and clock, opened once per process.
+
+It also holds the monitor's decision listeners: what runs after each governed decision is recorded
+(self-monitoring is one, registered where a monitor is assembled: ``self_monitoring.attach``). They
+live on the monitor, not in a module-level registry, so two monitors in one process never share them,
+and ``governed`` reaches them without importing what they import (intake → governed would be a cycle).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import make_url
 from sqlalchemy.engine import Engine
@@ -17,9 +24,11 @@ from incident_monitor.config import MonitorConfig, Settings, load_config
 from incident_monitor.destinations.base import DestinationAdapter
 from incident_monitor.destinations.registry import build_adapters
 from incident_monitor.domain.destination_state import read_disabled
+from incident_monitor.domain.enums import Decision
 from incident_monitor.domain.readiness import Readiness
 from incident_monitor.domain.types import utcnow
 from incident_monitor.errors import ConfigError
+from incident_monitor.policy.principal import Principal
 from incident_monitor.secret_ref import is_env_ref, resolve_secret, secret_ref_variable
 from incident_monitor.store.engine import DATABASE_URL_VARIABLE, PoolOptions, dispose_engine, open_engine, session_scope
 
@@ -63,6 +72,23 @@ def pool_options(config: MonitorConfig) -> PoolOptions:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class DecisionRecord:
+    """One governed decision as the audit log recorded it (passed to each decision listener)."""
+
+    principal: Principal
+    action: str
+    decision: Decision
+    reasons: list[str]
+    arguments: Any
+    subject_id: str | None = None
+    run_id: str | None = None
+
+
+# Called after the decision's own transaction committed; a listener's failure is its own to handle.
+DecisionListener = Callable[["Monitor", DecisionRecord], None]
+
+
 @dataclass
 class Monitor:
     config: MonitorConfig
@@ -71,6 +97,7 @@ class Monitor:
     # Held here for readiness checks only; only the publishing service calls publish().
     destinations: dict[str, DestinationAdapter]
     clock: Callable[[], datetime] = field(default=utcnow)
+    decision_listeners: list[DecisionListener] = field(default_factory=list)
 
     @classmethod
     def open(

@@ -2,7 +2,7 @@
 
 A report can add route tags or a risk level (raising its approval requirement), never change the
 project or source its key is bound to; the project's allowed destinations are enforced by the
-routing decision itself (policy/routing.py), so preview and publish agree.
+routing decision itself (policy/route_decision.py), so preview and publish agree.
 """
 
 from __future__ import annotations

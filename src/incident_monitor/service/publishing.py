@@ -41,15 +41,15 @@ from incident_monitor.domain.transitions import check_draft_transition, check_in
 from incident_monitor.errors import ApprovalRequired, MonitorError, PublishBlocked
 from incident_monitor.policy.permit import PublishPermit, issue_permit
 from incident_monitor.policy.principal import Principal
-from incident_monitor.policy.routing import RouteDecision
+from incident_monitor.policy.route_decision import RouteDecision
 from incident_monitor.service import self_monitoring
 from incident_monitor.service.approvals import approvals_for, is_expired
-from incident_monitor.service.audit import append_audit
-from incident_monitor.service.destination_states import disable_destination, record_delivery
+from incident_monitor.service.audit_chain import append_audit
+from incident_monitor.service.destination_health import disable_destination, record_delivery
 from incident_monitor.service.governed import governed_call
 from incident_monitor.service.monitor import Monitor
 from incident_monitor.service.queries import draft_next_step, get_draft_row, run_id_for_draft
-from incident_monitor.service.routing import decide_for_draft
+from incident_monitor.service.route_preview import decide_for_draft
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -83,7 +83,8 @@ def _approval_gate(
     """The approval that authorises this publish, or ApprovalRequired saying what to do."""
     if draft.status is DraftStatus.denied:
         raise ApprovalRequired(
-            f"approval denied for draft {draft.draft_id}: {draft_next_step(draft)}", reasons=["approval denied"]
+            f"approval denied for draft {draft.draft_id}: {draft_next_step(draft, triaged=True)}",
+            reasons=["approval denied"],
         )
     if not decision.approval_required:
         return None
@@ -354,7 +355,7 @@ def publish_result(monitor: Monitor, receipt_id: str, *, reused: bool) -> Publis
             receipt=ReceiptBase.model_validate(receipt, from_attributes=True),
             draft_status=draft.status,
             reused=reused,
-            next_step=draft_next_step(draft),
+            next_step=draft_next_step(draft, triaged=True),
         )
 
 

@@ -10,31 +10,34 @@ from sqlmodel.sql.expression import SelectOfScalar
 from incident_monitor.domain.enums import ApprovalStatus, DraftStatus, IncidentStatus, Severity
 from incident_monitor.domain.io import (
     ApprovalPage,
+    ApprovalSummary,
     DraftDetail,
     DraftPage,
     DraftSummary,
     IncidentDetail,
     IncidentPage,
+    IncidentSummary,
     OccurrenceView,
     ReceiptPage,
+    ReceiptSummary,
+    TimelineEvent,
+    TriageSummary,
 )
 from incident_monitor.domain.models import (
     ApprovalRequest,
     ApprovalRequestBase,
     AuditEvent,
-    AuditEventBase,
     Draft,
     DraftBase,
     Incident,
     IncidentBase,
     IncidentOccurrence,
     Receipt,
-    ReceiptBase,
     TriageRun,
-    TriageRunBase,
 )
 from incident_monitor.errors import InvalidInput, NotFound
 from incident_monitor.policy.principal import Principal
+from incident_monitor.policy.route_decision import RouteDecision
 from incident_monitor.service.governed import governed_call
 from incident_monitor.service.monitor import Monitor
 
@@ -84,7 +87,7 @@ def run_id_for_draft(session: Session, draft: Draft) -> str | None:
 MAX_TIMELINE_EVENTS = 500
 
 
-def run_timeline(session: Session, run_id: str | None) -> list[AuditEventBase]:
+def run_timeline(session: Session, run_id: str | None) -> list[TimelineEvent]:
     """The audit events of one run, oldest first (the latest MAX_TIMELINE_EVENTS of a very long run)."""
     if not run_id:
         return []
@@ -94,26 +97,47 @@ def run_timeline(session: Session, run_id: str | None) -> list[AuditEventBase]:
         .order_by(col(AuditEvent.seq).desc())
         .limit(MAX_TIMELINE_EVENTS)
     ).all()
-    return [AuditEventBase.model_validate(r, from_attributes=True) for r in reversed(rows)]
+    return [TimelineEvent.model_validate(r, from_attributes=True) for r in reversed(rows)]
 
 
 def draft_summary(draft: Draft) -> DraftSummary:
     return DraftSummary.model_validate(draft, from_attributes=True)
 
 
-def draft_next_step(draft: Draft) -> str:
-    steps = {
-        DraftStatus.draft: f"call preview_route with draft_id={draft.draft_id}, then triage_draft, then "
-        "request_approval or publish_draft",
-        DraftStatus.approval_required: "wait for an operator to approve or deny the pending approval",
-        DraftStatus.approved: f"call publish_draft with draft_id={draft.draft_id}",
-        DraftStatus.denied: "approval denied: keep the draft and its evidence; do not publish through another surface",
-        DraftStatus.publishing: "a publish is in progress; read list_receipts",
-        DraftStatus.published: f"published: read the receipt with list_receipts draft_id={draft.draft_id}",
-        DraftStatus.publish_failed: f"publish failed: read the receipt error, then call publish_draft with "
-        f"draft_id={draft.draft_id} to retry",
-    }
-    return steps[draft.status]
+def draft_next_step(draft: Draft, *, triaged: bool, route: RouteDecision | None = None) -> str:
+    """The one call an agent should make next for ``draft``: always forward in the flow (triage → preview →
+    request approval → publish → receipts), never the call that produced it, unless retrying is the step.
+
+    ``route`` is the decision publish would apply (callers that hold it pass it, for a precise answer)."""
+    ref = f"draft_id={draft.draft_id}"
+    match draft.status:
+        case DraftStatus.draft if not triaged:
+            return f"call triage_draft with {ref}"
+        case DraftStatus.draft if route is None:
+            return f"call preview_route with {ref}: it says whether request_approval or publish_draft comes next"
+        case DraftStatus.draft if route is not None and route.blocked:
+            return (
+                f"stop: publishing is blocked ({'; '.join(route.blocked_reasons)}); an operator must fix the route "
+                f"or destination, then call preview_route with {ref}"
+            )
+        case DraftStatus.draft if route is not None and route.approval_required:
+            return f"call request_approval with {ref} and a reason"
+        case DraftStatus.draft | DraftStatus.approved:
+            return f"call publish_draft with {ref}"
+        case DraftStatus.approval_required:
+            return f"wait: an operator decides the pending approval; then call publish_draft with {ref}"
+        case DraftStatus.denied:
+            return "stop: an operator denied publishing; keep the evidence and do not publish through another surface"
+        case DraftStatus.publishing:
+            return f"a publish is in progress; call list_receipts with {ref}"
+        case DraftStatus.published:
+            return f"published; the receipt: call list_receipts with {ref}"
+        case DraftStatus.publish_failed:
+            return (
+                f"publish failed: call list_receipts with {ref} for the error and get_status for the destination's "
+                f"readiness, then publish_draft with {ref} to retry"
+            )
+    raise AssertionError(f"no next step for draft status {draft.status}")  # every status is matched above
 
 
 def list_incidents(
@@ -134,17 +158,9 @@ def list_incidents(
         )
         rows, next_offset = _page(call.session, query, limit, offset, monitor.config.limits.max_page_size)
         return IncidentPage(
-            incidents=[IncidentBase.model_validate(r, from_attributes=True) for r in rows],
+            incidents=[IncidentSummary.model_validate(r, from_attributes=True) for r in rows],
             next_offset=next_offset,
         )
-
-
-def _receipts_for(
-    session: Session, *, incident_id: str | None = None, draft_id: str | None = None
-) -> list[ReceiptBase]:
-    query = _where_equal(select(Receipt), Receipt, {"incident_id": incident_id, "draft_id": draft_id})
-    rows = session.exec(query.order_by(col(Receipt.created_at).desc()).limit(50)).all()
-    return [ReceiptBase.model_validate(r, from_attributes=True) for r in rows]
 
 
 def get_incident(monitor: Monitor, principal: Principal, incident_id: str) -> IncidentDetail:
@@ -165,7 +181,6 @@ def get_incident(monitor: Monitor, principal: Principal, incident_id: str) -> In
             incident=IncidentBase.model_validate(incident, from_attributes=True),
             drafts=[draft_summary(d) for d in drafts],
             recent_occurrences=[OccurrenceView.model_validate(o, from_attributes=True) for o in occurrences],
-            receipts=_receipts_for(call.session, incident_id=incident_id),
             timeline_run_id=incident.last_run_id,
             timeline=run_timeline(call.session, incident.last_run_id),
         )
@@ -204,10 +219,9 @@ def get_draft(monitor: Monitor, principal: Principal, draft_id: str) -> DraftDet
         ).all()
         return DraftDetail(
             draft=DraftBase.model_validate(draft, from_attributes=True),
-            latest_triage=TriageRunBase.model_validate(triage, from_attributes=True) if triage else None,
-            approvals=[ApprovalRequestBase.model_validate(a, from_attributes=True) for a in approvals],
-            receipts=_receipts_for(call.session, draft_id=draft_id),
-            next_step=draft_next_step(draft),
+            latest_triage=TriageSummary.model_validate(triage, from_attributes=True) if triage else None,
+            approvals=[ApprovalSummary.model_validate(a, from_attributes=True) for a in approvals],
+            next_step=draft_next_step(draft, triaged=triage is not None),
         )
 
 
@@ -227,7 +241,7 @@ def list_receipts(
         )
         rows, next_offset = _page(call.session, query, limit, offset, monitor.config.limits.max_page_size)
         return ReceiptPage(
-            receipts=[ReceiptBase.model_validate(r, from_attributes=True) for r in rows],
+            receipts=[ReceiptSummary.model_validate(r, from_attributes=True) for r in rows],
             next_offset=next_offset,
         )
 

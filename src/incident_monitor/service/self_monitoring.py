@@ -4,7 +4,7 @@ What opens (or dedupes into) a self-monitoring incident, and at which severity:
 
 | trigger (where it is hooked)                                   | kind            | severity |
 |----------------------------------------------------------------|-----------------|----------|
-| a call the policy denied or blocked (``governed.record_decision``) |                 |          |
+| a call the policy denied or blocked (a decision listener)      |                 |          |
 |   - of a high-impact action (publish, approve, resolve, tokens)  | blocked_call    | critical |
 |   - of any other action (reads, report, triage, preview, …)      | blocked_call    | medium   |
 | a governed call that failed with an internal error               | failed_call     | critical |
@@ -12,11 +12,15 @@ What opens (or dedupes into) a self-monitoring incident, and at which severity:
 | an approval an operator denied (``approvals.decide_approval``)   | approval_denied | high     |
 | the same medium/low trigger ``repeated_failure_threshold`` times | repeated        | high     |
 
+Decisions reach it as a decision listener of the monitor (``attach`` registers it where a monitor is
+assembled for serving, and in the tests' monitor fixture); governed calls do not import this module.
+
 Run errors reported by an agent are ordinary reports (``report_incident``): a report whose event
 ends in ``failed``/``error``/``errored``/``crashed``/``aborted`` at level error or above is a run
 error; it is linked to the reporting run by its ``run_id`` (``get_incident`` shows that run's
 timeline), and a report from one of ``self_monitoring.development_sources`` is severity low
 (an explicit ``risk_level`` can still raise it; routing still requires approval by the level).
+Both rules are policy/report_severity.py.
 
 Every self-monitoring incident goes through the intake path (redaction, limits, dedupe) as the
 system principal ``system:self-monitor`` with the fingerprint ``selfmon:<kind>:<action>:<principal>``,
@@ -30,23 +34,20 @@ nothing here ever triages). A failure here is logged and never breaks the origin
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass
 from typing import Any
 
-from sqlmodel import Session
-
-from incident_monitor.config import MonitorConfig
 from incident_monitor.domain.enums import Decision, Severity
 from incident_monitor.domain.io import IncidentReport
 from incident_monitor.domain.levels import LEVEL_FOR_SEVERITY
-from incident_monitor.domain.models import ApprovalRequest, Draft, Incident, Receipt
+from incident_monitor.domain.models import Incident
 from incident_monitor.policy.principal import Principal
 from incident_monitor.policy.scopes import REPORT
-from incident_monitor.service.monitor import Monitor
+from incident_monitor.service.intake import report_incident
+from incident_monitor.service.monitor import DecisionRecord, Monitor
+from incident_monitor.service.run_links import link_call
 
 logger = logging.getLogger(__name__)
 
@@ -56,8 +57,6 @@ FINGERPRINT_PREFIX = "selfmon:"
 
 # Denying one of these stops an effect on the outside world or on who may do what.
 HIGH_IMPACT_ACTIONS = frozenset({"publish_draft", "decide_approval", "resolve_incident", "manage_tokens"})
-RUN_ERROR_SUFFIXES = frozenset({"failed", "error", "errored", "crashed", "aborted"})
-RUN_ERROR_LEVELS = frozenset({"error", "err", "critical", "fatal", "alert", "emergency"})
 _TITLES = {
     "blocked_call": "Blocked call",
     "failed_call": "Failed call",
@@ -89,75 +88,6 @@ def severity_for_decision(kind: str, action: str) -> Severity:
     return Severity.critical if action in HIGH_IMPACT_ACTIONS else Severity.medium
 
 
-def is_run_error(event: str, level: str) -> bool:
-    """A report saying an agent's run ended in error (see the module docstring)."""
-    last = re.split(r"[.:/]", event.lower())[-1]
-    return last in RUN_ERROR_SUFFIXES and level.lower() in RUN_ERROR_LEVELS
-
-
-def report_severity(
-    config: MonitorConfig, principal: Principal, report: IncidentReport, severity: Severity
-) -> tuple[Severity, str | None]:
-    """The severity intake stores for a report, and an audit note saying why it differs (if it does)."""
-    note = None
-    if principal.kind != "system" and is_run_error(report.event, report.level):
-        note = f"run error reported by {principal.name}" + (f", linked to run {report.run_id}" if report.run_id else "")
-    if report.source in config.self_monitoring.development_sources:
-        lowered = Severity.highest(Severity.low, report.risk_level)
-        if lowered != severity:
-            note = (note + "; " if note else "") + f"development source {report.source!r}: severity {lowered.value}"
-        return lowered, note
-    return severity, note
-
-
-# --- linking a decision to the run it belongs to ---------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Link:
-    incident: Incident | None
-    run_id: str | None
-    session_id: str | None
-
-
-def _incident_for(session: Session, ref: str) -> Incident | None:
-    if ref.startswith("inc_"):
-        return session.get(Incident, ref)
-    row: Draft | ApprovalRequest | Receipt | None = None
-    if ref.startswith("drf_"):
-        row = session.get(Draft, ref)
-    elif ref.startswith("apr_"):
-        row = session.get(ApprovalRequest, ref)
-    elif ref.startswith("rcp_"):
-        row = session.get(Receipt, ref)
-    return session.get(Incident, row.incident_id) if row is not None else None
-
-
-def _link(monitor: Monitor, subject_id: str | None, arguments: Any, run_id: str | None) -> _Link:
-    refs = [subject_id] if subject_id else []
-    if isinstance(arguments, dict):
-        refs += [
-            str(arguments[k])
-            for k in ("draft_id", "incident_id", "approval_id", "receipt_id")
-            if isinstance(arguments.get(k), str)
-        ]
-    with monitor.session() as session:
-        for ref in refs:
-            incident = _incident_for(session, ref)
-            if incident is not None:
-                return _Link(incident, run_id or incident.last_run_id, incident.last_session_id)
-    return _Link(None, run_id, None)
-
-
-def related_run(monitor: Monitor, arguments: Any) -> str | None:
-    """The run a refused call belongs to, from the draft/incident/approval/receipt it names (None if none)."""
-    try:
-        return _link(monitor, None, arguments, None).run_id
-    except Exception:  # a lookup problem must not stop the refusal from being recorded
-        logger.exception("could not find the run of a refused call")
-        return None
-
-
 def is_self_monitoring_incident(incident: Incident) -> bool:
     return incident.fingerprint.startswith(FINGERPRINT_PREFIX) or SELF_MONITORING_TAG in incident.route_tags
 
@@ -177,14 +107,14 @@ def _record(
     arguments: Any = None,
 ) -> None:
     settings = monitor.config.self_monitoring
-    if not settings.enabled or _recording.get() or actor == SELF_MONITOR.name:
+    # Only on a monitor it is attached to: publishing and approvals call in directly, and a monitor
+    # assembled without self-monitoring (a probe's scratch monitor) must stay quiet for them too.
+    attached = on_decision in monitor.decision_listeners
+    if not attached or not settings.enabled or _recording.get() or actor == SELF_MONITOR.name:
         return
-    # Imported here: intake → governed → self_monitoring would otherwise be a cycle.
-    from incident_monitor.service.intake import report_incident
-
     with _guard():
         try:
-            link = _link(monitor, subject_id, arguments, run_id)
+            link = link_call(monitor, subject_id, arguments, run_id)
             if link.incident is not None and is_self_monitoring_incident(link.incident):
                 return  # an action on an incident about the monitor: no incident about that incident
             severity = severity_for_decision(kind, action)
@@ -237,22 +167,20 @@ def _record(
             logger.exception("self-monitoring could not record %s of %s by %s", kind, action, actor)
 
 
-def on_decision(
-    monitor: Monitor,
-    principal: Principal,
-    action: str,
-    decision: Decision,
-    reasons: list[str],
-    arguments: Any,
-    *,
-    subject_id: str | None = None,
-    run_id: str | None = None,
-) -> None:
+def attach(monitor: Monitor) -> Monitor:
+    """Register self-monitoring as a decision listener of ``monitor`` (once); returns the monitor."""
+    if on_decision not in monitor.decision_listeners:
+        monitor.decision_listeners.append(on_decision)
+    return monitor
+
+
+def on_decision(monitor: Monitor, record: DecisionRecord) -> None:
     """A recorded decision: denials and internal errors become incidents; the rest is normal flow."""
     kinds = {Decision.deny: "blocked_call", Decision.error: "failed_call"}
-    kind = kinds.get(decision)
+    kind = kinds.get(record.decision)
     if kind is None:
         return
+    action, reasons = record.action, record.reasons
     if action.startswith("tool:"):
         # Unknown tool names are caller-chosen: one incident for all of them, the name in the reasons.
         reasons = [f"called {action[:100]!r}", *reasons]
@@ -261,11 +189,11 @@ def on_decision(
         monitor,
         kind=kind,
         action=action,
-        actor=principal.name,
+        actor=record.principal.name,
         reasons=reasons,
-        subject_id=subject_id,
-        run_id=run_id,
-        arguments=arguments,
+        subject_id=record.subject_id,
+        run_id=record.run_id,
+        arguments=record.arguments,
     )
 
 

@@ -19,7 +19,7 @@ from incident_monitor import __version__
 from incident_monitor.domain.enums import ApprovalStatus, IncidentStatus
 from incident_monitor.domain.models import ApprovalRequest, Incident
 from incident_monitor.policy.principal import Principal
-from incident_monitor.service.destination_states import read_deliveries
+from incident_monitor.service.destination_health import read_deliveries
 from incident_monitor.service.governed import governed_call
 from incident_monitor.service.monitor import Monitor
 
@@ -32,11 +32,9 @@ class Readiness(BaseModel):
     ingest_ready: bool
     route_preview_ready: bool
     publish_ready: bool = Field(description="True only when publish_state is 'ready'.")
-    publish_state: PublishState = Field(
-        description="ready: every destination a route or the default destination reaches is ready and its latest "
-        "publish succeeded (or none was tried); degraded: some are not, problems say which and the fix; "
-        "not_ready: none of them is ready, or nothing is routable."
-    )
+    # ready: every destination a route or the default destination reaches is ready and its latest publish
+    # succeeded (or none was tried); degraded: some are not; not_ready: none is, or nothing is routable.
+    publish_state: PublishState = Field(description="degraded or not_ready: problems say which and the fix.")
 
 
 class DestinationStatus(BaseModel):
@@ -48,10 +46,10 @@ class DestinationStatus(BaseModel):
     approval_required_by_default: bool
     routed_from: list[str] = Field(
         default_factory=list,
-        description=f"Ids of the routes that publish here ('{DEFAULT_ROUTE}': it is the default destination).",
+        description=f"Routes that publish here ('{DEFAULT_ROUTE}': the default destination).",
     )
-    consecutive_failures: int = Field(0, description="Publishes in a row that failed here (0 after a success).")
-    last_error: str | None = Field(None, description="The latest failed publish's error.")
+    consecutive_failures: int = 0  # failed publishes in a row (0 after a success)
+    last_error: str | None = None  # the latest failed publish's error
     last_error_at: datetime | None = None
     last_published_at: datetime | None = None
 

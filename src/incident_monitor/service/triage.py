@@ -21,13 +21,12 @@ from incident_monitor.domain.evidence import (
     evidence_digest,
     render_body,
 )
-from incident_monitor.domain.io import TriageResult
+from incident_monitor.domain.io import TriageResult, TriageView
 from incident_monitor.domain.models import (
     ApprovalRequest,
     Incident,
     IncidentOccurrence,
     TriageRun,
-    TriageRunBase,
     new_id,
 )
 from incident_monitor.domain.transitions import check_draft_transition, check_incident_transition
@@ -35,6 +34,7 @@ from incident_monitor.policy.principal import Principal
 from incident_monitor.service.governed import governed_call
 from incident_monitor.service.monitor import Monitor
 from incident_monitor.service.queries import draft_next_step, get_draft_row, get_incident_row, run_id_for_draft
+from incident_monitor.service.route_preview import decide_for_draft
 
 _TOKEN = re.compile(r"[a-z][a-z0-9_-]+")
 _VOLATILE = re.compile(r"\b[0-9a-f]{7,64}\b|\d+")
@@ -181,9 +181,10 @@ def triage_draft(monitor: Monitor, principal: Principal, draft_id: str) -> Triag
         session.add(run)
         session.flush()
         return TriageResult(
-            triage_run=TriageRunBase.model_validate(run, from_attributes=True),
+            draft_id=draft.draft_id,
+            triage_run=TriageView.model_validate(run, from_attributes=True),
             draft_status=draft.status,
             evidence_digest=draft.evidence_digest,
             evidence_changed=changed,
-            next_step=draft_next_step(draft),
+            next_step=draft_next_step(draft, triaged=True, route=decide_for_draft(monitor, draft)),
         )

@@ -20,7 +20,7 @@ from incident_monitor.domain.models import ApiToken, Incident, IntakeKey, Intake
 from incident_monitor.domain.readiness import Readiness
 from incident_monitor.policy.principal import LOCAL_AGENT, Principal, local_operator
 from incident_monitor.policy.redaction import redact_text
-from incident_monitor.policy.routing import RouteSubject, approval_requirement, decide_route
+from incident_monitor.policy.route_decision import RouteSubject, approval_requirement, decide_route
 from incident_monitor.service.governed import governed_call
 from incident_monitor.service.monitor import Monitor
 from incident_monitor.service.publishing import RECOVERY_PRINCIPAL
@@ -185,11 +185,6 @@ def fails_closed(config: MonitorConfig, destination_id: str, readiness: Callable
         if decision.destination_id == destination_id and not decision.blocked:
             return False
     return True
-
-
-def _kind(config: MonitorConfig, destination_id: str) -> str | None:
-    destination = config.destination(destination_id)
-    return destination.kind if destination else None
 
 
 def route_entries(config: MonitorConfig) -> list[RouteEntry]:

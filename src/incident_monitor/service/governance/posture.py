@@ -20,13 +20,13 @@ from incident_monitor.domain.models import AuditEvent, Draft, Receipt
 from incident_monitor.errors import InvalidInput
 from incident_monitor.policy.principal import Principal
 from incident_monitor.policy.scopes import APPROVE, PUBLISH
-from incident_monitor.service.audit import AuditVerification, verify_chain
+from incident_monitor.service.audit_chain import AuditVerification, verify_chain
 from incident_monitor.service.governance.cards import CARD_RULE_ID, build_cards
 from incident_monitor.service.governance.findings import Finding, count_by_severity, sort_findings
 from incident_monitor.service.governance.inventory import AuthorityInventory, ToolEntry, collect_inventory, is_usable
 from incident_monitor.service.governed import governed_call
 from incident_monitor.service.monitor import Monitor
-from incident_monitor.service.routing import decide_for_draft
+from incident_monitor.service.route_preview import decide_for_draft
 
 
 class DeniedActionCount(BaseModel):

@@ -32,7 +32,7 @@ from incident_monitor.errors import ApprovalRequired, InvalidInput, MonitorError
 from incident_monitor.policy.principal import Principal
 from incident_monitor.policy.redaction import redact_text
 from incident_monitor.policy.scopes import DEFAULT_AGENT_SCOPES, REPORT
-from incident_monitor.service import approvals, intake, publishing, queries, routing, status, triage
+from incident_monitor.service import approvals, intake, publishing, queries, route_preview, status, triage
 from incident_monitor.service.governance.inventory import (
     AuthorityInventory,
     RouteEntry,
@@ -184,7 +184,7 @@ async def probe_approval_required_enforced(monitor: Monitor, inventory: Authorit
             report = _report_for(route, monitor.config, severity, "Assessment probe: approval gate")
             reported = intake.report_incident(scratch.monitor, PROBE_AGENT, report)
             assert reported.draft_id is not None
-            preview = routing.preview_route(scratch.monitor, PROBE_AGENT, draft_id=reported.draft_id)
+            preview = route_preview.preview_route(scratch.monitor, PROBE_AGENT, draft_id=reported.draft_id)
             if preview.route_id != route.route_id or not preview.approval_required:
                 checks.append(
                     ProbeCheck(
@@ -222,7 +222,7 @@ async def probe_high_risk_preview_requires_approval(monitor: Monitor, inventory:
         scratch = _scratch(monitor)
         report = _report_for(route, monitor.config, Severity.critical, "Assessment probe: high-risk preview")
         refs.append(f"route:{route.route_id or '(default)'}")
-        decision = routing.preview_route(
+        decision = route_preview.preview_route(
             scratch.monitor,
             PROBE_AGENT,
             route_tags=report.route_tags,
@@ -275,7 +275,7 @@ async def probe_unready_destination_fails_closed(monitor: Monitor, inventory: Au
             report = _report_for(route, monitor.config, Severity.low, "Assessment probe: unready destination")
             reported = intake.report_incident(scratch.monitor, PROBE_AGENT, report)
             assert reported.draft_id is not None
-            preview = routing.preview_route(scratch.monitor, PROBE_AGENT, draft_id=reported.draft_id)
+            preview = route_preview.preview_route(scratch.monitor, PROBE_AGENT, draft_id=reported.draft_id)
             if preview.destination_id != destination.destination_id:
                 checks.append(
                     ProbeCheck(
@@ -360,7 +360,7 @@ def _key_attempts(
         ("get_incident", lambda: queries.get_incident(monitor, key, incident_id)),
         ("list_drafts", lambda: queries.list_drafts(monitor, key)),
         ("get_draft", lambda: queries.get_draft(monitor, key, draft_id)),
-        ("preview_route", lambda: routing.preview_route(monitor, key, draft_id=draft_id)),
+        ("preview_route", lambda: route_preview.preview_route(monitor, key, draft_id=draft_id)),
         ("triage_draft", lambda: triage.triage_draft(monitor, key, draft_id)),
         ("request_approval", lambda: approvals.request_approval(monitor, key, draft_id, "probe")),
         ("publish_draft", lambda: publishing.publish_draft(monitor, key, draft_id)),

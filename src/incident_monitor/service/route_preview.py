@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from incident_monitor.domain.enums import Severity
+from incident_monitor.domain.levels import LEVEL_SEVERITY
 from incident_monitor.domain.models import Draft
 from incident_monitor.errors import InvalidInput
 from incident_monitor.policy.principal import Principal
-from incident_monitor.policy.routing import RouteDecision, RouteSubject, decide_route
+from incident_monitor.policy.route_decision import RouteDecision, RouteSubject, decide_route
 from incident_monitor.service.governed import governed_call
-from incident_monitor.service.intake import LEVEL_SEVERITY
 from incident_monitor.service.monitor import Monitor
 from incident_monitor.service.queries import get_draft_row
 

@@ -7,7 +7,7 @@ from sqlmodel import col, select
 from incident_monitor.domain.models import AuditEvent, AuditEventBase
 from incident_monitor.errors import InvalidInput
 from incident_monitor.policy.principal import Principal
-from incident_monitor.service.audit import AuditVerification, verify_chain
+from incident_monitor.service.audit_chain import AuditVerification, verify_chain
 from incident_monitor.service.governed import governed_call
 from incident_monitor.service.monitor import Monitor
 
