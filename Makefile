@@ -11,7 +11,7 @@ PORT ?= 8000
 # Debian's PostgreSQL 15 binaries (the tests' private cluster).
 PG_BIN := /usr/lib/postgresql/15/bin
 
-.PHONY: run demo test lint bench postgresql
+.PHONY: run demo test lint bench fuzz postgresql
 # Serve HTTP on 127.0.0.1:$(PORT) with examples/config.toml and the example webhook receiver (a free port) in the same
 # process, so every route publishes; prints the URL, the agent token (kept in the data dir across runs), where published
 # evidence lands, and the operator and Inspector commands.
@@ -34,6 +34,10 @@ test: $(STAMP) $(NODE_STAMP) postgresql
 # PostgreSQL 15 from Debian's packages when missing (the tests start their own cluster; it needs no service).
 postgresql:
 	@command -v $(PG_BIN)/initdb >/dev/null || (apt-get update -qq && apt-get install -y -qq postgresql)
+
+# The property tests of the raw intake body with many more generated cases than CI runs (tests/test_http_intake_fuzz.py).
+fuzz: $(STAMP)
+	HYPOTHESIS_PROFILE=fuzz $(VENV)/bin/python -m pytest tests/test_http_intake_fuzz.py -q -s
 
 # Every benchmark against its floor (benchmarks/run.py); writes benchmarks/results/latest.json. QUICK=1 for small sizes.
 bench: $(STAMP)

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import copy
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from conftest import EXAMPLES, flow_config
+from incident_monitor import cli
 from incident_monitor.config import MonitorConfig, load_config
 from incident_monitor.errors import ConfigError
 
@@ -265,3 +269,115 @@ def test_policy_version_changes_with_routing_or_approval(mutate: Any) -> None:
 )
 def test_policy_version_ignores_unrelated_settings(mutate: Any) -> None:
     assert version_of(changed(mutate)) == version_of(flow_config())
+
+
+# --- files that are not configs: one clear line, never a traceback ------------------------------------
+
+DEEP = 5_000
+
+
+def _deep_arrays(path: Path) -> None:
+    path.write_text("x = " + "[" * DEEP + "]" * DEEP + "\n")
+
+
+def _deep_inline_tables(path: Path) -> None:
+    path.write_text("x = " + "{a = " * DEEP + "1" + "}" * DEEP + "\n")
+
+
+def _deep_table_header(path: Path) -> None:
+    path.write_text("[" + ".".join(["a"] * DEEP) + "]\nb = 1\n")
+
+
+def _directory(path: Path) -> None:
+    path.mkdir()
+
+
+def _not_utf8(path: Path) -> None:
+    path.write_bytes(b'[http]\npublic_url = "http://caf\xe9.example"\n\xff\xfe\n')
+
+
+BAD_FILES = {
+    "arrays nested 5,000 deep": (_deep_arrays, "deeper than 32 levels; flatten it"),
+    "inline tables nested 5,000 deep": (_deep_inline_tables, "deeper than 32 levels; flatten it"),
+    "a table header 5,000 keys deep": (_deep_table_header, "deeper than 32 levels; flatten it"),
+    "a directory": (_directory, "is a directory; pass the TOML file in it"),
+    "not UTF-8": (_not_utf8, "is not UTF-8 text (an invalid byte at offset 31); save it as UTF-8"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_FILES))
+def test_a_file_that_is_not_a_config_is_one_clear_error(tmp_path: Path, case: str) -> None:
+    make, expected = BAD_FILES[case]
+    path = tmp_path / "config.toml"
+    make(path)
+
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+
+    assert str(path) in caught.value.message
+    assert expected in caught.value.message
+    assert "\n" not in caught.value.message
+
+
+def test_an_unreadable_file_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write(tmp_path, VALID_TOML)
+    if os.geteuid() != 0:  # root reads anything: then the refusal is simulated
+        path.chmod(0)
+    else:
+
+        def refuse(self: Path) -> bytes:
+            raise PermissionError(13, "Permission denied", str(self))
+
+        monkeypatch.setattr(Path, "read_bytes", refuse)
+
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+
+    assert caught.value.message == (
+        f"config file {path} cannot be read: permission denied; make it readable by this user (chmod u+r)"
+    )
+
+
+def test_a_config_within_the_depth_limit_still_loads(tmp_path: Path) -> None:
+    # A real config nests 3-4 levels (routes → match → list); 32 leaves room, and the limit is not off by one.
+    path = write(tmp_path, VALID_TOML)
+    assert load_config(path).routes
+
+
+@pytest.mark.parametrize("case", sorted(BAD_FILES))
+def test_the_cli_prints_one_error_line_for_a_bad_config_file(
+    tmp_path: Path, case: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    make, expected = BAD_FILES[case]
+    path = tmp_path / "config.toml"
+    make(path)
+
+    code = cli.main(["status", "--config", str(path), "--data-dir", str(tmp_path / "data")])
+
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("error: config")
+    assert expected in err
+    assert err.count("\n") == 1
+    assert "Traceback" not in err
+
+
+def test_the_installed_command_prints_no_traceback_for_a_config_5000_deep(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    _deep_arrays(path)
+    command = Path(sys.executable).with_name("incident-monitor")
+
+    done = subprocess.run(
+        [str(command), "status", "--config", str(path), "--data-dir", str(tmp_path / "data")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines() == [
+        f"error: config file {path} nests arrays or tables deeper than 32 levels; "
+        "flatten it (a config needs only a few levels)"
+    ]

@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import json
 import time
 from collections.abc import Iterator
@@ -14,11 +17,12 @@ from typing import Any
 import httpx2
 import jwt
 import pytest
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from conftest import MonitorFactory, flow_config
 from http_helpers import http_client, http_server
-from incident_monitor.config import JwtSettings
+from incident_monitor.config import JwtSettings, load_config
 from incident_monitor.errors import ConfigError, CredentialError
 from incident_monitor.policy.principal import local_operator
 from incident_monitor.server.jwt_verifier import JWKS_MIN_REFRESH_SECONDS, JWKS_TTL_SECONDS, JwtVerifier
@@ -165,7 +169,7 @@ async def test_an_unknown_kid_fetches_the_jwks_again(jwks_server: JwksServer) ->
         headers={"kid": "k2"},
     )
     # Within the minimum refresh interval an unknown kid does not refetch (no fetch storms)...
-    with pytest.raises(CredentialError, match="no key with kid 'k2'"):
+    with pytest.raises(CredentialError, match="no key with the token's kid"):
         await verifier.principal(rotated)
     assert jwks_server.fetches == 1
     # ...after it, the unknown kid fetches the rotated set once.
@@ -208,3 +212,108 @@ def test_an_unreadable_jwks_file_stops_startup(tmp_path: Path) -> None:
     broken.write_text("not json")
     with pytest.raises(ConfigError, match=r"http\.jwt\.jwks_file"):
         JwtVerifier(JwtSettings(issuer=ISSUER, audience=AUDIENCE, jwks_file=broken))
+
+
+@pytest.mark.parametrize(
+    "algorithms",
+    [["RS256", "HS256"], ["HS512", "ES256"], ["EdDSA", "HS384"], ["PS256", "hs256"]],
+)
+def test_mixing_symmetric_and_asymmetric_algorithms_is_refused_at_load(tmp_path: Path, algorithms: list[str]) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text(
+        f'[http.jwt]\nissuer = "{ISSUER}"\naudience = "{AUDIENCE}"\njwks_file = "jwks.json"\n'
+        f"algorithms = {json.dumps(algorithms)}\n"
+    )
+    with pytest.raises(ConfigError, match=r"http\.jwt: algorithms: do not mix symmetric") as caught:
+        load_config(config)
+    assert "list only the asymmetric ones" in caught.value.message
+
+
+@pytest.mark.parametrize("algorithms", [["none"], ["RS256", "none"], []])
+def test_unsigned_or_empty_algorithm_lists_are_refused(algorithms: list[str]) -> None:
+    with pytest.raises(ValueError, match="algorithms: "):
+        JwtSettings(issuer=ISSUER, audience=AUDIENCE, jwks_file=Path("jwks.json"), algorithms=algorithms)
+
+
+def test_one_family_of_algorithms_is_accepted() -> None:
+    for algorithms in (["RS256", "ES256", "PS256", "EdDSA"], ["HS256", "HS512"]):
+        assert JwtSettings(issuer=ISSUER, audience=AUDIENCE, jwks_file=Path("j"), algorithms=algorithms).algorithms
+
+
+def _claims(**overrides: Any) -> dict[str, Any]:
+    now = int(time.time())
+    return {"iss": ISSUER, "aud": AUDIENCE, "sub": "mallory", "exp": now + 600, "scope": "incident_monitor:read"} | (
+        overrides
+    )
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _forged(header: Any, claims: Any = None, signature: bytes = b"sig") -> str:
+    payload = json.dumps(_claims() if claims is None else claims).encode()
+    return f"{_b64(json.dumps(header).encode())}.{_b64(payload)}.{_b64(signature)}"
+
+
+PUBLIC_PEM = KEY.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def _hs256_with(secret: bytes, kid: str = "k1") -> str:
+    """A token "signed" with HS256 using ``secret`` as the HMAC key (PyJWT refuses to make one from a PEM)."""
+    header = _b64(json.dumps({"alg": "HS256", "typ": "JWT", "kid": kid}).encode())
+    payload = _b64(json.dumps(_claims()).encode())
+    mac = hmac.new(secret, f"{header}.{payload}".encode(), hashlib.sha256).digest()
+    return f"{header}.{payload}.{_b64(mac)}"
+
+
+ATTACKS: dict[str, str] = {
+    "alg none": jwt.encode(_claims(), None, algorithm="none"),
+    "alg none, kid k1": jwt.encode(_claims(), None, algorithm="none", headers={"kid": "k1"}),
+    "alg NONE forged": _forged({"alg": "NONE", "kid": "k1"}, signature=b""),
+    "key confusion: HS256 with the public PEM": _hs256_with(PUBLIC_PEM),
+    "key confusion: HS256 with the JWK n": _hs256_with(jwks()["keys"][0]["n"].encode()),
+    "wrong kid": jwt.encode(_claims(), KEY, algorithm="RS256", headers={"kid": "sk_live_kidcanary0123456789"}),
+    "kid not a string": _forged({"alg": "RS256", "kid": {"$ne": 1}}),
+    "right kid, other key": jwt.encode(_claims(), OTHER_KEY, algorithm="RS256", headers={"kid": "k1"}),
+    "garbage": "garbage",
+    "three dots": "a.b.c",
+    "empty parts": "..",
+    "header a JSON list": _forged(["RS256"]),
+    "header not JSON": f"{_b64(b'{nope')}.{_b64(b'{}')}.{_b64(b'x')}",
+    "claims a JSON list": _forged({"alg": "RS256", "kid": "k1"}, claims=[1, 2]),
+    "not base64": "@@@.@@@.@@@",
+    "huge": "eyJ" + "A" * 20_000,
+    "unicode": "ünïcödé.☃.💥",
+    "tabs and spaces inside": "a\tb.c d.e",
+    "sub an object": jwt.encode(_claims(sub={"x": 1}), OTHER_KEY, algorithm="RS256", headers={"kid": "k1"}),
+}
+
+
+@pytest.mark.parametrize("algorithms", [["RS256"], ["HS256"]])
+def test_forged_and_malformed_jwts_are_401_with_a_challenge_never_500(
+    make_monitor: MonitorFactory, jwks_file: Path, webhook_secret: str, algorithms: list[str]
+) -> None:
+    # ["HS256"] with an RSA JWKS is a legal (one-family) config; a public key then cannot be an HMAC secret,
+    # which PyJWT reports as a TypeError: it must still be a plain 401.
+    jwt_settings = {"issuer": ISSUER, "audience": AUDIENCE, "jwks_file": str(jwks_file), "algorithms": algorithms}
+    monitor = make_monitor(flow_config(http={"jwt": jwt_settings}))
+    statuses: dict[str, int] = {}
+    with http_server(monitor) as url, httpx2.Client(timeout=30) as client:
+        for case, token in ATTACKS.items():
+            bearer_header = f"Bearer {token}".encode()  # raw bytes: the non-ASCII cases too
+            response = client.post(f"{url}/mcp", json={}, headers={"Authorization": bearer_header})
+            statuses[case] = response.status_code
+            assert "www-authenticate" in response.headers, case
+            assert 'error="invalid_token"' in response.headers["www-authenticate"], case
+            assert token not in response.text and "kidcanary" not in response.text, case
+        # The connection survived every refusal: a valid credential still works on it.
+        valid = tokens.create_token(monitor, local_operator(), name="after-attacks", scopes=["read"]).secret
+        assert client.post(f"{url}/mcp", json={}, headers={"Authorization": f"Bearer {valid}"}).status_code != 401
+    assert {case: s for case, s in statuses.items() if s != 401} == {}
+
+
+async def test_key_confusion_is_a_credential_error_not_a_type_error(jwks_file: Path) -> None:
+    verifier = JwtVerifier(JwtSettings(issuer=ISSUER, audience=AUDIENCE, jwks_file=jwks_file, algorithms=["HS256"]))
+    with pytest.raises(CredentialError, match="cannot be verified with the configured keys"):
+        await verifier.principal(_hs256_with(PUBLIC_PEM))

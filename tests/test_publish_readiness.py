@@ -7,7 +7,7 @@ are kept per destination (failures in a row, the last error and when) across res
 
 from __future__ import annotations
 
-import httpx
+import httpx2
 import pytest
 
 from conftest import AGENT, OPERATOR, WEBHOOK_SECRET_VARIABLE, FakeClock, MonitorFactory, flow_config
@@ -146,7 +146,7 @@ async def test_readyz_says_publishing_is_degraded_without_naming_what_is_missing
     monitor = make_monitor()
 
     with http_server(monitor) as url:
-        ready = httpx.get(f"{url}/readyz")
+        ready = httpx2.get(f"{url}/readyz")
 
     assert ready.status_code == 200  # reports are still taken: the probe does not fail
     body = ready.json()

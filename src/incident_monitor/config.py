@@ -175,6 +175,22 @@ class JwtSettings(_Strict):
             raise ValueError("jwks_url is on loopback: set allow_private_networks = true for a local identity provider")
         return self
 
+    @model_validator(mode="after")
+    def _one_algorithm_family(self) -> JwtSettings:
+        # HS* beside RS*/ES*/PS*/EdDSA invites key confusion: a public key used as an HMAC secret.
+        if not self.algorithms:
+            raise ValueError('algorithms: list at least one, e.g. ["RS256", "ES256"]')
+        symmetric = sorted(a for a in self.algorithms if a.upper().startswith("HS"))
+        if symmetric and len(symmetric) < len(self.algorithms):
+            asymmetric = sorted(set(self.algorithms) - set(symmetric))
+            raise ValueError(
+                f"algorithms: do not mix symmetric {symmetric} with asymmetric {asymmetric} (a public key could "
+                "then sign as an HMAC secret); list only the asymmetric ones your identity provider uses"
+            )
+        if any(a.lower() == "none" for a in self.algorithms):
+            raise ValueError('algorithms: "none" accepts unsigned tokens; remove it')
+        return self
+
 
 class RateLimitSettings(_Strict):
     """Token buckets: ``per_minute`` refill rate and ``burst`` capacity."""
@@ -183,6 +199,10 @@ class RateLimitSettings(_Strict):
     principal_burst: int = Field(120, ge=1, le=1_000_000)
     intake_key_per_minute: float = Field(120, gt=0, le=1_000_000)
     intake_key_burst: int = Field(30, ge=1, le=1_000_000)
+    # Refused intake credentials (401) per client address: past the burst, the address gets 429 without its
+    # key being checked, so keys cannot be guessed at speed. Clients behind one proxy share a bucket.
+    unauthenticated_per_minute: float = Field(30, gt=0, le=1_000_000)
+    unauthenticated_burst: int = Field(10, ge=1, le=1_000_000)
 
 
 class HttpSettings(_Strict):
@@ -331,16 +351,67 @@ def describe_validation_error(error: ValidationError, *, source: str) -> str:
     return "\n".join(lines)
 
 
+# A config needs a few levels; deeper nesting is a mistake or an attack on the parsers (they recurse).
+MAX_CONFIG_DEPTH = 32
+
+
+def _nests_deeper_than(value: Any, limit: int) -> bool:
+    """Whether tables/arrays nest deeper than ``limit``, measured without recursion."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
+
+
+def _read_config_text(path: Path) -> str:
+    """The file's text, or a ConfigError naming the path and the fix (one line, no traceback)."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path} (pass --config or set INCIDENT_MONITOR_CONFIG)") from None
+    except IsADirectoryError:
+        raise ConfigError(
+            f"config path {path} is a directory; pass the TOML file in it (e.g. {path / 'config.toml'})"
+        ) from None
+    except PermissionError:
+        raise ConfigError(
+            f"config file {path} cannot be read: permission denied; make it readable by this user (chmod u+r)"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(
+            f"config file {path} cannot be read: {exc.strerror or type(exc).__name__}; check the path"
+        ) from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"config file {path} is not UTF-8 text (an invalid byte at offset {exc.start}); save it as UTF-8"
+        ) from None
+
+
 def load_config(path: Path | None) -> MonitorConfig:
     """Read and validate the config file; no file means an empty config (nothing routable)."""
     if path is None:
         return MonitorConfig()
+    too_deep = (
+        f"config file {path} nests arrays or tables deeper than {MAX_CONFIG_DEPTH} levels; "
+        "flatten it (a config needs only a few levels)"
+    )
+    text = _read_config_text(path)
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"config file not found: {path} (pass --config or set INCIDENT_MONITOR_CONFIG)") from None
+        raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    except RecursionError:  # tomllib recurses per nesting level
+        raise ConfigError(too_deep) from None
+    if _nests_deeper_than(raw, MAX_CONFIG_DEPTH):
+        raise ConfigError(too_deep)
     try:
         return MonitorConfig.model_validate(raw)
     except ValidationError as exc:

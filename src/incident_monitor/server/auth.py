@@ -11,6 +11,7 @@ the principal it sees is resolved from the request's credential by ``principal_r
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 
 import anyio
@@ -31,6 +32,8 @@ from incident_monitor.service.monitor import Monitor
 from incident_monitor.service.tokens import TOKEN_PREFIX, authenticate_token
 
 INTAKE_PATH = "/incident-monitor/intake/report"
+
+logger = logging.getLogger(__name__)
 
 
 class BearerAuthenticator:
@@ -79,8 +82,13 @@ def bearer_credential(scope: Scope) -> str | None:
     return None
 
 
+def _quoted(text: str) -> str:
+    """Safe inside a quoted header parameter: no quotes, backslashes, control or non-ASCII characters."""
+    return "".join(c if " " <= c <= "~" and c not in '"\\' else "'" if c == '"' else "?" for c in text)
+
+
 def _challenge(error: str | None, description: str, metadata_url: str) -> str:
-    parts = [f'error="{error}"', f'error_description="{description.replace(chr(34), chr(39))}"'] if error else []
+    parts = [f'error="{error}"', f'error_description="{_quoted(description)}"'] if error else []
     parts.append(f'resource_metadata="{metadata_url}"')
     return "Bearer " + ", ".join(parts)
 
@@ -123,6 +131,15 @@ class RequireBearer:
                 await self._refuse(send, 403, "insufficient_scope", exc.message)
             else:
                 await self._refuse(send, 401, "invalid_token", exc.message)
+            return
+        except Exception as exc:  # the token store failed, not the credential: 503, never a 500
+            logger.error("credential not checked: %s", type(exc).__name__)
+            await send_json(
+                send,
+                503,
+                {"error": "temporarily_unavailable", "error_description": "credentials cannot be checked now; retry"},
+                headers=[(b"retry-after", b"5")],
+            )
             return
         if await self.limiter.refuse(f"principal:{access.client_id}", send):
             return

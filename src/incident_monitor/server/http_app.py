@@ -6,8 +6,8 @@
     /healthz, /readyz                                 (no auth; nothing secret)
     /.well-known/oauth-protected-resource[/mcp|/sse]  (RFC 9728 metadata)
 
-DNS-rebinding protection (Host/Origin checks) is always on: loopback names on a loopback bind,
-plus ``http.allowed_hosts`` / ``allowed_origins``. A non-loopback bind needs those and auth.
+DNS-rebinding protection (Host/Origin checks) is always on, for every route: loopback names on a loopback
+bind, plus ``http.allowed_hosts`` / ``allowed_origins``. A non-loopback bind needs those and auth.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import uvicorn
 from mcp.server.transport_security import TransportSecuritySettings
 from sqlalchemy import text
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
@@ -36,6 +37,7 @@ from incident_monitor.server.auth import (
     principal_resolver,
     protected_resource_metadata,
 )
+from incident_monitor.server.host_origin import HostOriginGuard
 from incident_monitor.server.http_stack import UVICORN_HTTP, UVICORN_LOOP
 from incident_monitor.server.intake_endpoint import IntakeEndpoint
 from incident_monitor.server.jwt_verifier import JwtVerifier
@@ -156,6 +158,9 @@ def build_http_app(monitor: Monitor, options: HttpOptions) -> Starlette:
     share = http.replicas
     principal_limiter = RateLimiter(limits.principal_per_minute / share, max(1, limits.principal_burst // share))
     key_limiter = RateLimiter(limits.intake_key_per_minute / share, max(1, limits.intake_key_burst // share))
+    refused_key_limiter = RateLimiter(
+        limits.unauthenticated_per_minute / share, max(1, limits.unauthenticated_burst // share)
+    )
     server = build_mcp_server(monitor, principal_resolver(authenticated))
     base = _public_url(monitor, options)
     authorization_servers = [http.jwt.issuer] if http.jwt else []
@@ -174,7 +179,7 @@ def build_http_app(monitor: Monitor, options: HttpOptions) -> Starlette:
     sse = server.sse_app(sse_path="/sse", message_path="/messages/", transport_security=security)
     routes: list[BaseRoute] = [
         *_health_routes(monitor),
-        Route(INTAKE_PATH, IntakeEndpoint(monitor, key_limiter).handle, methods=["POST"]),
+        Route(INTAKE_PATH, IntakeEndpoint(monitor, key_limiter, refused_key_limiter).handle, methods=["POST"]),
         _metadata_route(METADATA_PATH, base, authorization_servers),
         _metadata_route(f"{METADATA_PATH}/mcp", f"{base}/mcp", authorization_servers),
         _metadata_route(f"{METADATA_PATH}/sse", f"{base}/sse", authorization_servers),
@@ -191,7 +196,8 @@ def build_http_app(monitor: Monitor, options: HttpOptions) -> Starlette:
                 yield
             background.cancel_scope.cancel()
 
-    return Starlette(routes=routes, lifespan=lifespan)
+    # The SDK checks Host/Origin on its own routes; this guard covers intake, health and metadata too.
+    return Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(HostOriginGuard, security=security)])
 
 
 def bind_socket(host: str, port: int) -> socket.socket:

@@ -2,40 +2,57 @@
 
 The key (``x-incident-monitor-intake-key`` or ``Authorization: Bearer``) can do nothing but report
 for its project (and source); the report goes through the same intake service as the MCP tool
-``report_incident``. Errors are JSON ``{"error": code, "message": …}``:
+``report_incident``. The key is checked before the body is read, and the body is parsed within
+limits (server/json_limits.py). Errors are JSON ``{"error": code, "message": …}`` and never repeat
+a value that was sent:
 
-    400 body_invalid     not a JSON object
+    400 body_invalid     not a JSON object, not UTF-8, nested over 32 deep, too many keys, a string too long
     401 key_required     no key sent
     401 key_invalid      unknown or disabled key (or not an intake key)
     403 key_not_allowed  the key is bound to another project or source
     413 too_large        body over http.max_intake_body_bytes
     422 project_unknown / source_unknown / report_invalid / report_rejected
-    429 rate_limited     over http.rate_limits for this key (Retry-After says when to retry)
+    429 rate_limited     over http.rate_limits for this key, or too many refused keys from this address
+    503 unavailable      the monitor could not record the report (e.g. its store failed); retry later
 """
 
 from __future__ import annotations
 
-import json
-from typing import Any
+import logging
 
 import anyio
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
+from incident_monitor.domain.models import IntakeKeyBase
 from incident_monitor.errors import CredentialError, MonitorError, PermissionDenied
 from incident_monitor.server.auth import bearer_credential
-from incident_monitor.server.errors import describe_invalid_arguments
+from incident_monitor.server.json_limits import BodyRejected, parse_json_body
 from incident_monitor.server.rate_limit import RateLimiter
 from incident_monitor.service.intake_keys import authenticate_intake_key, looks_like_intake_key
 from incident_monitor.service.monitor import Monitor
-from incident_monitor.service.projects import IntakeRequest, report_for_project
+from incident_monitor.service.projects import (
+    IntakeReportBody,
+    IntakeRequest,
+    ProjectUnknown,
+    SourceUnknown,
+    report_for_project,
+)
+
+logger = logging.getLogger(__name__)
 
 KEY_HEADER = "x-incident-monitor-intake-key"
 
 
 def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"error": code, "message": message}, status_code=status, headers=headers)
+
+
+def _rate_limited(why: str, retry_after: int) -> JSONResponse:
+    return _error(
+        429, "rate_limited", f"{why}; retry after {retry_after} s (http.rate_limits)", {"retry-after": str(retry_after)}
+    )
 
 
 class _TooLarge(Exception):
@@ -54,19 +71,60 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
-class IntakeEndpoint:
-    """Checks in the order the status codes rank: key (401), rate limit (429), body (413/400/422), report.
+def _field_names(*models: type[BaseModel]) -> frozenset[str]:
+    return frozenset(name for model in models for name in model.model_fields)
 
-    The body is read and parsed on the event loop first (cheap, and it needs the loop); the key
-    check, the rate limit and the report then run in ONE worker thread: a hop to a thread costs
-    about as much as checking the key, so one per request, not two.
+
+# Error locations name only these; any other key in a location was sent by the caller and is not repeated.
+_KNOWN_FIELDS = _field_names(IntakeRequest, IntakeReportBody)
+
+
+def describe_invalid_body(error: ValidationError) -> str:
+    """Which fields are wrong and how, naming only the schema's own fields (an unknown key may be a secret)."""
+    lines = []
+    for err in error.errors(include_url=False, include_input=False, include_context=False):
+        parts = [str(p) if isinstance(p, int) or p in _KNOWN_FIELDS else "<key>" for p in err["loc"]]
+        message = "unknown key; remove it (see the fields below)" if err["type"] == "extra_forbidden" else err["msg"]
+        lines.append(f"  - {'.'.join(parts) or '(body)'}: {message}")
+    fields = ", ".join(sorted(IntakeRequest.model_fields))
+    report_fields = ", ".join(sorted(IntakeReportBody.model_fields))
+    return f"fix these fields (body: {fields}; report: {report_fields}):\n" + "\n".join(lines)
+
+
+def _client_address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+class IntakeEndpoint:
+    """Checks in the order the status codes rank: key (401, limited per address), key rate limit (429),
+    body (413/400/422), report.
+
+    The key is checked in a worker thread before the body is read, so an unauthenticated caller costs
+    one key lookup and never a body read or parse; the parse and the report then share a second thread.
     """
 
-    def __init__(self, monitor: Monitor, limiter: RateLimiter) -> None:
+    def __init__(self, monitor: Monitor, limiter: RateLimiter, unauthenticated: RateLimiter) -> None:
         self.monitor = monitor
         self.limiter = limiter
+        self.unauthenticated = unauthenticated
 
     async def handle(self, request: Request) -> Response:
+        address = f"address:{_client_address(request)}"
+        retry_after = self.unauthenticated.blocked(address)
+        if retry_after is not None:
+            # Checked before the key: a guessed key gets the same answer whether or not it is right.
+            return _rate_limited("too many refused intake keys from this address", retry_after)
+        outcome = await self._authenticate(request)
+        if isinstance(outcome, Response):
+            if outcome.status_code == 401:
+                self.unauthenticated.take(address)
+            return outcome
+        raw = await self._read(request)
+        if isinstance(raw, Response):
+            return raw
+        return await anyio.to_thread.run_sync(self._parse_and_report, outcome, raw)
+
+    async def _authenticate(self, request: Request) -> IntakeKeyBase | Response:
         secret = request.headers.get(KEY_HEADER) or bearer_credential(request.scope)
         if not secret:
             return _error(
@@ -78,52 +136,72 @@ class IntakeEndpoint:
             )
         if not looks_like_intake_key(secret):
             return _error(401, "key_invalid", "not an intake key (imk_…); agents report with the MCP tool")
-        parsed = await self._parse(request)
-        return await anyio.to_thread.run_sync(self._report, secret, parsed)
+        return await anyio.to_thread.run_sync(self._check_key, secret)
 
-    async def _parse(self, request: Request) -> IntakeRequest | Response:
-        """The validated request, or the error to answer once the key has been checked."""
-        limit = self.monitor.config.http.max_intake_body_bytes
-        try:
-            raw = await _read_body(request, limit)
-        except _TooLarge:
-            return _error(413, "too_large", f"body over {limit} bytes (http.max_intake_body_bytes); send less detail")
-        except ClientDisconnect:
-            return _error(400, "body_invalid", "the request body was cut off")
-        try:
-            payload: Any = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
-            return _error(400, "body_invalid", "the body must be JSON: {project_id, source_id, report: {...}}")
-        if not isinstance(payload, dict):
-            return _error(400, "body_invalid", "the body must be a JSON object: {project_id, source_id, report}")
-        try:
-            return IntakeRequest.model_validate(payload)
-        except ValidationError as exc:
-            text = describe_invalid_arguments("intake report", exc).replace("invalid_input: ", "", 1)
-            return _error(422, "report_invalid", text)
-
-    def _report(self, secret: str, parsed: IntakeRequest | Response) -> Response:
-        """In a worker thread: the key (checked on every request), its rate limit, then the intake service."""
+    def _check_key(self, secret: str) -> IntakeKeyBase | Response:
+        """In a worker thread: the key (checked on every request), then its rate limit."""
         try:
             key = authenticate_intake_key(self.monitor, secret)
         except CredentialError as exc:
             return _error(401, "key_invalid", exc.message)
+        except Exception as exc:  # the store failed: say so, never a 500
+            return _unavailable(exc)
         retry_after = self.limiter.retry_after(f"intake-key:{key.key_id}")
         if retry_after is not None:
+            return _rate_limited("too many reports with this key", retry_after)
+        return key
+
+    async def _read(self, request: Request) -> bytes | Response:
+        limit = self.monitor.config.http.max_intake_body_bytes
+        try:
+            return await _read_body(request, limit)
+        except _TooLarge:
+            # The rest of the body is not read: close the connection rather than drain it.
             return _error(
-                429,
-                "rate_limited",
-                f"too many reports with this key; retry after {retry_after} s (http.rate_limits)",
-                {"retry-after": str(retry_after)},
+                413,
+                "too_large",
+                f"body over {limit} bytes (http.max_intake_body_bytes); send less detail",
+                {"connection": "close"},
             )
-        if isinstance(parsed, Response):
-            return parsed
+        except ClientDisconnect:
+            return _error(400, "body_invalid", "the request body was cut off")
+
+    def _parse_and_report(self, key: IntakeKeyBase, raw: bytes) -> Response:
+        """In a worker thread: parse within limits, validate, then the intake service."""
+        try:
+            payload = parse_json_body(raw)
+        except BodyRejected as exc:
+            return _error(400, "body_invalid", exc.message)
+        if not isinstance(payload, dict):
+            return _error(400, "body_invalid", "the body must be a JSON object: {project_id, source_id, report}")
+        try:
+            parsed = IntakeRequest.model_validate(payload)
+        except ValidationError as exc:
+            return _error(422, "report_invalid", describe_invalid_body(exc))
         try:
             result = report_for_project(self.monitor, key, parsed)
         except MonitorError as exc:
             status = 403 if isinstance(exc, PermissionDenied) else 422
             code = {"invalid_input": "report_invalid"}.get(exc.code, exc.code)
-            return _error(status, code, exc.message)
+            return _error(status, code, self._unechoed(exc, key))
+        except Exception as exc:  # a fault below the service (store, disk): say so, never a 500
+            return _unavailable(exc)
         return Response(
             result.model_dump_json(), status_code=200 if result.deduplicated else 201, media_type="application/json"
         )
+
+    def _unechoed(self, exc: MonitorError, key: IntakeKeyBase) -> str:
+        """The service's message, except where it would repeat the project or source id that was sent."""
+        if isinstance(exc, ProjectUnknown):
+            return f"project_id: not a configured project; this key reports for project '{key.project_id}'"
+        if isinstance(exc, SourceUnknown):
+            project = self.monitor.config.project(key.project_id)
+            sources = ", ".join(project.sources) if project and project.sources else "(none configured)"
+            return f"source_id: not a source of project '{key.project_id}'; use one of: {sources}"
+        return exc.message
+
+
+def _unavailable(exc: Exception) -> Response:
+    # The exception's text may quote stored or sent values: log its kind only.
+    logger.error("intake report not recorded: %s", type(exc).__name__)
+    return _error(503, "unavailable", "the monitor could not record the report; retry later")

@@ -109,7 +109,8 @@ class JwtVerifier:
         if key is None and self.settings.jwks_url is not None:
             key = find(await self._key_set(refresh=True))  # the provider may have rotated its keys
         if key is None:
-            raise jwt.InvalidTokenError(f"no key with kid {str(kid)[:64]!r} in the configured JWKS")
+            # The kid is the caller's: not repeated.
+            raise jwt.InvalidTokenError("no key with the token's kid in the configured JWKS")
         return key
 
     async def principal(self, token: str) -> Principal:
@@ -126,5 +127,9 @@ class JwtVerifier:
             )
         except jwt.PyJWTError as exc:
             raise CredentialError(f"JWT rejected: {exc}") from None
+        except Exception:
+            # Anything else is a token PyJWT could not even check (e.g. HS256 "signed" with an RSA public
+            # key raises TypeError): a refused credential (401), never a 500; its text is not the caller's.
+            raise CredentialError("JWT rejected: the token cannot be verified with the configured keys") from None
         subject = str(claims[s.principal_claim])[:200]
         return Principal(name=f"jwt:{subject}", scopes=_scopes_from(claims.get(s.scopes_claim)), kind="agent")

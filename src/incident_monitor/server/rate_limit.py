@@ -1,4 +1,5 @@
-"""Token-bucket rate limits per principal (MCP routes) and per intake key (intake endpoint).
+"""Token-bucket rate limits per principal (MCP routes), per intake key, and per client address for
+refused intake credentials (401s: a key cannot be guessed faster than the bucket refills).
 
 A refused request gets 429 with ``Retry-After`` (whole seconds, at least 1). Buckets live in this
 process; several replicas would each allow the configured rate.
@@ -40,7 +41,7 @@ class RateLimiter:
         with self._lock:
             return self._take(key)
 
-    def _take(self, key: str) -> float | None:
+    def _refilled(self, key: str) -> _Bucket:
         now = self.clock()
         bucket = self._buckets.pop(key, None) or _Bucket(tokens=float(self.burst), updated=now)
         bucket.tokens = min(float(self.burst), bucket.tokens + (now - bucket.updated) * self.rate)
@@ -48,10 +49,20 @@ class RateLimiter:
         self._buckets[key] = bucket
         while len(self._buckets) > MAX_BUCKETS:
             self._buckets.popitem(last=False)
+        return bucket
+
+    def _take(self, key: str) -> float | None:
+        bucket = self._refilled(key)
         if bucket.tokens >= 1.0:
             bucket.tokens -= 1.0
             return None
         return (1.0 - bucket.tokens) / self.rate
+
+    def blocked(self, key: str) -> int | None:
+        """Without spending: None when ``key`` has a token left, else the whole seconds until it has one."""
+        with self._lock:
+            tokens = self._refilled(key).tokens
+        return None if tokens >= 1.0 else max(1, math.ceil((1.0 - tokens) / self.rate))
 
     def retry_after(self, key: str) -> int | None:
         """Spend one token: None when allowed, else the whole seconds to put in ``Retry-After`` (at least 1)."""
