@@ -39,7 +39,8 @@ def database_url(config: MonitorConfig, explicit: str | None = None) -> str | No
     ``[store] url`` may be ``env:NAME`` (the whole URL in a variable) and ``[store] password`` an ``env:NAME``
     holding the password, so no secret sits in the config file.
     """
-    url = explicit or os.environ.get(DATABASE_URL_VARIABLE) or config.store.url
+    given = explicit or os.environ.get(DATABASE_URL_VARIABLE)
+    url = given or config.store.url
     if not url:
         return None
     if is_env_ref(url):
@@ -50,7 +51,7 @@ def database_url(config: MonitorConfig, explicit: str | None = None) -> str | No
                 "export the database URL there"
             )
         url = secret.get_secret_value()
-    if config.store.password:
+    if config.store.password and not given:  # the password goes with [store] url, not with a URL given whole
         password = resolve_secret(config.store.password)
         if password is None:
             raise ConfigError(
