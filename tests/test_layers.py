@@ -27,6 +27,8 @@ SETTINGS = f"{PACKAGE}.destinations.settings"  # destination config models only:
 def layer_of(module: str) -> str:
     """``domain`` for the shared leaves (errors, secret references) too: they import nothing of ours above."""
     part = module.split(".")[1] if "." in module else ""
+    if part == "cli_db":  # the `db` commands, wired into the CLI (its own module until the cli package lands)
+        return "cli"
     return "domain" if part in ("domain", "errors", "secret_ref") else part
 
 

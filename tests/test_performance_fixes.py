@@ -18,7 +18,8 @@ from incident_monitor.domain.models import AuditEvent, Incident
 from incident_monitor.server.http_app import bind_socket
 from incident_monitor.service.audit_chain import verify_chain
 from incident_monitor.service.tokens import LAST_USED_RESOLUTION, last_use_due
-from incident_monitor.store.engine import DATABASE_FILENAME, dispose_engine, open_engine
+from incident_monitor.store.engine import DATABASE_FILENAME, dispose_engine
+from incident_monitor.store.startup import open_engine
 
 PRE_MIGRATIONS_DATABASE = Path(__file__).parent / "fixtures" / "pre_migrations.sqlite3"
 

@@ -30,7 +30,8 @@ from incident_monitor.domain.types import utcnow
 from incident_monitor.errors import ConfigError
 from incident_monitor.policy.principal import Principal
 from incident_monitor.secret_ref import is_env_ref, resolve_secret, secret_ref_variable
-from incident_monitor.store.engine import DATABASE_URL_VARIABLE, PoolOptions, dispose_engine, open_engine, session_scope
+from incident_monitor.store.engine import DATABASE_URL_VARIABLE, PoolOptions, dispose_engine, session_scope
+from incident_monitor.store.startup import open_engine
 
 
 def database_url(config: MonitorConfig, explicit: str | None = None) -> str | None:

@@ -19,7 +19,6 @@ from typing import Any
 
 from sqlalchemy import Index, event, make_url
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, SQLModel, create_engine
 
 from incident_monitor.domain import destination_state as _destination_state  # noqa: F401  (registers the table)
@@ -150,29 +149,9 @@ def unavailable(engine: Engine, exc: BaseException) -> StoreUnavailable:
     )
 
 
-def open_engine(
-    data_dir: Path, url: str | None = None, *, pool: PoolOptions | None = None, migrate: bool = True
-) -> Engine:
-    """Open the database and bring its schema to this code's revision (or refuse, when ``migrate`` is false).
-
-    The data directory is created too. Raises ``StoreUnavailable`` when the database cannot be reached and
-    ``SchemaOutdated`` when its schema is behind and ``migrate`` is false.
-    """
-    from incident_monitor.store.schema import prepare_schema
-
-    engine = create_store_engine(data_dir, url, pool)
-    try:
-        prepare_schema(engine, migrate=migrate)
-    except OperationalError as exc:
-        engine.dispose()
-        if engine.dialect.name != "postgresql":
-            raise
-        raise unavailable(engine, exc) from None
-    except BaseException:
-        engine.dispose()
-        raise
+def start_group_commit(engine: Engine) -> None:
+    """From now on, this process's units of work on ``engine`` share transactions (store/group_commit.py)."""
     _group_commits[engine] = GroupCommit(engine)
-    return engine
 
 
 def create_later_indexes(connection: Connection) -> None:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy.engine import Connection, Engine
 
+from incident_monitor.store.engine import create_all, create_later_indexes, read_scope
 from incident_monitor.store.schema import (
     HEAD_REVISION,
     has_tables,
@@ -58,8 +59,6 @@ def alembic_config(connection: Connection | None = None) -> Config:
 
 def upgrade(engine: Engine, revision: str = "head") -> UpgradeResult:
     """Bring the database to ``revision`` (default: this code's head) under the write lock; no row is dropped."""
-    from incident_monitor.store.engine import create_all
-
     with engine.begin() as connection:  # the begin hook takes the write lock
         # Read again under the lock: another process may have migrated while we waited for it.
         before = stored_revision(connection)
@@ -71,8 +70,6 @@ def upgrade(engine: Engine, revision: str = "head") -> UpgradeResult:
             return UpgradeResult(None, HEAD_REVISION, created=True)
         if before is None:
             # Written before migrations: that schema is the first revision (indexes added since then included).
-            from incident_monitor.store.engine import create_later_indexes
-
             create_later_indexes(connection)
             stamp(connection, BASE_REVISION)
         from alembic import command
@@ -85,8 +82,6 @@ def upgrade(engine: Engine, revision: str = "head") -> UpgradeResult:
 
 def current(engine: Engine) -> str | None:
     """The revision stored in the database (None: empty, or from before migrations)."""
-    from incident_monitor.store.engine import read_scope
-
     with read_scope(engine) as connection:
         return stored_revision(connection)
 

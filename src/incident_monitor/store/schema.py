@@ -1,17 +1,9 @@
-"""The schema's revision at open: a fast check when current, the migrations when behind.
-
-Opening a database whose stored revision equals ``HEAD_REVISION`` costs one small read and never
-imports Alembic (start-up stays fast). An empty database gets today's tables and is stamped at the
-head. Anything else (an older revision, or a database from before migrations existed) is upgraded
-by ``store.migrate`` -- or refused with the command to run, when upgrading was not allowed.
-"""
+"""The schema's revision as stored in the database (Alembic's version table), read without Alembic."""
 
 from __future__ import annotations
 
 from sqlalchemy import inspect
-from sqlalchemy.engine import Connection, Engine
-
-from incident_monitor.errors import SchemaOutdated
+from sqlalchemy.engine import Connection
 
 # The newest migration in store/migrations/versions (a test checks they agree).
 HEAD_REVISION = "0002_receipt_leases"
@@ -46,22 +38,3 @@ def describe(revision: str | None, tables: bool) -> str:
     if revision is not None:
         return f"at revision {revision}"
     return "from before migrations (no revision stored)" if tables else "empty"
-
-
-def prepare_schema(engine: Engine, *, migrate: bool) -> None:
-    """Bring the schema to ``HEAD_REVISION``, or raise ``SchemaOutdated`` naming the command when not allowed."""
-    from incident_monitor.store.engine import read_scope
-
-    with read_scope(engine) as connection:
-        revision = stored_revision(connection)
-        if revision == HEAD_REVISION:
-            return
-        tables = has_tables(connection)
-    if not migrate:
-        raise SchemaOutdated(
-            f"the database schema is {describe(revision, tables)}; this version needs revision {HEAD_REVISION}. "
-            "Run `incident-monitor db upgrade` (or start serve without --no-migrate)"
-        )
-    from incident_monitor.store.migrate import upgrade
-
-    upgrade(engine)
