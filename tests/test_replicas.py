@@ -40,7 +40,8 @@ from webhook_receiver import WebhookReceiver
 pytestmark = [pytest.mark.postgres_only, pytest.mark.anyio]
 
 GITHUB_VARIABLE = "IM_REPLICA_GITHUB_TOKEN"
-LEASE_SECONDS = 2
+# Short, so the kill -9 test waits little; the holder renews it while it delivers (every third of it).
+LEASE_SECONDS = 4
 
 
 def replica_config(webhook_url: str, github_url: str) -> str:
@@ -197,7 +198,10 @@ async def test_100_concurrent_publishes_across_3_replicas_make_one_effect_each(w
     await wait_for(lambda: all(r.status is ReceiptStatus.published for r in world.receipts(to_webhook)))
     await wait_for(lambda: all(r.status is ReceiptStatus.published for r in world.receipts(to_github)))
     assert len(world.receiver.unique_webhook_ids()) == 1
-    assert len(world.receiver.deliveries) == 1
+    # Every delivery was an attempt of the one adapter call that settled the receipt (the adapter retries a
+    # slow answer with the same webhook-id); none came from a second claim.
+    [webhook_receipt] = world.receipts(to_webhook)
+    assert len(world.receiver.deliveries) == webhook_receipt.attempt_count
     assert len(world.github.issues) == 1
     assert len(world.github.creates()) == 1
     assert [r.status for r in world.receipts(to_webhook)] == [ReceiptStatus.published]

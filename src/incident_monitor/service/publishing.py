@@ -10,10 +10,11 @@ same idempotent adapter call. Publishing an already published draft returns its 
 
 Across replicas (PostgreSQL): a unit of work holds the database's write lock, so exactly one claim
 moves a draft to ``publishing``; every other publish of it returns that receipt without delivering.
-The claim carries a lease (``claimed_by``, ``lease_expires_at``); every replica's ``recovery_loop``
-takes over pending receipts whose lease lapsed (their claimant died) by a conditional update that
-only one replica can win, and finishes them through the same idempotent adapter call. The first
-outcome settled wins: a late one from a claimant that came back is not written over it.
+The claim carries a lease (``claimed_by``, ``lease_expires_at``), renewed while the adapter call runs;
+every replica's ``recovery_loop`` takes over pending receipts whose lease lapsed (their claimant died)
+by a conditional update that only one replica can win, and finishes them through the same idempotent
+adapter call. The first outcome settled wins: a late one from a claimant that came back is not
+written over it.
 """
 
 from __future__ import annotations
@@ -377,9 +378,50 @@ async def publish_draft(
     claimed = await run(claim_or_record_refusal, monitor, principal, draft_id)
     if claimed.request is None or claimed.permit is None:
         return await run(publish_result, monitor, claimed.receipt_id, reused=True)
-    outcome = await deliver(monitor, claimed.request, claimed.permit)
+    outcome = await deliver_holding_lease(monitor, claimed.request, claimed.permit, run=run)
     await run(settle, monitor, principal, claimed.receipt_id, outcome)
     return await run(publish_result, monitor, claimed.receipt_id, reused=False)
+
+
+def renew_lease(monitor: Monitor, receipt_id: str) -> bool:
+    """Extend this replica's lease on a pending receipt it is delivering; False when it no longer holds it."""
+    with monitor.session() as session:
+        renewed = session.execute(
+            update(Receipt)
+            .where(col(Receipt.receipt_id) == receipt_id)
+            .where(col(Receipt.status) == ReceiptStatus.pending)
+            .where(col(Receipt.claimed_by) == REPLICA_ID)
+            .values(lease_expires_at=_lease_until(monitor, monitor.clock()))
+            .execution_options(synchronize_session=False)
+        )
+        return renewed.rowcount == 1  # type: ignore[attr-defined]
+
+
+async def _keep_lease(monitor: Monitor, receipt_id: str, run: WorkerRunner) -> None:
+    interval = monitor.config.store.publish_lease_seconds / 3
+    while True:
+        await anyio.sleep(interval)
+        try:
+            if not await run(renew_lease, monitor, receipt_id):
+                logger.warning("lost the lease on receipt %s while delivering it", receipt_id)
+                return
+        except Exception as exc:  # the database is away: the delivery goes on; the outcome is settled later
+            logger.warning("could not renew the lease on receipt %s (%s)", receipt_id, type(exc).__name__)
+
+
+async def deliver_holding_lease(
+    monitor: Monitor, request: PublishRequest, permit: PublishPermit, *, run: WorkerRunner = in_thread
+) -> PublishOutcome:
+    """The adapter call, renewing the claim's lease while it runs (every third of the lease).
+
+    A live replica's slow delivery so keeps its claim; only a dead replica's lease lapses for another's
+    recovery to take over, so two deliveries of one receipt overlap only when the holder lost the database.
+    """
+    async with anyio.create_task_group() as renewing:
+        renewing.start_soon(_keep_lease, monitor, request.receipt_id, run)
+        outcome = await deliver(monitor, request, permit)
+        renewing.cancel_scope.cancel()
+    return outcome
 
 
 def _pending_work(monitor: Monitor, *, leased_too: bool) -> list[tuple[str, PublishRequest, PublishPermit]]:
@@ -432,7 +474,7 @@ async def recover_pending(
         leased_too = monitor.engine.dialect.name == "sqlite"
     work = await run(partial(_pending_work, leased_too=leased_too), monitor)
     for receipt_id, request, permit in work:
-        outcome = await deliver(monitor, request, permit)
+        outcome = await deliver_holding_lease(monitor, request, permit, run=run)
         await run(settle, monitor, RECOVERY_PRINCIPAL, receipt_id, outcome)
     return [receipt_id for receipt_id, _, _ in work]
 
