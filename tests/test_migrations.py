@@ -88,8 +88,11 @@ def rows(engine: Engine) -> dict[str, list[dict[str, Any]]]:
 
 
 @pytest.fixture(scope="module")
-def fixture_rows() -> Iterator[dict[str, list[dict[str, Any]]]]:
-    engine = create_engine(f"sqlite:///file:{SQLITE_FIXTURE}?mode=ro&uri=true")
+def fixture_rows(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, list[dict[str, Any]]]]:
+    # A copy: even a read-only open of a WAL database leaves -shm/-wal files beside it.
+    copy = tmp_path_factory.mktemp("fixture") / SQLITE_FIXTURE.name
+    shutil.copyfile(SQLITE_FIXTURE, copy)
+    engine = create_engine(f"sqlite:///file:{copy}?mode=ro&uri=true")
     try:
         yield rows(engine)
     finally:
