@@ -14,9 +14,10 @@ PUBLISH = "incident_monitor:publish"
 RESOLVE = "incident_monitor:resolve"
 GOVERNANCE = "incident_monitor:governance"
 ADMIN = "incident_monitor:admin"
+CODE_CHANGE = "incident_monitor:code_change"
 
 ALL_SCOPES = frozenset(
-    {READ, REPORT, TRIAGE, ROUTE_PREVIEW, APPROVAL_REQUEST, APPROVE, PUBLISH, RESOLVE, GOVERNANCE, ADMIN}
+    {READ, REPORT, TRIAGE, ROUTE_PREVIEW, APPROVAL_REQUEST, APPROVE, PUBLISH, RESOLVE, GOVERNANCE, ADMIN, CODE_CHANGE}
 )
 
 DEFAULT_AGENT_SCOPES = frozenset({READ, REPORT, TRIAGE, ROUTE_PREVIEW, APPROVAL_REQUEST, PUBLISH})
@@ -53,6 +54,13 @@ ACTION_SCOPES: dict[str, frozenset[str]] = {
     "build_deployment_cards": frozenset({GOVERNANCE}),
     "enable_destination": frozenset({ADMIN}),
     "manage_intake_keys": frozenset({ADMIN}),
+    # Code changes delegated to a coding-agent platform (issue 15); launches go through publish_draft.
+    "request_code_change": frozenset({CODE_CHANGE}),
+    "follow_up_code_change": frozenset({CODE_CHANGE}),
+    "stop_code_change": frozenset({CODE_CHANGE}),
+    "get_code_change": frozenset({READ}),
+    "list_code_changes": frozenset({READ}),
+    "ping_destination": frozenset({ADMIN}),
 }
 
 

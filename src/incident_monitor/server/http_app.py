@@ -30,6 +30,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 
 from incident_monitor.errors import ConfigError
+from incident_monitor.server import code_change_webhook
 from incident_monitor.server.auth import (
     INTAKE_PATH,
     BearerAuthenticator,
@@ -179,6 +180,7 @@ def build_http_app(monitor: Monitor, options: HttpOptions) -> Starlette:
         *(guarded(r, "/mcp") for r in streamable.routes),
         *(guarded(r, "/sse") for r in sse.routes),
         *console_routes(monitor, console_verifier(authenticator), http.public_url),
+        code_change_webhook.webhook_route(monitor),
     ]
 
     @asynccontextmanager
@@ -186,7 +188,7 @@ def build_http_app(monitor: Monitor, options: HttpOptions) -> Starlette:
         recovered = await recover_pending(monitor)
         if recovered:
             print(f"incident-monitor: finished {len(recovered)} publish(es) left pending by a crash", file=sys.stderr)
-        async with server.session_manager.run():
+        async with server.session_manager.run(), code_change_webhook.poller(monitor):
             yield
 
     # The SDK checks Host/Origin on its own routes; this guard covers intake, health and metadata too.
