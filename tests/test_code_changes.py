@@ -15,14 +15,14 @@ from typing import Any
 
 import httpx2
 import pytest
-from coding_agent_platform import CodingAgentPlatform
 from sqlmodel import select
 from standardwebhooks import Webhook
 
+from coding_agent_platform import CodingAgentPlatform
 from conftest import FakeClock, MonitorFactory, principal
 from http_helpers import http_server
 from incident_monitor.config import MonitorConfig
-from incident_monitor.domain.code_change import INTERFACE_VERSION, launch_secret, webhook_key
+from incident_monitor.domain.code_change import INTERFACE_VERSION, CodeChangeRun, launch_secret, webhook_key
 from incident_monitor.domain.io import IncidentReport
 from incident_monitor.domain.models import AuditEvent, Incident, Receipt
 from incident_monitor.errors import ApprovalRequired, InsufficientScope, PublishBlocked
@@ -154,7 +154,7 @@ async def test_launch_then_webhook_finish_puts_the_pr_on_the_incident(world_fact
 
 async def test_a_second_publish_launches_nothing(world_factory: Any) -> None:
     world = world_factory()
-    _, run_id, receipt = await world.launch()
+    _, _run_id, receipt = await world.launch()
     with world.monitor.session() as session:
         draft_id = session.get(Receipt, receipt.receipt_id).draft_id  # type: ignore[union-attr]
     again = await publishing.publish_draft(world.monitor, REQUESTER, draft_id)
@@ -190,7 +190,7 @@ async def test_duplicate_and_reordered_webhooks_are_harmless(world_factory: Any)
     world = world_factory(reorder_webhooks=True)
     _, run_id, _ = await world.launch()
     world.platform.progress("run-0001", "Reproduced the crash")
-    world.platform.finish("run-0001")  # sends finished ×2, then the older running ×2
+    world.platform.finish("run-0001")  # sends finished twice, then the older running twice
     assert [status for _, status in world.platform.webhooks_sent] == [200, 200, 200, 200]
     run = world.run(run_id)
     assert run.status == "finished" and run.summary.startswith("Opened a draft PR")
@@ -229,10 +229,10 @@ async def test_unknown_runs_get_200(world_factory: Any) -> None:
 
 async def test_finished_without_pr_url_is_a_failure(world_factory: Any) -> None:
     world = world_factory(omit_pr_url=True)
-    incident_id, run_id, _ = await world.launch()
+    _incident_id, run_id, _ = await world.launch()
     world.platform.finish("run-0001")
     run = world.run(run_id)
-    assert run.status == "failed" and run.pr_url is None and "without a pr_url" in (run.failure or "")
+    assert run.status == "failed" and run.pr_url is None and "without a pr_url" in run.summary
     with world.monitor.session() as session:
         selfmon = session.exec(select(Incident).where(Incident.source != "ci")).all()
         assert any(run_id in i.detail for i in selfmon), "a self-monitoring incident names the run"
@@ -244,7 +244,7 @@ async def test_the_two_hour_limit_fails_and_stops_the_run(world_factory: Any) ->
     world.clock.advance(minutes=121)
     assert await code_changes.poll_due(world.monitor) == [run_id]
     run = world.run(run_id)
-    assert run.status == "failed" and "max_run_minutes" in (run.failure or "")
+    assert run.status == "failed" and "max_run_minutes" in run.summary
     assert world.platform.runs["run-0001"].stopped
     world.platform.finish("run-0001")  # too late: terminal stays terminal
     world.clock.advance(minutes=5)
@@ -267,7 +267,8 @@ async def test_a_follow_up_needs_its_own_approval(world_factory: Any) -> None:
     world.platform.finish("run-0001")
     run = world.run(run_id)
     assert run.status == "finished" and run.pr_url == "https://github.example/acme/shop/pull/1"
-    assert run.follow_ups == 1
+    with world.monitor.session() as session:
+        assert session.get(CodeChangeRun, run_id).follow_ups == 1  # type: ignore[union-attr]
 
 
 async def test_stop_counts_404_as_stopped(world_factory: Any) -> None:
@@ -292,7 +293,7 @@ async def test_secrets_stay_out_of_prompt_receipts_logs_and_audit(
 ) -> None:
     caplog.set_level(logging.DEBUG)
     world = world_factory()
-    _, run_id, receipt = await world.launch()
+    _, run_id, _receipt = await world.launch()
     world.platform.finish("run-0001")
     [launch] = world.launches()
     launch_secret_value = launch.body["webhook"]["secret"]

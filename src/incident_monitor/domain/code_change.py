@@ -73,6 +73,19 @@ class CodeChangeRunBase(SQLModel):
     finished_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
+# What the read tools return; no docstring (it would become the schema's description): get_code_change and
+# list_code_changes are in the default agent's tools/list, whose size is budgeted.
+class CodeChangeView(BaseModel):
+    run_id: str
+    incident_id: str
+    status: CodeChangeStatus
+    summary: str
+    pr_url: str | None
+    branch: str | None
+    platform_url: str | None
+    updated_at: datetime
+
+
 class CodeChangeRun(CodeChangeRunBase, table=True):
     __tablename__ = "code_change_runs"
 

@@ -17,7 +17,7 @@ from mcp.types import ToolAnnotations
 from pydantic import Field
 
 from incident_monitor import __version__
-from incident_monitor.domain.code_change import CodeChangeRunBase
+from incident_monitor.domain.code_change import CodeChangeView
 from incident_monitor.domain.enums import DraftStatus, IncidentStatus, Severity
 from incident_monitor.domain.io import (
     ApprovalResult,
@@ -413,13 +413,13 @@ class IncidentMonitorTools:
                 code_changes.follow_up_code_change, self.monitor, self.principal(), run_id, instructions
             )
 
-    async def stop_code_change(self, run_id: RunId) -> CodeChangeRunBase:
+    async def stop_code_change(self, run_id: RunId) -> CodeChangeView:
         """Stop a code change on its platform (best effort)."""
         with tool_errors():
             return await code_changes.stop_code_change(self.monitor, self.principal(), run_id)
 
-    async def get_code_change(self, run_id: RunId) -> CodeChangeRunBase:
-        """One code change: status, summary, pr_url."""
+    async def get_code_change(self, run_id: RunId) -> CodeChangeView:
+        """A code change: status, summary, pr_url."""
         with tool_errors():
             return await in_worker(code_changes.get_code_change, self.monitor, self.principal(), run_id)
 

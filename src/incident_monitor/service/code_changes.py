@@ -26,8 +26,8 @@ from incident_monitor.domain.code_change import (
     CODE_CHANGE_EVENT,
     FOLLOW_UP_EVENT,
     CodeChangeRun,
-    CodeChangeRunBase,
     CodeChangeStatus,
+    CodeChangeView,
     PlatformStatus,
     launch_secret,
     parse_status,
@@ -64,7 +64,7 @@ class CodeChangeRequested(BaseModel):
 
 
 class CodeChangePage(BaseModel):
-    code_changes: list[CodeChangeRunBase]
+    code_changes: list[CodeChangeView]
 
 
 # --- the brief --------------------------------------------------------------------------------------------
@@ -277,7 +277,7 @@ def on_publish_settled(session: Session, receipt: Receipt, draft: Draft, now: da
         run.next_poll_at = now
     elif change.get("action") == "launch":
         run.status = CodeChangeStatus.failed
-        run.failure = f"launch failed: {receipt.error or 'unknown error'}"
+        run.failure = run.summary = f"launch failed: {receipt.error or 'unknown error'}"
         run.finished_at = now
     run.updated_at = now
     session.add(run)
@@ -314,6 +314,8 @@ def apply_status(monitor: Monitor, run_id: str, observed: PlatformStatus, observ
             run.failure = "the platform reported error: " + (run.summary or "(no summary)")
         if run.status.terminal:
             run.finished_at, run.next_poll_at, changed = now, None, True
+            if run.failure and run.status is CodeChangeStatus.failed:
+                run.summary = redact_text(run.failure)
             append_audit(
                 session,
                 at=now,
@@ -357,6 +359,7 @@ def _fail_overdue(monitor: Monitor, run_id: str, limit_minutes: float) -> None:
         now = monitor.clock()
         run.status = CodeChangeStatus.failed
         run.failure = f"ran longer than max_run_minutes = {limit_minutes:g}: marked failed and stopped"
+        run.summary = run.failure
         run.finished_at, run.next_poll_at, run.updated_at = now, None, now
         session.add(run)
         append_audit(
@@ -460,11 +463,11 @@ def receive_webhook(monitor: Monitor, run_id: str, headers: dict[str, str], body
 # --- reads and stop ---------------------------------------------------------------------------------------
 
 
-def _view(run: CodeChangeRun) -> CodeChangeRunBase:
-    return CodeChangeRunBase.model_validate(run, from_attributes=True)
+def _view(run: CodeChangeRun) -> CodeChangeView:
+    return CodeChangeView.model_validate(run, from_attributes=True)
 
 
-def get_code_change(monitor: Monitor, principal: Principal, run_id: str) -> CodeChangeRunBase:
+def get_code_change(monitor: Monitor, principal: Principal, run_id: str) -> CodeChangeView:
     with governed_call(monitor, principal, "get_code_change", {"run_id": run_id}, subject_id=run_id) as call:
         return _view(_run_row(call.session, run_id))
 
@@ -485,7 +488,7 @@ def _claim_stop(monitor: Monitor, principal: Principal, run_id: str) -> tuple[st
         return run.destination_id, run.platform_run_id, run.status.terminal
 
 
-def _mark_stopped(monitor: Monitor, run_id: str) -> CodeChangeRunBase:
+def _mark_stopped(monitor: Monitor, run_id: str) -> CodeChangeView:
     with monitor.session() as session:
         run = _run_row(session, run_id)
         if not run.status.terminal:
@@ -500,7 +503,7 @@ def _mark_stopped(monitor: Monitor, run_id: str) -> CodeChangeRunBase:
         return _view(run)
 
 
-async def stop_code_change(monitor: Monitor, principal: Principal, run_id: str) -> CodeChangeRunBase:
+async def stop_code_change(monitor: Monitor, principal: Principal, run_id: str) -> CodeChangeView:
     """``POST /agents/{id}/stop`` (best effort; a 404 counts as stopped), then the run is stopped."""
     import anyio
 
