@@ -316,17 +316,7 @@ def apply_status(monitor: Monitor, run_id: str, observed: PlatformStatus, observ
             run.finished_at, run.next_poll_at, changed = now, None, True
             if run.failure and run.status is CodeChangeStatus.failed:
                 run.summary = redact_text(run.failure)
-            append_audit(
-                session,
-                at=now,
-                principal=SYSTEM.name,
-                action="code_change.status",
-                decision=Decision.allow if run.status is CodeChangeStatus.finished else Decision.error,
-                reasons=[f"code change {run.run_id} {run.status.value} (via {via})"]
-                + ([run.failure] if run.failure else []),
-                arguments={"run_id": run.run_id},
-                subject_id=run.incident_id,
-            )
+            _audit_end(session, run, now, via)
             if run.status is not CodeChangeStatus.finished:
                 failure = (run.incident_id, run.failure or run.status.value)
         run.updated_at = now
@@ -334,6 +324,20 @@ def apply_status(monitor: Monitor, run_id: str, observed: PlatformStatus, observ
     if failure is not None:
         self_monitoring.on_code_change_failed(monitor, run_id, *failure)
     return changed
+
+
+def _audit_end(session: Session, run: CodeChangeRun, now: datetime, via: str) -> None:
+    """One audit row when a run ends (finished, failed, errored), saying how we learned it."""
+    append_audit(
+        session,
+        at=now,
+        principal=SYSTEM.name,
+        action="code_change.status",
+        decision=Decision.allow if run.status is CodeChangeStatus.finished else Decision.error,
+        reasons=[f"code change {run.run_id} {run.status.value} (via {via})"] + ([run.failure] if run.failure else []),
+        arguments={"run_id": run.run_id},
+        subject_id=run.incident_id,
+    )
 
 
 def _attach_pr(session: Session, run: CodeChangeRun, pr_url: str, now: datetime) -> None:
@@ -362,16 +366,7 @@ def _fail_overdue(monitor: Monitor, run_id: str, limit_minutes: float) -> None:
         run.summary = run.failure
         run.finished_at, run.next_poll_at, run.updated_at = now, None, now
         session.add(run)
-        append_audit(
-            session,
-            at=now,
-            principal=SYSTEM.name,
-            action="code_change.status",
-            decision=Decision.error,
-            reasons=[f"code change {run_id} failed (time limit)", run.failure],
-            arguments={"run_id": run_id},
-            subject_id=run.incident_id,
-        )
+        _audit_end(session, run, now, "time limit")
         incident_id, failure = run.incident_id, run.failure
     self_monitoring.on_code_change_failed(monitor, run_id, incident_id, failure)
 
