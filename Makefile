@@ -33,9 +33,11 @@ inspect: $(NODE_STAMP)
 	cd $(INSPECTOR_DIR) && PATH="$(abspath $(NODE_TOOLS))/node_modules/.bin:$$PATH" \
 		node cli.js --cli $(URL) --transport http --header "Authorization: Bearer $$token" $(ARGS)
 
-# Lint, then the whole suite. pytest's exit 5 ("no tests collected") is a failure, not a pass.
+# Lint and type-check (mypy: its config is in pyproject.toml), then the whole suite.
+# pytest's exit 5 ("no tests collected") is a failure, not a pass.
 test: $(STAMP) $(NODE_STAMP) browser
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 	$(VENV)/bin/python -m pytest; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; exit $$rc
 
@@ -56,6 +58,7 @@ browser:
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 $(STAMP): pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)

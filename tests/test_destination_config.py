@@ -1,4 +1,4 @@
-"""Config for the github, linear and mcp_tool destinations: the README's examples load, mistakes name the key."""
+"""Config for the github, linear and mcp_tool destinations: the docs/destinations.md examples load, errors name keys."""
 
 from __future__ import annotations
 
@@ -16,16 +16,16 @@ from incident_monitor.config import DESTINATION_KINDS, MonitorConfig, load_confi
 from incident_monitor.destinations.registry import ADAPTERS
 from incident_monitor.errors import ConfigError
 
-README_TOML = re.findall(r"```toml\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+DOCS_TOML = re.findall(r"```toml\n(.*?)```", (ROOT / "docs" / "destinations.md").read_text(), re.S)
 
 
 def readme_destination(kind: str) -> dict[str, object]:
-    for block in README_TOML:
+    for block in DOCS_TOML:
         parsed = tomllib.loads(block)
         for destination in parsed.get("destinations", []):
             if destination["kind"] == kind:
                 return destination
-    raise AssertionError(f"README has no example for kind {kind}")
+    raise AssertionError(f"docs/destinations.md has no example for kind {kind}")
 
 
 def test_every_kind_has_an_adapter() -> None:

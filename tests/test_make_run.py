@@ -112,7 +112,7 @@ def read_lines(path: Path) -> list[dict[str, Any]]:
 async def test_make_run_publishes_every_route_with_nothing_else_running(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     with make_run(data_dir, tmp_path / "stderr.txt") as (_, banner):
-        assert f"--cli {banner.url}/mcp --transport http --header" in banner.text
+        assert 'make inspect ARGS="--method tools/list"' in banner.text  # the pinned Inspector, as this agent
         assert not banner.token_kept
         async with http_client(banner.url, banner.token) as agent:
             status = await call(agent, "get_status", {})

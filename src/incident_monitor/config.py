@@ -21,7 +21,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from incident_monitor.destinations.settings import DESTINATION_KINDS, AnyDestinationConfig, DestinationSettings
+from incident_monitor.destinations.settings import DESTINATION_KINDS, AnyDestinationConfig
+from incident_monitor.destinations.settings import DestinationSettings as DestinationSettings  # re-exported for policy
 from incident_monitor.domain.canonical import canonical_json
 from incident_monitor.domain.enums import ApprovalPolicy, Severity
 from incident_monitor.errors import ConfigError

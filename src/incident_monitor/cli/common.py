@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -115,17 +115,17 @@ def open_monitor(args: argparse.Namespace) -> Monitor:
     return monitor
 
 
-def print_json(value: BaseModel | list[BaseModel] | dict[str, Any]) -> None:
+def print_json(value: BaseModel | Sequence[BaseModel] | dict[str, Any]) -> None:
     if isinstance(value, BaseModel):
         data: Any = value.model_dump(mode="json")
-    elif isinstance(value, list):
+    elif isinstance(value, Sequence):
         data = [v.model_dump(mode="json") for v in value]
     else:
         data = value
     print(json.dumps(data, indent=2, sort_keys=False))
 
 
-def json_or(args: argparse.Namespace, value: BaseModel | list[BaseModel], render: Callable[[], None]) -> int:
+def json_or(args: argparse.Namespace, value: BaseModel | Sequence[BaseModel], render: Callable[[], None]) -> int:
     """``--json`` prints the model as JSON; otherwise ``render`` prints it for people."""
     if args.json:
         print_json(value)

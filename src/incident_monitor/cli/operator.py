@@ -10,7 +10,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 from incident_monitor.cli.common import (
     EXIT_FAILED,
@@ -305,11 +305,11 @@ def _policy_mismatch(args: argparse.Namespace, monitor: Monitor, approval_id: st
     )
 
 
-def _decide(args: argparse.Namespace, decision: str) -> int:
+def _decide(args: argparse.Namespace, decision: Literal["approve", "deny"]) -> int:
     monitor = open_monitor(args)
     operator = local_operator()
     try:
-        result = approvals.decide_approval(monitor, operator, args.approval_id, decision, args.note)  # type: ignore[arg-type]
+        result = approvals.decide_approval(monitor, operator, args.approval_id, decision, args.note)
     except InvalidTransition as exc:
         cause = _policy_mismatch(args, monitor, args.approval_id)
         if cause is None:

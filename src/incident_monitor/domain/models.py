@@ -11,6 +11,7 @@ import secrets
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import Table, inspect
 from sqlmodel import Field, SQLModel
 
 from incident_monitor.domain.enums import (
@@ -26,6 +27,13 @@ from incident_monitor.domain.types import JSONType, UTCDateTime, utcnow
 
 def new_id(prefix: str) -> str:
     return f"{prefix}_{secrets.token_hex(8)}"
+
+
+def table_of(model: type[SQLModel]) -> Table:
+    """A table model's Core ``Table``, typed: SQLModel sets ``__table__`` without declaring it."""
+    table = inspect(model).local_table
+    assert isinstance(table, Table), f"{model.__name__} is not a table=True model"
+    return table
 
 
 def _ts(**kwargs: Any) -> Any:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 from urllib.parse import urlsplit
 
 from incident_monitor import __version__
@@ -58,13 +58,16 @@ class EgressConfig(Protocol):
     timeout_seconds: float
 
 
-def policy_for(config: EgressConfig, **limits: Any) -> EgressPolicy:
+def policy_for(
+    config: EgressConfig, *, max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES, max_redirects: int = 0
+) -> EgressPolicy:
     """A destination's egress policy: its config's allowances plus the adapter's own size/redirect limits."""
     return EgressPolicy(
         allow_insecure_http=config.allow_insecure_http,
         allow_private_networks=config.allow_private_networks,
         timeout_seconds=config.timeout_seconds,
-        **limits,
+        max_response_bytes=max_response_bytes,
+        max_redirects=max_redirects,
     )
 
 

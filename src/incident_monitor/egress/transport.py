@@ -14,7 +14,7 @@ import functools
 import ipaddress
 import socket
 import ssl
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -93,7 +93,7 @@ class GuardedBackend(httpcore2.AsyncNetworkBackend):
         port: int,
         timeout: float | None = None,
         local_address: str | None = None,
-        socket_options: Any = None,
+        socket_options: Iterable[httpcore2.SOCKET_OPTION] | None = None,
     ) -> httpcore2.AsyncNetworkStream:
         addresses = await resolve_checked(host, port, self._policy)
         last: Exception | None = None
@@ -125,7 +125,7 @@ def tls_context() -> ssl.SSLContext:
 
 
 class _ResponseStream(httpx2.AsyncByteStream):
-    def __init__(self, stream: Any) -> None:
+    def __init__(self, stream: AsyncIterable[bytes]) -> None:
         self._stream = stream
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
@@ -164,6 +164,7 @@ class GuardedTransport(httpx2.AsyncBaseTransport):
         )
         with _as_httpx2_errors():
             response = await self.pool.handle_async_request(core_request)
+        assert isinstance(response.stream, AsyncIterable)  # an async pool's responses stream asynchronously
         return httpx2.Response(
             status_code=response.status,
             headers=response.headers,

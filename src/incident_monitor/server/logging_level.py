@@ -23,5 +23,10 @@ async def _set_level(ctx: ServerRequestContext[Any, Any], params: SetLevelReques
 
 
 def accept_logging_level(server: MCPServer) -> None:
-    # The low-level server is private in MCPServer 2.3; this is the one place we reach into it.
+    # The one private SDK attribute in src/, kept to this function: mcp 2.3 has no public way. MCPServer takes no
+    # handler for a spec method; an extension's MethodBinding refuses spec methods (its docstring sends
+    # `logging/setLevel` to the low-level `Server.add_request_handler`); a middleware could answer the request but
+    # the `logging` capability is advertised only for a registered handler, so it would have to rewrite the
+    # initialize result. The SDK reaches in the same way (mcp/client/_memory.py: "TODO: Make `lowlevel_server`
+    # public"). Use the public accessor once MCPServer has one.
     server._lowlevel_server.add_request_handler("logging/setLevel", SetLevelRequestParams, _set_level)

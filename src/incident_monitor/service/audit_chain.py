@@ -16,11 +16,11 @@ from sqlmodel import Session, col, select
 
 from incident_monitor.domain.enums import Decision
 from incident_monitor.domain.evidence import sha256_hex
-from incident_monitor.domain.models import AuditEvent, AuditEventBase
+from incident_monitor.domain.models import AuditEvent, AuditEventBase, table_of
 
 GENESIS_HASH = "0" * 64
 
-_TABLE = AuditEvent.__table__  # type: ignore[attr-defined]
+_TABLE = table_of(AuditEvent)
 _COLUMNS = tuple(column.name for column in _TABLE.columns)
 _HEAD = select(_TABLE.c.seq, _TABLE.c.hash).order_by(_TABLE.c.seq.desc()).limit(1)
 _INSERT = insert(_TABLE)

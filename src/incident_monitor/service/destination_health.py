@@ -9,13 +9,14 @@ from sqlalchemy import select
 from sqlmodel import Session
 
 from incident_monitor.domain.destination_state import DestinationDelivery, DestinationState
+from incident_monitor.domain.models import table_of
 from incident_monitor.errors import InvalidInput
 from incident_monitor.policy.principal import Principal
 from incident_monitor.service.governed import governed_call
 from incident_monitor.service.monitor import Monitor
 from incident_monitor.store.engine import read_scope
 
-_DELIVERIES = select(DestinationDelivery.__table__)  # type: ignore[attr-defined]
+_DELIVERIES = select(table_of(DestinationDelivery))
 
 
 def disable_destination(session: Session, destination_id: str, reason: str, at: datetime) -> None:

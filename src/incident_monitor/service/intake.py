@@ -24,7 +24,7 @@ from incident_monitor.domain.evidence import (
 )
 from incident_monitor.domain.io import IncidentReport, ReportResult
 from incident_monitor.domain.levels import LEVEL_SEVERITY
-from incident_monitor.domain.models import Draft, Incident, IncidentOccurrence, new_id
+from incident_monitor.domain.models import Draft, Incident, IncidentOccurrence, new_id, table_of
 from incident_monitor.domain.transitions import check_incident_transition
 from incident_monitor.errors import InvalidInput, ReportRejected
 from incident_monitor.policy.principal import Principal
@@ -149,9 +149,9 @@ def _redact(report: IncidentReport) -> tuple[IncidentReport, list[str]]:
 
 # Intake runs on every report, so its statements are Core, compiled once: the ORM's unit of work and
 # model construction cost several times the rest of a report (benchmarks/, issue 6).
-_INCIDENTS = Incident.__table__  # type: ignore[attr-defined]
-_DRAFTS = Draft.__table__  # type: ignore[attr-defined]
-_OCCURRENCES = IncidentOccurrence.__table__  # type: ignore[attr-defined]
+_INCIDENTS = table_of(Incident)
+_DRAFTS = table_of(Draft)
+_OCCURRENCES = table_of(IncidentOccurrence)
 _FIND_INCIDENT = select(
     _INCIDENTS.c.incident_id,
     _INCIDENTS.c.status,
@@ -286,7 +286,7 @@ def report_incident(monitor: Monitor, principal: Principal, report: IncidentRepo
             draft_status = latest.status if latest is not None else None
             # A recurrence after publication needs a fresh draft; otherwise the open draft stands.
             if recurrence and (latest is None or latest.status is DraftStatus.published):
-                row = connection.execute(_INCIDENT_ROW, {"incident_id": incident_id}).mappings().one()
+                row = connection.execute(_INCIDENT_ROW, {"incident_id": incident_id}).one()._asdict()
                 draft_id, draft_status = new_draft(connection, row, now), DraftStatus.draft
         connection.execute(
             _INSERT_OCCURRENCE,

@@ -16,7 +16,7 @@ from sqlalchemy import bindparam
 from sqlalchemy import select as sa_select
 from sqlmodel import col, select
 
-from incident_monitor.domain.models import IntakeKey, IntakeKeyBase, new_id
+from incident_monitor.domain.models import IntakeKey, IntakeKeyBase, new_id, table_of
 from incident_monitor.errors import CredentialError, InvalidInput, NotFound
 from incident_monitor.policy.principal import Principal
 from incident_monitor.policy.scopes import REPORT
@@ -106,7 +106,7 @@ def disable_intake_key(monitor: Monitor, principal: Principal, key_id: str) -> I
         return IntakeKeyBase.model_validate(row, from_attributes=True)
 
 
-_KEYS = IntakeKey.__table__  # type: ignore[attr-defined]
+_KEYS = table_of(IntakeKey)
 _KEY_BY_HASH = sa_select(_KEYS).where(_KEYS.c.key_hash == bindparam("key_hash"))
 
 

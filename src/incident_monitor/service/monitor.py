@@ -53,7 +53,7 @@ class Monitor:
     engine: Engine
     data_dir: Path
     # Held here for readiness checks only; only the publishing service calls publish().
-    destinations: dict[str, DestinationAdapter]
+    destinations: dict[str, DestinationAdapter[Any]]
     clock: Callable[[], datetime] = field(default=utcnow)
     decision_listeners: list[DecisionListener] = field(default_factory=list)
 

@@ -145,7 +145,7 @@ def get_status(monitor: Monitor, principal: Principal) -> StatusView:
         session = call.session
         problems: list[str] = []
         try:
-            session.exec(text("SELECT 1"))  # type: ignore[call-overload]
+            session.connection().execute(text("SELECT 1"))
             ingest_ready = True
         except Exception:
             ingest_ready = False

@@ -14,7 +14,7 @@ from sqlalchemy import bindparam
 from sqlalchemy import select as sa_select
 from sqlmodel import col, select
 
-from incident_monitor.domain.models import ApiToken, ApiTokenBase, new_id
+from incident_monitor.domain.models import ApiToken, ApiTokenBase, new_id, table_of
 from incident_monitor.errors import CredentialError, InvalidInput, NotFound
 from incident_monitor.policy.principal import Principal
 from incident_monitor.policy.scopes import APPROVE, parse_scopes
@@ -134,7 +134,7 @@ def reissue_token(monitor: Monitor, principal: Principal, prefix: str, scopes: l
     return create_token(monitor, principal, name=prefix + secrets.token_hex(3), scopes=scopes)
 
 
-_TOKENS = ApiToken.__table__  # type: ignore[attr-defined]
+_TOKENS = table_of(ApiToken)
 _TOKEN_BY_HASH = sa_select(_TOKENS).where(_TOKENS.c.token_hash == bindparam("token_hash"))
 
 

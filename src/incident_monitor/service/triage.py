@@ -7,7 +7,7 @@ volatile figures (counts, rates, run ids) stay on the triage run only.
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlmodel import Session, col, func, select
@@ -77,7 +77,7 @@ def _compare(
     return sorted(duplicates, key=key)[:10], sorted(similar, key=key)[:10]
 
 
-def _occurrences_in_window(session: Session, incident_id: str, since: Any) -> int:
+def _occurrences_in_window(session: Session, incident_id: str, since: datetime) -> int:
     return session.exec(
         select(func.count())
         .select_from(IncidentOccurrence)

@@ -19,7 +19,7 @@ from sqlmodel import Session, SQLModel, create_engine
 from incident_monitor.domain import code_change as _code_change  # noqa: F401  (registers the table)
 from incident_monitor.domain import destination_state as _destination_state  # noqa: F401  (registers the table)
 from incident_monitor.domain import models as _models  # noqa: F401  (registers the tables)
-from incident_monitor.domain.models import Incident
+from incident_monitor.domain.models import Incident, table_of
 from incident_monitor.store.group_commit import GroupCommit
 
 DATABASE_FILENAME = "incident-monitor.sqlite3"
@@ -28,7 +28,7 @@ _group_commits: weakref.WeakKeyDictionary[Engine, GroupCommit] = weakref.WeakKey
 
 # Indexes added after the first release: create_all only creates missing tables, so these are
 # created IF NOT EXISTS at every open and older databases get them too.
-_INCIDENTS = Incident.__table__  # type: ignore[attr-defined]
+_INCIDENTS = table_of(Incident)
 _LATER_INDEXES = (
     # list_incidents filtered by status and severity, newest first (a page from 10^6 rows in ms).
     Index(

@@ -19,6 +19,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Literal
 
 from sqlalchemy.engine import Connection, Engine, RootTransaction
 from sqlmodel import Session
@@ -110,7 +111,7 @@ class GroupCommit:
         # Savepoint: commit releases it (durable with the batch), rollback undoes this unit alone.
         # Otherwise the unit is the batch's first: commit leaves the transaction to the batch,
         # rollback ends the whole transaction (it holds nothing else).
-        mode = "create_savepoint" if savepoint else "rollback_only"
+        mode: Literal["create_savepoint", "rollback_only"] = "create_savepoint" if savepoint else "rollback_only"
         with Session(bind=batch.connection, join_transaction_mode=mode, expire_on_commit=False) as session:
             try:
                 yield session

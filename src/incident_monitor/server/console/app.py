@@ -402,13 +402,16 @@ class Console:
     ) -> tuple[console_queries.IncidentFilters, console_queries.IncidentSort, int]:
         params = request.query_params
         try:
-            filters = console_queries.IncidentFilters(
-                status=params.get("status") or "active",
-                severity=params.get("severity") or None,
-                project_id=params.get("project") or None,
-                source=params.get("source") or None,
-                reported_by=params.get("agent") or None,
-                text=params.get("q") or None,
+            # Validated (and coerced to the enums) by the model: query strings are untrusted.
+            filters = console_queries.IncidentFilters.model_validate(
+                {
+                    "status": params.get("status") or "active",
+                    "severity": params.get("severity") or None,
+                    "project_id": params.get("project") or None,
+                    "source": params.get("source") or None,
+                    "reported_by": params.get("agent") or None,
+                    "text": params.get("q") or None,
+                }
             )
         except ValidationError as exc:
             raise InvalidInput(_validation_message(exc)) from None
@@ -547,14 +550,19 @@ class Console:
         approval_id = request.path_params["approval_id"]
         decision = _field(form, "decision") or ""
         try:
-            if decision not in ("approve", "deny"):
-                raise InvalidInput(f"decision: '{decision[:20]}' is not allowed; use approve or deny")
+            verdict: Literal["approve", "deny"]
+            if decision == "approve":
+                verdict = "approve"
+            elif decision == "deny":
+                verdict = "deny"
+            else:
+                raise InvalidInput("decision: not allowed; use approve or deny")
             result = await self._run(
                 decide_approval,
                 self.monitor,
                 visitor.principal,
                 approval_id,
-                decision,  # type: ignore[arg-type]  (checked just above)
+                verdict,
                 _field(form, "note") or "",
             )
         except MonitorError as exc:

@@ -226,14 +226,14 @@ def is_usable(entry: PrincipalEntry) -> bool:
 
 
 def _principals(session: Session, now: datetime) -> list[PrincipalEntry]:
-    builtins = [
+    builtins: list[tuple[Principal, Literal["local-agent", "operator", "system"], str]] = [
         (LOCAL_AGENT, "local-agent", "stdio without INCIDENT_MONITOR_TOKEN"),
         (local_operator(), "operator", "the CLI at this machine"),
         (SELF_MONITOR, "system", "records self-monitoring incidents"),
         (RECOVERY_PRINCIPAL, "system", "finishes publishes a crash left pending"),
     ]
     entries = [
-        PrincipalEntry(name=p.name, kind=kind, scopes=sorted(p.scopes), status="built-in", description=why)  # type: ignore[arg-type]
+        PrincipalEntry(name=p.name, kind=kind, scopes=sorted(p.scopes), status="built-in", description=why)
         for p, kind, why in builtins
     ]
     for row in session.exec(select(ApiToken).order_by(col(ApiToken.created_at))).all():

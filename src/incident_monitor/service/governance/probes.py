@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.pool import StaticPool
@@ -23,7 +23,7 @@ from sqlmodel import SQLModel, create_engine
 from incident_monitor.config import MonitorConfig
 from incident_monitor.destinations.base import DestinationAdapter, PublishOutcome, PublishRequest
 from incident_monitor.destinations.registry import build_adapter
-from incident_monitor.destinations.settings import McpToolConfig, WebhookConfig
+from incident_monitor.destinations.settings import DestinationConfig, McpToolConfig, WebhookConfig
 from incident_monitor.domain.enums import Severity
 from incident_monitor.domain.io import IncidentReport
 from incident_monitor.domain.levels import LEVEL_FOR_SEVERITY
@@ -82,12 +82,12 @@ class ProbeReport(BaseModel):
 # --- the scratch copy --------------------------------------------------------------------------------
 
 
-class _StandIn(DestinationAdapter):
+class _StandIn(DestinationAdapter[DestinationConfig]):
     """Replaces a real adapter in the scratch copy: real or forced readiness, never delivers."""
 
     kind = "probe-stand-in"
 
-    def __init__(self, real: DestinationAdapter, forced: bool | None, deliveries: list[str]) -> None:
+    def __init__(self, real: DestinationAdapter[Any], forced: bool | None, deliveries: list[str]) -> None:
         super().__init__(real.config, data_dir=real.data_dir)
         self._real = real
         self._forced = forced
@@ -118,7 +118,7 @@ def _scratch(monitor: Monitor, *, ready: dict[str, bool] | None = None, default_
     )
     deliveries: list[str] = []
     forced = ready or {}
-    adapters = {
+    adapters: dict[str, DestinationAdapter[Any]] = {
         destination_id: _StandIn(real, forced.get(destination_id, default_ready), deliveries)
         for destination_id, real in monitor.destinations.items()
     }
@@ -412,10 +412,10 @@ async def probe_outbound_mcp_allowlist(monitor: Monitor, inventory: AuthorityInv
     )
 
 
-def _webhook_refuses(url: str, **flags: bool) -> tuple[bool, str]:
+def _webhook_refuses(url: str) -> tuple[bool, str]:
     """Whether the webhook policy refuses this target: at config validation or as not ready."""
     try:
-        config = WebhookConfig(id="assessment-probe", url=url, secret=None, **flags)
+        config = WebhookConfig(id="assessment-probe", url=url, secret=None)
     except ValidationError as exc:
         return True, "refused by config validation: " + "; ".join(e["msg"] for e in exc.errors(include_input=False))
     reasons = build_adapter(config, Path()).readiness().reasons
