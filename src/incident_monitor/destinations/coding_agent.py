@@ -36,7 +36,7 @@ from incident_monitor.domain.code_change import (
     webhook_key,
 )
 from incident_monitor.domain.readiness import Readiness
-from incident_monitor.egress.rules import EgressPolicy, EgressRefused, policy_for
+from incident_monitor.egress.rules import EgressPolicy, EgressRefused
 from incident_monitor.secret_ref import resolve_secret, resolved_secrets
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,13 @@ class CodingAgentAdapter(DestinationAdapter[CodingAgentConfig]):
 
     @property
     def egress_policy(self) -> EgressPolicy:
-        return policy_for(self.config, max_response_bytes=MAX_RESPONSE_BYTES)
+        config = self.config
+        return EgressPolicy(
+            allow_insecure_http=config.allow_insecure_http,
+            allow_private_networks=config.allow_private_networks,
+            timeout_seconds=config.request_timeout_seconds,
+            max_response_bytes=MAX_RESPONSE_BYTES,
+        )
 
     def secret_values(self) -> list[str]:
         return resolved_secrets(self.config.token)

@@ -307,10 +307,6 @@ class CodingAgentConfig(DestinationConfig):
     max_attempts: int = Field(3, ge=1, le=10)
     backoff_seconds: float = Field(0.5, ge=0, le=30)
 
-    @property
-    def timeout_seconds(self) -> float:  # what the egress policy reads
-        return self.request_timeout_seconds
-
     @field_validator("base_url", "callback_base_url")
     @classmethod
     def _check_urls(cls, value: str | None) -> str | None:
