@@ -124,6 +124,11 @@ def arguments(tool: str, ids: dict[str, str]) -> dict[str, Any]:
         "run_assessment_probes": {},
         "build_assessment_report": {},
         "build_deployment_cards": {},
+        "request_code_change": {"incident_id": ids["quiet_incident"], "repository": "acme/shop", "instructions": "fix"},
+        "follow_up_code_change": {"run_id": "ccr_missing", "instructions": "also this"},
+        "stop_code_change": {"run_id": "ccr_missing"},
+        "get_code_change": {"run_id": "ccr_missing"},
+        "list_code_changes": {},
     }[tool]
 
 
@@ -133,8 +138,8 @@ def audit_rows(monitor: Monitor) -> int:
 
 
 def test_the_matrix_covers_every_tool_and_credential() -> None:
-    assert set(TOOLS) == {t for t in ACTION_SCOPES if t in TOOL_ANNOTATIONS} and len(TOOLS) == 18
-    assert len(TOOLS) * len(CREDENTIALS) == 126
+    assert set(TOOLS) == {t for t in ACTION_SCOPES if t in TOOL_ANNOTATIONS} and len(TOOLS) == 23
+    assert len(TOOLS) * len(CREDENTIALS) == 161
 
 
 @pytest.mark.parametrize("credential", CREDENTIALS)

@@ -23,7 +23,16 @@ from webhook_receiver import WebhookReceiver, delivery_id_for
 
 pytestmark = pytest.mark.anyio
 
-READ_TOOLS = {"get_status", "list_incidents", "get_incident", "list_drafts", "get_draft", "list_receipts"}
+READ_TOOLS = {
+    "get_status",
+    "list_incidents",
+    "get_incident",
+    "list_drafts",
+    "get_draft",
+    "list_receipts",
+    "get_code_change",
+    "list_code_changes",
+}
 # Governance evidence is read-only (probes and the report run against an in-memory copy).
 GOVERNANCE_TOOLS = {
     "get_authority_inventory",
@@ -231,6 +240,11 @@ EXPECTED_IDS: dict[str, set[str]] = {
     "run_assessment_probes": {"probe_id"},
     "build_assessment_report": {"destination_id", "route_id", "rule_id", "probe_id", "card_id"},
     "build_deployment_cards": {"card_id"},
+    "request_code_change": {"draft_id", "run_id", "destination_id"},
+    "follow_up_code_change": {"draft_id", "run_id", "destination_id"},
+    "stop_code_change": {"run_id", "incident_id"},
+    "get_code_change": {"run_id", "incident_id"},
+    "list_code_changes": {"run_id", "incident_id"},
 }
 # Every *_id an output may hold: the contract names plus a few that are not about these records.
 KNOWN_ID_FIELDS = {

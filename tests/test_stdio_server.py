@@ -43,6 +43,8 @@ READ_AND_REPORT_TOOLS = {
     "list_drafts",
     "get_draft",
     "list_receipts",
+    "get_code_change",
+    "list_code_changes",
 }
 LEAKY_DETAIL_SECRET = "sk-live-0123456789abcdef"
 
