@@ -47,7 +47,14 @@ class Served:
 @contextmanager
 def serve(make_monitor: MonitorFactory, clock: FakeClock) -> Iterator[Served]:
     """The HTTP app on 127.0.0.1 over a fresh monitor, with tokens for "ops" (operator) and "viewer" (read)."""
-    monitor = make_monitor(flow_config(projects=[{"id": "demo", "sources": ["ci"]}]))
+    # Every project the tests report under is declared: project ids match declared ones exactly.
+    projects = [
+        {"id": "demo", "sources": ["ci"]},
+        {"id": "infra", "sources": ["node-agent", "ci"]},
+        {"id": "shop", "sources": ["prober", "ci"]},
+        {"id": "billing", "sources": ["console"]},
+    ]
+    monitor = make_monitor(flow_config(projects=projects))
     operator = create_token(monitor, OPERATOR, name="ops", scopes=OPERATOR_SCOPES).secret
     viewer = create_token(monitor, OPERATOR, name="viewer", scopes=["read"]).secret
     with http_server(monitor) as base:
