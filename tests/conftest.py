@@ -1,34 +1,29 @@
-"""Shared fixtures: monitors over real SQLite files, a controllable clock, principals, secrets."""
+"""Fixtures only: what they are built from lives in ``support`` (monitors, paths, receivers, fakes)."""
 
 from __future__ import annotations
 
-import base64
-import os
-import sys
-import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
 from incident_monitor.config import MonitorConfig
-from incident_monitor.policy.principal import LOCAL_AGENT, Principal, local_operator
-from incident_monitor.policy.scopes import DEFAULT_AGENT_SCOPES, OPERATOR_SCOPES
+from incident_monitor.policy.principal import Principal
 from incident_monitor.service import self_monitoring
 from incident_monitor.service.monitor import Monitor
 from incident_monitor.service.publishing import attach_checkpoint_delivery
-
-ROOT = Path(__file__).resolve().parent.parent
-EXAMPLES = ROOT / "examples"
-# The examples' webhook receiver doubles as the tests' receiver.
-sys.path.insert(0, str(EXAMPLES))
-from webhook_receiver import WebhookReceiver  # noqa: E402  (examples/ is on the path just above)
-
-WEBHOOK_SECRET_VARIABLE = "INCIDENT_MONITOR_WEBHOOK_SECRET"
-NODE_TOOLS = ROOT / "tools" / "node" / "node_modules"
+from support.monitors import (
+    AGENT,
+    OPERATOR,
+    WEBHOOK_SECRET_VARIABLE,
+    FakeClock,
+    MonitorFactory,
+    flow_config,
+    new_webhook_secret,
+)
+from support.paths import NODE_TOOLS
+from support.receivers import WebhookReceiver
 
 
 @pytest.fixture(scope="session")
@@ -48,19 +43,6 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-class FakeClock:
-    """A clock tests move by hand (approval expiry, rates) instead of sleeping."""
-
-    def __init__(self, start: datetime | None = None) -> None:
-        self.now = start or datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **delta: float) -> None:
-        self.now += timedelta(**delta)
-
-
 @pytest.fixture(autouse=True)
 def audit_key_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Each test's audit key and checkpoints in a config dir of its own (platformdirs reads XDG_CONFIG_HOME),
@@ -77,10 +59,6 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
-def new_webhook_secret() -> str:
-    return "whsec_" + base64.b64encode(os.urandom(24)).decode()
-
-
 @pytest.fixture
 def receiver(webhook_secret: str) -> Iterator[WebhookReceiver]:
     """The examples' signature-verifying webhook receiver on 127.0.0.1, for the configured secret."""
@@ -94,47 +72,6 @@ def webhook_secret(monkeypatch: pytest.MonkeyPatch) -> str:
     secret = new_webhook_secret()
     monkeypatch.setenv(WEBHOOK_SECRET_VARIABLE, secret)
     return secret
-
-
-def flow_config(webhook_url: str | None = None, **overrides: Any) -> dict[str, Any]:
-    """A config like examples/config.toml, pointing its webhook at ``webhook_url``."""
-    config: dict[str, Any] = {
-        "destinations": [
-            {
-                "id": "ops-webhook",
-                "kind": "webhook",
-                "url": webhook_url or "http://127.0.0.1:9/hooks/incident",
-                "secret": f"env:{WEBHOOK_SECRET_VARIABLE}",
-                "allow_insecure_http": True,
-                "allow_private_networks": True,
-                "timeout_seconds": 5,
-                "max_attempts": 2,
-                "backoff_seconds": 0,
-            },
-            {"id": "telemetry", "kind": "telemetry", "path": "telemetry.jsonl"},
-        ],
-        "routes": [
-            {
-                "id": "runtime-failures",
-                "destination_id": "ops-webhook",
-                "priority": 10,
-                "match": {"route_tags": ["runtime-failure"]},
-            },
-            {
-                "id": "safety-signals",
-                "destination_id": "ops-webhook",
-                "priority": 20,
-                "approval_policy": "always",
-                "match": {"risk_categories": ["tool_policy"]},
-            },
-        ],
-        "default_destination": {"destination_id": "telemetry"},
-    }
-    config.update(overrides)
-    return config
-
-
-MonitorFactory = Callable[..., Monitor]
 
 
 @pytest.fixture
@@ -159,15 +96,6 @@ def make_monitor(tmp_path: Path, clock: FakeClock) -> Iterator[MonitorFactory]:
         monitor.close()
 
 
-# Principals: the local agent (default agent scopes), the local operator, and made-to-measure ones.
-AGENT = LOCAL_AGENT
-OPERATOR = local_operator()
-
-
-def principal(name: str, *scopes: str) -> Principal:
-    return Principal(name=name, scopes=frozenset(s if ":" in s else f"incident_monitor:{s}" for s in scopes))
-
-
 @pytest.fixture
 def agent() -> Principal:
     return AGENT
@@ -176,39 +104,3 @@ def agent() -> Principal:
 @pytest.fixture
 def operator() -> Principal:
     return OPERATOR
-
-
-__all__ = ["DEFAULT_AGENT_SCOPES", "OPERATOR_SCOPES", "FakeClock", "flow_config", "new_webhook_secret", "principal"]
-
-
-T = TypeVar("T")
-
-
-def call_while_a_writer_holds_the_lock(monitor: Monitor, call: Callable[[], T]) -> T:
-    """``call`` made from another thread while a unit of work holds SQLite's write lock; fails if it waited."""
-
-    @contextmanager
-    def writer_holding_the_lock() -> Iterator[None]:
-        held, release = threading.Event(), threading.Event()
-
-        def writer() -> None:
-            with monitor.session():
-                held.set()
-                release.wait(30)
-
-        thread = threading.Thread(target=writer)
-        thread.start()
-        try:
-            assert held.wait(30)
-            yield
-        finally:
-            release.set()
-            thread.join()
-
-    outcome: list[T] = []
-    with writer_holding_the_lock():
-        checker = threading.Thread(target=lambda: outcome.append(call()))
-        checker.start()
-        checker.join(20)
-        assert outcome, "the call waited for the writer"
-    return outcome[0]

@@ -5,7 +5,7 @@ A bad config stops startup with a message naming the key and the fix; nothing is
 Where it sits in the layers: a leaf beside ``domain``, beneath ``policy``. Policy decides over these
 models (routing reads routes, destinations and approval settings), so this module may import only
 ``domain``, ``errors`` and the I/O-free destination settings module (``destinations/settings.py``) —
-never an adapter, the store, policy or anything above (tests/test_layers.py checks it). The models stay
+never an adapter, the store, policy or anything above (tests/architecture/test_layers.py checks it). The models stay
 here, beside ``load_config`` and ``Settings``, rather than in ``domain``: the destination union belongs to
 ``destinations`` and domain imports nothing of it. Reading the file is ``load_config``'s alone; the
 models do no I/O.

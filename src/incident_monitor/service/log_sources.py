@@ -35,7 +35,7 @@ MAX_REPLAY_BYTES = 16 * 1024 * 1024
 
 
 # One source in ``list_sources`` (the tool). No docstring: it would become a schema description, and every
-# byte counts in the default agent's tools/list budget (tests/test_tool_surface.py).
+# byte counts in the default agent's tools/list budget (tests/server/test_tool_surface.py).
 class SourceBrief(BaseModel):
     log_source_id: str
     problem: str | None  # None: ready

@@ -1,0 +1,55 @@
+"""The benchmark command works (``--quick``: small sizes, a few seconds per benchmark). No timing is asserted
+here — the figures are the benchmark's output; what is asserted is that every benchmark ran and wrote its
+figures, and the dedupe storm's exact counts (the benchmark asserts them itself and fails otherwise)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from incident_monitor.server.http_stack import UVICORN_HTTP, UVICORN_LOOP
+from support.paths import ROOT
+
+
+def test_quick_benchmark_run_writes_every_figure(tmp_path: Path) -> None:
+    output = tmp_path / "latest.json"
+    run = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--output", str(output)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "median ms" in run.stdout and "p99 ms" in run.stdout
+    document = json.loads(output.read_text())
+    assert document["mode"] == "quick"
+    assert document["machine"]["cpus"] >= 1 and document["machine"]["python"]
+    # The floors run on the governed server's uvicorn stack (server/http_stack.py), so ratios compare like with like.
+    assert document["machine"]["http_stack"] == {"http": UVICORN_HTTP, "loop": UVICORN_LOOP}
+    names = [b["name"] for b in document["benchmarks"]]
+    for expected in (
+        "report_incident stdio, 1 client",
+        "report_incident stdio, 8 concurrent",
+        "report_incident Streamable HTTP, 1 client",
+        "report_incident Streamable HTTP, 8 concurrent clients",
+        "intake endpoint, 8 connections",
+        "dedupe storm",
+        "memory, RSS",
+        "list_incidents status+severity, page of 50, 1,000 stored",
+        "list_incidents status+severity, page of 50, 10,000 stored",
+        "stdio cold start",
+        "approve -> publish -> receipt",
+        "console incident list, default view",
+        "console incident detail with run timeline",
+        "log source tailing",
+    ):
+        assert any(n.startswith(expected) for n in names), (expected, names)
+    for bench in document["benchmarks"]:
+        assert bench["governed"]["n"] > 0 and bench["governed"]["p50_ms"] > 0, bench
+        assert bench["target"], bench
+    storm = next(b for b in document["benchmarks"] if b["name"].startswith("dedupe storm"))
+    assert storm["extra"]["counts"]["incidents"] == 100
+    assert storm["extra"]["counts"]["min_occurrences"] == storm["extra"]["counts"]["max_occurrences"] == 10
