@@ -26,6 +26,9 @@ LOCAL_AGENT = Principal(name="local-agent", scopes=DEFAULT_AGENT_SCOPES, kind="l
 # its reports, which alone may use the self-monitoring fingerprint namespace, without importing it.
 SELF_MONITOR = Principal(name="system:self-monitor", scopes=frozenset({REPORT}), kind="system")
 
+# Who a refused request without a credential is audited as (console sign-in, cross-site POSTs): no scopes.
+UNAUTHENTICATED = Principal(name="unauthenticated", scopes=frozenset())
+
 
 def local_operator() -> Principal:
     """The operator at this machine's CLI. Distinct from every agent principal by name."""

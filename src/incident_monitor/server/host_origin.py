@@ -59,7 +59,6 @@ class HostOriginGuard:
             self.on_refusal is not None
             and scope.get("method") not in SAFE_METHODS
             and path.startswith(self.audited_prefixes)
-            and self.audited_prefixes
         ):
             await self.on_refusal(path, reason)
 

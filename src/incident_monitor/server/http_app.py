@@ -33,7 +33,7 @@ from starlette.routing import BaseRoute, Mount, Route
 
 from incident_monitor.domain.enums import Decision
 from incident_monitor.errors import ConfigError
-from incident_monitor.policy.principal import Principal
+from incident_monitor.policy.principal import UNAUTHENTICATED
 from incident_monitor.server.auth import (
     INTAKE_PATH,
     BearerAuthenticator,
@@ -199,13 +199,11 @@ def build_http_app(monitor: Monitor, options: HttpOptions) -> Starlette:
                 announce_sources(monitor)
                 yield
 
-    unauthenticated = Principal(name="unauthenticated", scopes=frozenset())
-
     async def audit_refusal(path: str, reason: str) -> None:
         # A cross-site POST to the console never reaches it: recorded here, as the console records its own.
         await anyio.to_thread.run_sync(
             partial(
-                record_decision, monitor, unauthenticated, "console_request", Decision.deny, [reason], {"path": path}
+                record_decision, monitor, UNAUTHENTICATED, "console_request", Decision.deny, [reason], {"path": path}
             )
         )
 

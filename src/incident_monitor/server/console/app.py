@@ -44,7 +44,7 @@ from incident_monitor.errors import (
     NotFound,
     PermissionDenied,
 )
-from incident_monitor.policy.principal import LOCAL_AGENT, Principal
+from incident_monitor.policy.principal import LOCAL_AGENT, UNAUTHENTICATED, Principal
 from incident_monitor.policy.scopes import APPROVE, GOVERNANCE, READ, REPORT, RESOLVE, ROUTE_PREVIEW
 from incident_monitor.server.auth import BearerAuthenticator, principal_of
 from incident_monitor.server.console.session import (
@@ -352,7 +352,7 @@ class Console:
     async def login(self, request: Request) -> Response:
         form = await request.form()
         origin = request.headers.get("origin")
-        anonymous = Principal(name="unauthenticated", scopes=frozenset())
+        anonymous = UNAUTHENTICATED
         if origin is not None and not self._origin_allowed(request, origin):
             problem = "cross-site sign-in refused: its Origin is not this console's"
         elif not login_nonce_valid(request.cookies.get(LOGIN_COOKIE), _field(form, "nonce")):
