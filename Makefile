@@ -8,7 +8,10 @@ NODE_STAMP := $(NODE_TOOLS)/node_modules/.installed-stamp
 
 PORT ?= 8000
 
-.PHONY: run demo inspect test lint bench fuzz browser
+# Debian's PostgreSQL 15 binaries (the tests' private cluster).
+PG_BIN := /usr/lib/postgresql/15/bin
+
+.PHONY: run demo inspect test lint bench fuzz browser postgresql
 # Serve HTTP on 127.0.0.1:$(PORT) with examples/config.toml and the example webhook receiver (a free port) in the same
 # process, so every route publishes; prints the URL, the agent token (kept in the data dir across runs), where published
 # evidence lands, and the operator and Inspector commands.
@@ -33,13 +36,21 @@ inspect: $(NODE_STAMP)
 	cd $(INSPECTOR_DIR) && PATH="$(abspath $(NODE_TOOLS))/node_modules/.bin:$$PATH" \
 		node cli.js --cli $(URL) --transport http --header "Authorization: Bearer $$token" $(ARGS)
 
-# Lint and type-check (mypy: its config is in pyproject.toml), then the whole suite.
-# pytest's exit 5 ("no tests collected") is a failure, not a pass.
-test: $(STAMP) $(NODE_STAMP) browser
+# Lint and type-check (mypy: its config is in pyproject.toml), then the whole suite twice: on SQLite, then on a
+# private PostgreSQL cluster (tests/support/pg_cluster.py) with every test on a fresh schema (SQLite-only tests
+# deselected). pytest's exit 5 ("no tests collected") is a failure, not a pass.
+test: $(STAMP) $(NODE_STAMP) browser postgresql
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 	$(VENV)/bin/python -m pytest; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; exit $$rc
+	INCIDENT_MONITOR_TEST_DATABASE=postgres $(VENV)/bin/python -m pytest -m "not sqlite_only"; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; exit $$rc
+
+# PostgreSQL 15 from Debian's packages when missing (the tests start their own cluster; it needs no service).
+postgresql:
+	@test -x $(PG_BIN)/initdb || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null)
 
 # The property tests of the raw intake body with many more generated cases than CI runs (tests/server/test_http_intake_fuzz.py).
 fuzz: $(STAMP)

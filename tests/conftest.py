@@ -1,4 +1,5 @@
-"""Fixtures only: what they are built from lives in ``support`` (monitors, paths, receivers, fakes)."""
+"""Fixtures only (and the hook that skips one backend's tests on the other's pass): what they are built from lives
+in ``support`` (monitors, databases, paths, receivers, fakes)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from incident_monitor.policy.principal import Principal
 from incident_monitor.service import self_monitoring
 from incident_monitor.service.monitor import Monitor
 from incident_monitor.service.publishing import attach_checkpoint_delivery
+from incident_monitor.store.engine import DATABASE_URL_VARIABLE
+from support.databases import ON_POSTGRES, schema_url
 from support.monitors import (
     AGENT,
     OPERATOR,
@@ -23,7 +26,47 @@ from support.monitors import (
     new_webhook_secret,
 )
 from support.paths import NODE_TOOLS
+from support.pg_cluster import PostgresCluster
 from support.receivers import WebhookReceiver
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if ON_POSTGRES and item.get_closest_marker("sqlite_only"):
+            item.add_marker(pytest.mark.skip(reason="SQLite-specific (runs in the SQLite pass)"))
+        if not ON_POSTGRES and item.get_closest_marker("postgres_only"):
+            item.add_marker(pytest.mark.skip(reason="needs PostgreSQL (runs in the PostgreSQL pass of `make test`)"))
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresCluster]:
+    """The private PostgreSQL cluster of this test session (started on first use, stopped at the end)."""
+    cluster = PostgresCluster().start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_tests_database(postgres: PostgresCluster) -> str:
+    return postgres.create_database("tests")
+
+
+@pytest.fixture(autouse=True)
+def store_url(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str | None]:
+    """On the PostgreSQL pass: a fresh schema for this test, exported as the database URL (subprocesses inherit it)."""
+    if not ON_POSTGRES:
+        monkeypatch.delenv(DATABASE_URL_VARIABLE, raising=False)
+        yield None
+        return
+    cluster: PostgresCluster = request.getfixturevalue("postgres")
+    database = request.getfixturevalue("postgres_tests_database")
+    schema = cluster.create_schema(database)
+    url = schema_url(cluster.url(database), schema)
+    monkeypatch.setenv(DATABASE_URL_VARIABLE, url)
+    yield url
+    cluster.drop_schema(database, schema)
 
 
 @pytest.fixture(scope="session")
@@ -75,16 +118,37 @@ def webhook_secret(monkeypatch: pytest.MonkeyPatch) -> str:
 
 
 @pytest.fixture
-def make_monitor(tmp_path: Path, clock: FakeClock) -> Iterator[MonitorFactory]:
-    """Open a monitor on a real SQLite file in tmp_path: ``make_monitor(config_dict, data_dir=...)``."""
+def make_monitor(
+    tmp_path: Path, clock: FakeClock, request: pytest.FixtureRequest, store_url: str | None
+) -> Iterator[MonitorFactory]:
+    """Open a monitor on a real database: ``make_monitor(config_dict, data_dir=...)``.
+
+    A SQLite file in the data directory; on the PostgreSQL pass the test's schema for the first data directory
+    opened (the one subprocesses reach through the environment) and a schema of its own for every other one.
+    """
     opened: list[Monitor] = []
+    databases: dict[Path, str | None] = {}
+
+    def database_for(data_dir: Path) -> str | None:
+        if store_url is None:
+            return None
+        if data_dir not in databases:
+            if not databases:
+                databases[data_dir] = store_url
+            else:
+                cluster: PostgresCluster = request.getfixturevalue("postgres")
+                database = request.getfixturevalue("postgres_tests_database")
+                databases[data_dir] = schema_url(cluster.url(database), cluster.create_schema(database))
+        return databases[data_dir]
 
     def factory(
         config: dict[str, Any] | None = None, *, data_dir: Path | None = None, use_clock: bool = True
     ) -> Monitor:
+        data_dir = data_dir or tmp_path / "data"
         monitor = Monitor.open(
             config=MonitorConfig.model_validate(config if config is not None else flow_config()),
-            data_dir=data_dir or tmp_path / "data",
+            data_dir=data_dir,
+            database=database_for(data_dir.resolve()),
             **({"clock": clock} if use_clock else {}),
         )
         attach_checkpoint_delivery(self_monitoring.attach(monitor))  # as the CLI and servers assemble it

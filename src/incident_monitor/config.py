@@ -26,7 +26,7 @@ from incident_monitor.destinations.settings import DestinationSettings as Destin
 from incident_monitor.domain.canonical import canonical_json
 from incident_monitor.domain.enums import ApprovalPolicy, Severity
 from incident_monitor.errors import ConfigError
-from incident_monitor.secret_ref import is_env_ref
+from incident_monitor.secret_ref import SecretRef, is_env_ref
 
 
 class Settings(BaseSettings):
@@ -41,6 +41,10 @@ class Settings(BaseSettings):
     config: Path | None = None
     data_dir: Path | None = None
     token: str | None = Field(default=None, repr=False)
+    # PostgreSQL (``postgresql+psycopg://user:password@host:5432/db``) for several replicas; wins over [store] url.
+    database_url: str | None = Field(default=None, repr=False)
+    # Upgrade an outdated schema at open (serve --no-migrate, or INCIDENT_MONITOR_MIGRATE=false, refuses instead).
+    migrate: bool = True
 
 
 class _Strict(BaseModel):
@@ -217,6 +221,37 @@ class HttpSettings(_Strict):
     max_intake_body_bytes: int = Field(256_000, ge=1_000, le=10_000_000)
     jwt: JwtSettings | None = None
     rate_limits: RateLimitSettings = Field(default_factory=RateLimitSettings)
+    # Stateless Streamable HTTP: no session lives in a replica (required when replicas > 1).
+    stateless: bool = False
+    # How many replicas serve behind the load balancer: each enforces 1/replicas of every rate limit.
+    replicas: int = Field(1, ge=1, le=1_000)
+
+
+class StoreSettings(_Strict):
+    """Where the data lives: a SQLite file in the data directory unless ``url`` names PostgreSQL."""
+
+    # ``postgresql+psycopg://user@host:5432/db``, or ``env:NAME`` naming a variable that holds the whole URL.
+    url: str | None = None
+    # The password for ``url`` (kept out of the file): ``env:NAME``.
+    password: SecretRef | None = None
+    pool_size: int = Field(5, ge=1, le=200)
+    max_overflow: int = Field(10, ge=0, le=500)
+    pool_timeout_seconds: float = Field(30, gt=0, le=600)
+    connect_timeout_seconds: int = Field(5, ge=1, le=300)
+    # Per statement (PostgreSQL statement_timeout and lock_timeout): a stuck query fails instead of hanging a call.
+    statement_timeout_ms: int = Field(30_000, ge=100, le=3_600_000)
+    # How long a publish's claim on its pending receipt holds before another replica's recovery may finish it;
+    # longer than a destination's slowest delivery (timeout x attempts + backoff).
+    publish_lease_seconds: float = Field(120, ge=1, le=86_400)
+    recovery_interval_seconds: float = Field(30, ge=0.2, le=3_600)
+
+    @model_validator(mode="after")
+    def _known_backend(self) -> StoreSettings:
+        if self.url and not is_env_ref(self.url) and not self.url.startswith(("postgresql+psycopg://", "sqlite:///")):
+            raise ValueError(
+                "url: use postgresql+psycopg://user@host:port/db (or env:NAME), or leave it out for SQLite"
+            )
+        return self
 
 
 class WorkspaceSettings(_Strict):
@@ -344,6 +379,7 @@ class MonitorConfig(_Strict):
     audit: AuditSettings = Field(default_factory=AuditSettings)
     retention: RetentionSettings | None = None
     downstream: list[DownstreamSettings] = Field(default_factory=list)
+    store: StoreSettings = Field(default_factory=StoreSettings)
 
     @model_validator(mode="after")
     def _references_resolve(self) -> MonitorConfig:

@@ -58,3 +58,15 @@ class InsufficientScope(PermissionDenied):
     """The caller is known but lacks a scope the action needs (OAuth's ``insufficient_scope``)."""
 
     code = "insufficient_scope"
+
+
+class StoreUnavailable(MonitorError):
+    """The database cannot be reached (or refused us): nothing was stored; retry when it is back."""
+
+    code = "store_unavailable"
+
+
+class SchemaOutdated(MonitorError):
+    """The database's schema is older than this code and upgrading was not allowed."""
+
+    code = "schema_outdated"

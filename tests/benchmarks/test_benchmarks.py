@@ -9,10 +9,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from incident_monitor.server.http_stack import UVICORN_HTTP, UVICORN_LOOP
 from support.paths import ROOT
 
 
+# The benchmarks measure the SQLite default and read its file (replicas on PostgreSQL: benchmarks/replicas.py).
+@pytest.mark.sqlite_only
 def test_quick_benchmark_run_writes_every_figure(tmp_path: Path) -> None:
     output = tmp_path / "latest.json"
     run = subprocess.run(

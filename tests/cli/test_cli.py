@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sqlite3
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from incident_monitor.service import approvals, intake, publishing, queries, sta
 from incident_monitor.service.destination_health import disable_destination
 from incident_monitor.service.monitor import Monitor
 from support.cli_helpers import Workspace, isolate, lines, run_cli, table_rows
+from support.databases import database_url_env, raw_sql, store_engine
 from support.monitors import AGENT, OPERATOR, WEBHOOK_SECRET_VARIABLE
 
 SCRIPT = Path(sys.executable).with_name("incident-monitor")
@@ -82,8 +82,8 @@ def create_token(ws: Workspace, name: str, *scopes: str, expires_in_days: int | 
 
 
 def sql(ws: Workspace, statement: str) -> None:
-    with sqlite3.connect(ws.data_dir / DATABASE) as db:
-        db.execute(statement)
+    with store_engine(ws.data_dir) as engine:
+        raw_sql(engine, statement)
 
 
 def report(
@@ -110,7 +110,8 @@ def report(
 
 
 def test_the_installed_script_prints_its_version_and_runs_a_command(ws: Workspace) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("INCIDENT_MONITOR_")}
+    # No stray INCIDENT_MONITOR_* settings, but the database URL on the PostgreSQL pass.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INCIDENT_MONITOR_")} | database_url_env()
     version = subprocess.run([str(SCRIPT), "--version"], capture_output=True, text=True, timeout=60, check=False)
     status_run = subprocess.run(
         [str(SCRIPT), "--config", str(ws.config), "--data-dir", str(ws.data_dir), "status", "--json"],
@@ -159,8 +160,12 @@ def test_tokens_create_prints_the_secret_once_and_list_never_shows_it(ws: Worksp
     for output in (listed.stdout, listed.stderr, as_json.stdout, as_json.stderr):
         assert secret not in output
         assert digest not in output
-    # Stored only as a hash: the database file never holds the secret itself.
-    stored = (ws.data_dir / DATABASE).read_bytes() + b"".join(p.read_bytes() for p in ws.data_dir.glob("*-wal"))
+    # Stored only as a hash: the database never holds the secret itself (the SQLite file's bytes, or every row).
+    if (ws.data_dir / DATABASE).exists():
+        stored = (ws.data_dir / DATABASE).read_bytes() + b"".join(p.read_bytes() for p in ws.data_dir.glob("*-wal"))
+    else:
+        with store_engine(ws.data_dir) as engine:
+            stored = repr(raw_sql(engine, "SELECT * FROM api_tokens")).encode()
     assert secret.encode() not in stored
 
 

@@ -18,12 +18,12 @@ from incident_monitor.domain.models import AuditEvent, Receipt
 from incident_monitor.errors import PermissionDenied, PublishBlocked
 from incident_monitor.service import destination_health, publishing, status
 from incident_monitor.service.monitor import Monitor
-from support.drafts import approved_draft
+from support.drafts import approved_draft, lease_lapses
 from support.github_fake import FakeGitHub
 from support.linear_fake import FakeLinear
 from support.mcp_helpers import mcp_client
 from support.memory_graph import ENTITIES
-from support.monitors import AGENT, OPERATOR, MonitorFactory, flow_config
+from support.monitors import AGENT, OPERATOR, FakeClock, MonitorFactory, flow_config
 from support.redirector import Redirector
 
 pytestmark = pytest.mark.anyio
@@ -264,11 +264,12 @@ async def test_the_outbound_servers_tools_are_never_listed_to_our_callers(
 
 
 async def test_recovery_leaves_a_destination_health_pending_receipt_until_it_is_re_enabled(
-    make_monitor: MonitorFactory, github: FakeGitHub, webhook_secret: str
+    make_monitor: MonitorFactory, github: FakeGitHub, webhook_secret: str, clock: FakeClock
 ) -> None:
     monitor = make_monitor(github_config(github.url))
     draft_id = approved_draft(monitor)
     claimed = publishing.claim(monitor, AGENT, draft_id)  # then the process "crashes" before delivering
+    lease_lapses(monitor, clock)
     with monitor.session() as session:
         destination_health.disable_destination(session, "gh", "issues disabled (410)", monitor.clock())
 

@@ -27,6 +27,7 @@ from incident_monitor.server.http_app import HttpOptions, build_http_app
 from incident_monitor.server.tools import TOOL_ANNOTATIONS, build_mcp_server
 from incident_monitor.service import tokens
 from incident_monitor.service.monitor import Monitor
+from support.databases import database_url_env
 from support.http_helpers import http_server
 from support.monitors import WEBHOOK_SECRET_VARIABLE, MonitorFactory, flow_config, new_webhook_secret
 from support.paths import EXAMPLES
@@ -37,7 +38,7 @@ AGENT_TOOLS = {name for name in TOOL_ANNOTATIONS if ACTION_SCOPES[name] <= DEFAU
 
 
 def child_env(node_bin: Path | None = None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("INCIDENT_MONITOR_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INCIDENT_MONITOR_")} | database_url_env()
     env[WEBHOOK_SECRET_VARIABLE] = new_webhook_secret()
     if node_bin is not None:
         env["PATH"] = f"{node_bin}{os.pathsep}{env.get('PATH', '')}"  # Node 22 first

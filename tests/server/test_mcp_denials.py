@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from mcp import Client
 from mcp.types import CallToolResult
-from sqlmodel import col, func, select
+from sqlmodel import SQLModel, col, func, select
 
 from incident_monitor.config import Limits
 from incident_monitor.domain.models import (
@@ -36,6 +36,7 @@ from incident_monitor.server.tools import TOOL_ANNOTATIONS
 from incident_monitor.service.monitor import Monitor
 from incident_monitor.service.tokens import create_token, revoke_token
 from incident_monitor.store.engine import DATABASE_FILENAME
+from support.databases import raw_sql
 from support.mcp_helpers import RUNTIME_FAILURE, agent_and_operator, call_ok, call_refused, error_text, mcp_client
 from support.monitors import AGENT, OPERATOR, FakeClock, MonitorFactory, flow_config, principal
 from support.receivers import WebhookReceiver
@@ -485,9 +486,12 @@ async def test_reported_secrets_never_leave_the_intake(
     assert "[REDACTED]" in delivery.payload["data"]["title"]
 
     assert_no_canary("the audit log", all_audit_text(monitor))
+    if monitor.engine.dialect.name != "sqlite":  # PostgreSQL: every row of every table, as stored
+        for table in SQLModel.metadata.sorted_tables:
+            assert_no_canary(f"table {table.name}", repr(raw_sql(monitor, f"SELECT * FROM {table.name}")))  # noqa: S608
     monitor.close()  # let SQLite settle; the WAL file is read too if it is still there
     database_files = sorted(monitor.data_dir.glob(f"{DATABASE_FILENAME}*"))
-    assert monitor.data_dir / DATABASE_FILENAME in database_files
+    assert database_files or monitor.engine.dialect.name != "sqlite"
     for path in database_files:
         assert_no_canary(path.name, path.read_bytes())
     assert caplog.records, "expected some log records at DEBUG"

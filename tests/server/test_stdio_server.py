@@ -7,20 +7,22 @@ file, a data directory, and the environment (token, webhook secret) passed to th
 from __future__ import annotations
 
 import logging
-import sqlite3
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from mcp import Client
+from sqlalchemy import select, update
 
 from incident_monitor.config import MonitorConfig
+from incident_monitor.domain.models import ApiToken
 from incident_monitor.service import tokens
 from incident_monitor.service.monitor import Monitor
+from support.databases import raw_sql, store_engine
 from support.mcp_helpers import error_text
 from support.monitors import OPERATOR, WEBHOOK_SECRET_VARIABLE, new_webhook_secret
 from support.paths import ROOT
@@ -152,20 +154,21 @@ def runtime_failure(**overrides: Any) -> dict[str, Any]:
 
 
 def last_audit_row(data_dir: Path) -> tuple[str, str, str]:
-    with sqlite3.connect(data_dir / DATABASE) as db:
+    with store_engine(data_dir) as engine:
         # The caller's own last decision (a refusal is followed by the self-monitor's incident report, and the
         # server's shutdown by its audit checkpoint).
-        row = db.execute(
+        [row] = raw_sql(
+            engine,
             "SELECT principal, action, decision FROM audit_events "
-            "WHERE principal NOT IN ('system:self-monitor', 'incident-monitor:audit') ORDER BY seq DESC LIMIT 1"
-        ).fetchone()
-    return row
+            "WHERE principal NOT IN ('system:self-monitor', 'incident-monitor:audit') ORDER BY seq DESC LIMIT 1",
+        )
+    return (row[0], row[1], row[2])
 
 
 def audit_count(data_dir: Path) -> int:
-    with sqlite3.connect(data_dir / DATABASE) as db:
-        (count,) = db.execute("SELECT COUNT(*) FROM audit_events").fetchone()
-    return count
+    with store_engine(data_dir) as engine:
+        [(count,)] = raw_sql(engine, "SELECT COUNT(*) FROM audit_events")
+    return int(count)
 
 
 def create_token(name: str, scopes: str, *, env: dict[str, str], data_dir: Path) -> str:
@@ -317,11 +320,12 @@ async def test_token_from_environment_sets_principal_and_scopes_and_a_revocation
 
 def _expire_token(data_dir: Path, name: str) -> None:
     """Move a token's expiry into the past, written in the column's own format."""
-    with sqlite3.connect(data_dir / DATABASE) as db:
-        (stored,) = db.execute("SELECT expires_at FROM api_tokens WHERE name = ?", (name,)).fetchone()
-        layout = "%Y-%m-%d %H:%M:%S.%f"
-        past = datetime.strptime(stored, layout) - timedelta(days=3)
-        db.execute("UPDATE api_tokens SET expires_at = ? WHERE name = ?", (past.strftime(layout), name))
+    with store_engine(data_dir) as engine, engine.begin() as connection:
+        # Through the column's own type, so each backend stores it in its own format.
+        tokens_table = ApiToken.__table__  # type: ignore[attr-defined]
+        stored = connection.execute(select(tokens_table.c.expires_at).where(tokens_table.c.name == name)).scalar_one()
+        past = stored - timedelta(days=3)
+        connection.execute(update(tokens_table).where(tokens_table.c.name == name).values(expires_at=past))
 
 
 @pytest.mark.parametrize(

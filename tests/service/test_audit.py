@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -43,6 +42,7 @@ from incident_monitor.service.audit_chain import GENESIS_HASH, SYSTEM_PRINCIPAL
 from incident_monitor.service.audit_checkpoints import verify_audit_log
 from incident_monitor.service.monitor import Monitor
 from incident_monitor.store.engine import DATABASE_FILENAME
+from support.databases import raw_sql
 from support.monitors import AGENT, OPERATOR, MonitorFactory, flow_config, principal
 
 # Credential-shaped canaries are assembled at runtime so secret scanners do not flag this file.
@@ -77,8 +77,7 @@ def database(monitor: Monitor) -> Path:
 
 def tamper(monitor: Monitor, sql: str, *params: Any) -> None:
     """Edit the database behind the service's back, as someone with file access would."""
-    with sqlite3.connect(database(monitor)) as connection:
-        connection.execute(sql, params)
+    raw_sql(monitor, (sql, params))
 
 
 def verify(monitor: Monitor) -> Any:
@@ -398,10 +397,12 @@ def test_deleting_a_middle_row_is_caught_after_the_gap(make_monitor: MonitorFact
 
 def test_swapping_two_rows_is_caught(make_monitor: MonitorFactory) -> None:
     monitor = busy_monitor(make_monitor)
-    with sqlite3.connect(database(monitor)) as connection:
-        connection.execute("UPDATE audit_events SET seq = 100 WHERE seq = 2")
-        connection.execute("UPDATE audit_events SET seq = 2 WHERE seq = 3")
-        connection.execute("UPDATE audit_events SET seq = 3 WHERE seq = 100")
+    raw_sql(
+        monitor,
+        "UPDATE audit_events SET seq = 100 WHERE seq = 2",
+        "UPDATE audit_events SET seq = 2 WHERE seq = 3",
+        "UPDATE audit_events SET seq = 3 WHERE seq = 100",
+    )
 
     result = verify(monitor)
     assert (result.ok, result.first_broken_seq) == (False, 2)
@@ -411,8 +412,7 @@ def test_swapping_two_rows_is_caught(make_monitor: MonitorFactory) -> None:
 
 
 def dump_audit(monitor: Monitor) -> str:
-    with sqlite3.connect(database(monitor)) as connection:
-        return repr(connection.execute("SELECT * FROM audit_events").fetchall())
+    return repr(raw_sql(monitor, "SELECT * FROM audit_events"))
 
 
 def test_audit_rows_never_hold_a_reported_secret(make_monitor: MonitorFactory) -> None:

@@ -7,7 +7,6 @@ the routing code cannot produce (an unready destination failing open) are built 
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,7 @@ from incident_monitor.service import intake, publishing, tokens
 from incident_monitor.service.governance import posture
 from incident_monitor.service.governance.inventory import IntakeKeyEntry, OutboundMcpServerEntry
 from incident_monitor.service.monitor import Monitor
-from incident_monitor.store.engine import DATABASE_FILENAME
+from support.databases import raw_sql
 from support.monitors import AGENT, OPERATOR, FakeClock, MonitorFactory, flow_config, principal
 
 COMPLETE_CARD: dict[str, Any] = {
@@ -206,8 +205,7 @@ async def test_external_action_without_receipt(make_monitor: MonitorFactory) -> 
 
     # A draft marked published behind the outbox's back: an external effect nobody has a receipt for.
     webhook_draft = send(monitor, title="Deploy failed", route_tags=["runtime-failure"])
-    with sqlite3.connect(monitor.data_dir / DATABASE_FILENAME) as db:
-        db.execute("UPDATE drafts SET status = 'published' WHERE draft_id = ?", (webhook_draft,))
+    raw_sql(monitor, ("UPDATE drafts SET status = 'published' WHERE draft_id = ?", (webhook_draft,)))
 
     [finding] = fired(monitor, "external-action-without-receipt")
     assert finding.severity is Severity.critical
@@ -244,8 +242,7 @@ def test_broken_audit_chain(make_monitor: MonitorFactory) -> None:
     send(monitor, title="Another failure")
     assert fired(monitor, "audit-chain-broken") == []
 
-    with sqlite3.connect(monitor.data_dir / DATABASE_FILENAME) as db:
-        db.execute("UPDATE audit_events SET reasons = '[]' WHERE seq = 1")
+    raw_sql(monitor, "UPDATE audit_events SET reasons = '[]' WHERE seq = 1")
 
     [finding] = fired(monitor, "audit-chain-broken")
     assert (finding.severity, finding.evidence_refs) == (Severity.critical, ["audit:seq:1"])

@@ -26,6 +26,8 @@ from incident_monitor.server.tools import TOOL_ANNOTATIONS, tool_catalog
 from incident_monitor.service import intake, tokens
 from incident_monitor.service.governance import cards, inventory, posture, probes, report
 from incident_monitor.service.monitor import Monitor
+from incident_monitor.store.engine import DATABASE_URL_VARIABLE
+from support.databases import database_url_env
 from support.mcp_helpers import call_ok, call_refused, mcp_client
 from support.monitors import AGENT, OPERATOR, WEBHOOK_SECRET_VARIABLE, MonitorFactory, flow_config, new_webhook_secret
 
@@ -273,7 +275,11 @@ async def test_governance_tools_and_resources_are_for_the_governance_scope_only(
 
 
 def run_cli(monitor: Monitor, config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("INCIDENT_MONITOR_") or k == WEBHOOK_SECRET_VARIABLE}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("INCIDENT_MONITOR_") or k in (WEBHOOK_SECRET_VARIABLE, DATABASE_URL_VARIABLE)
+    }
     return subprocess.run(
         [str(SCRIPT), *args, "--data-dir", str(monitor.data_dir), "--config", str(config)],
         env=env,
@@ -369,7 +375,7 @@ async def test_over_stdio_an_auditor_token_gets_the_evidence_and_the_local_agent
         f'secret = "env:{WEBHOOK_SECRET_VARIABLE}"\n[default_destination]\ndestination_id = "ops-webhook"\n',
         encoding="utf-8",
     )
-    base_env = {"PATH": os.environ.get("PATH", ""), WEBHOOK_SECRET_VARIABLE: canary}
+    base_env = {"PATH": os.environ.get("PATH", ""), WEBHOOK_SECRET_VARIABLE: canary, **database_url_env()}
     forbidden = [canary, auditor.secret, CANARY_URL_PART]
 
     def params(env: dict[str, str]) -> StdioServerParameters:

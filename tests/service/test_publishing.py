@@ -24,9 +24,9 @@ from incident_monitor.policy.scopes import ALL_SCOPES
 from incident_monitor.server.tools import build_mcp_server
 from incident_monitor.service import approvals, incidents, intake, publishing, triage
 from incident_monitor.service.monitor import Monitor
-from support.drafts import approve, approved_draft, report_runtime_failure
+from support.drafts import approve, approved_draft, lease_lapses, report_runtime_failure
 from support.mcp_helpers import call_ok
-from support.monitors import AGENT, OPERATOR, MonitorFactory, flow_config
+from support.monitors import AGENT, OPERATOR, FakeClock, MonitorFactory, flow_config
 from support.paths import SRC
 from support.receivers import WebhookReceiver
 
@@ -58,7 +58,7 @@ def receipts_for(monitor: Monitor, draft_id: str) -> list[Receipt]:
 
 @pytest.mark.anyio
 async def test_crash_after_claim_is_finished_by_recovery_exactly_once(
-    make_monitor: MonitorFactory, receiver: WebhookReceiver, tmp_path: Path
+    make_monitor: MonitorFactory, receiver: WebhookReceiver, tmp_path: Path, clock: FakeClock
 ) -> None:
     data_dir = tmp_path / "outbox"
     monitor = make_monitor(flow_config(receiver.url), data_dir=data_dir)
@@ -74,6 +74,7 @@ async def test_crash_after_claim_is_finished_by_recovery_exactly_once(
     assert get_row(restarted, Draft, draft_id).status is DraftStatus.publishing
     assert receiver.deliveries == []
 
+    lease_lapses(restarted, clock)
     assert await publishing.recover_pending(restarted) == [claimed.receipt_id]
 
     assert len(receiver.deliveries) == 1
@@ -94,7 +95,7 @@ async def test_crash_after_claim_is_finished_by_recovery_exactly_once(
 
 @pytest.mark.anyio
 async def test_crash_after_delivery_resends_with_the_same_webhook_id(
-    make_monitor: MonitorFactory, receiver: WebhookReceiver
+    make_monitor: MonitorFactory, receiver: WebhookReceiver, clock: FakeClock
 ) -> None:
     monitor = make_monitor(flow_config(receiver.url))
     draft_id = approved_draft(monitor)
@@ -106,6 +107,7 @@ async def test_crash_after_delivery_resends_with_the_same_webhook_id(
     # ...and the process dies before settle(): the outcome is lost, the receipt still pending.
     assert get_row(monitor, Receipt, claimed.receipt_id).status is ReceiptStatus.pending
 
+    lease_lapses(monitor, clock)
     assert await publishing.recover_pending(monitor) == [claimed.receipt_id]
 
     assert len(receiver.deliveries) == 2
@@ -114,7 +116,7 @@ async def test_crash_after_delivery_resends_with_the_same_webhook_id(
 
 
 @pytest.mark.anyio
-async def test_approval_free_draft_goes_through_the_outbox_too(make_monitor: MonitorFactory) -> None:
+async def test_approval_free_draft_goes_through_the_outbox_too(make_monitor: MonitorFactory, clock: FakeClock) -> None:
     monitor = make_monitor()  # info-level report → telemetry default, no approval
     result = intake.report_incident(
         monitor, AGENT, IncidentReport(title="Cache warm slow", source="ci", event="x.slow", level="info")
@@ -123,6 +125,7 @@ async def test_approval_free_draft_goes_through_the_outbox_too(make_monitor: Mon
 
     claimed = publishing.claim(monitor, AGENT, result.draft_id)
     assert get_row(monitor, Receipt, claimed.receipt_id).status is ReceiptStatus.pending
+    lease_lapses(monitor, clock)
     assert await publishing.recover_pending(monitor) == [claimed.receipt_id]
 
     receipt = get_row(monitor, Receipt, claimed.receipt_id)

@@ -12,8 +12,9 @@ import pytest
 from sqlalchemy import event, text
 from sqlalchemy.engine import Engine
 
-from incident_monitor.store.engine import dispose_engine, open_engine, session_scope
+from incident_monitor.store.engine import dispose_engine, session_scope
 from incident_monitor.store.group_commit import BatchCommitFailed, GroupCommit
+from incident_monitor.store.startup import open_engine
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ from incident_monitor.domain.enums import DraftStatus
 from incident_monitor.domain.io import IncidentReport
 from incident_monitor.service import approvals, intake
 from incident_monitor.service.monitor import Monitor
-from support.monitors import AGENT, OPERATOR
+from support.monitors import AGENT, OPERATOR, FakeClock
 
 
 def report_runtime_failure(monitor: Monitor, title: str = "Checkout smoke test failed") -> tuple[str, str]:
@@ -33,3 +33,8 @@ def approved_draft(monitor: Monitor, title: str = "Checkout smoke test failed") 
     _, draft_id = report_runtime_failure(monitor, title)
     approve(monitor, draft_id)
     return draft_id
+
+
+def lease_lapses(monitor: Monitor, clock: FakeClock) -> None:
+    """Time passes beyond a publish claim's lease: recovery leaves a live lease to its holder (another process)."""
+    clock.advance(seconds=monitor.config.store.publish_lease_seconds + 1)

@@ -13,6 +13,7 @@ import anyio
 from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
+from support.databases import database_url_env
 from support.mcp_helpers import error_text
 
 SCRIPT = Path(sys.executable).with_name("incident-monitor")
@@ -20,8 +21,9 @@ SESSION_TIMEOUT_SECONDS = 60
 
 
 def child_env(**extra: str) -> dict[str, str]:
-    """The test's environment without any INCIDENT_MONITOR_* leaking in from outside, plus ``extra``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("INCIDENT_MONITOR_")}
+    """The test's environment without any INCIDENT_MONITOR_* leaking in from outside (but the database URL of the
+    PostgreSQL pass), plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INCIDENT_MONITOR_")} | database_url_env()
     env.update(extra)
     return env
 

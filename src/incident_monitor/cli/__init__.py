@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from incident_monitor import __version__
-from incident_monitor.cli import audit, credentials, evidence, governance, init, operator, serve, sources, status
+from incident_monitor.cli import audit, credentials, db, evidence, governance, init, operator, serve, sources, status
 from incident_monitor.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, GLOBAL_OPTIONS, Command
 from incident_monitor.errors import MonitorError
 from incident_monitor.logging_setup import configure_logging
@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"incident-monitor {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module in (init, serve, status, operator, credentials, audit, evidence, governance, sources):
+    for module in (init, serve, status, operator, credentials, audit, evidence, governance, sources, db):
         module.register(sub)
     return parser
 

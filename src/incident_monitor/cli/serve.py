@@ -22,7 +22,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return _serve_http(args, found)
     from incident_monitor.server.stdio import serve_stdio
 
-    return serve_stdio(Settings(config=found.config, data_dir=found.data_dir))
+    return serve_stdio(Settings(config=found.config, data_dir=found.data_dir, migrate=_migrate(args)))
+
+
+def _migrate(args: argparse.Namespace) -> bool:
+    """Upgrade an outdated schema at start unless --no-migrate (or INCIDENT_MONITOR_MIGRATE=false) says refuse."""
+    return not args.no_migrate and Settings().migrate
 
 
 def _serve_http(args: argparse.Namespace, found: Any) -> int:
@@ -32,7 +37,7 @@ def _serve_http(args: argparse.Namespace, found: Any) -> int:
     from incident_monitor.service.publishing import attach_checkpoint_delivery
 
     try:
-        monitor = attach_checkpoint_delivery(self_monitoring.attach(Monitor.at(found)))
+        monitor = attach_checkpoint_delivery(self_monitoring.attach(Monitor.at(found, migrate=_migrate(args))))
     except ConfigError as exc:
         print(f"incident-monitor: cannot start: {exc.message}", file=sys.stderr)
         return EXIT_USAGE
@@ -74,4 +79,9 @@ def register(sub: Any) -> None:
     serve.add_argument("--allowed-host", action="append", default=[], help="http: Host header to accept (repeatable)")
     serve.add_argument(
         "--allowed-origin", action="append", default=[], help="http: Origin header to accept (repeatable)"
+    )
+    serve.add_argument(
+        "--no-migrate",
+        action="store_true",
+        help="refuse to serve a database whose schema is outdated (default: upgrade it first, under a lock)",
     )

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from sqlalchemy import BigInteger
 from sqlmodel import Field, SQLModel
 
 from incident_monitor.domain.types import UTCDateTime
@@ -22,11 +23,12 @@ class LogSourceFile(SQLModel, table=True):
     __tablename__ = "log_source_files"
 
     source_id: str = Field(primary_key=True)  # the [[sources]] id
-    device: int = Field(primary_key=True)
-    inode: int = Field(primary_key=True)
+    # 64-bit: device and inode numbers, offsets and sizes outgrow PostgreSQL's 32-bit INTEGER (SQLite's is 64-bit).
+    device: int = Field(primary_key=True, sa_type=BigInteger)
+    inode: int = Field(primary_key=True, sa_type=BigInteger)
     path: str  # where the file was last seen, relative to the workspace root
-    offset: int = 0  # bytes consumed: every complete line before it has been reported (or skipped)
-    size: int = 0  # the file's size when it was last read (smaller now: truncated)
+    offset: int = Field(default=0, sa_type=BigInteger)  # bytes consumed: every complete line before it is reported
+    size: int = Field(default=0, sa_type=BigInteger)  # the file's size when last read (smaller now: truncated)
     head_digest: str = ""  # sha256 of its first bytes: an inode reused by a new file is told apart
     updated_at: datetime = Field(sa_type=UTCDateTime)
 
@@ -41,7 +43,7 @@ class LogSourceState(SQLModel, table=True):
     reports: int = 0  # reports sent through intake
     repeats: int = 0  # repeats within the cooldown (occurrence count bumped, no report)
     rejected: int = 0  # reports intake refused (noise, limits)
-    undecodable_bytes: int = 0  # bytes skipped because they were not UTF-8
+    undecodable_bytes: int = Field(default=0, sa_type=BigInteger)  # bytes skipped because they were not UTF-8
     warnings: int = 0  # truncations, rotated files that vanished, over-long lines
     last_problem: str | None = None  # why it could not read, e.g. a path refused (no secrets: paths only)
     last_problem_at: datetime | None = Field(default=None, sa_type=UTCDateTime)

@@ -193,6 +193,10 @@ class ReceiptBase(SQLModel):
 class Receipt(ReceiptBase, table=True):
     __tablename__ = "receipts"
 
+    # The outbox lease of a pending receipt: who is delivering it, and until when no other replica may.
+    claimed_by: str | None = None
+    lease_expires_at: datetime | None = _ts_optional(index=True)
+
 
 # --- audit -------------------------------------------------------------------------------------
 

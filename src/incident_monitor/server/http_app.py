@@ -48,12 +48,13 @@ from incident_monitor.server.http_stack import UVICORN_HTTP, UVICORN_LOOP
 from incident_monitor.server.intake_endpoint import IntakeEndpoint
 from incident_monitor.server.jwt_verifier import JwtVerifier
 from incident_monitor.server.rate_limit import RateLimiter
+from incident_monitor.server.replicas import check_replica_settings
 from incident_monitor.server.tools import build_mcp_server
 from incident_monitor.service.governed import record_decision
 from incident_monitor.service.log_sources import announce_sources
 from incident_monitor.service.log_tailing import LogSourceRunner
 from incident_monitor.service.monitor import Monitor
-from incident_monitor.service.publishing import recover_pending
+from incident_monitor.service.publishing import recovery_loop
 from incident_monitor.service.status import publish_readiness
 
 LOOPBACK_HOSTS = ["127.0.0.1:*", "localhost:*", "[::1]:*"]
@@ -161,9 +162,14 @@ def build_http_app(monitor: Monitor, options: HttpOptions) -> Starlette:
     authenticated = not options.no_auth
     authenticator = BearerAuthenticator(monitor, JwtVerifier(http.jwt) if http.jwt else None) if authenticated else None
     limits = http.rate_limits
-    principal_limiter = RateLimiter(limits.principal_per_minute, limits.principal_burst)
-    key_limiter = RateLimiter(limits.intake_key_per_minute, limits.intake_key_burst)
-    refused_key_limiter = RateLimiter(limits.unauthenticated_per_minute, limits.unauthenticated_burst)
+    check_replica_settings(replicas=http.replicas, stateless=http.stateless, database=monitor.engine.dialect.name)
+    # Buckets live in each replica's memory; the balancer spreads callers, so each replica enforces its share.
+    share = http.replicas
+    principal_limiter = RateLimiter(limits.principal_per_minute / share, max(1, limits.principal_burst // share))
+    key_limiter = RateLimiter(limits.intake_key_per_minute / share, max(1, limits.intake_key_burst // share))
+    refused_key_limiter = RateLimiter(
+        limits.unauthenticated_per_minute / share, max(1, limits.unauthenticated_burst // share)
+    )
     server = build_mcp_server(monitor, principal_resolver(authenticated))
     base = _public_url(monitor, options)
     authorization_servers = [http.jwt.issuer] if http.jwt else []
@@ -176,7 +182,9 @@ def build_http_app(monitor: Monitor, options: HttpOptions) -> Starlette:
         guard = RequireBearer(route.app, authenticator, principal_limiter, metadata_url)
         return Route(route.path, guard, methods=sorted(route.methods or ()) or None)
 
-    streamable = server.streamable_http_app(streamable_http_path="/mcp", transport_security=security)
+    streamable = server.streamable_http_app(
+        streamable_http_path="/mcp", transport_security=security, stateless_http=http.stateless
+    )
     sse = server.sse_app(sse_path="/sse", message_path="/messages/", transport_security=security)
     routes: list[BaseRoute] = [
         *_health_routes(monitor),
@@ -191,13 +199,14 @@ def build_http_app(monitor: Monitor, options: HttpOptions) -> Starlette:
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
-        recovered = await recover_pending(monitor)
-        if recovered:
-            print(f"incident-monitor: finished {len(recovered)} publish(es) left pending by a crash", file=sys.stderr)
-        async with monitor.downstream.running(), server.session_manager.run():
-            with LogSourceRunner(monitor):
-                announce_sources(monitor)
-                yield
+        # Every replica finishes pending publishes whose claimant died (service/publishing.py), from start-up on.
+        async with anyio.create_task_group() as background:
+            background.start_soon(recovery_loop, monitor)
+            async with monitor.downstream.running(), server.session_manager.run():
+                with LogSourceRunner(monitor):
+                    announce_sources(monitor)
+                    yield
+            background.cancel_scope.cancel()
 
     async def audit_refusal(path: str, reason: str) -> None:
         # A cross-site POST to the console never reaches it: recorded here, as the console records its own.

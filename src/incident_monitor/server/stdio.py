@@ -16,7 +16,7 @@ from incident_monitor.service import self_monitoring
 from incident_monitor.service.log_sources import announce_sources
 from incident_monitor.service.log_tailing import LogSourceRunner
 from incident_monitor.service.monitor import Monitor
-from incident_monitor.service.publishing import attach_checkpoint_delivery, recover_pending
+from incident_monitor.service.publishing import attach_checkpoint_delivery, recover_pending, recovery_loop
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +33,7 @@ def serve_stdio(settings: Settings) -> int:
     except CredentialError as exc:
         print(f"incident-monitor: cannot start: INCIDENT_MONITOR_TOKEN: {exc.message}", file=sys.stderr)
         return 2
+    # Publishes a crashed process left pending (never one another live process is delivering: its lease holds).
     recovered = anyio.run(recover_pending, monitor)
     if recovered:
         print(
@@ -49,6 +50,9 @@ def serve_stdio(settings: Settings) -> int:
 
 
 async def _serve(monitor: Monitor, server: MCPServer) -> None:
-    # Downstream sessions live as long as the server: connected before the first request is read.
-    async with monitor.downstream.running():
+    # Downstream sessions live as long as the server: connected before the first request is read. Recovery
+    # goes on while serving: a publish whose claimant dies meanwhile is finished when its lease lapses.
+    async with anyio.create_task_group() as background, monitor.downstream.running():
+        background.start_soon(recovery_loop, monitor)
         await server.run_stdio_async()
+        background.cancel_scope.cancel()

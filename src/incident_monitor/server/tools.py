@@ -37,6 +37,7 @@ from incident_monitor.policy.route_decision import RouteDecision
 from incident_monitor.policy.scopes import ACTION_SCOPES
 from incident_monitor.server.errors import ToolErrorShape, tool_errors
 from incident_monitor.server.logging_level import accept_logging_level
+from incident_monitor.server.replicas import request_state_security
 from incident_monitor.server.scope_gate import ScopeGate
 from incident_monitor.server.tool_schemas import compact_schema
 from incident_monitor.service import (
@@ -404,7 +405,14 @@ def agent_facing_tool(fn: Callable[..., Any], name: str, annotations: ToolAnnota
 def build_mcp_server(monitor: Monitor, principal: Callable[[], Principal]) -> MCPServer:
     tools = IncidentMonitorTools(monitor, principal)
     registered = [agent_facing_tool(getattr(tools, name), name, hints) for name, hints in TOOL_ANNOTATIONS.items()]
-    server = MCPServer(name="incident-monitor", version=__version__, instructions=INSTRUCTIONS, tools=registered)
+    server = MCPServer(
+        name="incident-monitor",
+        version=__version__,
+        instructions=INSTRUCTIONS,
+        tools=registered,
+        # Keys shared by every replica (environment), so a retry landing on another replica unseals its state.
+        request_state_security=request_state_security(),
+    )
     server.middleware.append(ToolErrorShape())
     server.middleware.append(ScopeGate(monitor, principal, {tool.name: tool.fn_metadata for tool in registered}))
     _add_inventory_resources(server, monitor, principal)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Literal
 
+from sqlalchemy import update
 from sqlmodel import Session, col, select
 
 from incident_monitor.domain.enums import ApprovalStatus, DraftStatus
@@ -128,6 +129,43 @@ def request_approval(monitor: Monitor, principal: Principal, draft_id: str, reas
         return _result(approval, draft, decision)
 
 
+def _decide_once(
+    session: Session,
+    approval: ApprovalRequest,
+    decision: Literal["approve", "deny"],
+    decided_by: str,
+    note: str,
+    now: datetime,
+    expires_at: datetime | None,
+) -> None:
+    """Record the decision by a conditional update: of two operators deciding at once, one wins.
+
+    Never read-then-write: the update only applies while the approval is still pending, so the other
+    decision (another replica, another CLI) finds nothing to update and is told it is already decided.
+    """
+    values: dict[str, object] = {
+        "status": ApprovalStatus.approved if decision == "approve" else ApprovalStatus.denied,
+        "decided_by": decided_by,
+        "decided_at": now,
+        "decision_note": note,
+    }
+    if expires_at is not None:
+        values["expires_at"] = expires_at
+    decided = session.exec(
+        update(ApprovalRequest)
+        .where(col(ApprovalRequest.approval_id) == approval.approval_id)
+        .where(col(ApprovalRequest.status) == ApprovalStatus.pending)
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    session.refresh(approval)
+    if decided.rowcount != 1:
+        raise InvalidTransition(
+            f"approval {approval.approval_id} was already decided ({approval.status.value}"
+            f"{' by ' + approval.decided_by if approval.decided_by else ''}); nothing to decide"
+        )
+
+
 def decide_approval(
     monitor: Monitor,
     principal: Principal,
@@ -173,13 +211,9 @@ def decide_approval(
             )
         target = DraftStatus.approved if decision == "approve" else DraftStatus.denied
         check_draft_transition(draft.draft_id, draft.status, target)
-        approval.status = ApprovalStatus.approved if decision == "approve" else ApprovalStatus.denied
-        approval.decided_by = principal.name
-        approval.decided_at = now
-        approval.decision_note = note
-        if decision == "approve":
-            # The approval's lifetime starts when it is granted.
-            approval.expires_at = now + timedelta(minutes=monitor.config.approval.ttl_minutes)
+        # The approval's lifetime starts when it is granted.
+        expires_at = now + timedelta(minutes=monitor.config.approval.ttl_minutes) if decision == "approve" else None
+        _decide_once(session, approval, decision, principal.name, note, now, expires_at)
         draft.status = target
         draft.updated_at = now
         session.add(approval)

@@ -112,8 +112,11 @@ def checkpoint_file_path(monitor: Monitor) -> Path:
         return configured.expanduser()
     keyring = monitor.audit_keys
     base = keyring.key_file.parent if keyring.key_file is not None else default_key_dir()
-    # One file per data dir, beside the key (outside the data dir).
-    digest = hashlib.sha256(str(monitor.data_dir.resolve()).encode()).hexdigest()[:16]
+    # One file per database, beside the key (outside the data dir): a SQLite data dir, or a PostgreSQL database
+    # (its URL without the password), which every replica on this host then shares.
+    engine = monitor.engine
+    where = str(monitor.data_dir.resolve()) if engine.dialect.name == "sqlite" else engine.url.render_as_string()
+    digest = hashlib.sha256(where.encode()).hexdigest()[:16]
     return base / "checkpoints" / f"{digest}.jsonl"
 
 

@@ -20,6 +20,7 @@ half is what an offline verifier needs.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import json
@@ -139,6 +140,23 @@ def _write_key_file(path: Path, document: dict[str, object]) -> None:
     os.replace(temporary, path)
 
 
+def _create_key_file(path: Path, document: dict[str, object]) -> None:
+    """Like _write_key_file, but only if no key file exists: of processes starting together (replicas on one
+    host), the first one's key is the one every process reads."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    temporary = path.with_name(f"{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+            json.dump(document, handle, indent=2)
+            handle.flush()
+            os.fsync(handle.fileno())
+        with contextlib.suppress(FileExistsError):  # another process created it first: theirs stands
+            os.link(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
 def _read_key_file(path: Path) -> AuditKeyring:
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
@@ -176,7 +194,7 @@ def load_keyring(settings: AuditSettings, config_dir: Path | None = None) -> Aud
     # verify (checkpoints signed by a key no longer in the ring), not as a refusal to start.
     if not path.exists():
         entry = _new_key_entry()
-        _write_key_file(path, {"current": entry["id"], "keys": [entry]})
+        _create_key_file(path, {"current": entry["id"], "keys": [entry]})
     return _read_key_file(path)
 
 

@@ -20,10 +20,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import socket
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -38,6 +36,7 @@ from incident_monitor.domain.log_source_state import LogSourceFile, LogSourceSta
 from incident_monitor.domain.models import Incident
 from incident_monitor.errors import MonitorError
 from incident_monitor.policy.principal import Principal, source_principal
+from incident_monitor.service.claimants import new_claimant_id
 from incident_monitor.service.governed import governed_call
 from incident_monitor.service.intake import report_incident
 from incident_monitor.service.log_files import (
@@ -65,11 +64,6 @@ MIN_LEASE = timedelta(seconds=30)
 MAX_COOLDOWN_ENTRIES = 10_000
 # Deferred offsets and repeats are committed at the latest after this much was read (bounds the work a crash redoes).
 CHECKPOINT_BYTES = 8 * 1024 * 1024
-
-
-def replica_id() -> str:
-    """This process, for the lease: host, pid and a random part (a restarted pid is another replica)."""
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
 def _head_digest(opened: OpenedFile, size: int) -> str:
@@ -171,7 +165,7 @@ class SourceTailer:
     def __init__(self, monitor: Monitor, settings: LogSourceSettings, *, owner: str | None = None) -> None:
         self.monitor = monitor
         self.settings = settings
-        self.owner = owner or replica_id()
+        self.owner = owner or new_claimant_id()
         self.principal: Principal = source_principal(settings.id)
         self.parser = LogParser(settings)
         self.cooldown = timedelta(minutes=settings.fingerprint_cooldown_minutes)
@@ -581,7 +575,7 @@ class LogSourceRunner:
 
     def __init__(self, monitor: Monitor, *, owner: str | None = None, clock: Callable[[], float] | None = None) -> None:
         self.monitor = monitor
-        self.owner = owner or replica_id()
+        self.owner = owner or new_claimant_id()
         self.tailers = [SourceTailer(monitor, s, owner=self.owner) for s in monitor.config.sources]
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None

@@ -8,6 +8,7 @@ and ``governed`` reaches them without importing what they import (intake → gov
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import make_url
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
@@ -25,11 +27,54 @@ from incident_monitor.domain.destination_state import read_disabled
 from incident_monitor.domain.enums import Decision
 from incident_monitor.domain.readiness import Readiness
 from incident_monitor.domain.types import utcnow
+from incident_monitor.errors import ConfigError
 from incident_monitor.locations import SECRETS_FILE, Locations, find_locations, load_secrets_file
 from incident_monitor.policy.principal import Principal
+from incident_monitor.secret_ref import is_env_ref, resolve_secret, secret_ref_variable
 from incident_monitor.service.audit_keys import AuditKeyring, load_keyring
 from incident_monitor.service.downstream.connections import DownstreamConnections
-from incident_monitor.store.engine import dispose_engine, open_engine, session_scope
+from incident_monitor.store.engine import DATABASE_URL_VARIABLE, PoolOptions, dispose_engine, session_scope
+from incident_monitor.store.startup import open_engine
+
+
+def database_url(config: MonitorConfig, explicit: str | None = None) -> str | None:
+    """The database to open: ``explicit`` (INCIDENT_MONITOR_DATABASE_URL), else ``[store] url``; None for SQLite.
+
+    ``[store] url`` may be ``env:NAME`` (the whole URL in a variable) and ``[store] password`` an ``env:NAME``
+    holding the password, so no secret sits in the config file.
+    """
+    given = explicit or os.environ.get(DATABASE_URL_VARIABLE)
+    url = given or config.store.url
+    if not url:
+        return None
+    if is_env_ref(url):
+        secret = resolve_secret(url)
+        if secret is None:
+            raise ConfigError(
+                f"store.url: environment variable {secret_ref_variable(url)} is unset or empty; "
+                "export the database URL there"
+            )
+        url = secret.get_secret_value()
+    if config.store.password and not given:  # the password goes with [store] url, not with a URL given whole
+        password = resolve_secret(config.store.password)
+        if password is None:
+            raise ConfigError(
+                f"store.password: environment variable {secret_ref_variable(config.store.password)} is unset or "
+                "empty; export the database password there"
+            )
+        url = make_url(url).set(password=password.get_secret_value()).render_as_string(hide_password=False)
+    return url
+
+
+def pool_options(config: MonitorConfig) -> PoolOptions:
+    store = config.store
+    return PoolOptions(
+        pool_size=store.pool_size,
+        max_overflow=store.max_overflow,
+        pool_timeout_seconds=store.pool_timeout_seconds,
+        connect_timeout_seconds=store.connect_timeout_seconds,
+        statement_timeout_ms=store.statement_timeout_ms,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,10 +137,14 @@ class Monitor:
         config_path: Path | None = None,
         data_dir: Path,
         clock: Callable[[], datetime] = utcnow,
+        database: str | None = None,
+        migrate: bool = True,
     ) -> Monitor:
+        """``database``: a database URL (default: INCIDENT_MONITOR_DATABASE_URL, then ``[store] url``, then the
+        SQLite file in ``data_dir``). ``migrate=False`` refuses a schema older than this code (SchemaOutdated)."""
         config = config if config is not None else load_config(config_path)
         data_dir = data_dir.resolve()
-        engine = open_engine(data_dir)
+        engine = open_engine(data_dir, database_url(config, database), pool=pool_options(config), migrate=migrate)
         return cls(
             config=config,
             engine=engine,
@@ -108,13 +157,15 @@ class Monitor:
     @classmethod
     def from_settings(cls, settings: Settings) -> Monitor:
         """Open what the settings name, else the ``init`` location (locations.py); refuse when neither."""
-        return cls.at(find_locations(settings.config, settings.data_dir))
+        found = find_locations(settings.config, settings.data_dir)
+        return cls.at(found, database=settings.database_url, migrate=settings.migrate)
 
     @classmethod
-    def at(cls, found: Locations) -> Monitor:
-        """Open found locations; the secrets file beside the config fills the environment first."""
+    def at(cls, found: Locations, *, database: str | None = None, migrate: bool = True) -> Monitor:
+        """Open found locations; the secrets file beside the config fills the environment first (so it may hold
+        INCIDENT_MONITOR_DATABASE_URL or the variable ``[store] password`` names)."""
         load_secrets_file(found.secrets_file)
-        return cls.open(config_path=found.config, data_dir=found.data_dir)
+        return cls.open(config_path=found.config, data_dir=found.data_dir, database=database, migrate=migrate)
 
     def readiness(self, destination_id: str) -> Readiness:
         adapter = self.destinations.get(destination_id)

@@ -7,6 +7,16 @@ An outbox in three steps:
 3. ``settle``: the outcome updates the receipt, draft and incident.
 A crash between 1 and 3 leaves a ``pending`` receipt; ``recover_pending`` finishes it through the
 same idempotent adapter call. Publishing an already published draft returns its receipt.
+
+Across processes (a server and a CLI on one SQLite file, or replicas on PostgreSQL): a unit of work holds
+the database's write lock, so exactly one claim moves a draft to ``publishing``; every other publish of it
+returns that receipt without delivering. The claim carries a lease (``claimed_by``, ``lease_expires_at``),
+renewed while the adapter call runs; the ``recovery_loop`` every server runs takes over only pending
+receipts whose claimant is gone: its lease lapsed, or it was a process of this host that no longer runs
+(service/claimants.py). A server starting while another's publish is in flight leaves it alone. The
+take-over is a conditional update only one process can win, and it finishes the receipt through the same
+idempotent adapter call. The first outcome settled wins: a late one from a claimant that came back is not
+written over it.
 """
 
 from __future__ import annotations
@@ -17,10 +27,12 @@ import logging
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from functools import partial
 from typing import Any, Protocol, TypeVar
 
 import anyio
+from sqlalchemy import update
 from sqlmodel import Session, col, select
 
 from incident_monitor.destinations.base import PublishOutcome, PublishRequest
@@ -37,6 +49,7 @@ from incident_monitor.policy.route_decision import RouteDecision
 from incident_monitor.service import self_monitoring
 from incident_monitor.service.approvals import approvals_for, is_expired
 from incident_monitor.service.audit_chain import append_audit
+from incident_monitor.service.claimants import PROCESS_CLAIMANT, is_gone
 from incident_monitor.service.destination_health import disable_destination, record_delivery
 from incident_monitor.service.governed import governed_call
 from incident_monitor.service.monitor import Monitor
@@ -48,6 +61,10 @@ T = TypeVar("T")
 
 RECOVERY_PRINCIPAL = Principal(name="system:recovery", scopes=frozenset(), kind="system")
 DONE = frozenset({ReceiptStatus.published, ReceiptStatus.commented})
+
+
+def _lease_until(monitor: Monitor, now: datetime) -> datetime:
+    return now + timedelta(seconds=monitor.config.store.publish_lease_seconds)
 
 
 def idempotency_key(draft_id: str, destination_id: str, evidence_digest: str) -> str:
@@ -106,6 +123,24 @@ def _approval_gate(
         f"approval required ({why}): call request_approval with draft_id={draft.draft_id} and a reason",
         reasons=problems or decision.approval_reasons,
     )
+
+
+def _use_approval(session: Session, approval: ApprovalRequest, receipt_id: str, now: datetime) -> None:
+    """Mark the approval used by this receipt: a conditional update, so it is used once whatever else runs."""
+    used = session.exec(
+        update(ApprovalRequest)
+        .where(col(ApprovalRequest.approval_id) == approval.approval_id)
+        .where(col(ApprovalRequest.status) == ApprovalStatus.approved)
+        .values(status=ApprovalStatus.used, used_at=now, used_by_receipt_id=receipt_id)
+        .execution_options(synchronize_session=False)
+    )
+    if used.rowcount != 1:
+        raise ApprovalRequired(
+            f"approval {approval.approval_id} was already used for another publish; "
+            f"call request_approval with draft_id={approval.draft_id} and a reason",
+            reasons=[f"approval {approval.approval_id} already used"],
+        )
+    session.refresh(approval)
 
 
 def _request_for(receipt: Receipt, draft: Draft, labels: list[str]) -> PublishRequest:
@@ -194,13 +229,12 @@ def claim(monitor: Monitor, principal: Principal, draft_id: str) -> Claim:
             )
         receipt.status = ReceiptStatus.pending
         receipt.updated_at = now
+        receipt.claimed_by = PROCESS_CLAIMANT
+        receipt.lease_expires_at = _lease_until(monitor, now)
         session.add(receipt)
         session.flush()
         if approval is not None and approval.status is ApprovalStatus.approved:
-            approval.status = ApprovalStatus.used
-            approval.used_at = now
-            approval.used_by_receipt_id = receipt.receipt_id
-            session.add(approval)
+            _use_approval(session, approval, receipt.receipt_id, now)
         draft.status = DraftStatus.publishing
         draft.updated_at = now
         session.add(draft)
@@ -225,9 +259,15 @@ def settle(monitor: Monitor, principal: Principal, receipt_id: str, outcome: Pub
         now = monitor.clock()
         receipt = session.get(Receipt, receipt_id)
         assert receipt is not None
+        if receipt.status is not ReceiptStatus.pending:
+            # Settled already (another replica's recovery finished it while this delivery ran late): the
+            # first outcome stands; the adapter call was idempotent, so there is still one external effect.
+            logger.info("receipt %s already %s; a late outcome is not recorded", receipt_id, receipt.status.value)
+            return
         draft = session.get(Draft, receipt.draft_id)
         assert draft is not None
         receipt.status = ReceiptStatus(outcome.status)
+        receipt.lease_expires_at = None
         receipt.external_id = outcome.external_id
         receipt.external_url = outcome.external_url
         receipt.attempt_count += outcome.attempts
@@ -339,34 +379,119 @@ async def publish_draft(
     claimed = await run(claim_or_record_refusal, monitor, principal, draft_id)
     if claimed.request is None or claimed.permit is None:
         return await run(publish_result, monitor, claimed.receipt_id, reused=True)
-    outcome = await deliver(monitor, claimed.request, claimed.permit)
+    outcome = await deliver_holding_lease(monitor, claimed.request, claimed.permit, run=run)
     await run(settle, monitor, principal, claimed.receipt_id, outcome)
     return await run(publish_result, monitor, claimed.receipt_id, reused=False)
 
 
-def _pending_work(monitor: Monitor) -> list[tuple[str, PublishRequest, PublishPermit]]:
+def renew_lease(monitor: Monitor, receipt_id: str) -> bool:
+    """Extend this replica's lease on a pending receipt it is delivering; False when it no longer holds it."""
     with monitor.session() as session:
+        renewed = session.exec(
+            update(Receipt)
+            .where(col(Receipt.receipt_id) == receipt_id)
+            .where(col(Receipt.status) == ReceiptStatus.pending)
+            .where(col(Receipt.claimed_by) == PROCESS_CLAIMANT)
+            .values(lease_expires_at=_lease_until(monitor, monitor.clock()))
+            .execution_options(synchronize_session=False)
+        )
+        return renewed.rowcount == 1
+
+
+async def _keep_lease(monitor: Monitor, receipt_id: str, run: WorkerRunner) -> None:
+    interval = monitor.config.store.publish_lease_seconds / 3
+    while True:
+        await anyio.sleep(interval)
+        try:
+            if not await run(renew_lease, monitor, receipt_id):
+                logger.warning("lost the lease on receipt %s while delivering it", receipt_id)
+                return
+        except Exception as exc:  # the database is away: the delivery goes on; the outcome is settled later
+            logger.warning("could not renew the lease on receipt %s (%s)", receipt_id, type(exc).__name__)
+
+
+async def deliver_holding_lease(
+    monitor: Monitor, request: PublishRequest, permit: PublishPermit, *, run: WorkerRunner = in_thread
+) -> PublishOutcome:
+    """The adapter call, renewing the claim's lease while it runs (every third of the lease).
+
+    A live replica's slow delivery so keeps its claim; only a dead replica's lease lapses for another's
+    recovery to take over, so two deliveries of one receipt overlap only when the holder lost the database.
+    """
+    async with anyio.create_task_group() as renewing:
+        renewing.start_soon(_keep_lease, monitor, request.receipt_id, run)
+        outcome = await deliver(monitor, request, permit)
+        renewing.cancel_scope.cancel()
+    return outcome
+
+
+def _claimant_gone(receipt: Receipt, now: datetime) -> bool:
+    lapsed = receipt.lease_expires_at is None or receipt.lease_expires_at <= now
+    return lapsed or is_gone(receipt.claimed_by)
+
+
+def _pending_work(monitor: Monitor) -> list[tuple[str, PublishRequest, PublishPermit]]:
+    """Take over, for this process, the pending receipts whose claimant is gone (never a live lease)."""
+    with monitor.session() as session:
+        now = monitor.clock()
         pending = session.exec(select(Receipt).where(Receipt.status == ReceiptStatus.pending)).all()
         work: list[tuple[str, PublishRequest, PublishPermit]] = []
         disabled = read_disabled(monitor.engine)
         for receipt in pending:
+            if not _claimant_gone(receipt, now):
+                continue  # another process is delivering it (and renewing its lease)
             draft = session.get(Draft, receipt.draft_id)
             if draft is None or receipt.destination_id not in monitor.destinations:
                 continue
             if receipt.destination_id in disabled:
                 continue  # stays pending until an operator re-enables the destination
+            # Conditional on the lease it was read with: if another process took or renewed it meanwhile, skip it.
+            taken = session.exec(
+                update(Receipt)
+                .where(col(Receipt.receipt_id) == receipt.receipt_id)
+                .where(col(Receipt.status) == ReceiptStatus.pending)
+                .where(
+                    col(Receipt.lease_expires_at).is_(None)
+                    if receipt.lease_expires_at is None
+                    else col(Receipt.lease_expires_at) == receipt.lease_expires_at
+                )
+                .values(claimed_by=PROCESS_CLAIMANT, lease_expires_at=_lease_until(monitor, now))
+                .execution_options(synchronize_session=False)
+            )
+            if taken.rowcount != 1:
+                continue
+            session.refresh(receipt)
             request = _request_for(receipt, draft, _labels(monitor, draft, receipt.route_id))
             work.append((receipt.receipt_id, request, _permit_for(receipt)))
     return work
 
 
 async def recover_pending(monitor: Monitor, *, run: WorkerRunner = in_thread) -> list[str]:
-    """Finish publishes that a crash left pending, through the same idempotent adapter call."""
+    """Finish publishes whose claimant is gone (a crash), through the same idempotent adapter call."""
     work = await run(_pending_work, monitor)
     for receipt_id, request, permit in work:
-        outcome = await deliver(monitor, request, permit)
+        outcome = await deliver_holding_lease(monitor, request, permit, run=run)
         await run(settle, monitor, RECOVERY_PRINCIPAL, receipt_id, outcome)
     return [receipt_id for receipt_id, _, _ in work]
+
+
+async def recovery_loop(monitor: Monitor, *, run: WorkerRunner = in_thread) -> None:
+    """For as long as a server serves: finish pending receipts whose claimant is gone, from start-up on.
+
+    A database that is down is logged and tried again at the next interval, never fatal.
+    """
+    while True:
+        try:
+            recovered = await recover_pending(monitor, run=run)
+            if recovered:
+                logger.warning("finished %d publish(es) left pending by a crash: %s", len(recovered), recovered)
+        except Exception as exc:
+            logger.warning(
+                "publish recovery failed (%s); retrying in %ss",
+                type(exc).__name__,
+                monitor.config.store.recovery_interval_seconds,
+            )
+        await anyio.sleep(monitor.config.store.recovery_interval_seconds)
 
 
 # --- audit checkpoints -------------------------------------------------------------------------------

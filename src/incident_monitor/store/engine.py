@@ -1,6 +1,10 @@
-"""Database engine and sessions: a SQLite file in the data directory by default (WAL mode).
+"""Database engine and sessions: a SQLite file in the data directory by default (WAL mode), PostgreSQL by URL.
 
-SQL stays portable (no SQLite-only statements outside the connect hook) so PostgreSQL can follow.
+SQL stays portable (no dialect-specific statements outside the connect and begin hooks). Both backends keep
+one rule the services rely on: a unit of work holds the database's one write lock from its first statement
+to its commit (SQLite: BEGIN IMMEDIATE; PostgreSQL: a transaction-level advisory lock every replica takes),
+so read-then-write inside a unit (the audit chain's head, a fingerprint's incident, a draft's state) cannot
+race another unit in any process or replica.
 """
 
 from __future__ import annotations
@@ -9,10 +13,11 @@ import sqlite3
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Index, event, inspect
+from sqlalchemy import Index, event, make_url
 from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Session, SQLModel, create_engine
 
@@ -20,44 +25,32 @@ from incident_monitor.domain import destination_state as _destination_state  # n
 from incident_monitor.domain import log_source_state as _log_source_state  # noqa: F401  (registers the tables)
 from incident_monitor.domain import models as _models  # noqa: F401  (registers the tables)
 from incident_monitor.domain.models import AuditEvent, Incident, table_of
+from incident_monitor.errors import StoreUnavailable
 from incident_monitor.store.group_commit import GroupCommit
 
 DATABASE_FILENAME = "incident-monitor.sqlite3"
+DATABASE_URL_VARIABLE = "INCIDENT_MONITOR_DATABASE_URL"
+# pg_advisory_xact_lock key of the write lock every unit of work takes on PostgreSQL ("incmon" + 1).
+WRITE_LOCK_KEY = 0x696E636D6F6E01
 
 _group_commits: weakref.WeakKeyDictionary[Engine, GroupCommit] = weakref.WeakKeyDictionary()
 
-# Indexes added after the first release: create_all only creates missing tables, so these are
-# created IF NOT EXISTS at every open and older databases get them too.
+# Indexes declared beside the models (they belong to the tables' metadata, so create_all and the migrations'
+# schema comparison include them). The first was added before migrations existed: a database from before
+# them gets it IF NOT EXISTS before it is stamped at the first revision (store/migrate.py); the second came
+# with a migration (0003).
 _INCIDENTS = table_of(Incident)
 _AUDIT = table_of(AuditEvent)
-_LATER_INDEXES = (
-    # Posture's recent denials (decision = deny, at >= since) without scanning the whole audit log.
-    Index("ix_audit_events_decision_at", _AUDIT.c.decision, _AUDIT.c.at),
-    # list_incidents filtered by status and severity, newest first (a page from 10^6 rows in ms).
-    Index(
-        "ix_incidents_status_severity_last_seen",
-        _INCIDENTS.c.status,
-        _INCIDENTS.c.severity,
-        _INCIDENTS.c.last_seen_at,
-        _INCIDENTS.c.incident_id,
-    ),
+# list_incidents filtered by status and severity, newest first (a page from 10^6 rows in ms).
+INCIDENTS_STATUS_SEVERITY_INDEX = Index(
+    "ix_incidents_status_severity_last_seen",
+    _INCIDENTS.c.status,
+    _INCIDENTS.c.severity,
+    _INCIDENTS.c.last_seen_at,
+    _INCIDENTS.c.incident_id,
 )
-
-
-# Columns added after the first release (create_all leaves existing tables alone): (table, column, SQL type).
-_LATER_COLUMNS = (
-    ("audit_events", "key_id", "VARCHAR"),
-    ("audit_events", "mac", "VARCHAR"),
-)
-
-
-def _add_later_columns(connection: Connection) -> None:
-    present = {
-        (table, column["name"]) for table, _, _ in _LATER_COLUMNS for column in inspect(connection).get_columns(table)
-    }
-    for table, column, sql_type in _LATER_COLUMNS:
-        if (table, column) not in present:
-            connection.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {column} {sql_type}")
+# Posture's recent denials (decision = deny, at >= since) without scanning the whole audit log.
+AUDIT_DECISION_AT_INDEX = Index("ix_audit_events_decision_at", _AUDIT.c.decision, _AUDIT.c.at)
 
 
 def _sqlite_pragmas(dbapi_connection: sqlite3.Connection, _record: Any) -> None:
@@ -82,27 +75,98 @@ def _begin(connection: Connection) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+def _begin_postgresql(connection: Connection) -> None:
+    # Held until commit or rollback; released by the server if this process dies (its socket closes).
+    if not connection.get_execution_options().get(_READ_ONLY, False):
+        connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({WRITE_LOCK_KEY})")
+
+
 def sqlite_url(data_dir: Path) -> str:
     return f"sqlite:///{(data_dir / DATABASE_FILENAME).resolve()}"
 
 
-def open_engine(data_dir: Path, url: str | None = None) -> Engine:
-    """Open (and create if needed) the database; the data directory is created too."""
+@dataclass(frozen=True)
+class PoolOptions:
+    """Connection pool and timeouts (PostgreSQL; SQLite uses one file and its busy timeout)."""
+
+    pool_size: int = 5
+    max_overflow: int = 10
+    pool_timeout_seconds: float = 30
+    connect_timeout_seconds: int = 5
+    statement_timeout_ms: int = 30_000
+
+
+def describe_url(url: str) -> str:
+    """The URL without its password: what messages may show."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def create_store_engine(data_dir: Path, url: str | None = None, pool: PoolOptions | None = None) -> Engine:
+    """An engine with the hooks that make a unit of work hold the write lock; connects nothing yet."""
+    # The data directory holds more than the database (telemetry, the token file of `make run`): always made.
     data_dir.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url or sqlite_url(data_dir), connect_args={"check_same_thread": False, "timeout": 30})
-    if engine.dialect.name == "sqlite":
+    if url is None or url.startswith("sqlite"):
+        engine = create_engine(url or sqlite_url(data_dir), connect_args={"check_same_thread": False, "timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
         # BEGIN IMMEDIATE takes the write lock up front, so the server and the CLI writing at once
         # wait for each other (busy_timeout) instead of failing on a stale snapshot, and the audit
         # chain's "read last hash, append" is serialised across processes.
         event.listen(engine, "begin", _begin)
-    SQLModel.metadata.create_all(engine)
-    with engine.begin() as connection:
-        for index in _LATER_INDEXES:
-            index.create(connection, checkfirst=True)
-        _add_later_columns(connection)
-    _group_commits[engine] = GroupCommit(engine)
+        return engine
+    if not url.startswith("postgresql+psycopg://"):
+        raise StoreUnavailable(
+            f"database URL {describe_url(url)}: unsupported; use postgresql+psycopg://user@host:port/db, "
+            "or leave it unset for the SQLite file in the data directory"
+        )
+    pool = pool or PoolOptions()
+    timeout = pool.statement_timeout_ms
+    parsed = make_url(url)
+    # Server options given in the URL (e.g. ?options=-csearch_path%3Dmonitor) are kept beside the timeouts (the
+    # connect arguments' "options" wins over the URL's; the URL keeps them too, so engine.url names the schema).
+    given = parsed.query.get("options", "")
+    url_options = given if isinstance(given, str) else " ".join(given)
+    engine = create_engine(
+        parsed,
+        pool_size=pool.pool_size,
+        max_overflow=pool.max_overflow,
+        pool_timeout=pool.pool_timeout_seconds,
+        # A connection the server dropped (restart, failover) is replaced at checkout, not used and failed.
+        pool_pre_ping=True,
+        connect_args={
+            "connect_timeout": pool.connect_timeout_seconds,
+            "application_name": "incident-monitor",
+            "options": f"{url_options} -c statement_timeout={timeout} -c lock_timeout={timeout} "
+            f"-c idle_in_transaction_session_timeout={max(timeout * 2, 60_000)}".strip(),
+        },
+    )
+    # The same one-writer rule as SQLite's BEGIN IMMEDIATE, across every replica sharing the database.
+    event.listen(engine, "begin", _begin_postgresql)
     return engine
+
+
+def unavailable(engine: Engine, exc: BaseException) -> StoreUnavailable:
+    """A clear error for a database that cannot be reached: where, and the driver's reason (never the password)."""
+    reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    detail = reason[0] if reason else type(exc).__name__
+    return StoreUnavailable(
+        f"database {engine.url.render_as_string(hide_password=True)} is unavailable: {detail}. "
+        "Check that it is running and reachable; the server reports /readyz not ready until it is back."
+    )
+
+
+def start_group_commit(engine: Engine) -> None:
+    """From now on, this process's units of work on ``engine`` share transactions (store/group_commit.py)."""
+    _group_commits[engine] = GroupCommit(engine)
+
+
+def create_pre_migration_indexes(connection: Connection) -> None:
+    """What the first revision has beyond the tables, for a database written before migrations existed."""
+    INCIDENTS_STATUS_SEVERITY_INDEX.create(connection, checkfirst=True)
+
+
+def create_all(connection: Connection) -> None:
+    """Today's schema on an empty database (the migrations' head, stamped by the caller)."""
+    SQLModel.metadata.create_all(connection)  # the indexes above included: they are on the tables
 
 
 @contextmanager

@@ -8,6 +8,10 @@ unit of the batch commits once for all, and every unit returns only after that c
 (or raises if it failed), so nothing is acknowledged before it is durable. A lone unit commits at
 once, exactly as a plain transaction would.
 
+On PostgreSQL the same holds with the advisory lock every unit takes at BEGIN (store/engine.py) in
+place of BEGIN IMMEDIATE: one process's units share a transaction and a commit, and replicas take
+turns holding the lock batch by batch.
+
 Queueing on a Python lock, rather than SQLite's busy handler (which sleeps 5-25 ms per retry),
 also keeps this process's threads out of each other's way; other processes (the CLI) still wait
 on SQLite's lock with busy_timeout.
@@ -15,6 +19,7 @@ on SQLite's lock with busy_timeout.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from sqlalchemy.engine import Connection, Engine, RootTransaction
+from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session
 
 # Bounds how long the first unit of a batch waits for its commit when threads keep arriving.
@@ -94,17 +100,39 @@ class GroupCommit:
             with self._state:
                 self._waiting -= 1
                 if self._batch is None:
-                    if self._connection is None:
-                        self._connection = self.engine.connect()
-                    # BEGIN IMMEDIATE (the engine's begin hook): the write lock for the whole batch.
-                    self._batch = _Batch(self._connection, self._connection.begin())
+                    self._batch = self._begin_batch()
                 batch = self._batch
             batch.units += 1
             self._owner = threading.get_ident()
             return batch
         except BaseException:
+            # BEGIN failed (the server went away, the lock timed out): never reuse that connection.
+            self._drop_connection()
             self._turn.release()
             raise
+
+    def _begin_batch(self) -> _Batch:
+        for attempt in (1, 2):
+            if self._connection is None:
+                self._connection = self.engine.connect()
+            try:
+                # BEGIN IMMEDIATE, or the advisory lock on PostgreSQL (the engine's begin hook): the write lock
+                # for the whole batch.
+                return _Batch(self._connection, self._connection.begin())
+            except DBAPIError as exc:
+                # The connection kept between batches died (the database restarted): no unit ran yet, so
+                # beginning again on a fresh (pre-pinged) pool connection is safe.
+                self._drop_connection()
+                if attempt == 2 or not exc.connection_invalidated:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _drop_connection(self) -> None:
+        if self._connection is not None:
+            connection, self._connection = self._connection, None
+            with contextlib.suppress(Exception):  # already unusable; the pool replaces it
+                connection.invalidate()
+                connection.close()
 
     @contextmanager
     def _session(self, batch: _Batch, *, savepoint: bool) -> Iterator[Session]:
