@@ -29,11 +29,10 @@ from incident_monitor.service import approvals, intake, publishing, queries, sta
 from incident_monitor.service.destination_health import disable_destination
 from incident_monitor.service.monitor import Monitor
 from support.cli_helpers import Workspace, isolate, lines, run_cli, table_rows
-from support.databases import database_url_env, raw_sql, store_engine
+from support.databases import database_url_env, raw_sql, store_engine, stored_bytes
 from support.monitors import AGENT, OPERATOR, WEBHOOK_SECRET_VARIABLE
 
 SCRIPT = Path(sys.executable).with_name("incident-monitor")
-DATABASE = "incident-monitor.sqlite3"
 
 CONFIG_TOML = f"""
 [[destinations]]
@@ -161,12 +160,7 @@ def test_tokens_create_prints_the_secret_once_and_list_never_shows_it(ws: Worksp
         assert secret not in output
         assert digest not in output
     # Stored only as a hash: the database never holds the secret itself (the SQLite file's bytes, or every row).
-    if (ws.data_dir / DATABASE).exists():
-        stored = (ws.data_dir / DATABASE).read_bytes() + b"".join(p.read_bytes() for p in ws.data_dir.glob("*-wal"))
-    else:
-        with store_engine(ws.data_dir) as engine:
-            stored = repr(raw_sql(engine, "SELECT * FROM api_tokens")).encode()
-    assert secret.encode() not in stored
+    assert secret.encode() not in stored_bytes(ws.data_dir)
 
 
 def test_tokens_create_refuses_a_duplicate_name_without_printing_a_secret(ws: Workspace) -> None:

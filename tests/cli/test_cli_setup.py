@@ -23,6 +23,7 @@ from incident_monitor.locations import find_locations
 from incident_monitor.service import tokens
 from incident_monitor.service.monitor import Monitor
 from support.cli_helpers import Done, isolate, run_cli
+from support.databases import ON_POSTGRES
 from support.monitors import WEBHOOK_SECRET_VARIABLE, new_webhook_secret
 
 Cli = Callable[..., Done]
@@ -40,6 +41,11 @@ allow_private_networks = true
 
 
 @pytest.fixture(autouse=True)
+def used_data_dir(data_dir: Path) -> bool:
+    """The command used this data dir: it holds the SQLite file (on the PostgreSQL pass, only the directory)."""
+    return data_dir.is_dir() if ON_POSTGRES else (data_dir / "incident-monitor.sqlite3").exists()
+
+
 def home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     """XDG config/data homes under tmp_path, no INCIDENT_MONITOR_* locations, cwd an empty directory."""
     isolate(monkeypatch, tmp_path)
@@ -85,7 +91,7 @@ def test_config_and_data_dir_flags_work_before_and_after_the_command(
     done = cli(*where(str(config), str(home / "data")))
 
     assert default_destination(done) == "sink"
-    assert (home / "data" / "incident-monitor.sqlite3").exists()
+    assert used_data_dir(home / "data")
 
 
 def test_a_flag_after_the_command_wins_over_one_before_it(cli: Cli, home: Path) -> None:
@@ -105,7 +111,7 @@ def test_the_environment_names_config_and_data_when_no_flag_does(
     flagged = write(home / "flag.toml", TELEMETRY_ONLY.replace('"sink"', '"flagged"'))
 
     assert default_destination(cli("status", "--json")) == "sink"
-    assert (home / "env-data" / "incident-monitor.sqlite3").exists()
+    assert used_data_dir(home / "env-data")
     assert default_destination(cli("status", "--json", "--config", str(flagged))) == "flagged"
 
 
@@ -234,7 +240,7 @@ def test_init_honours_config_dir_and_data_dir_overrides(cli: Cli, home: Path) ->
     done = cli("init", "--config-dir", str(home / "c"), "--data-dir", str(home / "d"))
 
     assert done.returncode == 0, done.stderr
-    assert (home / "c" / "config.toml").exists() and (home / "d" / "incident-monitor.sqlite3").exists()
+    assert (home / "c" / "config.toml").exists() and used_data_dir(home / "d")
     assert not (home / "xdg-config").exists()
     assert f"--config {home / 'c' / 'config.toml'} --data-dir {home / 'd'}" in done.stdout
 

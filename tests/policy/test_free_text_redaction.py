@@ -38,7 +38,6 @@ from incident_monitor.config import MonitorConfig
 from incident_monitor.policy.principal import local_operator
 from incident_monitor.service import intake_keys
 from incident_monitor.service.monitor import Monitor
-from incident_monitor.store.engine import DATABASE_FILENAME
 from support.http_helpers import http_server
 from support.mcp_helpers import mcp_client
 from support.monitors import AGENT, OPERATOR, WEBHOOK_SECRET_VARIABLE, flow_config, new_webhook_secret
@@ -223,15 +222,14 @@ def flow(tmp_path_factory: pytest.TempPathFactory) -> Flow:
                 anyio.run(_play, monitor, receiver, base_url, key, result, seen)
         finally:
             monitor.close()
-        database = data_dir / DATABASE_FILENAME
         result.surfaces = {
             "tool output": "\n".join(seen),
             "http": "\n".join(result.refusals),
-            "receipts": tables(database, "receipts"),
-            "audit": tables(database, "audit_events"),
+            "receipts": tables(data_dir, "receipts"),
+            "audit": tables(data_dir, "audit_events"),
             "deliveries": deliveries(receiver, data_dir),
             "logs": "\n".join(records.lines),
-            "database": tables(database),
+            "database": tables(data_dir),
             "files": files(data_dir),
             "cli": _cli(data_dir),
         }

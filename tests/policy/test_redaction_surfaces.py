@@ -28,7 +28,6 @@ import pytest
 
 from incident_monitor.config import MonitorConfig
 from incident_monitor.service.monitor import Monitor
-from incident_monitor.store.engine import DATABASE_FILENAME
 from support.mcp_helpers import mcp_client
 from support.monitors import AGENT, WEBHOOK_SECRET_VARIABLE, flow_config, new_webhook_secret
 from support.receivers import WebhookReceiver
@@ -105,14 +104,13 @@ def flow(tmp_path_factory: pytest.TempPathFactory) -> Flow:
                 anyio.run(_play, monitor, result, seen)
         finally:
             monitor.close()
-        database = data_dir / DATABASE_FILENAME
         result.surfaces = {
             "tool output": "\n".join(seen),
-            "receipts": tables(database, "receipts"),
-            "audit": tables(database, "audit_events"),
+            "receipts": tables(data_dir, "receipts"),
+            "audit": tables(data_dir, "audit_events"),
             "deliveries": deliveries(receiver, data_dir),
             "logs": "\n".join(records.lines),
-            "database": tables(database),
+            "database": tables(data_dir),
             "files": files(data_dir),
         }
     return result

@@ -7,7 +7,6 @@ until the expected state or a generous deadline, and the assertions are on count
 from __future__ import annotations
 
 import re
-import sqlite3
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -15,6 +14,7 @@ from pathlib import Path
 import anyio
 import pytest
 
+from support.databases import raw_sql, table_names
 from support.log_files import database_text_at
 from support.secret_samples import GITHUB_PAT
 from support.stdio_server import SCRIPT, call, child_env, served
@@ -51,15 +51,10 @@ poll_interval_seconds = 0.1
 
 
 def ci_incidents(data_dir: Path) -> dict[str, int]:
-    database = data_dir / "incident-monitor.sqlite3"
-    if not database.exists():
+    """The server's incidents from the source so far (none while it has not made its tables yet)."""
+    if "incidents" not in table_names(data_dir):
         return {}
-    with sqlite3.connect(database) as db:
-        try:
-            rows = db.execute("SELECT title, occurrence_count FROM incidents WHERE source = 'ci'").fetchall()
-        except sqlite3.OperationalError:
-            return {}
-    return dict(rows)
+    return dict(raw_sql(data_dir, "SELECT title, occurrence_count FROM incidents WHERE source = 'ci'"))
 
 
 async def eventually(condition: Callable[[], bool], what: str) -> None:
@@ -135,9 +130,8 @@ async def test_the_stdio_server_tails_restarts_rotates_and_refuses_escapes(tmp_p
 
 
 def _last_problem(data_dir: Path) -> str | None:
-    with sqlite3.connect(data_dir / "incident-monitor.sqlite3") as db:
-        row = db.execute("SELECT last_problem FROM log_source_states WHERE source_id = 'ci-log'").fetchone()
-    return row[0] if row else None
+    rows = raw_sql(data_dir, "SELECT last_problem FROM log_source_states WHERE source_id = 'ci-log'")
+    return rows[0][0] if rows else None
 
 
 def test_the_http_server_tails_too_and_the_cli_reads_and_resets(tmp_path: Path) -> None:

@@ -319,9 +319,13 @@ async def test_postgres_restart_under_load_loses_no_acknowledged_report(
     await asyncio.gather(*workers, return_exceptions=True)
 
     with world.monitor.session() as session:
-        stored = set(
-            session.exec(select(Incident.fingerprint).where(col(Incident.fingerprint).startswith("restart-"))).all()
-        )
+        # Stored scoped by the reporting principal (``<scope>|<fingerprint>``: service/intake.py).
+        stored = {
+            fingerprint.rsplit("|", 1)[-1]
+            for fingerprint in session.exec(
+                select(Incident.fingerprint).where(col(Incident.fingerprint).contains("restart-"))
+            ).all()
+        }
         total = session.exec(select(func.count()).select_from(Incident)).one()
     lost = [f for f in acknowledged if f not in stored]
     print(
@@ -336,8 +340,10 @@ def test_a_database_down_at_start_is_a_clear_error_without_the_password(tmp_path
     port = free_port()  # nothing listens there
     url = f"postgresql+psycopg://monitor:hunter2-secret@127.0.0.1:{port}/monitor"
     env = {**os.environ, "INCIDENT_MONITOR_DATABASE_URL": url}
+    config = tmp_path / "config.toml"
+    config.write_text("", encoding="utf-8")
     done = subprocess.run(
-        [str(CLI), "serve", "--transport", "http", "--port", "0", "--data-dir", str(tmp_path)],
+        [str(CLI), "serve", "--transport", "http", "--port", "0", "--data-dir", str(tmp_path), "--config", str(config)],
         env=env,
         capture_output=True,
         text=True,

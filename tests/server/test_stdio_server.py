@@ -29,7 +29,6 @@ from support.paths import ROOT
 from support.receivers import WebhookReceiver, delivery_id_for
 from support.stdio_server import SCRIPT, call, child_env, served
 
-DATABASE = "incident-monitor.sqlite3"
 TOKEN_VARIABLE = "INCIDENT_MONITOR_TOKEN"
 
 READ_AND_REPORT_TOOLS = {

@@ -28,7 +28,7 @@ from incident_monitor.service.audit_checkpoints import (
 from incident_monitor.service.audit_keys import KEY_ENV, KEY_FILE_ENV, key_id_for
 from incident_monitor.service.governance import posture
 from incident_monitor.service.monitor import Monitor
-from incident_monitor.store.engine import DATABASE_FILENAME
+from support.databases import stored_bytes
 from support.monitors import AGENT, OPERATOR, MonitorFactory, flow_config
 
 
@@ -56,7 +56,7 @@ def test_without_configuration_a_key_file_is_created_0600_outside_the_data_dir(
     assert not key_file.resolve().is_relative_to(monitor.data_dir)
     # The secret is nowhere in the database: only its id is.
     secret = json.loads(key_file.read_text())["keys"][0]["secret"]
-    database = (monitor.data_dir / DATABASE_FILENAME).read_bytes()
+    database = stored_bytes(monitor)
     assert secret.encode() not in database
     assert monitor.audit_keys.current.secret not in database
     assert {r.key_id for r in chain_rows(monitor)} == {monitor.audit_keys.current.key_id}

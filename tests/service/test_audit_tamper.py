@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import json
-import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +25,7 @@ from incident_monitor.service.audit_chain import GENESIS_HASH, _row_hash, row_ma
 from incident_monitor.service.audit_checkpoints import checkpoint_file_path, write_checkpoint
 from incident_monitor.service.audit_keys import AuditKey, key_id_for
 from incident_monitor.service.monitor import Monitor
-from incident_monitor.store.engine import DATABASE_FILENAME
+from support.databases import sql_connection
 from support.monitors import OPERATOR, MonitorFactory, flow_config
 
 
@@ -42,12 +41,8 @@ def busy(make_monitor: MonitorFactory) -> Monitor:
     return monitor
 
 
-def db(monitor: Monitor) -> sqlite3.Connection:
-    return sqlite3.connect(monitor.data_dir / DATABASE_FILENAME)
-
-
 def sql(monitor: Monitor, *statements: str) -> None:
-    with db(monitor) as connection:
+    with sql_connection(monitor) as connection:
         for statement in statements:
             connection.execute(statement)
 
@@ -133,7 +128,7 @@ def append_a_forged_row(m: Monitor) -> None:
 
 def swap_two_macs(m: Monitor) -> None:
     current = rows(m)
-    with db(m) as connection:
+    with sql_connection(m) as connection:
         connection.execute("UPDATE audit_events SET mac = ? WHERE seq = 2", (current[4]["mac"],))
         connection.execute("UPDATE audit_events SET mac = ? WHERE seq = 5", (current[1]["mac"],))
 

@@ -6,7 +6,6 @@ Every count is exact: the lines written are the occurrences stored, so a duplica
 from __future__ import annotations
 
 import os
-import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ from incident_monitor.service import log_sources, status
 from incident_monitor.service.governance import posture
 from incident_monitor.service.log_tailing import SourceTailer
 from incident_monitor.service.monitor import Monitor
+from support.databases import sql_connection
 from support.log_files import database_text_at
 from support.monitors import FakeClock, MonitorFactory
 from support.secret_samples import GITHUB_PAT
@@ -67,13 +67,13 @@ def append(path: Path, text: str) -> None:
 
 
 def incidents(monitor: Monitor) -> list[tuple[str, int]]:
-    with sqlite3.connect(monitor.data_dir / "incident-monitor.sqlite3") as db:
+    with sql_connection(monitor) as db:
         rows = db.execute("SELECT title, occurrence_count FROM incidents WHERE source = 'ci' ORDER BY title").fetchall()
     return [(title, count) for title, count in rows]
 
 
 def table_count(monitor: Monitor, table: str) -> int:
-    with sqlite3.connect(monitor.data_dir / "incident-monitor.sqlite3") as db:
+    with sql_connection(monitor) as db:
         return int(db.execute(f"SELECT count(*) FROM {table}").fetchone()[0])  # noqa: S608 (a test's own names)
 
 
@@ -155,7 +155,7 @@ def test_appended_error_lines_become_reports_and_the_rest_is_skipped(make_monito
     tailer_b = tailer(monitor)
     assert tailer_b.poll().reports == 1
     assert incidents(monitor) == [("step lint failed: exit 1", 1), ("step test failed: 3 tests", 1)]
-    with sqlite3.connect(monitor.data_dir / "incident-monitor.sqlite3") as db:
+    with sql_connection(monitor) as db:
         source, project, reporter = db.execute("SELECT source, project_id, reported_by FROM incidents").fetchone()
     assert (source, project, reporter) == ("ci", "app", "source:ci-log")
 
@@ -185,7 +185,7 @@ def test_a_python_traceback_is_one_report_not_one_per_line(make_monitor: Monitor
         "INFO done\n",
     )
     assert tailer(monitor).poll().reports == 1
-    with sqlite3.connect(monitor.data_dir / "incident-monitor.sqlite3") as db:
+    with sql_connection(monitor) as db:
         title, detail = db.execute("SELECT title, detail FROM incidents").fetchone()
     assert title == "KeyError: 'user'"
     assert 'File "/app/run.py", line 7, in main' in detail and "INFO done" not in detail
@@ -235,7 +235,7 @@ def test_configured_json_field_names(make_monitor: MonitorFactory, root: Path) -
     )
     append(root / "logs" / "ci.log", '{"sev": "CRITICAL", "text": "disk full", "kind": "storage.full"}\n')
     assert tailer(monitor).poll().reports == 1
-    with sqlite3.connect(monitor.data_dir / "incident-monitor.sqlite3") as db:
+    with sql_connection(monitor) as db:
         assert db.execute("SELECT title, event, severity FROM incidents").fetchone() == (
             "disk full",
             "storage.full",
@@ -446,7 +446,7 @@ def test_reset_offset_is_an_audited_admin_action(make_monitor: MonitorFactory, r
     assert [f.offset for f in view.files] == [0]
     tailer(monitor).poll()  # read again: deduplicated by fingerprint into the same incident
     assert incidents(monitor) == [("once failed", 2)]
-    with sqlite3.connect(monitor.data_dir / "incident-monitor.sqlite3") as db:
+    with sql_connection(monitor) as db:
         rows = db.execute(
             "SELECT principal, decision FROM audit_events WHERE action = 'reset_source_offset'"
         ).fetchall()

@@ -13,10 +13,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import inspect
 from sqlalchemy.engine import Engine
 
 from incident_monitor.service.monitor import Monitor
-from incident_monitor.store.engine import DATABASE_URL_VARIABLE, create_store_engine
+from incident_monitor.store.engine import DATABASE_FILENAME, DATABASE_URL_VARIABLE, create_store_engine
 
 ON_POSTGRES = os.environ.get("INCIDENT_MONITOR_TEST_DATABASE", "sqlite") == "postgres"
 
@@ -42,23 +43,70 @@ def store_engine(data_dir: Path) -> Iterator[Engine]:
         engine.dispose()
 
 
-def raw_sql(target: Monitor | Engine, *statements: str | tuple[str, tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+def raw_sql(target: Monitor | Engine | Path, *statements: str | tuple[str, tuple[Any, ...]]) -> list[tuple[Any, ...]]:
     """Run SQL behind the service's back (as someone with database access would), on either backend.
 
     Each statement is SQL with ``?`` placeholders, or (SQL, params); one transaction; the last one's rows returned.
     """
-    engine = target.engine if isinstance(target, Monitor) else target
-    connection = engine.raw_connection()
     rows: list[tuple[Any, ...]] = []
-    try:
-        cursor = connection.cursor()
+    with sql_connection(target) as db:
         for statement in statements:
             sql, params = statement if isinstance(statement, tuple) else (statement, ())
-            if engine.dialect.name != "sqlite":
-                sql = sql.replace("?", "%s")
-            cursor.execute(sql, params)
+            cursor = db.execute(sql, params)
             rows = list(cursor.fetchall()) if cursor.description else []
-        connection.commit()
-    finally:
-        connection.close()
     return rows
+
+
+class SqlConnection:
+    """A DB-API connection of either backend with SQLite's ``?`` placeholders: ``db.execute(sql, params)``."""
+
+    def __init__(self, raw: Any, dialect: str) -> None:
+        self._raw, self._dialect = raw, dialect
+
+    def execute(self, sql: str, params: tuple[Any, ...] = ()) -> Any:
+        cursor = self._raw.cursor()
+        cursor.execute(sql if self._dialect == "sqlite" else sql.replace("?", "%s"), params)
+        return cursor
+
+
+@contextmanager
+def sql_connection(target: Monitor | Engine | Path) -> Iterator[SqlConnection]:
+    """Behind the service's back, on either backend: a monitor's database, an engine's, or the one a CLI or server
+    given that data directory (and this environment) uses. Committed when the block ends."""
+    if isinstance(target, Path):
+        with store_engine(target) as engine, sql_connection(engine) as connection:
+            yield connection
+        return
+    engine = target.engine if isinstance(target, Monitor) else target
+    raw = engine.raw_connection()
+    try:
+        yield SqlConnection(raw, engine.dialect.name)
+        raw.commit()
+    finally:
+        raw.close()
+
+
+def table_names(target: Monitor | Engine | Path) -> list[str]:
+    """Every table the database holds."""
+    if isinstance(target, Path):
+        with store_engine(target) as engine:
+            return table_names(engine)
+    engine = target.engine if isinstance(target, Monitor) else target
+    return inspect(engine).get_table_names()
+
+
+def rows_text(target: Monitor | Engine | Path, *names: str) -> str:
+    """The rows of the named tables (every table when none is named), as text."""
+    names = names or tuple(table_names(target))
+    with sql_connection(target) as db:
+        return "\n".join(repr(db.execute(f'SELECT * FROM "{name}"').fetchall()) for name in names)  # noqa: S608
+
+
+def stored_bytes(target: Monitor | Path) -> bytes:
+    """What the database holds, as bytes: the SQLite file and its WAL (freed pages included), or every row of every
+    table on PostgreSQL (its files are the server's)."""
+    data_dir = target.data_dir if isinstance(target, Monitor) else target
+    files = sorted(data_dir.glob(f"{DATABASE_FILENAME}*"))
+    if files:
+        return b"".join(path.read_bytes() for path in files)
+    return rows_text(target).encode()

@@ -1,13 +1,12 @@
-"""Reading what the log tailer stored, through either the database or its file."""
+"""Reading what the log tailer stored, on either backend."""
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
+
+from support.databases import rows_text
 
 
 def database_text_at(data_dir: Path) -> str:
-    """Every row of every table, as text."""
-    with sqlite3.connect(data_dir / "incident-monitor.sqlite3") as db:
-        tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
-        return "\n".join(str(row) for t in tables for row in db.execute(f"SELECT * FROM {t}"))  # noqa: S608
+    """Every row of every table, as text (the database a server given ``data_dir`` uses)."""
+    return rows_text(data_dir)

@@ -1,4 +1,5 @@
-"""Several ``incident-monitor serve --transport http`` processes on one PostgreSQL (a helper, not a test module)."""
+"""Several ``incident-monitor serve --transport http`` processes on one database: replicas on PostgreSQL, or
+servers sharing one data directory's SQLite file (a second server started beside a first)."""
 
 from __future__ import annotations
 
@@ -15,11 +16,11 @@ from pathlib import Path
 
 import httpx2
 
+from incident_monitor.server.replicas import REQUEST_STATE_KEYS_VARIABLE
+from incident_monitor.store.engine import DATABASE_URL_VARIABLE
 from support.pg_cluster import free_port
 
 CLI = Path(sys.executable).parent / "incident-monitor"
-DATABASE_URL_VARIABLE = "INCIDENT_MONITOR_DATABASE_URL"
-REQUEST_STATE_KEYS_VARIABLE = "INCIDENT_MONITOR_REQUEST_STATE_KEYS"
 
 
 @dataclass
@@ -52,9 +53,10 @@ class Replica:
 class ReplicaSet:
     config: Path
     root: Path
-    database_url: str
+    database_url: str | None  # None: the SQLite file of ``shared_data_dir``
     env: dict[str, str] = field(default_factory=dict)
     replicas: list[Replica] = field(default_factory=list)
+    shared_data_dir: Path | None = None  # every server in one data directory (else one each under ``root``)
 
     def start(self, count: int) -> list[Replica]:
         started = [self._spawn(f"replica-{len(self.replicas) + i + 1}") for i in range(count)]
@@ -65,10 +67,12 @@ class ReplicaSet:
 
     def _spawn(self, name: str) -> Replica:
         port = free_port()
-        data_dir = self.root / name
+        data_dir = self.shared_data_dir or self.root / name
         data_dir.mkdir(parents=True, exist_ok=True)
         log = self.root / f"{name}.log"
-        env = {**os.environ, **self.env, DATABASE_URL_VARIABLE: self.database_url}
+        env = {**os.environ, **self.env}
+        if self.database_url is not None:
+            env[DATABASE_URL_VARIABLE] = self.database_url
         command = [
             str(CLI), "serve", "--transport", "http", "--host", "127.0.0.1", "--port", str(port),
             "--config", str(self.config), "--data-dir", str(data_dir),
@@ -98,9 +102,16 @@ def wait_ready(replica: Replica, timeout: float = 60) -> None:
 
 
 @contextmanager
-def replica_set(config: Path, root: Path, database_url: str, env: dict[str, str] | None = None) -> Iterator[ReplicaSet]:
+def replica_set(
+    config: Path,
+    root: Path,
+    database_url: str | None,
+    env: dict[str, str] | None = None,
+    *,
+    shared_data_dir: Path | None = None,
+) -> Iterator[ReplicaSet]:
     shared = {REQUEST_STATE_KEYS_VARIABLE: secrets.token_urlsafe(32), **(env or {})}
-    replicas = ReplicaSet(config, root, database_url, shared)
+    replicas = ReplicaSet(config, root, database_url, shared, shared_data_dir=shared_data_dir)
     try:
         yield replicas
     finally:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -11,6 +10,7 @@ from typing import Any
 
 from mcp import Client
 
+from support.databases import rows_text
 from support.mcp_helpers import error_text
 from support.receivers import WebhookReceiver
 
@@ -41,14 +41,9 @@ def all_logs() -> Iterator[LogRecords]:
         root.setLevel(level)
 
 
-def tables(database: Path, *names: str) -> str:
-    """The rows of the named tables (all tables when none is named), as text."""
-    with sqlite3.connect(database) as connection:
-        if not names:
-            rows = connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
-            names = tuple(name for (name,) in rows)
-        # Names come from the test or from sqlite_master itself.
-        return "\n".join(repr(connection.execute(f'SELECT * FROM "{name}"').fetchall()) for name in names)  # noqa: S608
+def tables(data_dir: Path, *names: str) -> str:
+    """The rows of the named tables (all tables when none is named) of the database at ``data_dir``, as text."""
+    return rows_text(data_dir, *names)
 
 
 def files(data_dir: Path) -> str:
