@@ -1,6 +1,6 @@
 """report_incident over Streamable HTTP on 1 and 3 replicas sharing PostgreSQL, beside SQLite on 1, in one run.
 
-``python -m benchmarks.replicas [--quick]`` starts a private PostgreSQL 15 cluster (tests/pg_cluster.py,
+``python -m benchmarks.replicas [--quick]`` starts a private PostgreSQL 15 cluster (tests/support/pg_cluster.py,
 Debian's ``postgresql`` package), then for 8 and 32 concurrent client sessions (each calling in turn,
 spread round-robin over the replicas as a load balancer would) measures calls/s and latency. Writes
 benchmarks/results/replicas.json and prints the table (the one in benchmarks/README.md).
@@ -32,7 +32,7 @@ from benchmarks.run import (
 )
 
 sys.path.insert(0, str(ROOT / "tests"))
-from pg_cluster import PostgresCluster
+from support.pg_cluster import PostgresCluster
 
 CONFIG = """
 [http]
@@ -64,6 +64,9 @@ async def one_run(work: Path, store: str, url: str | None, replicas: int, client
         "INCIDENT_MONITOR_CONFIG": str(config),
         "INCIDENT_MONITOR_WEBHOOK_SECRET": WEBHOOK_SECRET,
         "INCIDENT_MONITOR_REQUEST_STATE_KEYS": secrets.token_urlsafe(32),
+        # One audit key for the replicas of a run (one chain); checkpoints in the run's own directory.
+        "INCIDENT_MONITOR_AUDIT_KEY": secrets.token_urlsafe(32),
+        "XDG_CONFIG_HOME": str(work / "xdg-config"),
     }
     if url is not None:
         env["INCIDENT_MONITOR_DATABASE_URL"] = url
