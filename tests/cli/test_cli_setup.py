@@ -40,12 +40,12 @@ allow_private_networks = true
 """
 
 
-@pytest.fixture(autouse=True)
 def used_data_dir(data_dir: Path) -> bool:
     """The command used this data dir: it holds the SQLite file (on the PostgreSQL pass, only the directory)."""
     return data_dir.is_dir() if ON_POSTGRES else (data_dir / "incident-monitor.sqlite3").exists()
 
 
+@pytest.fixture(autouse=True)
 def home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     """XDG config/data homes under tmp_path, no INCIDENT_MONITOR_* locations, cwd an empty directory."""
     isolate(monkeypatch, tmp_path)

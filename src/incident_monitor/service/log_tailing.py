@@ -36,7 +36,7 @@ from incident_monitor.domain.log_source_state import LogSourceFile, LogSourceSta
 from incident_monitor.domain.models import Incident
 from incident_monitor.errors import MonitorError
 from incident_monitor.policy.principal import Principal, source_principal
-from incident_monitor.service.claimants import new_claimant_id
+from incident_monitor.service.claimants import is_gone, new_claimant_id
 from incident_monitor.service.governed import governed_call
 from incident_monitor.service.intake import report_incident
 from incident_monitor.service.log_files import (
@@ -493,8 +493,16 @@ class SourceTailer:
     # --- lease and state -------------------------------------------------------------------------
 
     def _claim(self, connection: Connection, now: datetime) -> bool:
-        """Hold (or renew) this source's lease; False when another replica holds a live one."""
+        """Hold (or renew) this source's lease; False when another replica holds a live one.
+
+        A lease whose holder is known gone (a process of this host that no longer runs: service/claimants.py)
+        is taken at once, as a lapsed one is.
+        """
         until = now + self.lease_length
+        holder = connection.execute(
+            select(_STATES.c.lease_owner).where(_STATES.c.source_id == self.settings.id)
+        ).first()
+        gone = holder is not None and is_gone(holder.lease_owner)
         claimed = connection.execute(
             update(_STATES)
             .where(
@@ -503,6 +511,7 @@ class SourceTailer:
                     _STATES.c.lease_owner == self.owner,
                     _STATES.c.lease_owner.is_(None),
                     _STATES.c.lease_expires_at < now,
+                    *([_STATES.c.lease_owner == holder.lease_owner] if gone and holder is not None else []),
                 ),
             )
             .values(lease_owner=self.owner, lease_expires_at=until)
@@ -523,6 +532,8 @@ class SourceTailer:
                 select(_STATES.c.lease_owner, _STATES.c.lease_expires_at).where(_STATES.c.source_id == self.settings.id)
             ).first()
         if row is None or row.lease_owner in (None, self.owner) or row.lease_expires_at is None:
+            return False
+        if is_gone(row.lease_owner):
             return False
         return bool(row.lease_expires_at >= self.monitor.clock())
 
