@@ -163,6 +163,52 @@ def test_db_upgrade_keeps_every_row_the_chain_and_the_receipts(
     assert "nothing to do" in capsys.readouterr().out
 
 
+# What the code between the first keyed MACs / log sources and migrations added at every open of a SQLite file
+# (no version table): the MAC columns, the denials index and the log-source tables, with SQLite's INTEGER.
+RELEASE_BEFORE_MIGRATIONS_ADDED = (
+    "ALTER TABLE audit_events ADD COLUMN key_id VARCHAR",
+    "ALTER TABLE audit_events ADD COLUMN mac VARCHAR",
+    "CREATE INDEX ix_audit_events_decision_at ON audit_events (decision, at)",
+    "CREATE TABLE log_source_files (source_id VARCHAR NOT NULL, device INTEGER NOT NULL, inode INTEGER NOT NULL, "
+    'path VARCHAR NOT NULL, "offset" INTEGER NOT NULL, size INTEGER NOT NULL, head_digest VARCHAR NOT NULL, '
+    "updated_at DATETIME NOT NULL, PRIMARY KEY (source_id, device, inode))",
+    "INSERT INTO log_source_files VALUES ('ci-log', 65024, 5308417, 'logs/ci.log', 4096, 8192, '64:ab', "
+    "'2026-11-26 12:00:00.000000')",
+    "CREATE TABLE log_source_states (source_id VARCHAR NOT NULL, lease_owner VARCHAR, lease_expires_at DATETIME, "
+    "last_polled_at DATETIME, reports INTEGER NOT NULL, repeats INTEGER NOT NULL, rejected INTEGER NOT NULL, "
+    "undecodable_bytes INTEGER NOT NULL, warnings INTEGER NOT NULL, last_problem VARCHAR, last_problem_at DATETIME, "
+    "PRIMARY KEY (source_id))",
+)
+
+
+@pytest.mark.sqlite_only  # only SQLite files were written by that release (PostgreSQL came with migrations)
+def test_a_database_of_the_release_just_before_migrations_gets_only_what_it_lacks(
+    tmp_path: Path, fixture_rows: dict[str, list[dict[str, Any]]]
+) -> None:
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    shutil.copyfile(SQLITE_FIXTURE, data_dir / DATABASE_FILENAME)
+    engine = create_engine(f"sqlite:///{data_dir / DATABASE_FILENAME}")
+    with engine.begin() as connection:
+        for statement in RELEASE_BEFORE_MIGRATIONS_ADDED:
+            connection.exec_driver_sql(statement)
+    engine.dispose()
+
+    assert cli_main(["db", "upgrade", "--data-dir", str(data_dir)]) == 0
+
+    engine = create_store_engine(data_dir)
+    try:
+        assert migrate.current(engine) == HEAD_REVISION
+        assert rows(engine) == fixture_rows
+        with engine.connect() as connection:
+            assert compare_metadata(MigrationContext.configure(connection), SQLModel.metadata) == []
+            assert connection.exec_driver_sql('SELECT source_id, inode, "offset" FROM log_source_files').all() == [
+                ("ci-log", 5308417, 4096)
+            ]
+    finally:
+        engine.dispose()
+
+
 def test_serve_no_migrate_refuses_an_outdated_schema_naming_the_command(old_database: OldDatabase) -> None:
     with pytest.raises(SchemaOutdated, match=r"incident-monitor db upgrade"):
         Monitor.open(config=MonitorConfig(), data_dir=old_database.data_dir, migrate=False)

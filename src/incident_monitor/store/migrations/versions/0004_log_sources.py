@@ -4,8 +4,9 @@ Revision ID: 0004_log_sources
 Revises: 0003_audit_row_macs
 
 Databases written between the first release of log sources and migrations already have both tables (the
-code then created missing tables at every open; only SQLite ever had them): those stay as they are, their
-INTEGER columns already 64-bit on SQLite.
+code then created missing tables at every open; only SQLite ever did): their rows are kept and the columns
+that hold byte counts, device and inode numbers are declared BIGINT as the models now say (on SQLite that
+is the type's name only: its INTEGER was already 64-bit).
 """
 
 from __future__ import annotations
@@ -19,8 +20,16 @@ branch_labels = None
 depends_on = None
 
 
+_WIDE_COLUMNS = {"log_source_files": ("device", "inode", "offset", "size"), "log_source_states": ("undecodable_bytes",)}
+
+
 def upgrade() -> None:
     tables = set(sa.inspect(op.get_bind()).get_table_names())
+    for table, columns in _WIDE_COLUMNS.items():
+        if table in tables:
+            with op.batch_alter_table(table, schema=None) as batch_op:
+                for column in columns:
+                    batch_op.alter_column(column, existing_type=sa.Integer(), type_=sa.BigInteger())
     if "log_source_files" not in tables:
         op.create_table(
             "log_source_files",
