@@ -95,6 +95,8 @@ def _isolated(command: list[str]) -> list[str]:
     return command
 
 
+# The pages' shell has no database URL (it runs as a new user would): the SQLite default, once.
+@pytest.mark.sqlite_only
 @pytest.mark.parametrize(
     "page",
     [p for p, found in _blocks().items() if _runnable(found)],

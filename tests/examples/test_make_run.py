@@ -25,6 +25,9 @@ from mcp import Client
 from support.http_helpers import http_client
 from support.paths import EXAMPLES, ROOT
 
+# `make run` is the single-host demo on the SQLite default (its environment has no database URL): run once.
+pytestmark = pytest.mark.sqlite_only
+
 SERVE_HTTP = EXAMPLES / "serve_http.py"
 BANNER_END = "Stop this server"
 
