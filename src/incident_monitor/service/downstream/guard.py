@@ -116,12 +116,31 @@ def refuse(monitor: Monitor, principal: Principal, called: str, resolution: Reso
     )
 
 
+def _only_restates(texts: list[str], structured: Any) -> bool:
+    """Whether the one text block is the structured content serialised (what SDK servers send beside it)."""
+    if structured is None or len(texts) != 1 or not texts[0].lstrip().startswith(("{", "[")):
+        return False
+    try:
+        return bool(json.loads(texts[0]) == structured)
+    except ValueError:
+        return False
+
+
 def shape_result(result: CallToolResult, max_bytes: int) -> CallToolResult:
     """The downstream's result, redacted and capped at ``max_bytes`` of text (structured content dropped
-    when it would not fit)."""
+    when it would not fit).
+
+    Structured content that only restates the text block is dropped rather than redacted a second time
+    (the redaction of a result was most of the guard's own CPU): the exposed tool declares no output
+    schema, so its text is what a client reads, and it holds the same JSON.
+    """
     texts = [b.text if isinstance(b, TextContent) else f"[{b.type} content omitted]" for b in result.content]
     text = redact_text("\n".join(texts))
-    structured = redact_json(result.structured_content) if result.structured_content is not None else None
+    structured = result.structured_content
+    if _only_restates(texts, structured):
+        structured = None
+    elif structured is not None:
+        structured = redact_json(structured)
     encoded = text.encode()
     note = ""
     if len(encoded) > max_bytes:
