@@ -22,6 +22,7 @@ import tempfile
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import psutil
 from mcp import Client
 
 from benchmarks.run import ROOT, SERVER_SCRIPT, Result, measure, ratio_result, stdio_session
@@ -80,13 +81,37 @@ def merged(rounds: list[tuple[list[float], float]]) -> tuple[list[float], float]
     return [x for latencies, _ in rounds for x in latencies], sum(wall for _, wall in rounds)
 
 
+def cpu_seconds(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return float(times.user + times.system)
+
+
+def server_processes() -> dict[str, psutil.Process]:
+    """Our server, the server-memory it guards, and the one called directly (children of this process)."""
+    found: dict[str, psutil.Process] = {}
+    for child in psutil.Process().children():
+        command = " ".join(child.cmdline())
+        if "serve" in command and "stdio" in command:
+            found["monitor"] = child
+            guarded = [c for c in child.children(recursive=True) if "mcp-server-memory" in " ".join(c.cmdline())]
+            found["guarded server-memory"] = guarded[0]
+        elif "mcp-server-memory" in command:
+            found["direct server-memory"] = child
+    return found
+
+
 async def bench(work: Path, calls: int, rounds: int) -> list[Result]:
-    """Both sessions open at once; per round, 1 client then 8 in flight, governed and direct alternating."""
+    """Both sessions open at once; per round, 1 client then 8 in flight, governed and direct alternating.
+
+    Also the CPU time each server process spent per call (psutil), which bounds throughput on a shared machine
+    whatever the wall clock says.
+    """
     env = prepare(work)
     governed_command = [str(SERVER_SCRIPT), "serve", "--transport", "stdio"]
     direct_command = [str(NODE_BIN / "mcp-server-memory")]
     per_round = max(1, calls // rounds)
     figures: dict[tuple[str, int], list[tuple[list[float], float]]] = {}
+    cpu: dict[tuple[str, int], dict[str, float]] = {}
     async with (
         stdio_session(governed_command, env, work / "governed.log") as governed,
         stdio_session(direct_command, env, work / "direct.log") as direct,
@@ -95,21 +120,34 @@ async def bench(work: Path, calls: int, rounds: int) -> list[Result]:
         for client, tool in sides.values():  # warm-up: imports, the graph file, the downstream session
             for _ in range(20):
                 await read_graph_call(client, tool)(0)
+        processes = server_processes()
         for _ in range(rounds):
             for concurrency in (1, CONCURRENT):
                 for side, (client, tool) in sides.items():
+                    before = {name: cpu_seconds(p) for name, p in processes.items()}
                     result = await measure([read_graph_call(client, tool)] * concurrency, per_round)
                     figures.setdefault((side, concurrency), []).append(result)
-    return [
-        ratio_result(
+                    spent = cpu.setdefault((side, concurrency), {})
+                    for name, p in processes.items():
+                        spent[name] = spent.get(name, 0.0) + cpu_seconds(p) - before[name]
+    results = []
+    for concurrency, label in ((1, "1 client"), (CONCURRENT, f"{CONCURRENT} concurrent")):
+        result = ratio_result(
             f"read_graph via the guard, stdio, {label}",
             merged(figures[("governed", concurrency)]),
             merged(figures[("direct", concurrency)]),
             "server-memory called directly",
             TARGET,
         )
-        for concurrency, label in ((1, "1 client"), (CONCURRENT, f"{CONCURRENT} concurrent"))
-    ]
+        n = per_round * rounds
+        governed_cpu, direct_cpu = cpu[("governed", concurrency)], cpu[("direct", concurrency)]
+        result.extra["cpu_ms_per_call"] = {
+            "monitor (governed side)": round(governed_cpu["monitor"] / n * 1000, 3),
+            "server-memory behind the monitor": round(governed_cpu["guarded server-memory"] / n * 1000, 3),
+            "server-memory called directly": round(direct_cpu["direct server-memory"] / n * 1000, 3),
+        }
+        results.append(result)
+    return results
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -131,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{result.name}: {result.governed.calls_per_s} calls/s governed, {result.floor.calls_per_s} direct, "
             f"median {result.governed.median_ms} vs {result.floor.median_ms} ms, p99 {result.governed.p99_ms} vs "
             f"{result.floor.p99_ms} ms; ratio {result.ratio} (target {result.target}) "
-            f"{'PASS' if result.passed else 'MISS'}"
+            f"{'PASS' if result.passed else 'MISS'}; CPU ms per call: {result.extra['cpu_ms_per_call']}"
         )
     return 0
 

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import anyio
 from mcp.types import CallToolResult, TextContent
 from sqlmodel import col, select
 
@@ -170,13 +171,24 @@ async def call_read_tool(
         message = str(exc)
         await run(record_decision, monitor, principal, name, Decision.rejected, [message], arguments)
         return _error(f"{DownstreamCallFailed.code}: {message}; get_status shows the downstream's readiness")
-    shaped = shape_result(result, connection.settings.max_result_bytes)
 
     def allowed() -> None:
         with governed_call(monitor, principal, name, arguments) as call:
             call.notes.append(f"downstream {connection.id}: {'error result' if result.is_error else 'ok'}")
 
-    await run(allowed)
+    async def audited() -> None:
+        await run(allowed)
+
+    # The audit row commits (a worker thread, mostly waiting on fsync) while the result is redacted here;
+    # the answer leaves only after both.
+    shaped: CallToolResult | None = None
+    try:
+        async with anyio.create_task_group() as group:
+            group.start_soon(audited)
+            shaped = shape_result(result, connection.settings.max_result_bytes)
+    except BaseExceptionGroup as failed:
+        raise failed.exceptions[0] from None  # one task's error, as if the two had run in turn
+    assert shaped is not None
     return shaped
 
 
