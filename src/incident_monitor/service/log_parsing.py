@@ -75,7 +75,9 @@ _MASK_DIGITS = str.maketrans("0123456789", "##########")
 _MASK_DIGIT_BYTES = bytes.maketrans(b"0123456789", b"##########")
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: a frozen dataclass sets each field through object.__setattr__, ~1.5 µs more per event, and a
+# 100 MB log with 1 % errors makes 12,000 of them. Nothing changes an event after the parser made it.
+@dataclass(slots=True)
 class LogEvent:
     start: int  # byte offset of its first line in the chunk
     end: int  # byte offset just after its last line
@@ -84,7 +86,8 @@ class LogEvent:
     detail: str
     event: str | None = None  # from the JSON event field, when one is configured and present
     timestamp: str | None = None
-    shape: str | None = None  # a one-line plaintext event's title with its digits masked (repeats share it)
+    # A one-line plaintext event's title with its digits masked and its blanks collapsed (repeats share it).
+    shape: str | None = None
     lazy: bool = False  # title and detail left out (a known shape): ``LogParser.materialize`` fills them in
 
 
@@ -267,7 +270,7 @@ class LogParser:
             event, bad = found
             result.undecodable_bytes += bad
             if shape is not None and not bad and event.end == line_end and event.event is None:
-                masked = event.title.translate(_MASK_DIGITS)
+                masked = " ".join(event.title.translate(_MASK_DIGITS).split())
                 self._remember_shape(shape, (event.level, masked))
                 event = LogEvent(event.start, event.end, event.level, event.title, event.detail, shape=masked)
             result.events.append(event)
