@@ -25,7 +25,7 @@ from pathlib import Path
 import psutil
 from mcp import Client
 
-from benchmarks.run import ROOT, SERVER_SCRIPT, Result, measure, ratio_result, stdio_session
+from benchmarks.run import ROOT, SERVER_SCRIPT, Figures, Result, measure, stdio_session
 
 NODE_BIN = ROOT / "tools" / "node" / "node_modules" / ".bin"
 TARGET = 0.7
@@ -132,12 +132,19 @@ async def bench(work: Path, calls: int, rounds: int) -> list[Result]:
                         spent[name] = spent.get(name, 0.0) + cpu_seconds(p) - before[name]
     results = []
     for concurrency, label in ((1, "1 client"), (CONCURRENT, f"{CONCURRENT} concurrent")):
-        result = ratio_result(
+        g = Figures.of(*merged(figures[("governed", concurrency)]))
+        f = Figures.of(*merged(figures[("direct", concurrency)]))
+        assert g.calls_per_s and f.calls_per_s
+        ratio = round(g.calls_per_s / f.calls_per_s, 3)
+        result = Result(
             f"read_graph via the guard, stdio, {label}",
-            merged(figures[("governed", concurrency)]),
-            merged(figures[("direct", concurrency)]),
+            g,
+            f,
             "server-memory called directly",
-            TARGET,
+            ratio,
+            "calls/s governed ÷ direct",
+            f">= {TARGET}x direct",
+            ratio >= TARGET,
         )
         n = per_round * rounds
         governed_cpu, direct_cpu = cpu[("governed", concurrency)], cpu[("direct", concurrency)]
