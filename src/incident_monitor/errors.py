@@ -61,9 +61,14 @@ class InsufficientScope(PermissionDenied):
 
 
 class StoreUnavailable(MonitorError):
-    """The database cannot be reached (or refused us): nothing was stored; retry when it is back."""
+    """The store cannot take this unit of work now (full disk, read-only, out of reach): nothing of it was
+    stored and nothing stored before is lost. ``kind`` names the fault; the message says the fix."""
 
     code = "store_unavailable"
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 class SchemaOutdated(MonitorError):

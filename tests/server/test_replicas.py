@@ -350,8 +350,9 @@ def test_a_database_down_at_start_is_a_clear_error_without_the_password(tmp_path
         timeout=60,
     )
     assert done.returncode != 0
-    assert f"database postgresql+psycopg://monitor:***@127.0.0.1:{port}/monitor is unavailable" in done.stderr
+    assert f"the database at 127.0.0.1:{port}/monitor cannot be reached or opened" in done.stderr
     assert "hunter2" not in done.stderr + done.stdout
+    assert "Traceback" not in done.stderr
 
 
 def test_readyz_says_not_ready_while_the_database_is_gone_and_recovers(
@@ -366,10 +367,14 @@ def test_readyz_says_not_ready_while_the_database_is_gone_and_recovers(
             postgres.psql(f"ALTER DATABASE {name} ALLOW_CONNECTIONS false")
             postgres.psql(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'")  # noqa: S608
             gone = client.get(f"{base}/readyz")
-            assert (gone.status_code, gone.json()["database"]) == (503, "unavailable")
-            # It comes back: the next probe finds it, on a fresh connection.
+            assert (gone.status_code, gone.json()["database"]) == (503, "unreachable")
+            assert "cannot be reached" in gone.json()["problems"][0]
+            # It comes back: a later probe finds it, on a fresh connection (the fault is remembered a few
+            # seconds, store/faults.py, so a flapping database does not flap the balancer with it).
             postgres.psql(f"ALTER DATABASE {name} ALLOW_CONNECTIONS true")
-            back = client.get(f"{base}/readyz")
+            deadline = time.monotonic() + 60
+            while (back := client.get(f"{base}/readyz")).status_code != 200 and time.monotonic() < deadline:
+                time.sleep(0.5)
             assert (back.status_code, back.json()["database"]) == (200, "ok")
             reported = intake.report_incident(
                 monitor, AGENT, IncidentReport(title="Back again", source="ci", event="ci.back")

@@ -13,14 +13,14 @@ from dataclasses import asdict
 from typing import Any
 
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import OperationalError
 
 from incident_monitor.cli.common import EXIT_OK, Command, add_command, add_group, locate
 from incident_monitor.config import load_config
 from incident_monitor.locations import load_secrets_file
 from incident_monitor.service.monitor import database_url, pool_options
 from incident_monitor.store import migrate
-from incident_monitor.store.engine import create_store_engine, unavailable
+from incident_monitor.store.engine import create_store_engine
+from incident_monitor.store.faults import store_faults
 from incident_monitor.store.schema import HEAD_REVISION
 
 
@@ -36,11 +36,8 @@ def _with_engine(command: Callable[[argparse.Namespace, Engine], int]) -> Comman
     def run(args: argparse.Namespace) -> int:
         engine = _engine(args)
         try:
-            return command(args, engine)
-        except OperationalError as exc:
-            if engine.dialect.name != "postgresql":
-                raise
-            raise unavailable(engine, exc) from None
+            with store_faults(engine, remember=False):  # a database down or read-only: one line naming the fix
+                return command(args, engine)
         finally:
             engine.dispose()
 

@@ -25,7 +25,8 @@ from incident_monitor.domain import destination_state as _destination_state  # n
 from incident_monitor.domain import log_source_state as _log_source_state  # noqa: F401  (registers the tables)
 from incident_monitor.domain import models as _models  # noqa: F401  (registers the tables)
 from incident_monitor.domain.models import AuditEvent, Incident, table_of
-from incident_monitor.errors import StoreUnavailable
+from incident_monitor.errors import ConfigError
+from incident_monitor.store.faults import store_faults
 from incident_monitor.store.group_commit import GroupCommit
 
 DATABASE_FILENAME = "incident-monitor.sqlite3"
@@ -114,7 +115,7 @@ def create_store_engine(data_dir: Path, url: str | None = None, pool: PoolOption
         event.listen(engine, "begin", _begin)
         return engine
     if not url.startswith("postgresql+psycopg://"):
-        raise StoreUnavailable(
+        raise ConfigError(
             f"database URL {describe_url(url)}: unsupported; use postgresql+psycopg://user@host:port/db, "
             "or leave it unset for the SQLite file in the data directory"
         )
@@ -144,16 +145,6 @@ def create_store_engine(data_dir: Path, url: str | None = None, pool: PoolOption
     return engine
 
 
-def unavailable(engine: Engine, exc: BaseException) -> StoreUnavailable:
-    """A clear error for a database that cannot be reached: where, and the driver's reason (never the password)."""
-    reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
-    detail = reason[0] if reason else type(exc).__name__
-    return StoreUnavailable(
-        f"database {engine.url.render_as_string(hide_password=True)} is unavailable: {detail}. "
-        "Check that it is running and reachable; the server reports /readyz not ready until it is back."
-    )
-
-
 def start_group_commit(engine: Engine) -> None:
     """From now on, this process's units of work on ``engine`` share transactions (store/group_commit.py)."""
     _group_commits[engine] = GroupCommit(engine)
@@ -170,15 +161,16 @@ def create_all(connection: Connection) -> None:
 
 
 @contextmanager
-def read_scope(engine: Engine) -> Iterator[Connection]:
+def read_scope(engine: Engine, *, remember_faults: bool = True) -> Iterator[Connection]:
     """A read of committed data outside any unit of work, for what runs on every request (credentials).
 
     A unit of work takes the write lock, so a read in one waits behind every write in progress; here
     the read sees the latest committed state (a disabled key or revoked token is refused at once)
     without waiting. A connection for Core statements (the ORM would double the cost of a lookup that
     runs per request), each statement its own snapshot: for single-statement lookups only.
+    ``remember_faults=False``: opening the store (a fault is the caller's one error line: store/faults.py).
     """
-    with engine.connect() as connection:
+    with store_faults(engine, remember=remember_faults), engine.connect() as connection:
         yield connection.execution_options(**{_READ_ONLY: True})
 
 
@@ -195,10 +187,10 @@ def session_scope(engine: Engine) -> Iterator[Session]:
     """One unit of work: durable when the block ends (its commit has completed), rolled back on any error."""
     group_commit = _group_commits.get(engine)
     if group_commit is not None:
-        with group_commit.unit_of_work() as session:
+        with store_faults(engine), group_commit.unit_of_work() as session:
             yield session
         return
-    with Session(engine, expire_on_commit=False) as session:
+    with store_faults(engine), Session(engine, expire_on_commit=False) as session:
         try:
             yield session
             session.commit()

@@ -12,16 +12,16 @@ from __future__ import annotations
 from pathlib import Path
 
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import OperationalError
 
 from incident_monitor.errors import SchemaOutdated
-from incident_monitor.store.engine import PoolOptions, create_store_engine, read_scope, start_group_commit, unavailable
+from incident_monitor.store.engine import PoolOptions, create_store_engine, read_scope, start_group_commit
+from incident_monitor.store.faults import store_faults
 from incident_monitor.store.schema import HEAD_REVISION, describe, has_tables, stored_revision
 
 
 def prepare_schema(engine: Engine, *, migrate: bool) -> None:
     """Bring the schema to ``HEAD_REVISION``, or raise ``SchemaOutdated`` naming the command when not allowed."""
-    with read_scope(engine) as connection:
+    with read_scope(engine, remember_faults=False) as connection:
         revision = stored_revision(connection)
         if revision == HEAD_REVISION:
             return
@@ -41,17 +41,14 @@ def open_engine(
 ) -> Engine:
     """Open the database and bring its schema to this code's revision (or refuse, when ``migrate`` is false).
 
-    The data directory is created too. Raises ``StoreUnavailable`` when the database cannot be reached and
-    ``SchemaOutdated`` when its schema is behind and ``migrate`` is false.
+    The data directory is created too. Raises ``StoreUnavailable`` naming the fix when the database cannot be
+    reached or written (down, a full disk, a read-only file system: store/faults.py) and ``SchemaOutdated`` when
+    its schema is behind and ``migrate`` is false.
     """
     engine = create_store_engine(data_dir, url, pool)
     try:
-        prepare_schema(engine, migrate=migrate)
-    except OperationalError as exc:
-        engine.dispose()
-        if engine.dialect.name != "postgresql":
-            raise
-        raise unavailable(engine, exc) from None
+        with store_faults(engine, remember=False):  # at start: one clear error, not a log line as well
+            prepare_schema(engine, migrate=migrate)
     except BaseException:
         engine.dispose()
         raise
