@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from incident_monitor.config import MonitorConfig
@@ -13,6 +15,7 @@ from incident_monitor.server.replicas import (
     request_state_security,
 )
 from incident_monitor.service.monitor import database_url
+from incident_monitor.store.engine import create_store_engine
 
 KEY = "k" * 40
 
@@ -71,3 +74,10 @@ def test_store_url_as_a_reference_and_bad_urls(monkeypatch: pytest.MonkeyPatch) 
     with pytest.raises(ValueError, match="url: use postgresql\\+psycopg://"):
         MonitorConfig.model_validate({"store": {"url": "mysql://u@h/d"}})
     assert database_url(MonitorConfig()) is None  # SQLite in the data directory
+
+
+def test_an_unsupported_database_url_from_the_environment_names_the_fix_without_the_password(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as refused:
+        create_store_engine(tmp_path, "mysql+pymysql://monitor:hunter2-secret@db:3306/im")
+    assert "use postgresql+psycopg://user@host:port/db" in refused.value.message
+    assert "hunter2" not in refused.value.message
