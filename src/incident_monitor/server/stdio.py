@@ -75,11 +75,15 @@ def _claimed_stdin() -> Iterator[BinaryIO]:
         os.dup2(private, 0)
 
 
+async def run_stdio(server: MCPServer) -> None:
+    """``MCPServer.run_stdio_async``, reading stdin through the frame repair (server/frame_repair.py)."""
+    with _claimed_stdin() as stdin:
+        async with stdio_server(stdin=cast(Any, RepairedLines(stdin))) as (read_stream, write_stream):
+            lowlevel = server._lowlevel_server
+            await lowlevel.run(read_stream, write_stream, lowlevel.create_initialization_options())
+
+
 async def _serve(monitor: Monitor, server: MCPServer) -> None:
     # Downstream sessions live as long as the server: connected before the first request is read.
     async with monitor.downstream.running():
-        # MCPServer.run_stdio_async, reading stdin through the frame repair (server/frame_repair.py).
-        with _claimed_stdin() as stdin:
-            async with stdio_server(stdin=cast(Any, RepairedLines(stdin))) as (read_stream, write_stream):
-                lowlevel = server._lowlevel_server
-                await lowlevel.run(read_stream, write_stream, lowlevel.create_initialization_options())
+        await run_stdio(server)
