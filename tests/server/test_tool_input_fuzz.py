@@ -33,7 +33,7 @@ import sqlite3
 import subprocess
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, ExitStack, asynccontextmanager, closing
 from dataclasses import dataclass, field
 from functools import cache
@@ -59,7 +59,7 @@ from incident_monitor.service import tokens
 from incident_monitor.service.monitor import Monitor
 from incident_monitor.store.engine import DATABASE_FILENAME
 from support.fuzz_profiles import PROFILE
-from support.monitors import WEBHOOK_SECRET_VARIABLE, new_webhook_secret
+from support.monitors import WEBHOOK_SECRET_VARIABLE, flow_config, new_webhook_secret, toml_text
 from support.raw_jsonrpc import Era, RawHttp, RawStdio, tool_call
 from support.receivers import WebhookReceiver
 from support.secret_samples import SAMPLES
@@ -465,37 +465,7 @@ class Target:
     send_frames: Callable[[list[Frame | bytes]], list[Answer]] | None = None
 
 
-CONFIG = """
-[[destinations]]
-id = "ops-webhook"
-kind = "webhook"
-url = "{webhook_url}"
-secret = "env:{secret_variable}"
-allow_insecure_http = true
-allow_private_networks = true
-timeout_seconds = 5
-max_attempts = 1
-backoff_seconds = 0
-
-[[destinations]]
-id = "telemetry"
-kind = "telemetry"
-path = "telemetry.jsonl"
-
-[[routes]]
-id = "runtime-failures"
-destination_id = "ops-webhook"
-priority = 10
-[routes.match]
-route_tags = ["runtime-failure"]
-
-[default_destination]
-destination_id = "telemetry"
-
-[http.rate_limits]
-principal_per_minute = 1000000
-principal_burst = 1000000
-"""
+UNLIMITED = {"principal_per_minute": 1_000_000, "principal_burst": 1_000_000}
 
 
 @dataclass
@@ -564,6 +534,19 @@ def serve_http(world: World) -> str:
     raise AssertionError(f"the HTTP server did not start: {log.read_text(errors='replace')}")
 
 
+async def gathered(send: Callable[[T], Awaitable[Answer]], items: list[T]) -> list[Answer]:
+    """Every item sent at once over one connection; the answers in the items' order."""
+    answers = [Answer(missing=True)] * len(items)
+
+    async def run(index: int, item: T) -> None:
+        answers[index] = await send(item)
+
+    async with anyio.create_task_group() as group:
+        for index, item in enumerate(items):
+            group.start_soon(run, index, item)
+    return answers
+
+
 async def published_tools(client: Client) -> dict[str, dict[str, Any]]:
     return {tool.name: tool.input_schema for tool in (await client.list_tools()).tools}
 
@@ -575,18 +558,7 @@ def calls_through(world: World, client: Client) -> Callable[[list[Call]], list[A
         except MCPError as exc:
             return Answer(True, f"{exc.error.message} {exc.error.data!r}", code=exc.error.code)
 
-    async def batch(calls: list[Call]) -> list[Answer]:
-        answers: list[Answer] = [Answer(missing=True)] * len(calls)
-
-        async def run(index: int, call: Call) -> None:
-            answers[index] = await one(call)
-
-        async with anyio.create_task_group() as group:
-            for index, call in enumerate(calls):
-                group.start_soon(run, index, call)
-        return answers
-
-    return lambda calls: world.portal.call(batch, calls)
+    return lambda calls: world.portal.call(gathered, one, calls)
 
 
 def frames_over_stdio(raw: RawStdio) -> Callable[[list[Frame | bytes]], list[Answer]]:
@@ -624,18 +596,7 @@ def frames_over_http(world: World, raw: RawHttp) -> Callable[[list[Frame | bytes
             return Answer(True, f"HTTP {status}", code=status)
         return answer
 
-    async def batch(frames: list[Frame | bytes]) -> list[Answer]:
-        answers: list[Answer] = [Answer(missing=True)] * len(frames)
-
-        async def run(index: int, frame: Frame | bytes) -> None:
-            answers[index] = await one(frame)
-
-        async with anyio.create_task_group() as group:
-            for index, frame in enumerate(frames):
-                group.start_soon(run, index, frame)
-        return answers
-
-    return lambda frames: world.portal.call(batch, frames)
+    return lambda frames: world.portal.call(gathered, one, frames)
 
 
 @pytest.fixture(scope="module")
@@ -651,7 +612,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         patch.setenv("XDG_CONFIG_HOME", env["XDG_CONFIG_HOME"])
         patch.setenv(WEBHOOK_SECRET_VARIABLE, secret)
         config = root / "config.toml"
-        config.write_text(CONFIG.format(webhook_url=receiver.url, secret_variable=WEBHOOK_SECRET_VARIABLE))
+        config.write_text(toml_text(flow_config(receiver.url, http={"rate_limits": UNLIMITED})))
         world = World(portal, root, env, config, receiver)
         try:
             _serve(world, create_tokens(world, "stdio"), create_tokens(world, "http"))
