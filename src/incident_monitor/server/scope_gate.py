@@ -53,8 +53,10 @@ class ScopeGate:
             # Guarded downstream tools (and names that try to reach one) never reach the SDK's tool table.
             resolution = resolve_downstream(self.monitor, name) if isinstance(name, str) else None
             if resolution is not None and name not in self.tools:
-                # Their own schemas decide which names they take; ours only that the arguments can be read.
-                unreadable = argument_problems(str(name), arguments, arguments if isinstance(arguments, dict) else ())
+                # Their own servers decide which names they take; the gate only that the arguments can be read.
+                listed = resolution.connection.tools.allowed.get(resolution.tool) if resolution.exposed else None
+                names = listed.input_schema.get("properties", {}) if listed is not None else {}
+                unreadable = argument_problems(str(name), arguments, names, other_names=True)
                 if unreadable:
                     action = resolution.canonical if resolution.exposed else f"tool:{shown_tool_name(name)}"
                     return self._reject(action, str(name), unreadable, arguments)

@@ -53,8 +53,11 @@ def _scan(value: Any) -> tuple[int, bool]:
     return deepest, invalid
 
 
-def argument_problems(tool: str, arguments: Any, accepted: Collection[str]) -> list[str]:
-    """One line per problem (``  - field: what is wrong; the fix``); none when pydantic may take it from here."""
+def argument_problems(tool: str, arguments: Any, accepted: Collection[str], *, other_names: bool = False) -> list[str]:
+    """One line per problem (``  - field: what is wrong; the fix``); none when pydantic may take it from here.
+
+    With ``other_names`` (a downstream tool, whose server decides what it takes) names outside ``accepted``
+    are checked too instead of refused, and never named."""
     if arguments is None:
         return []
     if not isinstance(arguments, dict):
@@ -66,17 +69,19 @@ def argument_problems(tool: str, arguments: Any, accepted: Collection[str]) -> l
         if isinstance(name, str) and is_invalid_text(name):
             problems.append("  - (an argument name): is not valid Unicode; send UTF-8 text")
             continue
-        if not (isinstance(name, str) and name in accepted):
+        known = isinstance(name, str) and name in accepted
+        if not known and not other_names:
             unknown += 1
             continue
+        field = name if known else "(an argument its schema does not list)"
         depth, invalid = _scan(value)
         if invalid:
             problems.append(
-                f"  - {name}: holds text that is not valid Unicode (a lone surrogate \\ud800-\\udfff, or bytes "
+                f"  - {field}: holds text that is not valid Unicode (a lone surrogate \\ud800-\\udfff, or bytes "
                 "that are not UTF-8); send UTF-8 text"
             )
         if depth + 1 > MAX_DEPTH:  # the arguments object is the first level
-            problems.append(f"  - {name}: nests deeper than {MAX_DEPTH} levels; send a flatter value")
+            problems.append(f"  - {field}: nests deeper than {MAX_DEPTH} levels; send a flatter value")
     if unknown:
         takes = ", ".join(sorted(accepted)) or "no arguments"
         problems.append(
