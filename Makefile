@@ -41,9 +41,10 @@ test: $(STAMP) $(NODE_STAMP) browser
 	$(VENV)/bin/python -m pytest; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; exit $$rc
 
-# The property tests of the raw intake body with many more generated cases than CI runs (tests/server/test_http_intake_fuzz.py).
+# The property tests of the raw intake body and of tool inputs over stdio and Streamable HTTP, with ten times and more
+# the generated cases CI runs (tests/server/test_http_intake_fuzz.py, tests/server/test_tool_input_fuzz.py).
 fuzz: $(STAMP)
-	HYPOTHESIS_PROFILE=fuzz $(VENV)/bin/python -m pytest tests/server/test_http_intake_fuzz.py -q -s
+	HYPOTHESIS_PROFILE=fuzz $(VENV)/bin/python -m pytest tests/server/test_http_intake_fuzz.py tests/server/test_tool_input_fuzz.py -q -s
 
 # Every benchmark against its floor (benchmarks/run.py); writes benchmarks/results/latest.json. QUICK=1 for small sizes.
 bench: $(STAMP)

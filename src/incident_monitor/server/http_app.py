@@ -23,7 +23,11 @@ from functools import partial
 
 import anyio
 import uvicorn
-from mcp.server.transport_security import TransportSecuritySettings
+from mcp.server.transport_security import (
+    DEFAULT_MAX_REQUEST_BODY_SIZE,
+    RequestBodyLimitMiddleware,
+    TransportSecuritySettings,
+)
 from sqlalchemy import text
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -43,6 +47,7 @@ from incident_monitor.server.auth import (
 )
 from incident_monitor.server.console.app import PREFIX as CONSOLE_PREFIX
 from incident_monitor.server.console.app import console_routes, console_verifier
+from incident_monitor.server.frame_repair import FrameRepair
 from incident_monitor.server.host_origin import HostOriginGuard
 from incident_monitor.server.http_stack import UVICORN_HTTP, UVICORN_LOOP
 from incident_monitor.server.intake_endpoint import IntakeEndpoint
@@ -180,10 +185,13 @@ def build_http_app(monitor: Monitor, options: HttpOptions) -> Starlette:
 
     def guarded(route: BaseRoute, resource_path: str) -> BaseRoute:
         metadata_url = f"{base}{METADATA_PATH}{resource_path}"
+        # After the bearer check and the SDK's body-size limit, frames its parser cannot read are repaired
+        # so that the scope gate refuses (and audits) them (server/frame_repair.py).
+        assert isinstance(route, Mount | Route)
+        app = RequestBodyLimitMiddleware(FrameRepair(route.app), DEFAULT_MAX_REQUEST_BODY_SIZE)
         if isinstance(route, Mount):
-            return Mount(route.path, app=RequireBearer(route.app, authenticator, principal_limiter, metadata_url))
-        assert isinstance(route, Route)
-        guard = RequireBearer(route.app, authenticator, principal_limiter, metadata_url)
+            return Mount(route.path, app=RequireBearer(app, authenticator, principal_limiter, metadata_url))
+        guard = RequireBearer(app, authenticator, principal_limiter, metadata_url)
         return Route(route.path, guard, methods=sorted(route.methods or ()) or None)
 
     streamable = server.streamable_http_app(streamable_http_path="/mcp", transport_security=security)
