@@ -346,3 +346,21 @@ async def test_a_repeat_report_of_a_draft_further_along_points_to_that_draft(mon
     assert again["deduplicated"] is True
     assert next_calls(again["next_step"]) == ["get_draft"]
     assert "approval_required" in again["next_step"]
+
+
+async def test_one_server_lists_each_caller_its_own_tools_on_every_request(make_monitor: MonitorFactory) -> None:
+    """tools/list is built once and filtered once per scope set (server/scope_gate.py); on HTTP one server
+    answers many principals in turn, so no caller may ever get another's list, nor a stale one."""
+    monitor = make_monitor()
+    reader, reporter = principal("reader", "read"), principal("reporter", "report")
+    current = [reader]
+    async with mcp_client(monitor, lambda: current[0]) as client:
+        seen = []
+        for who in (reader, reporter, reader, EVERYTHING, reporter, AGENT):
+            current[0] = who
+            seen.append(sorted(tool.name for tool in (await client.list_tools()).tools))
+    assert seen[0] == seen[2] and "get_status" in seen[0] and "report_incident" not in seen[0]
+    assert seen[1] == seen[4] == ["report_incident"]
+    assert seen[3] == sorted(TOOL_ANNOTATIONS)
+    # The default agent's list as listed by a server of its own (no cache shared with other callers).
+    assert seen[5] == sorted(tool["name"] for tool in await listed_tools(make_monitor(), AGENT))
