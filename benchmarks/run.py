@@ -221,6 +221,37 @@ async def stdio_session(command: list[str], env: dict[str, str], log: Path) -> A
             yield client
 
 
+def newest_child() -> psutil.Process:
+    """The server process a stdio session just started (the benchmark's newest child)."""
+    return max(psutil.Process().children(), key=lambda p: p.create_time())
+
+
+class CpuMeter:
+    """Server CPU time (user + system) spent while each side's calls ran: with the sides taking turns, one
+    server is busy at a time, so this is what its calls cost it — the profile behind a ratio."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self.calls: dict[str, int] = {}
+
+    def metered(
+        self, side: str, process: psutil.Process, calls: Callable[[str, int], Awaitable[Run]]
+    ) -> Callable[[str, int], Awaitable[Run]]:
+        async def run(tag: str, n: int) -> Run:
+            before = process.cpu_times()
+            result = await calls(tag, n)
+            after = process.cpu_times()
+            spent = (after.user - before.user) + (after.system - before.system)
+            self.seconds[side] = self.seconds.get(side, 0.0) + spent
+            self.calls[side] = self.calls.get(side, 0) + n
+            return result
+
+        return run
+
+    def per_call_ms(self) -> dict[str, float]:
+        return {side: round(self.seconds[side] / self.calls[side] * 1000, 3) for side in self.seconds}
+
+
 @asynccontextmanager
 async def http_session(url: str) -> AsyncIterator[Client]:
     async with Client(streamable_http_client(url)) as client:
@@ -346,17 +377,24 @@ async def bench_report_stdio(work: Path, sizes: Sizes) -> list[Result]:
     }
     results = []
     async with AsyncExitStack() as stack:
-        sessions = {
-            side: await stack.enter_async_context(stdio_session(command, env, work / f"{side}.log"))
-            for side, (command, _) in commands.items()
-        }
+        sessions, processes = {}, {}
+        for side, (command, _) in commands.items():
+            sessions[side] = await stack.enter_async_context(stdio_session(command, env, work / f"{side}.log"))
+            processes[side] = newest_child()
         for clients, label in ((1, "1 client"), (CONCURRENCY, f"{CONCURRENCY} concurrent")):
+            cpu = CpuMeter()
             sides = {
-                side: await warmed([sessions[side]] * clients, commands[side][1], f"stdio{clients}")
+                side: cpu.metered(
+                    side,
+                    processes[side],
+                    await warmed([sessions[side]] * clients, commands[side][1], f"stdio{clients}"),
+                )
                 for side in REPORT_SIDES
             }
             runs = await alternate(sides, sizes.report_calls, sizes.rounds)
-            results.append(durable_result(f"report_incident stdio, {label}", runs, NOOP_TOOL, DURABLE_TOOL, 0.8))
+            result = durable_result(f"report_incident stdio, {label}", runs, NOOP_TOOL, DURABLE_TOOL, 0.8)
+            result.extra["server_cpu_ms_per_call"] = cpu.per_call_ms()
+            results.append(result)
     return results
 
 
@@ -396,14 +434,18 @@ async def bench_light_calls(work: Path, sizes: Sizes) -> list[Result]:
     in alternating rounds (median latency; get_status is a governed read: it commits its audit row)."""
     env = server_env(work, work / "data-light")
     results = []
+    cpu = CpuMeter()
     async with AsyncExitStack() as stack:
         governed = await stack.enter_async_context(
             stdio_session(governed_command("--transport", "stdio"), env, work / "governed.log")
         )
+        governed_process = newest_child()
         floor = await stack.enter_async_context(stdio_session(floor_command("noop-stdio"), env, work / "floor.log"))
+        floor_process = newest_child()
         durable = await stack.enter_async_context(
             stdio_session(floor_command("durable-stdio", durable_db(work, "light")), env, work / "durable.log")
         )
+        durable_process = newest_child()
 
         def repeat(call: Callable[[], Awaitable[Any]]) -> Callable[[str, int], Awaitable[Run]]:
             async def calls(_: str, n: int) -> Run:
@@ -412,10 +454,12 @@ async def bench_light_calls(work: Path, sizes: Sizes) -> list[Result]:
             return calls
 
         sides = {
-            "tools/list": repeat(governed.list_tools),
-            "get_status": repeat(lambda: call_tool(governed, "get_status", {})),
-            "floor": tool_caller([floor], "noop", "light"),
-            "durable": tool_caller([durable], "noop", "light"),
+            "tools/list": cpu.metered("tools/list", governed_process, repeat(governed.list_tools)),
+            "get_status": cpu.metered(
+                "get_status", governed_process, repeat(lambda: call_tool(governed, "get_status", {}))
+            ),
+            "floor": cpu.metered("floor", floor_process, tool_caller([floor], "noop", "light")),
+            "durable": cpu.metered("durable", durable_process, tool_caller([durable], "noop", "light")),
         }
         for side in sides.values():
             await side("warmup", 1)
@@ -434,6 +478,7 @@ async def bench_light_calls(work: Path, sizes: Sizes) -> list[Result]:
                 "median governed ÷ floor",
                 "<= 1.2x no-op call",
                 ratio <= 1.2,
+                {"server_cpu_ms_per_call": cpu.per_call_ms()},
                 durable=d,
                 durable_name=DURABLE_TOOL,
                 durable_ratio=round(g.median_ms / d.median_ms, 3),
