@@ -228,7 +228,8 @@ def newest_child() -> psutil.Process:
 
 class CpuMeter:
     """Server CPU time (user + system) spent while each side's calls ran: with the sides taking turns, one
-    server is busy at a time, so this is what its calls cost it — the profile behind a ratio."""
+    server is busy at a time, so this is what its calls cost it — the profile behind a ratio. (Warm-up
+    calls are metered too: a few against hundreds.)"""
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
@@ -410,22 +411,27 @@ async def bench_report_http(work: Path, sizes: Sizes) -> list[Result]:
     }
     tools = {"governed": "report_incident", "floor": "noop", "durable": "noop"}
     results = []
-    with ExitStack() as processes:
-        for side in REPORT_SIDES:
-            processes.enter_context(http_process(commands[side], env, ports[side], work / f"{side}.log"))
+    with ExitStack() as stack:
+        processes = {
+            side: stack.enter_context(http_process(commands[side], env, ports[side], work / f"{side}.log"))
+            for side in REPORT_SIDES
+        }
         for clients, label in ((1, "1 client"), (CONCURRENCY, f"{CONCURRENCY} concurrent clients")):
-            async with AsyncExitStack() as stack:
+            cpu = CpuMeter()
+            async with AsyncExitStack() as sessions_stack:
                 sides = {}
                 for side in REPORT_SIDES:
                     sessions = [
-                        await stack.enter_async_context(http_session(f"http://127.0.0.1:{ports[side]}/mcp"))
+                        await sessions_stack.enter_async_context(http_session(f"http://127.0.0.1:{ports[side]}/mcp"))
                         for _ in range(clients)
                     ]
-                    sides[side] = await warmed(sessions, tools[side], f"http{clients}")
+                    sides[side] = cpu.metered(
+                        side, processes[side], await warmed(sessions, tools[side], f"http{clients}")
+                    )
                 runs = await alternate(sides, sizes.report_calls, sizes.rounds)
-            results.append(
-                durable_result(f"report_incident Streamable HTTP, {label}", runs, NOOP_TOOL, DURABLE_TOOL, 0.8)
-            )
+            result = durable_result(f"report_incident Streamable HTTP, {label}", runs, NOOP_TOOL, DURABLE_TOOL, 0.8)
+            result.extra["server_cpu_ms_per_call"] = cpu.per_call_ms()
+            results.append(result)
     return results
 
 
@@ -548,10 +554,13 @@ async def bench_intake(work: Path, sizes: Sizes) -> list[Result]:
         url = f"http://127.0.0.1:{ports[side]}{INTAKE_PATH}"
         return lambda tag, n: post_reports(url, key, n, lambda i: f"intake-{tag}-{i}")
 
-    with ExitStack() as processes:
-        for side in REPORT_SIDES:
-            processes.enter_context(http_process(commands[side], env, ports[side], work / f"{side}.log"))
-        sides = {side: poster(side) for side in REPORT_SIDES}
+    cpu = CpuMeter()
+    with ExitStack() as stack:
+        processes = {
+            side: stack.enter_context(http_process(commands[side], env, ports[side], work / f"{side}.log"))
+            for side in REPORT_SIDES
+        }
+        sides = {side: cpu.metered(side, processes[side], poster(side)) for side in REPORT_SIDES}
         for side in sides.values():
             await side("warmup", CONCURRENCY)
         runs = await alternate(sides, sizes.intake_reports, sizes.rounds)
@@ -564,6 +573,7 @@ async def bench_intake(work: Path, sizes: Sizes) -> list[Result]:
         " and >= 1000 reports/s",
     )
     result.passed = bool(result.passed) and (result.governed.calls_per_s or 0) >= 1000
+    result.extra["server_cpu_ms_per_call"] = cpu.per_call_ms()
     return [result]
 
 
