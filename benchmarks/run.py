@@ -108,8 +108,8 @@ class Sizes:
     log_megabytes: int = 100
     audit_sizes: tuple[int, ...] = (1_000, 100_000)
     # Governed and floors take turns, this many rounds each, so drift in the shared machine's load
-    # moves every side alike (each round is 1/rounds of the calls).
-    rounds: int = 4
+    # moves every side alike (each round is 1/rounds of the calls; short rounds follow the drift closer).
+    rounds: int = 8
 
     @classmethod
     def for_mode(cls, quick: bool) -> Sizes:
