@@ -47,9 +47,10 @@ class ScopeGate:
     async def __call__(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
         if ctx.method == "tools/list":
             if self._listing is None:
-                self._listing = self._wire_form(await call_next(ctx))
-            if self._listing is None:  # a shape we do not know: filter it as it comes, every time
-                return self._filter(await call_next(ctx), self.resolve_principal())
+                result = await call_next(ctx)
+                self._listing = self._wire_form(result)
+                if self._listing is None:  # a shape we do not know: filtered as it comes, every time
+                    return self._filter(result, self.resolve_principal())
             return self._listed(self._listing, self.resolve_principal())
         if ctx.method == "resources/list":
             return self._filter_resources(await call_next(ctx), self.resolve_principal())
