@@ -299,13 +299,6 @@ def rate_ratio(governed: Figures, floor: Figures) -> float:
     return round(governed.calls_per_s / floor.calls_per_s, 3)
 
 
-def ratio_result(name: str, governed: Run, floor: Run, floor_name: str, minimum: float) -> Result:
-    """Governed throughput against one floor (benchmarks/downstream.py: the guard against direct calls)."""
-    g, f = Figures.of(*governed), Figures.of(*floor)
-    ratio = rate_ratio(g, f)
-    return Result(name, g, f, floor_name, ratio, "calls/s governed ÷ floor", f">= {minimum}x floor", ratio >= minimum)
-
-
 def durable_result(
     name: str, runs: dict[str, Run], floor_name: str, durable_name: str, minimum: float, extra_target: str = ""
 ) -> Result:
