@@ -18,11 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from mcp import Client
 
 from incident_monitor.policy.scopes import ALL_SCOPES
 from incident_monitor.server.errors import ERROR_SHAPE, error_text
 from incident_monitor.server.tool_schemas import SchemaCycleError, compact_schema
-from incident_monitor.server.tools import TOOL_ANNOTATIONS
+from incident_monitor.server.tools import TOOL_ANNOTATIONS, build_mcp_server
 from incident_monitor.service import queries
 from incident_monitor.service.monitor import Monitor
 from support.mcp_helpers import LINT_WARNING, RUNTIME_FAILURE, agent_and_operator, call_ok, call_refused, mcp_client
@@ -346,3 +347,35 @@ async def test_a_repeat_report_of_a_draft_further_along_points_to_that_draft(mon
     assert again["deduplicated"] is True
     assert next_calls(again["next_step"]) == ["get_draft"]
     assert "approval_required" in again["next_step"]
+
+
+async def test_one_server_lists_each_caller_its_own_tools_on_every_request(make_monitor: MonitorFactory) -> None:
+    """tools/list is built once and filtered once per scope set (server/scope_gate.py); on HTTP one server
+    answers many principals in turn, so no caller may ever get another's list, nor a stale one."""
+    monitor = make_monitor()
+    reader, reporter = principal("reader", "read"), principal("reporter", "report")
+    current = [reader]
+    async with mcp_client(monitor, lambda: current[0]) as client:
+        seen = []
+        for who in (reader, reporter, reader, EVERYTHING, reporter, AGENT):
+            current[0] = who
+            seen.append(sorted(tool.name for tool in (await client.list_tools()).tools))
+    assert seen[0] == seen[2] and "get_status" in seen[0] and "report_incident" not in seen[0]
+    assert seen[1] == seen[4] == ["report_incident"]
+    assert seen[3] == sorted(TOOL_ANNOTATIONS)
+    # The default agent's list as listed by a server of its own (no cache shared with other callers).
+    assert seen[5] == sorted(tool["name"] for tool in await listed_tools(make_monitor(), AGENT))
+
+
+async def test_the_kept_tools_list_answers_each_protocol_era_in_its_own_shape(make_monitor: MonitorFactory) -> None:
+    """Each protocol era has its own envelope (2026-07-28 results carry resultType, ttlMs, cacheScope): a list
+    kept from one era's answer must never be served to a client of the other (server/scope_gate.py)."""
+    server = build_mcp_server(make_monitor(), lambda: AGENT)
+    names = []
+    for mode in ("legacy", "auto", "legacy", "auto"):
+        async with Client(server, mode=mode) as client:
+            names.append(sorted(tool.name for tool in (await client.list_tools()).tools))
+            # A structured result is checked against the tool's output schema, which the client gets from
+            # tools/list: this call lists the tools again, as examples/call_tool.py does.
+            await call_ok(client, "get_status")
+    assert names[0] == names[1] == names[2] == names[3] and "report_incident" in names[0]

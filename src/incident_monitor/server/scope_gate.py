@@ -41,10 +41,24 @@ class ScopeGate:
         self.monitor = monitor
         self.resolve_principal = resolve_principal
         self.tools = tools
+        # The registered tools never change while we serve, and what a caller sees of them depends on its
+        # scopes alone (policy.engine.can_call): their wire form is built once and filtered once per scope
+        # set, not per request (tools/list of 18 tools cost more than a no-op tool call; issue 18). The wire
+        # form is the chain's answer, already shaped for the caller's protocol version (each era has its own
+        # envelope), so it is kept per version.
+        self._listings: dict[str, dict[str, Any]] = {}
+        self._visible: dict[tuple[str, frozenset[str]], list[dict[str, Any]]] = {}
 
     async def __call__(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
         if ctx.method == "tools/list":
-            return self._filter(await call_next(ctx), self.resolve_principal())
+            version = ctx.protocol_version
+            if version not in self._listings:
+                result = await call_next(ctx)
+                listing = self._wire_form(result)
+                if listing is None:  # a shape we do not know: filtered as it comes, every time
+                    return self._filter(result, self.resolve_principal())
+                self._listings[version] = listing
+            return self._listed(version, self._listings[version], self.resolve_principal())
         if ctx.method == "resources/list":
             return self._filter_resources(await call_next(ctx), self.resolve_principal())
         if ctx.method == "tools/call":
@@ -67,6 +81,25 @@ class ScopeGate:
             if refusal is not None:
                 return refusal
         return await call_next(ctx)
+
+    @staticmethod
+    def _wire_form(result: HandlerResult) -> dict[str, Any] | None:
+        if isinstance(result, ListToolsResult):
+            return result.model_dump(mode="json", by_alias=True, exclude_none=True)
+        if isinstance(result, dict) and isinstance(result.get("tools"), list):
+            return dict(result)
+        return None
+
+    def _listed(self, version: str, listing: dict[str, Any], principal: Principal) -> dict[str, Any]:
+        """The caller's tools in wire form: its scope set's share of the registered tools, then the
+        downstream tools it may call (their set changes while we serve, so never cached)."""
+        visible = self._visible.get((version, principal.scopes))
+        if visible is None:
+            visible = [t for t in listing["tools"] if can_call(principal, str(t.get("name")))]
+            self._visible[(version, principal.scopes)] = visible
+        downstream = downstream_tools.exposed_tools(self.monitor, principal)
+        tools = visible + [t.model_dump(mode="json", by_alias=True, exclude_none=True) for t in downstream]
+        return {**listing, "tools": tools}
 
     def _filter(self, result: HandlerResult, principal: Principal) -> HandlerResult:
         # The chain may hand back the model or its wire form (a dict), depending on the transport era.

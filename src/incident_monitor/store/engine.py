@@ -83,6 +83,20 @@ def _begin(connection: Connection) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+def configure_sqlite(engine: Engine) -> None:
+    """The store's durability and locking on a SQLite engine: WAL, ``synchronous=FULL``, BEGIN IMMEDIATE.
+
+    Also what the benchmarks' durable floors use (benchmarks/floors.py), so they pay the same fsync.
+    """
+    if engine.dialect.name != "sqlite":
+        return
+    event.listen(engine, "connect", _sqlite_pragmas)
+    # BEGIN IMMEDIATE takes the write lock up front, so the server and the CLI writing at once
+    # wait for each other (busy_timeout) instead of failing on a stale snapshot, and the audit
+    # chain's "read last hash, append" is serialised across processes.
+    event.listen(engine, "begin", _begin)
+
+
 def sqlite_url(data_dir: Path) -> str:
     return f"sqlite:///{(data_dir / DATABASE_FILENAME).resolve()}"
 
@@ -91,12 +105,7 @@ def open_engine(data_dir: Path, url: str | None = None) -> Engine:
     """Open (and create if needed) the database; the data directory is created too."""
     data_dir.mkdir(parents=True, exist_ok=True)
     engine = create_engine(url or sqlite_url(data_dir), connect_args={"check_same_thread": False, "timeout": 30})
-    if engine.dialect.name == "sqlite":
-        event.listen(engine, "connect", _sqlite_pragmas)
-        # BEGIN IMMEDIATE takes the write lock up front, so the server and the CLI writing at once
-        # wait for each other (busy_timeout) instead of failing on a stale snapshot, and the audit
-        # chain's "read last hash, append" is serialised across processes.
-        event.listen(engine, "begin", _begin)
+    configure_sqlite(engine)
     with store_faults(engine, remember=False):  # a full disk or read-only file system at start: one clear error
         SQLModel.metadata.create_all(engine)
         with engine.begin() as connection:
