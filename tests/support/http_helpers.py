@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -21,9 +22,11 @@ Transport = Literal["streamable-http", "sse"]
 
 
 @contextmanager
-def http_server(monitor: Monitor, *, no_auth: bool = False) -> Iterator[str]:
-    """Serve ``monitor`` with uvicorn in a thread; yields the base URL (http://127.0.0.1:PORT)."""
-    sock = bind_socket("127.0.0.1", 0)
+def http_server(monitor: Monitor, *, no_auth: bool = False, sock: socket.socket | None = None) -> Iterator[str]:
+    """Serve ``monitor`` with uvicorn in a thread; yields the base URL (http://127.0.0.1:PORT).
+
+    ``sock``: a socket bound beforehand, when the config must name the port (a callback URL)."""
+    sock = sock or bind_socket("127.0.0.1", 0)
     port = sock.getsockname()[1]
     app = build_http_app(monitor, HttpOptions(host="127.0.0.1", port=port, no_auth=no_auth))
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))

@@ -34,6 +34,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from incident_monitor.domain.enums import Decision
 from incident_monitor.errors import ConfigError
 from incident_monitor.policy.principal import UNAUTHENTICATED
+from incident_monitor.server import code_change_webhook
 from incident_monitor.server.auth import (
     INTAKE_PATH,
     BearerAuthenticator,
@@ -187,6 +188,7 @@ def build_http_app(monitor: Monitor, options: HttpOptions) -> Starlette:
         *(guarded(r, "/mcp") for r in streamable.routes),
         *(guarded(r, "/sse") for r in sse.routes),
         *console_routes(monitor, console_verifier(authenticator), http.public_url),
+        code_change_webhook.webhook_route(monitor),
     ]
 
     @asynccontextmanager
@@ -194,7 +196,7 @@ def build_http_app(monitor: Monitor, options: HttpOptions) -> Starlette:
         recovered = await recover_pending(monitor)
         if recovered:
             print(f"incident-monitor: finished {len(recovered)} publish(es) left pending by a crash", file=sys.stderr)
-        async with monitor.downstream.running(), server.session_manager.run():
+        async with monitor.downstream.running(), server.session_manager.run(), code_change_webhook.poller(monitor):
             with LogSourceRunner(monitor):
                 announce_sources(monitor)
                 yield

@@ -17,6 +17,7 @@ from mcp.types import ToolAnnotations
 from pydantic import Field
 
 from incident_monitor import __version__
+from incident_monitor.domain.code_change import CodeChangeView
 from incident_monitor.domain.enums import DraftStatus, IncidentStatus, Severity
 from incident_monitor.domain.io import (
     ApprovalResult,
@@ -41,6 +42,7 @@ from incident_monitor.server.scope_gate import ScopeGate
 from incident_monitor.server.tool_schemas import compact_schema
 from incident_monitor.service import (
     approvals,
+    code_changes,
     incidents,
     intake,
     log_sources,
@@ -62,6 +64,7 @@ IncidentId = Annotated[str, Field(min_length=1, max_length=100)]
 Limit = Annotated[int, Field(ge=1, le=1000)]
 Offset = Annotated[int, Field(ge=0)]  # the previous page's next_offset
 ShortText = Annotated[str, Field(max_length=200)]
+RunId = Annotated[str, Field(min_length=1, max_length=100)]  # a code change's run_id (ours, ccr_…)
 
 
 def _annotations(*, read_only: bool, destructive: bool, idempotent: bool, open_world: bool) -> ToolAnnotations:
@@ -96,6 +99,12 @@ TOOL_ANNOTATIONS: dict[str, ToolAnnotations] = {
     "build_assessment_report": READ_ONLY,
     "build_deployment_cards": READ_ONLY,
     "list_sources": READ_ONLY,
+    # Code changes (issue 15): a request only drafts; the launch is publish_draft of that draft.
+    "request_code_change": _annotations(read_only=False, destructive=False, idempotent=False, open_world=False),
+    "follow_up_code_change": _annotations(read_only=False, destructive=False, idempotent=False, open_world=False),
+    "stop_code_change": _annotations(read_only=False, destructive=True, idempotent=True, open_world=True),
+    "get_code_change": READ_ONLY,
+    "list_code_changes": READ_ONLY,
 }
 
 
@@ -380,6 +389,50 @@ class IncidentMonitorTools:
         """Tailed log files; problem null means ready."""
         with tool_errors():
             return await in_worker(log_sources.list_sources, self.monitor, self.principal())
+
+    async def request_code_change(
+        self,
+        incident_id: IncidentId,
+        repository: Annotated[str, Field(min_length=1, max_length=200, description="e.g. 'acme/app'.")],
+        instructions: Annotated[str, Field(min_length=1, max_length=10_000, description="What to change.")],
+    ) -> code_changes.CodeChangeRequested:
+        """Draft a code change for a coding-agent platform (the brief: incident, instructions, investigation).
+        Then request_approval and publish_draft launch it."""
+        with tool_errors():
+            return await in_worker(
+                code_changes.request_code_change,
+                self.monitor,
+                self.principal(),
+                incident_id,
+                repository,
+                instructions,
+            )
+
+    async def follow_up_code_change(
+        self,
+        run_id: RunId,
+        instructions: Annotated[str, Field(min_length=1, max_length=10_000, description="What to change next.")],
+    ) -> code_changes.CodeChangeRequested:
+        """Draft follow-up instructions for a launched code change (same PR); approve and publish_draft send them."""
+        with tool_errors():
+            return await in_worker(
+                code_changes.follow_up_code_change, self.monitor, self.principal(), run_id, instructions
+            )
+
+    async def stop_code_change(self, run_id: RunId) -> CodeChangeView:
+        """Stop a code change on its platform (best effort)."""
+        with tool_errors():
+            return await code_changes.stop_code_change(self.monitor, self.principal(), run_id)
+
+    async def get_code_change(self, run_id: RunId) -> CodeChangeView:
+        """A code change: status, summary, pr_url."""
+        with tool_errors():
+            return await in_worker(code_changes.get_code_change, self.monitor, self.principal(), run_id)
+
+    async def list_code_changes(self, incident_id: IncidentId | None = None) -> code_changes.CodeChangePage:
+        """Code changes, newest first."""
+        with tool_errors():
+            return await in_worker(code_changes.list_code_changes, self.monitor, self.principal(), incident_id)
 
 
 INSTRUCTIONS = """\

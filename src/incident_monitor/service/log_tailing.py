@@ -20,10 +20,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import socket
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -51,6 +49,7 @@ from incident_monitor.service.log_files import (
 )
 from incident_monitor.service.log_parsing import LogEvent, LogParser
 from incident_monitor.service.monitor import Monitor
+from incident_monitor.service.replicas import replica_id
 from incident_monitor.store.engine import read_scope
 
 logger = logging.getLogger(__name__)
@@ -65,11 +64,6 @@ MIN_LEASE = timedelta(seconds=30)
 MAX_COOLDOWN_ENTRIES = 10_000
 # Deferred offsets and repeats are committed at the latest after this much was read (bounds the work a crash redoes).
 CHECKPOINT_BYTES = 8 * 1024 * 1024
-
-
-def replica_id() -> str:
-    """This process, for the lease: host, pid and a random part (a restarted pid is another replica)."""
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
 def _head_digest(opened: OpenedFile, size: int) -> str:
