@@ -146,9 +146,9 @@ def arguments(tool: str, ids: dict[str, str]) -> dict[str, Any]:
         "build_deployment_cards": {},
         DOWNSTREAM_TOOL: {},
         "request_code_change": {"incident_id": ids["quiet_incident"], "repository": "acme/shop", "instructions": "fix"},
-        "follow_up_code_change": {"run_id": "ccr_missing", "instructions": "also this"},
-        "stop_code_change": {"run_id": "ccr_missing"},
-        "get_code_change": {"run_id": "ccr_missing"},
+        "follow_up_code_change": {"run_id": "ccr_" + "0" * 16, "instructions": "also this"},
+        "stop_code_change": {"run_id": "ccr_" + "0" * 16},
+        "get_code_change": {"run_id": "ccr_" + "0" * 16},
         "list_code_changes": {},
     }[tool]
 

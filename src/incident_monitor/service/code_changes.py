@@ -28,6 +28,7 @@ from incident_monitor.domain.code_change import (
 )
 from incident_monitor.domain.enums import DraftStatus, ReceiptStatus
 from incident_monitor.domain.evidence import evidence_digest, incident_evidence, sha256_hex
+from incident_monitor.domain.ids import check_code_change_id
 from incident_monitor.domain.models import Draft, Incident, Receipt, new_id
 from incident_monitor.errors import InvalidInput, NotFound, PublishBlocked
 from incident_monitor.policy.principal import Principal
@@ -141,9 +142,9 @@ def request_code_change(
 
 
 def run_row(session: Session, run_id: str) -> CodeChangeRun:
-    run = session.get(CodeChangeRun, run_id)
+    run = session.get(CodeChangeRun, check_code_change_id(run_id))
     if run is None:
-        raise NotFound(f"run_id: code change {run_id!r} not found; call list_code_changes for the known ones")
+        raise NotFound(f"run_id: no code change {run_id}; call list_code_changes for the known ones")
     return run
 
 
