@@ -84,7 +84,6 @@ class CodeChangeSummary(BaseModel):
 
 
 class CodeChangeView(CodeChangeSummary):
-    repository: str
     summary: str
     branch: str | None
     platform_url: str | None
