@@ -170,6 +170,13 @@ class CodingAgentPlatform:
         self._callback(run)
         self.flush_held()
 
+    def launch_answer(self, run: Run) -> dict[str, Any]:
+        """The body of ``POST /agents``'s answer: the run id and a link to the run in this platform's UI."""
+        return {"id": run.id, "url": f"{self.url}/ui/runs/{run.id}"}
+
+    def before_status(self, run_id: str) -> None:
+        """Called before each ``GET /agents/{id}`` is answered; nothing here (tests slow the platform down)."""
+
     def forget(self, run_id: str) -> None:
         """Clean the run up: later calls about it answer 404."""
         self.runs.pop(run_id, None)
@@ -257,6 +264,7 @@ def _handler_for(platform: CodingAgentPlatform) -> type[BaseHTTPRequestHandler]:
                 return
             parts = self.path.strip("/").split("/")
             if len(parts) == 2 and parts[0] == "agents":
+                platform.before_status(parts[1])
                 run = platform.runs.get(parts[1])
                 if run is None:
                     self._reply(404, {"error": "no such run"})
@@ -275,7 +283,7 @@ def _handler_for(platform: CodingAgentPlatform) -> type[BaseHTTPRequestHandler]:
                     self._reply(400, {"error": "task_id and prompt are required"})
                     return
                 run, created = platform.launch(body)
-                self._reply(201 if created else 200, {"id": run.id, "url": f"{platform.url}/ui/runs/{run.id}"})
+                self._reply(201 if created else 200, platform.launch_answer(run))
                 return
             if len(parts) == 3 and parts[0] == "agents" and parts[2] in ("followup", "stop"):
                 run = platform.runs.get(parts[1])

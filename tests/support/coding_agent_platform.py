@@ -7,6 +7,6 @@ import sys
 from support.paths import EXAMPLES
 
 sys.path.insert(0, str(EXAMPLES))
-from coding_agent_platform import CodingAgentPlatform, Run
+from coding_agent_platform import CodingAgentPlatform, Request, Run
 
-__all__ = ["CodingAgentPlatform", "Run"]
+__all__ = ["CodingAgentPlatform", "Request", "Run"]

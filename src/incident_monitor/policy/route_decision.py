@@ -150,10 +150,14 @@ def _decide(config: MonitorConfig, subject: RouteSubject, readiness: Callable[[s
 
     destination = config.destination(destination_id) if destination_id else None
     blocked_reasons: list[str] = []
-    if destination_id is None and code_change:
+    if destination_id is None and code_change and agents:
         blocked_reasons.append(
-            "no coding_agent destination to launch on: add [[destinations]] kind = 'coding_agent' (one), "
-            "or a route to one"
+            f"{len(agents)} coding_agent destinations and no route to one matches: add a route to the one to use"
+        )
+    elif destination_id is None and code_change:
+        blocked_reasons.append(
+            "no coding_agent destination to launch on: add [[destinations]] with kind = 'coding_agent', base_url "
+            "and token = 'env:NAME' to the config"
         )
     elif destination_id is None:
         blocked_reasons.append("no route matches and no default destination is configured")

@@ -46,10 +46,13 @@ def webhook_route(monitor: Monitor) -> Route:
 
 
 @asynccontextmanager
-async def poller(monitor: Monitor) -> AsyncIterator[None]:
-    """Poll active runs while the app serves (only when a coding_agent destination is configured); each run is
-    polled by the one replica holding its poll lease (service/code_change_status.py)."""
-    if not any(d.kind == "coding_agent" for d in monitor.config.destinations):
+async def poller(
+    monitor: Monitor, *, enabled: bool = True, tick_seconds: float = POLLER_TICK_SECONDS
+) -> AsyncIterator[None]:
+    """Poll active runs while the app serves (when a coding_agent destination is configured): a pass every
+    ``tick_seconds`` polls the runs that are due; each run is polled by the one replica holding its poll lease
+    (service/code_change_status.py)."""
+    if not enabled or not any(d.kind == "coding_agent" for d in monitor.config.destinations):
         yield
         return
     owner = replica_id()
@@ -60,7 +63,7 @@ async def poller(monitor: Monitor) -> AsyncIterator[None]:
                 await code_change_status.poll_due(monitor, owner=owner)
             except Exception:  # the poller must outlive one bad pass
                 logger.exception("code-change poller pass failed")
-            await anyio.sleep(POLLER_TICK_SECONDS)
+            await anyio.sleep(tick_seconds)
 
     async with anyio.create_task_group() as group:
         group.start_soon(loop)

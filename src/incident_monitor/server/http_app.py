@@ -79,6 +79,8 @@ class HttpOptions:
     # Added to http.allowed_hosts / allowed_origins from the config.
     allowed_hosts: Sequence[str] = field(default_factory=tuple)
     allowed_origins: Sequence[str] = field(default_factory=tuple)
+    # The background code-change poller (off only where a test drives polling by hand with a fake clock).
+    poll_code_changes: bool = True
 
 
 def check_binding(monitor: Monitor, options: HttpOptions) -> TransportSecuritySettings:
@@ -196,7 +198,11 @@ def build_http_app(monitor: Monitor, options: HttpOptions) -> Starlette:
         recovered = await recover_pending(monitor)
         if recovered:
             print(f"incident-monitor: finished {len(recovered)} publish(es) left pending by a crash", file=sys.stderr)
-        async with monitor.downstream.running(), server.session_manager.run(), code_change_webhook.poller(monitor):
+        async with (
+            monitor.downstream.running(),
+            server.session_manager.run(),
+            code_change_webhook.poller(monitor, enabled=options.poll_code_changes),
+        ):
             with LogSourceRunner(monitor):
                 announce_sources(monitor)
                 yield

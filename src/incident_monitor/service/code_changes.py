@@ -92,11 +92,8 @@ def _new_draft(
     decision = decide_for_draft(monitor, draft)
     config = monitor.config.destination(decision.destination_id) if decision.destination_id else None
     if decision.destination_id is None or config is None or config.kind != "coding_agent":
-        raise PublishBlocked(
-            "no coding_agent destination to launch on: add [[destinations]] with kind = 'coding_agent', base_url "
-            "and token = 'env:NAME' to the config (or a route to one when several are configured)",
-            reasons=decision.blocked_reasons or ["no coding_agent destination"],
-        )
+        reasons = decision.blocked_reasons or ["no coding_agent destination"]
+        raise PublishBlocked("cannot request a code change: " + "; ".join(reasons), reasons=reasons)
     session.add(draft)
     return draft, decision.destination_id
 
