@@ -82,9 +82,9 @@ async def test_the_approval_is_bound_to_the_brief(coding_agent_world: WorldFacto
 async def test_bad_input_names_the_field(coding_agent_world: WorldFactory) -> None:
     world = coding_agent_world(webhooks=False)
     incident_id = world.incident()
-    with pytest.raises(InvalidInput, match="instructions: must not be empty"):
+    with pytest.raises(InvalidInput, match="instructions: required; say what the agent should change"):
         code_changes.request_code_change(world.monitor, REQUESTER, incident_id, "acme/shop", "   ")
-    with pytest.raises(InvalidInput, match="repository: at most 200 characters"):
+    with pytest.raises(InvalidInput, match="repository: 201 characters, limit 200"):
         code_changes.request_code_change(world.monitor, REQUESTER, incident_id, "a" * 201, "fix it")
     with pytest.raises(InvalidInput, match="run_id: not a code change of this monitor") as refused:
         code_changes.get_code_change(world.monitor, REQUESTER, "ghp_notanid")

@@ -34,6 +34,7 @@ from incident_monitor.errors import InvalidInput, NotFound, PublishBlocked
 from incident_monitor.policy.principal import Principal
 from incident_monitor.policy.redaction import redact_text
 from incident_monitor.service import destination_calls
+from incident_monitor.service.approvals import clean_note
 from incident_monitor.service.code_change_brief import render_brief
 from incident_monitor.service.governed import governed_call
 from incident_monitor.service.monitor import Monitor
@@ -43,6 +44,7 @@ from incident_monitor.service.route_preview import decide_for_draft
 MAX_REPOSITORY_CHARS = 200
 MAX_INSTRUCTIONS_CHARS = 10_000
 MAX_LISTED = 100
+WHAT_TO_CHANGE = "what the agent should change"
 
 
 class CodeChangeRequested(BaseModel):
@@ -57,15 +59,6 @@ class CodeChangePage(BaseModel):
 
 
 # --- requests: drafts that publish_draft launches -----------------------------------------------------------
-
-
-def _clean(field: str, value: str, limit: int) -> str:
-    value = value.strip()
-    if not value:
-        raise InvalidInput(f"{field}: must not be empty; say what the agent should change")
-    if len(value) > limit:
-        raise InvalidInput(f"{field}: at most {limit} characters (got {len(value)}); shorten it")
-    return redact_text(value)
 
 
 def _new_draft(
@@ -103,8 +96,8 @@ def request_code_change(
 ) -> CodeChangeRequested:
     arguments = {"incident_id": incident_id, "repository": repository, "instructions": instructions}
     with governed_call(monitor, principal, "request_code_change", arguments, subject_id=incident_id) as call:
-        repository = _clean("repository", repository, MAX_REPOSITORY_CHARS)
-        instructions = _clean("instructions", instructions, MAX_INSTRUCTIONS_CHARS)
+        repository = clean_note("repository", repository, limit=MAX_REPOSITORY_CHARS, say="which, e.g. 'acme/app'")
+        instructions = clean_note("instructions", instructions, limit=MAX_INSTRUCTIONS_CHARS, say=WHAT_TO_CHANGE)
         incident = get_incident_row(call.session, incident_id)
         call.run_id = incident.last_run_id
         run_id = new_id("ccr")
@@ -150,7 +143,7 @@ def follow_up_code_change(
 ) -> CodeChangeRequested:
     arguments = {"run_id": run_id, "instructions": instructions}
     with governed_call(monitor, principal, "follow_up_code_change", arguments, subject_id=run_id) as call:
-        instructions = _clean("instructions", instructions, MAX_INSTRUCTIONS_CHARS)
+        instructions = clean_note("instructions", instructions, limit=MAX_INSTRUCTIONS_CHARS, say=WHAT_TO_CHANGE)
         run = run_row(call.session, run_id)
         if run.platform_run_id is None:
             raise InvalidInput(f"run_id: code change {run_id} was never launched; approve and publish its draft first")
