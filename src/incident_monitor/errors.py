@@ -58,3 +58,14 @@ class InsufficientScope(PermissionDenied):
     """The caller is known but lacks a scope the action needs (OAuth's ``insufficient_scope``)."""
 
     code = "insufficient_scope"
+
+
+class StoreUnavailable(MonitorError):
+    """The store cannot take this unit of work now (full disk, read-only, out of reach): nothing of it was
+    stored and nothing stored before is lost. ``kind`` names the fault; the message says the fix."""
+
+    code = "store_unavailable"
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind

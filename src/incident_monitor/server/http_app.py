@@ -32,7 +32,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 
 from incident_monitor.domain.enums import Decision
-from incident_monitor.errors import ConfigError
+from incident_monitor.errors import ConfigError, StoreUnavailable
 from incident_monitor.policy.principal import UNAUTHENTICATED
 from incident_monitor.server import code_change_webhook
 from incident_monitor.server.auth import (
@@ -55,7 +55,7 @@ from incident_monitor.service.log_sources import announce_sources
 from incident_monitor.service.log_tailing import LogSourceRunner
 from incident_monitor.service.monitor import Monitor
 from incident_monitor.service.publishing import recover_pending
-from incident_monitor.service.status import publish_readiness
+from incident_monitor.service.status import publish_readiness, store_problem
 
 LOOPBACK_HOSTS = ["127.0.0.1:*", "localhost:*", "[::1]:*"]
 LOOPBACK_ORIGINS = ["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"]
@@ -121,6 +121,10 @@ def _metadata_route(path: str, resource: str, authorization_servers: list[str]) 
     return Route(path, metadata, methods=["GET"])
 
 
+def _not_ready(database: str, problem: str) -> Response:
+    return JSONResponse({"status": "not_ready", "database": database, "problems": [problem]}, status_code=503)
+
+
 def _health_routes(monitor: Monitor) -> list[Route]:
     async def healthz(_: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -128,11 +132,17 @@ def _health_routes(monitor: Monitor) -> list[Route]:
     async def readyz(_: Request) -> Response:
         # Public: whether the monitor can take reports (status, 503 when not) and publish (publish_state,
         # which never fails the probe), not which destination lacks what: that is get_status's, for callers.
-        try:
-            with monitor.session() as session:
-                session.connection().execute(text("SELECT 1"))
-        except Exception:  # any database failure means not ready
-            return JSONResponse({"status": "not_ready", "database": "unavailable"}, status_code=503)
+        fault = await anyio.to_thread.run_sync(store_problem, monitor)
+        if fault is None:
+            try:
+                with monitor.session() as session:
+                    session.connection().execute(text("SELECT 1"))
+            except StoreUnavailable as exc:
+                return _not_ready(exc.kind, exc.message)
+            except Exception:  # any other database failure means not ready too
+                return JSONResponse({"status": "not_ready", "database": "unavailable"}, status_code=503)
+        else:  # a full disk, a read-only file system, a database out of reach: the fix, not the SQL
+            return _not_ready(fault.kind, fault.message)
         publishing = publish_readiness(monitor)
         troubled = [d for d in publishing.reachable if not d.ready or d.consecutive_failures]
         problems = (

@@ -26,7 +26,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
 from incident_monitor.domain.models import IntakeKeyBase
-from incident_monitor.errors import CredentialError, MonitorError, PermissionDenied
+from incident_monitor.errors import CredentialError, MonitorError, PermissionDenied, StoreUnavailable
 from incident_monitor.server.auth import bearer_credential
 from incident_monitor.server.json_limits import BodyRejected, parse_json_body
 from incident_monitor.server.rate_limit import RateLimiter
@@ -202,6 +202,8 @@ class IntakeEndpoint:
 
 
 def _unavailable(exc: Exception) -> Response:
-    # The exception's text may quote stored or sent values: log its kind only.
-    logger.error("intake report not recorded: %s", type(exc).__name__)
+    # The exception's text may quote stored or sent values: log its kind only (a store fault is logged
+    # once, where it is seen: store/faults.py).
+    if not isinstance(exc, StoreUnavailable):
+        logger.error("intake report not recorded: %s", type(exc).__name__)
     return _error(503, "unavailable", "the monitor could not record the report; retry later")

@@ -26,6 +26,7 @@ from incident_monitor.errors import (
     MonitorError,
     PermissionDenied,
     PublishBlocked,
+    StoreUnavailable,
 )
 from incident_monitor.policy.engine import check_action
 from incident_monitor.policy.principal import Principal
@@ -242,6 +243,8 @@ def governed_call(
                 subject_id=call.subject_id,
                 run_id=call.run_id,
             )
+    except StoreUnavailable:
+        raise  # nothing can be recorded while the store is down; store/faults.py logged the fault once
     except MonitorError as exc:
         record_decision(
             monitor,

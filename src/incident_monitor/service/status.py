@@ -23,6 +23,7 @@ from incident_monitor.service.destination_health import read_deliveries
 from incident_monitor.service.governed import governed_call
 from incident_monitor.service.log_sources import source_readiness
 from incident_monitor.service.monitor import Monitor
+from incident_monitor.store.faults import StoreFault, store_health
 
 PublishState = Literal["ready", "degraded", "not_ready"]
 DEFAULT_ROUTE = "default"  # how the default destination appears in ``routed_from``
@@ -115,6 +116,11 @@ def _routed_from(monitor: Monitor) -> dict[str, list[str]]:
     if monitor.config.default_destination is not None:
         sources.setdefault(monitor.config.default_destination.destination_id, []).append(DEFAULT_ROUTE)
     return sources
+
+
+def store_problem(monitor: Monitor) -> StoreFault | None:
+    """Why the store cannot take writes now (full, read-only, out of reach), or None: /readyz's first check."""
+    return store_health(monitor.engine).problem()
 
 
 def publish_readiness(monitor: Monitor) -> PublishReadiness:

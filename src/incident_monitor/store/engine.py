@@ -21,6 +21,7 @@ from incident_monitor.domain import destination_state as _destination_state  # n
 from incident_monitor.domain import log_source_state as _log_source_state  # noqa: F401  (registers the tables)
 from incident_monitor.domain import models as _models  # noqa: F401  (registers the tables)
 from incident_monitor.domain.models import AuditEvent, Incident, table_of
+from incident_monitor.store.faults import store_faults
 from incident_monitor.store.group_commit import GroupCommit
 
 DATABASE_FILENAME = "incident-monitor.sqlite3"
@@ -97,11 +98,12 @@ def open_engine(data_dir: Path, url: str | None = None) -> Engine:
         # wait for each other (busy_timeout) instead of failing on a stale snapshot, and the audit
         # chain's "read last hash, append" is serialised across processes.
         event.listen(engine, "begin", _begin)
-    SQLModel.metadata.create_all(engine)
-    with engine.begin() as connection:
-        for index in _LATER_INDEXES:
-            index.create(connection, checkfirst=True)
-        _add_later_columns(connection)
+    with store_faults(engine, remember=False):  # a full disk or read-only file system at start: one clear error
+        SQLModel.metadata.create_all(engine)
+        with engine.begin() as connection:
+            for index in _LATER_INDEXES:
+                index.create(connection, checkfirst=True)
+            _add_later_columns(connection)
     _group_commits[engine] = GroupCommit(engine)
     return engine
 
@@ -115,7 +117,7 @@ def read_scope(engine: Engine) -> Iterator[Connection]:
     without waiting. A connection for Core statements (the ORM would double the cost of a lookup that
     runs per request), each statement its own snapshot: for single-statement lookups only.
     """
-    with engine.connect() as connection:
+    with store_faults(engine), engine.connect() as connection:
         yield connection.execution_options(**{_READ_ONLY: True})
 
 
@@ -132,10 +134,10 @@ def session_scope(engine: Engine) -> Iterator[Session]:
     """One unit of work: durable when the block ends (its commit has completed), rolled back on any error."""
     group_commit = _group_commits.get(engine)
     if group_commit is not None:
-        with group_commit.unit_of_work() as session:
+        with store_faults(engine), group_commit.unit_of_work() as session:
             yield session
         return
-    with Session(engine, expire_on_commit=False) as session:
+    with store_faults(engine), Session(engine, expire_on_commit=False) as session:
         try:
             yield session
             session.commit()
