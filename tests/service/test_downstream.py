@@ -22,12 +22,13 @@ import uvicorn
 from mcp import Client
 from mcp.server import MCPServer
 from mcp.server.mcpserver import Context
-from mcp.types import ToolAnnotations
+from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from sqlmodel import col, select
 
 from incident_monitor.domain.models import AuditEvent, Incident
 from incident_monitor.policy.principal import LOCAL_AGENT
 from incident_monitor.server.http_app import bind_socket
+from incident_monitor.service.downstream.guard import shape_result
 from incident_monitor.service.monitor import Monitor
 from support.mcp_helpers import call_refused, error_text, mcp_client
 from support.monitors import MonitorFactory, flow_config, principal
@@ -387,3 +388,21 @@ async def test_a_blocked_action_joins_the_callers_run_and_the_not_read_only_tool
     findings = posture.run_posture_checks(monitor, principal("operator:auditor", "governance"), tool_catalog()).findings
     (finding,) = [f for f in findings if f.rule_id == "downstream-tool-not-read-only"]
     assert "delete_entities" in finding.title
+
+
+def test_a_result_is_redacted_once_when_its_structured_content_restates_its_text() -> None:
+    secret = "ghp_" + "A1b2C3d4E5f6G7h8I9j0" * 2
+    graph = {"entities": [{"name": "ci", "observations": [f"token {secret}"]}], "relations": []}
+    restated = CallToolResult(
+        content=[TextContent(type="text", text=json.dumps(graph, indent=2))], structured_content=graph
+    )
+    shaped = shape_result(restated, 100_000)
+    # The text (what a client of a tool without an output schema reads) is redacted; the copy is not sent.
+    assert secret not in error_text(shaped) and "[REDACTED]" in error_text(shaped)
+    assert shaped.structured_content is None
+
+    # Structured content that says something else is kept, redacted on its own.
+    other = CallToolResult(content=[TextContent(type="text", text="1 entity")], structured_content=graph)
+    shaped = shape_result(other, 100_000)
+    assert shaped.structured_content is not None and secret not in json.dumps(shaped.structured_content)
+    assert "[REDACTED]" in json.dumps(shaped.structured_content) and error_text(shaped) == "1 entity"

@@ -17,6 +17,7 @@ from incident_monitor.errors import ConfigError, InsufficientScope, NotFound
 from incident_monitor.policy.principal import LOCAL_AGENT, local_operator
 from incident_monitor.service import log_sources, status
 from incident_monitor.service.governance import posture
+from incident_monitor.service.log_parsing import LogParser
 from incident_monitor.service.log_tailing import SourceTailer
 from incident_monitor.service.monitor import Monitor
 from support.log_files import database_text_at
@@ -158,6 +159,27 @@ def test_appended_error_lines_become_reports_and_the_rest_is_skipped(make_monito
     with sqlite3.connect(monitor.data_dir / "incident-monitor.sqlite3") as db:
         source, project, reporter = db.execute("SELECT source, project_id, reported_by FROM incidents").fetchone()
     assert (source, project, reporter) == ("ci", "app", "source:ci-log")
+
+
+def test_the_keyword_scan_finds_each_error_line_once_whatever_its_case() -> None:
+    settings = MonitorConfig.model_validate(source_config(Path("/ws"))).sources[0]
+    parser = LogParser(settings)
+    text = (
+        "INFO all good\n"
+        "2026-11-26 Error: fatal exception in worker\n"  # three keywords, one line: one event
+        "2026-11-26 eRRoR disk full\n"
+        '{"level":50,"msg":"pino says boom"}\n'  # pino: a number, no blanks
+        "INFO an errorless line\n"  # a keyword inside a word at INFO level: not an event
+        "CRITICAL out of memory"  # no newline: the chunk's last line
+    )
+    events = parser.parse(text.encode()).events
+    assert [e.title for e in events] == [
+        "fatal exception in worker",
+        "disk full",
+        "pino says boom",
+        "out of memory",
+    ]
+    assert parser.parse(b"").events == [] and parser.parse(b"INFO quiet\n").events == []
 
 
 def test_a_partial_last_line_waits_for_its_newline(make_monitor: MonitorFactory, root: Path) -> None:

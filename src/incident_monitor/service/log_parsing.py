@@ -3,10 +3,10 @@
 Pure functions over bytes (no I/O), so the tailer can hand them whatever it read and tests can feed
 them text directly.
 
-Speed: most lines of a log are not errors, so they are never split, decoded or parsed. One RE2 scan
-(a DFA: linear, in C, every keyword at once, case-insensitive) finds the lines holding a keyword; only
-those are looked at, and only those whose level is at or above ``min_level`` (or that start a stack
-trace) become events. A stack trace (Python traceback, Java stack trace, Node stack) is one event
+Speed: most lines of a log are not errors, so they are never split, decoded or parsed. One Hyperscan
+scan (every keyword at once, case-insensitive, SIMD: ~8 GB/s here against RE2's ~0.8) finds the lines
+holding a keyword; only those are looked at, and only those whose level is at or above ``min_level``
+(or that start a stack trace) become events. A stack trace (Python traceback, Java stack trace, Node stack) is one event
 with its frames in the detail, not one per line.
 """
 
@@ -15,11 +15,12 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any, Literal
-
-import re2
+from typing import TYPE_CHECKING, Any, Literal
 
 from incident_monitor.config import LogSourceSettings
+
+if TYPE_CHECKING:
+    import hyperscan
 
 LEVEL_RANK = {"warning": 1, "error": 2, "critical": 3}
 
@@ -74,7 +75,9 @@ _MASK_DIGITS = str.maketrans("0123456789", "##########")
 _MASK_DIGIT_BYTES = bytes.maketrans(b"0123456789", b"##########")
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: a frozen dataclass sets each field through object.__setattr__, ~1.5 µs more per event, and a
+# 100 MB log with 1 % errors makes 12,000 of them. Nothing changes an event after the parser made it.
+@dataclass(slots=True)
 class LogEvent:
     start: int  # byte offset of its first line in the chunk
     end: int  # byte offset just after its last line
@@ -83,7 +86,8 @@ class LogEvent:
     detail: str
     event: str | None = None  # from the JSON event field, when one is configured and present
     timestamp: str | None = None
-    shape: str | None = None  # a one-line plaintext event's title with its digits masked (repeats share it)
+    # A one-line plaintext event's title with its digits masked and its blanks collapsed (repeats share it).
+    shape: str | None = None
     lazy: bool = False  # title and detail left out (a known shape): ``LogParser.materialize`` fills them in
 
 
@@ -94,16 +98,59 @@ class ParseResult:
     undecodable_bytes: int = 0
 
 
-def candidate_pattern(min_level: str, json_levels: bool, level_field: str | None) -> re2._Regexp:
-    """One case-insensitive scan for every keyword a head line may hold (RE2: a DFA, linear, one pass)."""
+def candidate_keywords(min_level: str, json_levels: bool, level_field: str | None) -> list[bytes]:
+    """Every keyword a head line may hold (matched case-insensitively)."""
     words = ["error", "exception", "traceback", "fatal", "crit", "panic", "severe"]
     if min_level == "warning":
         words.append("warn")
-    alternatives = [re.escape(w) for w in words]
     if json_levels:
         wanted = sorted(n for n, name in _NUMERIC_LEVELS.items() if LEVEL_RANK[name] >= LEVEL_RANK[min_level])
-        alternatives += [re.escape(f'"{level_field or "level"}":{n}') for n in wanted]
-    return re2.compile(("(?i)" + "|".join(alternatives)).encode())
+        words += [f'"{level_field or "level"}":{n}' for n in wanted]
+    return [w.encode() for w in words]
+
+
+class CandidateScan:
+    """One pass over a chunk for every keyword at once: the start of each line that holds one.
+
+    Hyperscan (literals, case-insensitive, block mode). Its scratch space is this object's own, so one scan
+    runs at a time per object, which a ``LogParser`` (one per tailer, not thread-safe) already guarantees.
+    """
+
+    def __init__(self, keywords: list[bytes]) -> None:
+        import hyperscan  # ~8 ms: loaded with the first log source, not at every server start
+
+        self._database: hyperscan.Database = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
+        self._database.compile(
+            expressions=keywords,
+            ids=list(range(len(keywords))),
+            elements=len(keywords),
+            flags=hyperscan.HS_FLAG_CASELESS,
+            literal=True,
+        )
+
+    def line_starts(self, data: bytes) -> list[int]:
+        """The start of every line holding a keyword, in order, each once."""
+        if not data:
+            return []
+        ends: list[int] = []
+        add = ends.append
+
+        def matched(_id: int, _start: int, end: int, _flags: int, _context: object) -> None:
+            add(end)
+
+        self._database.scan(data, match_event_handler=matched)
+        starts: list[int] = []
+        line_end = -1
+        # Hyperscan reports by end offset; sorted all the same (a keyword has no newline, so its line is
+        # the one around its end).
+        for end in sorted(ends):
+            if end <= line_end:
+                continue  # another keyword on a line already taken
+            starts.append(data.rfind(b"\n", 0, end) + 1)
+            line_end = data.find(b"\n", end)
+            if line_end == -1:
+                break
+        return starts
 
 
 def _decode(raw: bytes) -> tuple[str, int]:
@@ -181,23 +228,7 @@ class LogParser:
         self.timestamp_fields = (settings.timestamp_field,) if settings.timestamp_field else DEFAULT_TIMESTAMP_FIELDS
         # A line shape seen before: its (level, masked title), or None when such lines are not events.
         self._shapes: dict[bytes, tuple[str, str] | None] = {}
-        self.candidates = candidate_pattern(settings.min_level, self.json_allowed, settings.level_field)
-
-    # --- finding candidate lines -------------------------------------------------------------------
-
-    def _candidate_starts(self, data: bytes) -> list[int]:
-        """The start of every line holding a keyword, in order, each once."""
-        starts: list[int] = []
-        line_end = -1
-        for match in self.candidates.finditer(data):
-            position = match.start()
-            if position <= line_end:
-                continue  # another keyword on a line already taken
-            starts.append(data.rfind(b"\n", 0, position) + 1)
-            line_end = data.find(b"\n", position)
-            if line_end == -1:
-                break
-        return starts
+        self.candidates = CandidateScan(candidate_keywords(settings.min_level, self.json_allowed, settings.level_field))
 
     # --- the whole chunk -----------------------------------------------------------------------------
 
@@ -213,7 +244,7 @@ class LogParser:
         """
         result = ParseResult(consumed=len(data))
         covered = 0  # lines before this belong to an event already
-        for start in self._candidate_starts(data):
+        for start in self.candidates.line_starts(data):
             if start < covered:
                 continue
             line_end = data.find(b"\n", start)
@@ -239,7 +270,7 @@ class LogParser:
             event, bad = found
             result.undecodable_bytes += bad
             if shape is not None and not bad and event.end == line_end and event.event is None:
-                masked = event.title.translate(_MASK_DIGITS)
+                masked = " ".join(event.title.translate(_MASK_DIGITS).split())
                 self._remember_shape(shape, (event.level, masked))
                 event = LogEvent(event.start, event.end, event.level, event.title, event.detail, shape=masked)
             result.events.append(event)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import anyio
-from mcp.types import CallToolResult, Tool, ToolListChangedNotification
+from mcp.types import CallToolRequest, CallToolRequestParams, CallToolResult, Tool, ToolListChangedNotification
 
 from incident_monitor.config import DownstreamSettings
 from incident_monitor.egress.rules import egress_refusal_in, policy_for
@@ -203,9 +203,13 @@ class DownstreamConnection:
         if client is None or not self.connected:
             self._wake.set()  # try to reconnect now rather than at the next retry
             raise DownstreamUnavailable(f"downstream '{self.id}' is {self.readiness()}")
+        # The session's own request, not Client.call_tool: that also validates the result against the tool's
+        # output schema (jsonschema over the whole result: most of a read's CPU in our process), and the guard
+        # relies on no downstream schema: it exposes none, and redacts whatever comes back.
+        request = CallToolRequest(params=CallToolRequestParams(name=tool, arguments=arguments))
         try:
             with anyio.fail_after(self.settings.timeout_seconds):
-                return await client.call_tool(tool, arguments)
+                return await client.session.send_request(request, CallToolResult)
         except TimeoutError:
             raise DownstreamUnavailable(
                 f"downstream '{self.id}' did not answer {tool} within timeout_seconds = "

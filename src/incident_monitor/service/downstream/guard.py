@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import anyio
 from mcp.types import CallToolResult, TextContent
 from sqlmodel import col, select
 
@@ -116,12 +117,31 @@ def refuse(monitor: Monitor, principal: Principal, called: str, resolution: Reso
     )
 
 
+def _only_restates(texts: list[str], structured: Any) -> bool:
+    """Whether the one text block is the structured content serialised (what SDK servers send beside it)."""
+    if structured is None or len(texts) != 1 or not texts[0].lstrip().startswith(("{", "[")):
+        return False
+    try:
+        return bool(json.loads(texts[0]) == structured)
+    except ValueError:
+        return False
+
+
 def shape_result(result: CallToolResult, max_bytes: int) -> CallToolResult:
     """The downstream's result, redacted and capped at ``max_bytes`` of text (structured content dropped
-    when it would not fit)."""
+    when it would not fit).
+
+    Structured content that only restates the text block is dropped rather than redacted a second time
+    (the redaction of a result was most of the guard's own CPU): the exposed tool declares no output
+    schema, so its text is what a client reads, and it holds the same JSON.
+    """
     texts = [b.text if isinstance(b, TextContent) else f"[{b.type} content omitted]" for b in result.content]
     text = redact_text("\n".join(texts))
-    structured = redact_json(result.structured_content) if result.structured_content is not None else None
+    structured = result.structured_content
+    if _only_restates(texts, structured):
+        structured = None
+    elif structured is not None:
+        structured = redact_json(structured)
     encoded = text.encode()
     note = ""
     if len(encoded) > max_bytes:
@@ -151,13 +171,24 @@ async def call_read_tool(
         message = str(exc)
         await run(record_decision, monitor, principal, name, Decision.rejected, [message], arguments)
         return _error(f"{DownstreamCallFailed.code}: {message}; get_status shows the downstream's readiness")
-    shaped = shape_result(result, connection.settings.max_result_bytes)
 
     def allowed() -> None:
         with governed_call(monitor, principal, name, arguments) as call:
             call.notes.append(f"downstream {connection.id}: {'error result' if result.is_error else 'ok'}")
 
-    await run(allowed)
+    async def audited() -> None:
+        await run(allowed)
+
+    # The audit row commits (a worker thread, mostly waiting on fsync) while the result is redacted here;
+    # the answer leaves only after both.
+    shaped: CallToolResult | None = None
+    try:
+        async with anyio.create_task_group() as group:
+            group.start_soon(audited)
+            shaped = shape_result(result, connection.settings.max_result_bytes)
+    except BaseExceptionGroup as failed:
+        raise failed.exceptions[0] from None  # one task's error, as if the two had run in turn
+    assert shaped is not None
     return shaped
 
 
