@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from incident_monitor.policy.principal import Principal
 from incident_monitor.service import self_monitoring
 from incident_monitor.service.monitor import Monitor
 from incident_monitor.service.publishing import attach_checkpoint_delivery
+from support.coding_agent import TOKEN, TOKEN_VARIABLE, World, open_world
 from support.monitors import (
     AGENT,
     OPERATOR,
@@ -104,3 +106,15 @@ def agent() -> Principal:
 @pytest.fixture
 def operator() -> Principal:
     return OPERATOR
+
+
+@pytest.fixture
+def coding_agent_world(
+    make_monitor: MonitorFactory, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Callable[..., World]]:
+    """``coding_agent_world(webhooks=True, **platform_knobs)``: the reference coding-agent platform on 127.0.0.1,
+    a monitor configured for it (its token in the environment) and, with webhooks, the HTTP app serving the
+    status webhook (support/coding_agent.py)."""
+    monkeypatch.setenv(TOKEN_VARIABLE, TOKEN)
+    with ExitStack() as stack:
+        yield lambda **options: open_world(stack, make_monitor, clock, **options)

@@ -38,6 +38,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from incident_monitor.domain.enums import Decision
 from incident_monitor.errors import ConfigError, StoreUnavailable
 from incident_monitor.policy.principal import UNAUTHENTICATED
+from incident_monitor.server import code_change_webhook
 from incident_monitor.server.auth import (
     INTAKE_PATH,
     BearerAuthenticator,
@@ -83,6 +84,8 @@ class HttpOptions:
     # Added to http.allowed_hosts / allowed_origins from the config.
     allowed_hosts: Sequence[str] = field(default_factory=tuple)
     allowed_origins: Sequence[str] = field(default_factory=tuple)
+    # The background code-change poller (off only where a test drives polling by hand with a fake clock).
+    poll_code_changes: bool = True
 
 
 def check_binding(monitor: Monitor, options: HttpOptions) -> TransportSecuritySettings:
@@ -205,6 +208,7 @@ def build_http_app(monitor: Monitor, options: HttpOptions) -> Starlette:
         *(guarded(r, "/mcp") for r in streamable.routes),
         *(guarded(r, "/sse") for r in sse.routes),
         *console_routes(monitor, console_verifier(authenticator), http.public_url),
+        code_change_webhook.webhook_route(monitor),
     ]
 
     @asynccontextmanager
@@ -212,7 +216,11 @@ def build_http_app(monitor: Monitor, options: HttpOptions) -> Starlette:
         recovered = await recover_pending(monitor)
         if recovered:
             print(f"incident-monitor: finished {len(recovered)} publish(es) left pending by a crash", file=sys.stderr)
-        async with monitor.downstream.running(), server.session_manager.run():
+        async with (
+            monitor.downstream.running(),
+            server.session_manager.run(),
+            code_change_webhook.poller(monitor, enabled=options.poll_code_changes),
+        ):
             with LogSourceRunner(monitor):
                 announce_sources(monitor)
                 yield

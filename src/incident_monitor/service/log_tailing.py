@@ -20,10 +20,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import socket
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -51,6 +49,7 @@ from incident_monitor.service.log_files import (
 )
 from incident_monitor.service.log_parsing import LogEvent, LogParser
 from incident_monitor.service.monitor import Monitor
+from incident_monitor.service.replicas import replica_id
 from incident_monitor.store.engine import read_scope
 
 logger = logging.getLogger(__name__)
@@ -67,11 +66,6 @@ MAX_COOLDOWN_ENTRIES = 10_000
 # re-reading 32 MB takes ~0.1 s). Each checkpoint is a commit with an fsync, which on a busy disk costs more than
 # reading 8 MB (a 100 MB catch-up spent most of its time in 8 MB checkpoints' commits).
 CHECKPOINT_BYTES = 32 * 1024 * 1024
-
-
-def replica_id() -> str:
-    """This process, for the lease: host, pid and a random part (a restarted pid is another replica)."""
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
 def _head_digest(opened: OpenedFile, size: int) -> str:

@@ -34,7 +34,7 @@ from incident_monitor.errors import ApprovalRequired, MonitorError, PublishBlock
 from incident_monitor.policy.permit import PublishPermit, issue_permit
 from incident_monitor.policy.principal import Principal
 from incident_monitor.policy.route_decision import RouteDecision
-from incident_monitor.service import self_monitoring
+from incident_monitor.service import code_changes, self_monitoring
 from incident_monitor.service.approvals import approvals_for, is_expired
 from incident_monitor.service.audit_chain import append_audit
 from incident_monitor.service.destination_health import disable_destination, record_delivery
@@ -170,6 +170,8 @@ def claim(monitor: Monitor, principal: Principal, draft_id: str) -> Claim:
                 reasons=decision.blocked_reasons,
             )
         assert decision.destination_id is not None and decision.destination_kind is not None
+        if decision.destination_kind == "coding_agent":
+            code_changes.check_launchable(session, draft)
         key = idempotency_key(draft.draft_id, decision.destination_id, draft.evidence_digest)
         approval = _approval_gate(session, monitor, draft, decision, key)
         check_draft_transition(draft.draft_id, draft.status, DraftStatus.publishing)
@@ -247,6 +249,8 @@ def settle(monitor: Monitor, principal: Principal, receipt_id: str, outcome: Pub
         record_delivery(
             session, receipt.destination_id, error=None if succeeded else (receipt.error or "failed"), at=now
         )
+        if receipt.destination_kind == "coding_agent":
+            code_changes.on_publish_settled(session, receipt, draft, now)
         incident = session.get(Incident, receipt.incident_id)
         if succeeded and incident is not None and incident.status in (IncidentStatus.open, IncidentStatus.triaged):
             check_incident_transition(incident.incident_id, incident.status, IncidentStatus.published)

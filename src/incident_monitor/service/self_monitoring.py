@@ -67,6 +67,7 @@ _TITLES = {
     "publish_failed": "Publish failed",
     "approval_denied": "Approval denied",
     "blocked_action": "Blocked action",
+    "code_change_failed": "Code change failed",
 }
 _MAX_DETAIL_CHARS = 4_000
 
@@ -88,7 +89,7 @@ def _guard() -> Iterator[None]:
 def severity_for_decision(kind: str, action: str) -> Severity:
     if kind in ("publish_failed", "failed_call"):
         return Severity.critical
-    if kind == "approval_denied":
+    if kind in ("approval_denied", "code_change_failed"):
         return Severity.high
     return Severity.critical if action in HIGH_IMPACT_ACTIONS else Severity.medium
 
@@ -227,4 +228,16 @@ def on_approval_denied(monitor: Monitor, principal: Principal, approval_id: str,
         actor=requested_by,
         reasons=[f"approval {approval_id} requested by {requested_by} was denied by {principal.name}: {note}"],
         subject_id=approval_id,
+    )
+
+
+def on_code_change_failed(monitor: Monitor, run_id: str, incident_id: str, reason: str) -> None:
+    """A delegated code change that errored or failed: an incident linked to the run and its incident."""
+    _record(
+        monitor,
+        kind="code_change_failed",
+        action=f"code_change:{run_id}",
+        actor="system:code-change",
+        reasons=[f"code change {run_id} (incident {incident_id}): {reason}"],
+        subject_id=incident_id,
     )

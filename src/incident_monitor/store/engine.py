@@ -16,6 +16,7 @@ from sqlalchemy import Index, event, inspect
 from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Session, SQLModel, create_engine
 
+from incident_monitor.domain import code_change as _code_change  # noqa: F401  (registers the table)
 from incident_monitor.domain import destination_state as _destination_state  # noqa: F401  (registers the table)
 from incident_monitor.domain import log_source_state as _log_source_state  # noqa: F401  (registers the tables)
 from incident_monitor.domain import models as _models  # noqa: F401  (registers the tables)
