@@ -52,9 +52,10 @@ postgresql:
 	@test -x $(PG_BIN)/initdb || \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null)
 
-# The property tests of the raw intake body with many more generated cases than CI runs (tests/server/test_http_intake_fuzz.py).
+# The property tests of the raw intake body and of tool inputs over stdio and Streamable HTTP, with ten times and more
+# the generated cases CI runs (tests/server/test_http_intake_fuzz.py, tests/server/test_tool_input_fuzz.py).
 fuzz: $(STAMP)
-	HYPOTHESIS_PROFILE=fuzz $(VENV)/bin/python -m pytest tests/server/test_http_intake_fuzz.py -q -s
+	HYPOTHESIS_PROFILE=fuzz $(VENV)/bin/python -m pytest tests/server/test_http_intake_fuzz.py tests/server/test_tool_input_fuzz.py -q -s
 
 # Every benchmark against its floor (benchmarks/run.py); writes benchmarks/results/latest.json. QUICK=1 for small sizes.
 bench: $(STAMP)

@@ -3,7 +3,8 @@ in ``support`` (monitors, databases, paths, receivers, fakes)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from incident_monitor.service import self_monitoring
 from incident_monitor.service.monitor import Monitor
 from incident_monitor.service.publishing import attach_checkpoint_delivery
 from incident_monitor.store.engine import DATABASE_URL_VARIABLE
+from support.coding_agent import TOKEN, TOKEN_VARIABLE, World, open_world
 from support.databases import ON_POSTGRES, schema_url
 from support.monitors import (
     AGENT,
@@ -168,3 +170,15 @@ def agent() -> Principal:
 @pytest.fixture
 def operator() -> Principal:
     return OPERATOR
+
+
+@pytest.fixture
+def coding_agent_world(
+    make_monitor: MonitorFactory, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Callable[..., World]]:
+    """``coding_agent_world(webhooks=True, **platform_knobs)``: the reference coding-agent platform on 127.0.0.1,
+    a monitor configured for it (its token in the environment) and, with webhooks, the HTTP app serving the
+    status webhook (support/coding_agent.py)."""
+    monkeypatch.setenv(TOKEN_VARIABLE, TOKEN)
+    with ExitStack() as stack:
+        yield lambda **options: open_world(stack, make_monitor, clock, **options)

@@ -398,6 +398,12 @@ class MonitorConfig(_Strict):
                     f"routes[{index}].destination_id: unknown destination '{route.destination_id}'; "
                     f"add a [[destinations]] entry with that id or use one of: {', '.join(ids) or '(none)'}"
                 )
+            agent = self.destination(route.destination_id)
+            if agent is not None and agent.kind == "coding_agent" and route.approval_policy is ApprovalPolicy.never:
+                raise ValueError(
+                    f"routes[{index}].approval_policy: 'never' is refused for a coding_agent destination "
+                    "(code changes are always approved); remove it or set 'always'"
+                )
         cards = [(c.kind, c.subject) for c in self.deployment_cards]
         twice = sorted({f"{k}:{s}" for k, s in cards if cards.count((k, s)) > 1})
         if twice:

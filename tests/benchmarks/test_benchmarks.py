@@ -39,6 +39,8 @@ def test_quick_benchmark_run_writes_every_figure(tmp_path: Path) -> None:
         "report_incident stdio, 8 concurrent",
         "report_incident Streamable HTTP, 1 client",
         "report_incident Streamable HTTP, 8 concurrent clients",
+        "tools/list (default agent) stdio",
+        "get_status stdio",
         "intake endpoint, 8 connections",
         "dedupe storm",
         "memory, RSS",
@@ -54,6 +56,17 @@ def test_quick_benchmark_run_writes_every_figure(tmp_path: Path) -> None:
     for bench in document["benchmarks"]:
         assert bench["governed"]["n"] > 0 and bench["governed"]["p50_ms"] > 0, bench
         assert bench["target"], bench
+    # Every report, light-call and intake figure also stands against its durable floor (issue 18).
+    for bench in document["benchmarks"]:
+        if bench["name"].startswith(("report_incident", "tools/list", "get_status", "intake endpoint")):
+            assert bench["durable"]["n"] > 0 and bench["durable_ratio"] > 0, bench
+            assert bench["floor"]["n"] > 0 and bench["ratio"] > 0, bench
+    assert "x durable" in run.stdout
+    # The last line sums up the targets (met and missed count every benchmark that has one).
+    last = run.stdout.strip().splitlines()[-1]
+    with_target = [b for b in document["benchmarks"] if b["passed"] is not None]
+    met = sum(1 for b in with_target if b["passed"])
+    assert last.startswith(f"targets: {met} met, {len(with_target) - met} missed"), last
     storm = next(b for b in document["benchmarks"] if b["name"].startswith("dedupe storm"))
     assert storm["extra"]["counts"]["incidents"] == 100
     assert storm["extra"]["counts"]["min_occurrences"] == storm["extra"]["counts"]["max_occurrences"] == 10

@@ -70,7 +70,8 @@ async def report_async(self, *args, **kwargs):
     report(self)
 
 MCPServer.run = report
-MCPServer.run_stdio_async = report_async  # serve_stdio runs it inside the downstream sessions' scope
+import incident_monitor.server.stdio as stdio
+stdio.run_stdio = report_async  # serve_stdio runs it inside the downstream sessions' scope
 from incident_monitor.cli import main
 sys.exit(main(["serve", "--transport", "stdio"]))
 """

@@ -145,6 +145,11 @@ def arguments(tool: str, ids: dict[str, str]) -> dict[str, Any]:
         "build_assessment_report": {},
         "build_deployment_cards": {},
         DOWNSTREAM_TOOL: {},
+        "request_code_change": {"incident_id": ids["quiet_incident"], "repository": "acme/shop", "instructions": "fix"},
+        "follow_up_code_change": {"run_id": "ccr_" + "0" * 16, "instructions": "also this"},
+        "stop_code_change": {"run_id": "ccr_" + "0" * 16},
+        "get_code_change": {"run_id": "ccr_" + "0" * 16},
+        "list_code_changes": {},
     }[tool]
 
 
@@ -154,8 +159,8 @@ def audit_rows(monitor: Monitor) -> int:
 
 
 def test_the_matrix_covers_every_tool_and_credential() -> None:
-    assert set(TOOLS) - {DOWNSTREAM_TOOL} == {t for t in ACTION_SCOPES if t in TOOL_ANNOTATIONS} and len(TOOLS) == 20
-    assert len(TOOLS) * len(CREDENTIALS) == 160
+    assert set(TOOLS) - {DOWNSTREAM_TOOL} == {t for t in ACTION_SCOPES if t in TOOL_ANNOTATIONS} and len(TOOLS) == 25
+    assert len(TOOLS) * len(CREDENTIALS) == 200
 
 
 @pytest.mark.parametrize("credential", CREDENTIALS)

@@ -10,19 +10,19 @@ Profiles (``HYPOTHESIS_PROFILE``): ``ci`` (default) runs a few thousand cases in
 from __future__ import annotations
 
 import json
-import os
 from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx2
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from incident_monitor.policy.principal import local_operator
 from incident_monitor.service import intake_keys
 from incident_monitor.service.monitor import Monitor
+from support.fuzz_profiles import PROFILE
 from support.http_helpers import http_server
 from support.intake import INTAKE, PROJECTS
 from support.monitors import MonitorFactory, flow_config
@@ -30,10 +30,6 @@ from support.monitors import MonitorFactory, flow_config
 CANARY = "cnry7Q"  # prefixed to every generated string: an answer that contains it echoed what was sent
 KEY_HEADER = "x-incident-monitor-intake-key"
 
-_common = {"deadline": None, "suppress_health_check": list(HealthCheck), "database": None, "derandomize": False}
-settings.register_profile("ci", max_examples=600, **_common)
-settings.register_profile("fuzz", max_examples=10_000, **_common)
-PROFILE = settings.get_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 # Cheaper families get more cases: together a few thousand per CI run.
 HEAVY = settings(PROFILE, max_examples=max(50, PROFILE.max_examples // 4))
 

@@ -172,7 +172,7 @@ def test_the_inspector_cli_lists_our_tools_over_stdio_and_http(tmp_path: Path, n
             cwd=inspector,
         )
     read_and_report = {"get_status", "report_incident", "list_incidents", "get_incident", "list_drafts"}
-    read_and_report |= {"get_draft", "list_receipts", "list_sources"}
+    read_and_report |= {"get_draft", "list_receipts", "list_sources", "get_code_change", "list_code_changes"}
     assert tool_names(over_http) == read_and_report  # filtered to the token's scopes
     assert tool_names(over_sse) == read_and_report
 

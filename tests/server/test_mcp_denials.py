@@ -158,6 +158,11 @@ def valid_arguments(tool: str, ids: dict[str, str]) -> dict[str, Any]:
         "run_assessment_probes": {},
         "build_assessment_report": {},
         "build_deployment_cards": {},
+        "request_code_change": {"incident_id": ids["incident_id"], "repository": "acme/shop", "instructions": "fix"},
+        "follow_up_code_change": {"run_id": "ccr_" + "0" * 16, "instructions": "also this"},
+        "stop_code_change": {"run_id": "ccr_" + "0" * 16},
+        "get_code_change": {"run_id": "ccr_" + "0" * 16},
+        "list_code_changes": {},
     }[tool]
 
 

@@ -31,6 +31,8 @@ READ_TOOLS = {
     "get_draft",
     "list_receipts",
     "list_sources",
+    "get_code_change",
+    "list_code_changes",
 }
 # Governance evidence is read-only (probes and the report run against an in-memory copy).
 GOVERNANCE_TOOLS = {
@@ -240,6 +242,11 @@ EXPECTED_IDS: dict[str, set[str]] = {
     "build_assessment_report": {"destination_id", "route_id", "rule_id", "probe_id", "card_id"},
     "build_deployment_cards": {"card_id"},
     "list_sources": {"log_source_id"},
+    "request_code_change": {"draft_id", "run_id", "destination_id"},
+    "follow_up_code_change": {"draft_id", "run_id", "destination_id"},
+    "stop_code_change": {"run_id", "incident_id"},
+    "get_code_change": {"run_id", "incident_id"},
+    "list_code_changes": {"run_id", "incident_id"},
 }
 # Every *_id an output may hold: the contract names plus a few that are not about these records.
 KNOWN_ID_FIELDS = {

@@ -40,6 +40,8 @@ READ_AND_REPORT_TOOLS = {
     "get_draft",
     "list_receipts",
     "list_sources",
+    "get_code_change",
+    "list_code_changes",
 }
 LEAKY_DETAIL_SECRET = "sk-live-0123456789abcdef"
 

@@ -18,11 +18,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from mcp import Client
 
+from incident_monitor.domain.code_change import CodeChangeStatus
+from incident_monitor.domain.enums import DraftStatus, IncidentStatus, ReceiptStatus
 from incident_monitor.policy.scopes import ALL_SCOPES
 from incident_monitor.server.errors import ERROR_SHAPE, error_text
 from incident_monitor.server.tool_schemas import SchemaCycleError, compact_schema
-from incident_monitor.server.tools import TOOL_ANNOTATIONS
+from incident_monitor.server.tools import TOOL_ANNOTATIONS, build_mcp_server
 from incident_monitor.service import queries
 from incident_monitor.service.monitor import Monitor
 from support.mcp_helpers import LINT_WARNING, RUNTIME_FAILURE, agent_and_operator, call_ok, call_refused, mcp_client
@@ -77,7 +80,8 @@ async def test_the_default_agent_tools_list_fits_the_budget(make_monitor: Monito
     size = wire_bytes(tools)
     per_tool = {t["name"]: wire_bytes([t]) for t in tools}
     assert size <= DEFAULT_AGENT_BUDGET, f"tools/list is {size} bytes for the default agent: {per_tool}"
-    assert len(tools) == 12  # the default agent's tools (with list_sources); a new one must fit the budget too
+    # The default agent's tools (with list_sources, get_code_change and list_code_changes); a new one must fit too.
+    assert len(tools) == 14
 
 
 async def test_no_schema_uses_ref_or_defs(make_monitor: MonitorFactory) -> None:
@@ -134,6 +138,47 @@ async def test_every_tool_matches_its_reviewed_snapshot(make_monitor: MonitorFac
     assert not problems, "tool surface changed without review:\n" + "\n\n".join(problems) + "\n\n" + UPDATE_HINT
 
 
+def enums_anywhere(value: Any) -> set[tuple[Any, ...]]:
+    if isinstance(value, dict):
+        own = {tuple(value["enum"])} if isinstance(value.get("enum"), list) else set()
+        return own | {e for v in value.values() for e in enums_anywhere(v)}
+    if isinstance(value, list):
+        return {e for v in value for e in enums_anywhere(v)}
+    return set()
+
+
+async def test_results_do_not_repeat_the_value_sets_the_read_tools_list(make_monitor: MonitorFactory) -> None:
+    """Severities and incident and draft states are enums where an agent chooses one (the filters of the read
+    tools); results name them as strings. Value sets that are no input stay enums in results."""
+    tools = {t["name"]: t for t in await listed_tools(make_monitor(), AGENT)}
+    severities = ("critical", "high", "medium", "low")
+    draft_states = tuple(s.value for s in DraftStatus)
+    incident_states = tuple(s.value for s in IncidentStatus)
+
+    assert {severities, draft_states} <= enums_anywhere(tools["list_drafts"]["inputSchema"])
+    assert {severities, incident_states} <= enums_anywhere(tools["list_incidents"]["inputSchema"])
+    for tool in tools.values():
+        repeated = enums_anywhere(tool["outputSchema"]) & {severities, draft_states, incident_states}
+        assert not repeated, f"{tool['name']} repeats {repeated} in its result"
+    assert tools["get_draft"]["outputSchema"]["properties"]["draft"]["properties"]["severity"] == {"type": "string"}
+    receipt_states = tuple(s.value for s in ReceiptStatus)
+    assert receipt_states in enums_anywhere(tools["list_receipts"]["outputSchema"])  # listed nowhere else
+    run_states = tuple(s.value for s in CodeChangeStatus)
+    assert enums_anywhere(tools["get_code_change"]["outputSchema"]) == {run_states}
+
+
+async def test_an_id_is_checked_though_its_schema_shows_no_limit(monitor: Monitor) -> None:
+    async with mcp_client(monitor, AGENT) as agent:
+        schema = {t.name: t.input_schema for t in (await agent.list_tools()).tools}["get_draft"]
+        too_long = await call_refused(agent, "get_draft", draft_id="d" * 101)
+        empty = await call_refused(agent, "get_draft", draft_id="")
+
+    assert schema["properties"]["draft_id"] == {"type": "string"}
+    for text in (too_long, empty):
+        assert text.startswith("invalid_input: get_draft arguments rejected")
+        assert "d" * 101 not in text
+
+
 # --- the schema post-processor ----------------------------------------------------------------------
 
 
@@ -176,6 +221,28 @@ def test_compaction_inlines_references_and_keeps_property_names_that_look_like_k
         "enum": ["low", "high"],
         "description": "How bad.",
     }
+
+
+def test_compaction_writes_a_listed_value_set_as_a_string_in_outputs_only() -> None:
+    schema = {
+        "$defs": {"Level": {"enum": ["low", "high"], "title": "Level", "type": "string"}},
+        "properties": {
+            "level": {"$ref": "#/$defs/Level"},
+            "maybe": {"anyOf": [{"$ref": "#/$defs/Level"}, {"type": "null"}]},
+            "mode": {"enum": ["a", "b"], "type": "string"},
+        },
+        "type": "object",
+    }
+    listed = frozenset({("low", "high")})
+
+    as_output = compact_schema(schema, output=True, listed=listed)
+    assert as_output["properties"] == {
+        "level": {"type": "string"},
+        "maybe": {"type": ["string", "null"]},
+        "mode": {"enum": ["a", "b"]},
+    }
+    as_input = compact_schema(schema, listed=listed)
+    assert as_input["properties"]["level"] == {"enum": ["low", "high"], "type": "string"}
 
 
 def test_compaction_refuses_a_self_referencing_model() -> None:
@@ -346,3 +413,35 @@ async def test_a_repeat_report_of_a_draft_further_along_points_to_that_draft(mon
     assert again["deduplicated"] is True
     assert next_calls(again["next_step"]) == ["get_draft"]
     assert "approval_required" in again["next_step"]
+
+
+async def test_one_server_lists_each_caller_its_own_tools_on_every_request(make_monitor: MonitorFactory) -> None:
+    """tools/list is built once and filtered once per scope set (server/scope_gate.py); on HTTP one server
+    answers many principals in turn, so no caller may ever get another's list, nor a stale one."""
+    monitor = make_monitor()
+    reader, reporter = principal("reader", "read"), principal("reporter", "report")
+    current = [reader]
+    async with mcp_client(monitor, lambda: current[0]) as client:
+        seen = []
+        for who in (reader, reporter, reader, EVERYTHING, reporter, AGENT):
+            current[0] = who
+            seen.append(sorted(tool.name for tool in (await client.list_tools()).tools))
+    assert seen[0] == seen[2] and "get_status" in seen[0] and "report_incident" not in seen[0]
+    assert seen[1] == seen[4] == ["report_incident"]
+    assert seen[3] == sorted(TOOL_ANNOTATIONS)
+    # The default agent's list as listed by a server of its own (no cache shared with other callers).
+    assert seen[5] == sorted(tool["name"] for tool in await listed_tools(make_monitor(), AGENT))
+
+
+async def test_the_kept_tools_list_answers_each_protocol_era_in_its_own_shape(make_monitor: MonitorFactory) -> None:
+    """Each protocol era has its own envelope (2026-07-28 results carry resultType, ttlMs, cacheScope): a list
+    kept from one era's answer must never be served to a client of the other (server/scope_gate.py)."""
+    server = build_mcp_server(make_monitor(), lambda: AGENT)
+    names = []
+    for mode in ("legacy", "auto", "legacy", "auto"):
+        async with Client(server, mode=mode) as client:
+            names.append(sorted(tool.name for tool in (await client.list_tools()).tools))
+            # A structured result is checked against the tool's output schema, which the client gets from
+            # tools/list: this call lists the tools again, as examples/call_tool.py does.
+            await call_ok(client, "get_status")
+    assert names[0] == names[1] == names[2] == names[3] and "report_incident" in names[0]

@@ -123,6 +123,23 @@ async def test_a_write_by_any_name_is_refused_with_the_governed_alternative(
     assert row.decision == "deny"
 
 
+async def test_downstream_arguments_that_cannot_be_read_are_refused_before_the_downstream(
+    make_monitor: MonitorFactory, node_bin: Path, tmp_path: Path
+) -> None:
+    memory = seeded_memory(tmp_path / "memory.jsonl")
+    monitor = make_monitor(flow_config(downstream=[memory_downstream(node_bin, memory)]))
+    deep: Any = "checkout"
+    for _ in range(40):
+        deep = [deep]
+    async with serving(monitor, READER) as client:
+        lone = await call_refused(client, "memory__search_nodes", query="checkout\ud800")
+        nested = await call_refused(client, "memory__search_nodes", query="checkout", **{"made-up name": deep})
+    assert lone.startswith("invalid_input:") and "query: holds text that is not valid Unicode" in lone
+    assert "nests deeper than 32 levels" in nested and "made-up name" not in nested  # a name it does not list
+    assert [row.decision for row in audit_rows(monitor, "memory__search_nodes")] == ["rejected", "rejected"]
+    assert blocked_incidents(monitor) == []
+
+
 async def test_a_looping_agent_raises_one_blocked_action_incident_with_a_count(
     make_monitor: MonitorFactory, node_bin: Path, tmp_path: Path
 ) -> None:

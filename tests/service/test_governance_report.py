@@ -224,6 +224,8 @@ async def test_deployment_cards_cover_agents_sources_and_the_monitor(monitor: Mo
         "publish_draft",
         "list_receipts",
         "list_sources",
+        "get_code_change",
+        "list_code_changes",
     ]
     assert ci_agent.authority.destinations == ["ops-webhook", "telemetry"]
     assert "decide_approval" in ci_agent.prohibited_actions

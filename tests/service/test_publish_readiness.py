@@ -11,10 +11,10 @@ import httpx2
 import pytest
 
 from incident_monitor.domain.enums import DraftStatus, ReceiptStatus
-from incident_monitor.service import publishing
+from incident_monitor.service import approvals, incidents, publishing
 from incident_monitor.service.monitor import Monitor
 from incident_monitor.service.status import get_status
-from support.drafts import approved_draft  # a runtime failure routed to ops-webhook, approved
+from support.drafts import approved_draft, report_runtime_failure  # a runtime failure routed to ops-webhook, approved
 from support.http_helpers import http_server
 from support.monitors import AGENT, OPERATOR, WEBHOOK_SECRET_VARIABLE, FakeClock, MonitorFactory, flow_config
 from support.receivers import WebhookReceiver
@@ -158,3 +158,18 @@ async def test_readyz_says_publishing_is_degraded_without_naming_what_is_missing
     assert problem.startswith("1 of 2 destinations that routes publish to are not ready")
     assert "get_status" in problem
     assert WEBHOOK_SECRET_VARIABLE not in ready.text
+
+
+def test_status_counts_open_incidents_and_pending_approvals(make_monitor: MonitorFactory, webhook_secret: str) -> None:
+    monitor = make_monitor()
+    assert (get_status(monitor, AGENT).open_incidents, get_status(monitor, AGENT).pending_approvals) == (0, 0)
+    _, pending_draft = report_runtime_failure(monitor, "Deploy failed on main")
+    approvals.request_approval(monitor, AGENT, pending_draft, "needs an operator")
+    resolved, _ = report_runtime_failure(monitor, "Nightly build failed")
+    incidents.resolve_incident(monitor, OPERATOR, resolved, "fixed")
+    approved_draft(monitor, "Smoke test failed")  # asked and approved: no longer pending
+
+    view = get_status(monitor, AGENT)
+
+    assert view.open_incidents == 2  # the resolved one is not counted
+    assert view.pending_approvals == 1

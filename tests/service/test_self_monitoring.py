@@ -345,18 +345,19 @@ async def test_over_mcp_a_refused_tool_call_becomes_an_incident_with_its_timelin
 
 
 @pytest.mark.anyio
-async def test_unknown_tools_share_one_incident_whatever_names_the_caller_invents(
-    make_monitor: MonitorFactory,
-) -> None:
+async def test_unknown_tools_are_denied_and_audited_without_paging_anyone(make_monitor: MonitorFactory) -> None:
     monitor = make_monitor(flow_config())
     async with mcp_client(monitor, AGENT) as agent:
-        for name in ("delete_everything", "drop_tables", "delete_everything"):
+        for name in ("delete_everything", "drop_tables", "delete_everything", "drop_tables"):
             await call_refused(agent, name)
 
-    incident = the_self_incident(monitor, f"selfmon:blocked_call:unknown_tool:{AGENT.name}")
-    assert (incident.severity, incident.occurrence_count) == (Severity.medium, 3)
-    assert "'tool:delete_everything'" in incident.detail
-    # The third try reached repeated_failure_threshold: one more incident, at high, and no others.
-    repeated = the_self_incident(monitor, f"selfmon:repeated:blocked_call:unknown_tool:{AGENT.name}")
-    assert repeated.severity is Severity.high
-    assert len(self_incidents(monitor)) == 2
+    # Past repeated_failure_threshold and still nothing: a malformed call pages no one (issue 12).
+    assert self_incidents(monitor) == []
+    with monitor.session() as session:
+        rows = session.exec(select(AuditEvent).where(col(AuditEvent.action).startswith("tool:"))).all()
+    assert [(r.action, r.decision.value) for r in rows] == [
+        ("tool:delete_everything", "deny"),
+        ("tool:drop_tables", "deny"),
+        ("tool:delete_everything", "deny"),
+        ("tool:drop_tables", "deny"),
+    ]

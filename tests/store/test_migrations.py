@@ -25,8 +25,9 @@ from sqlmodel import select as select_models
 
 from incident_monitor.cli import main as cli_main
 from incident_monitor.config import MonitorConfig
+from incident_monitor.domain.code_change import CodeChangeRun
 from incident_monitor.domain.enums import ReceiptStatus
-from incident_monitor.domain.models import AuditEvent, Receipt
+from incident_monitor.domain.models import AuditEvent, Receipt, table_of
 from incident_monitor.errors import SchemaOutdated
 from incident_monitor.service.audit_checkpoints import verify_audit_log
 from incident_monitor.service.monitor import Monitor
@@ -45,7 +46,7 @@ POSTGRES_FIXTURE = FIXTURES / "pre_migrations.postgres.sql"
 # checkpoint seals the rows written before them).
 ADDED_SINCE = {"receipts": {"claimed_by", "lease_expires_at"}, "audit_events": {"key_id", "mac"}}
 # Tables later revisions added: absent from the fixture, empty after the upgrade.
-TABLES_ADDED_SINCE = {"log_source_files", "log_source_states"}
+TABLES_ADDED_SINCE = {"log_source_files", "log_source_states", "code_change_runs"}
 CLI = Path(sys.executable).parent / "incident-monitor"
 
 
@@ -163,8 +164,9 @@ def test_db_upgrade_keeps_every_row_the_chain_and_the_receipts(
     assert "nothing to do" in capsys.readouterr().out
 
 
-# What the code between the first keyed MACs / log sources and migrations added at every open of a SQLite file
-# (no version table): the MAC columns, the denials index and the log-source tables, with SQLite's INTEGER.
+# What the code between the first keyed MACs / log sources / code changes and migrations added at every open of a
+# SQLite file (no version table): the MAC columns, the denials index, the log-source tables with SQLite's INTEGER
+# (and the code-change table, below).
 RELEASE_BEFORE_MIGRATIONS_ADDED = (
     "ALTER TABLE audit_events ADD COLUMN key_id VARCHAR",
     "ALTER TABLE audit_events ADD COLUMN mac VARCHAR",
@@ -192,6 +194,7 @@ def test_a_database_of_the_release_just_before_migrations_gets_only_what_it_lack
     with engine.begin() as connection:
         for statement in RELEASE_BEFORE_MIGRATIONS_ADDED:
             connection.exec_driver_sql(statement)
+        table_of(CodeChangeRun).create(connection)  # as that release's create_all made it, indexes included
     engine.dispose()
 
     assert cli_main(["db", "upgrade", "--data-dir", str(data_dir)]) == 0

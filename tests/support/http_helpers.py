@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -21,11 +22,17 @@ Transport = Literal["streamable-http", "sse"]
 
 
 @contextmanager
-def http_server(monitor: Monitor, *, no_auth: bool = False) -> Iterator[str]:
-    """Serve ``monitor`` with uvicorn in a thread; yields the base URL (http://127.0.0.1:PORT)."""
-    sock = bind_socket("127.0.0.1", 0)
+def http_server(
+    monitor: Monitor, *, no_auth: bool = False, sock: socket.socket | None = None, poll_code_changes: bool = True
+) -> Iterator[str]:
+    """Serve ``monitor`` with uvicorn in a thread; yields the base URL (http://127.0.0.1:PORT).
+
+    ``sock``: a socket bound beforehand, when the config must name the port (a callback URL);
+    ``poll_code_changes=False``: no background poller (the test polls by hand, on its fake clock)."""
+    sock = sock or bind_socket("127.0.0.1", 0)
     port = sock.getsockname()[1]
-    app = build_http_app(monitor, HttpOptions(host="127.0.0.1", port=port, no_auth=no_auth))
+    options = HttpOptions(host="127.0.0.1", port=port, no_auth=no_auth, poll_code_changes=poll_code_changes)
+    app = build_http_app(monitor, options)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
     failure: list[BaseException] = []
 

@@ -4,6 +4,7 @@ moved by hand, principals, webhook secrets, and a call made while another unit o
 from __future__ import annotations
 
 import base64
+import json
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -71,6 +72,30 @@ def flow_config(webhook_url: str | None = None, **overrides: Any) -> dict[str, A
     }
     config.update(overrides)
     return config
+
+
+def toml_text(config: dict[str, Any]) -> str:
+    """``config`` (a flow_config) as a TOML file, for the programs the tests start with ``--config``."""
+
+    def value(item: Any) -> str:
+        if isinstance(item, bool):
+            return "true" if item else "false"
+        if isinstance(item, list):
+            return "[" + ", ".join(value(element) for element in item) + "]"
+        if isinstance(item, dict):
+            return "{ " + ", ".join(f"{json.dumps(k)} = {value(v)}" for k, v in item.items()) + " }"
+        return json.dumps(item)  # strings (TOML's basic strings take JSON's escapes) and numbers
+
+    lines: list[str] = []
+    for key, item in config.items():
+        if isinstance(item, list) and item and all(isinstance(element, dict) for element in item):
+            for table in item:
+                lines += [f"[[{key}]]", *(f"{json.dumps(k)} = {value(v)}" for k, v in table.items())]
+        elif isinstance(item, dict):
+            lines += [f"[{key}]", *(f"{json.dumps(k)} = {value(v)}" for k, v in item.items())]
+        else:
+            lines.insert(0, f"{json.dumps(key)} = {value(item)}")
+    return "\n".join(lines) + "\n"
 
 
 # Principals: the local agent (default agent scopes), the local operator, and made-to-measure ones.

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 from typing import Any
 
-from incident_monitor.cli.common import EXIT_OK, add_command, add_group, json_or, open_monitor, print_json
+from incident_monitor.cli.common import EXIT_FAILED, EXIT_OK, add_command, add_group, json_or, open_monitor, print_json
 from incident_monitor.cli.table import print_table
 from incident_monitor.policy.principal import local_operator
-from incident_monitor.service import destination_health, status
+from incident_monitor.service import destination_calls, destination_health, status
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -37,6 +38,12 @@ def cmd_destinations_enable(args: argparse.Namespace) -> int:
     changed = destination_health.enable_destination(open_monitor(args), local_operator(), args.destination_id)
     print(f"destination {args.destination_id} " + ("re-enabled" if changed else "was not disabled"))
     return EXIT_OK
+
+
+def cmd_destinations_ping(args: argparse.Namespace) -> int:
+    result = asyncio.run(destination_calls.ping_destination(open_monitor(args), local_operator(), args.destination_id))
+    print(f"destination {result.destination_id}: " + ("ok — " if result.ok else "FAILED — ") + result.detail)
+    return EXIT_OK if result.ok else EXIT_FAILED
 
 
 def cmd_destinations_list(args: argparse.Namespace) -> int:
@@ -85,3 +92,12 @@ def register(sub: Any) -> None:
         json_flag=False,
     )
     enable.add_argument("destination_id")
+    ping = add_command(
+        dst,
+        "ping",
+        cmd_destinations_ping,
+        help="test the connection to a coding_agent destination (GET /ping) and say what failed",
+        examples=["incident-monitor destinations ping coding-agent"],
+        json_flag=False,
+    )
+    ping.add_argument("destination_id")

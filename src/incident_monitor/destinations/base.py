@@ -20,6 +20,11 @@ from incident_monitor.policy.permit import PublishPermit, verify_permit
 from incident_monitor.policy.redaction import redact_text
 
 
+class CallFailed(Exception):
+    """A call to a destination other than a publish (a run's status, stop, ping) failed. The message says what
+    failed and never carries a secret."""
+
+
 class PublishRequest(BaseModel):
     """Everything an adapter may send. Evidence is already redacted."""
 

@@ -20,6 +20,7 @@ ADAPTERS: dict[str, str] = {
     "github": "github:GitHubAdapter",
     "linear": "linear:LinearAdapter",
     "mcp_tool": "mcp_tool:McpToolAdapter",
+    "coding_agent": "coding_agent:CodingAgentAdapter",
 }
 
 

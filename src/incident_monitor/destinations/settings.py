@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from incident_monitor.secret_ref import SecretRef, is_env_ref, resolve_secret, secret_ref_variable
 
-EXTERNAL_KINDS = frozenset({"github", "linear", "webhook", "mcp_tool"})
+EXTERNAL_KINDS = frozenset({"github", "linear", "webhook", "mcp_tool", "coding_agent"})
 
 
 class DestinationConfig(BaseModel):
@@ -284,13 +284,53 @@ class McpToolConfig(DestinationConfig):
         return self
 
 
+# --- coding agent (seed 002, caller side) ------------------------------------------------------------------
+
+
+class CodingAgentConfig(DestinationConfig):
+    """A coding-agent platform implementing the seed-002 interface; code-change drafts launch runs on it."""
+
+    kind: Literal["coding_agent"] = "coding_agent"
+    base_url: str = Field(description="The platform's https:// base URL (POST /agents, GET /agents/{id}, …).")
+    token: SecretRef | None = Field(
+        default=None, description="env:NAME of a variable holding the bearer token the platform issued us."
+    )
+    display_name: str = Field(default="", max_length=100, description="How responders see the platform.")
+    poll_interval_seconds: float = Field(120.0, ge=1, le=3600, description="GET /agents/{id} per active run.")
+    max_run_minutes: float = Field(120.0, gt=0, le=24 * 60, description="Longer runs are marked failed and stopped.")
+    request_timeout_seconds: float = Field(10.0, gt=0, le=120)
+    callback_base_url: str | None = Field(
+        default=None, description="Our public base URL for status webhooks; without it, polling only."
+    )
+    allow_insecure_http: bool = Field(default=False, description="Allow http:// base_url (local testing only).")
+    allow_private_networks: bool = False
+    max_attempts: int = Field(3, ge=1, le=10)
+    backoff_seconds: float = Field(0.5, ge=0, le=30)
+
+    @field_validator("base_url", "callback_base_url")
+    @classmethod
+    def _check_urls(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        value = value.strip().rstrip("/")
+        problem = webhook_url_problem(value)
+        if problem:
+            raise ValueError(
+                problem.replace("url ", "URL ", 1).replace(
+                    "'https://hooks.example.com/incident'", "'https://agents.example.com'"
+                )
+            )
+        return value
+
+
 # --- the union the monitor config reads --------------------------------------------------------------------
 
 # One line per destination kind.
 DestinationSettings = Annotated[
-    WebhookConfig | TelemetryConfig | GitHubConfig | LinearConfig | McpToolConfig, Field(discriminator="kind")
+    WebhookConfig | TelemetryConfig | GitHubConfig | LinearConfig | McpToolConfig | CodingAgentConfig,
+    Field(discriminator="kind"),
 ]
-AnyDestinationConfig = WebhookConfig | TelemetryConfig | GitHubConfig | LinearConfig | McpToolConfig
+AnyDestinationConfig = WebhookConfig | TelemetryConfig | GitHubConfig | LinearConfig | McpToolConfig | CodingAgentConfig
 DESTINATION_KINDS: tuple[str, ...] = tuple(
     model.model_fields["kind"].default for model in get_args(get_args(DestinationSettings)[0])
 )

@@ -21,7 +21,7 @@ ID_FIELDS: dict[str, tuple[str, str]] = {
     "triage_run_id": ("tri", "get_draft"),
 }
 PREFIX_FOR_FIELD = {field: prefix for field, (prefix, _) in ID_FIELDS.items()}
-_SHAPE = re.compile(r"(?:inc|drf|apr|rcp|tri|occ)_[0-9a-f]{16}")
+_SHAPE = re.compile(r"(?:inc|drf|apr|rcp|tri|occ|ccr)_[0-9a-f]{16}")
 
 
 def is_monitor_id(value: object) -> bool:
@@ -41,4 +41,15 @@ def check_id(field: str, value: object) -> str:
     raise InvalidInput(
         f"{field}: not an id of this monitor (expected '{prefix}_' and 16 hex digits); "
         f"copy one from {listing} (the value sent is not repeated here)"
+    )
+
+
+def check_code_change_id(value: object) -> str:
+    """A code change's ``run_id`` (``ccr_``; the field name is shared with a reporting run's, so it is not in
+    ID_FIELDS); InvalidInput without the value otherwise."""
+    if is_monitor_id(value) and str(value).startswith("ccr_"):
+        return str(value)
+    raise InvalidInput(
+        "run_id: not a code change of this monitor (expected 'ccr_' and 16 hex digits); "
+        "copy one from list_code_changes (the value sent is not repeated here)"
     )

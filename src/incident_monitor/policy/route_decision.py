@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 from pydantic import BaseModel
 
 from incident_monitor.config import ApprovalSettings, DestinationSettings, MonitorConfig, Route
+from incident_monitor.domain.code_change import CODE_CHANGE_EVENTS
 from incident_monitor.domain.enums import ApprovalPolicy, Severity
 from incident_monitor.domain.readiness import Readiness
 
@@ -67,6 +68,11 @@ def _match(route: Route, subject: RouteSubject) -> list[str] | None:
     return why or ["catch-all route"]
 
 
+def is_coding_agent(config: MonitorConfig, destination_id: str) -> bool:
+    destination = config.destination(destination_id)
+    return destination is not None and destination.kind == "coding_agent"
+
+
 def approval_requirement(
     policy: ApprovalPolicy,
     destination: DestinationSettings | None,
@@ -108,19 +114,32 @@ def decide_route(config: MonitorConfig, subject: RouteSubject, readiness: Callab
 
 
 def _decide(config: MonitorConfig, subject: RouteSubject, readiness: Callable[[str], Readiness]) -> RouteDecision:
+    # Code-change drafts go only to coding-agent platforms, and nothing else does (issue 15).
+    code_change = subject.event in CODE_CHANGE_EVENTS
     candidates: list[tuple[int, int, Route, list[str]]] = []
     for order, route in enumerate(config.routes):
         why = _match(route, subject)
-        if why is not None:
+        if why is not None and is_coding_agent(config, route.destination_id) == code_change:
             candidates.append((-route.priority, order, route, why))
     policy: ApprovalPolicy
+    agents = [d.id for d in config.destinations if d.kind == "coding_agent"]
     if candidates:
         _, _, route, why = min(candidates, key=lambda c: (c[0], c[1]))
         route_id: str | None = route.id
         destination_id: str | None = route.destination_id
         policy = route.approval_policy
         match_reason = f"route '{route.id}' (priority {route.priority}): " + "; ".join(why)
-    elif config.default_destination is not None:
+    elif code_change:
+        route_id, policy = None, ApprovalPolicy.always
+        destination_id = agents[0] if len(agents) == 1 else None
+        match_reason = (
+            "no route matched: the only coding_agent destination"
+            if destination_id
+            else f"no route matched and {len(agents)} coding_agent destinations are configured: add a route"
+        )
+    elif config.default_destination is not None and not is_coding_agent(
+        config, config.default_destination.destination_id
+    ):
         route_id = None
         destination_id = config.default_destination.destination_id
         policy = config.default_destination.approval_policy
@@ -131,7 +150,16 @@ def _decide(config: MonitorConfig, subject: RouteSubject, readiness: Callable[[s
 
     destination = config.destination(destination_id) if destination_id else None
     blocked_reasons: list[str] = []
-    if destination_id is None:
+    if destination_id is None and code_change and agents:
+        blocked_reasons.append(
+            f"{len(agents)} coding_agent destinations and no route to one matches: add a route to the one to use"
+        )
+    elif destination_id is None and code_change:
+        blocked_reasons.append(
+            "no coding_agent destination to launch on: add [[destinations]] with kind = 'coding_agent', base_url "
+            "and token = 'env:NAME' to the config"
+        )
+    elif destination_id is None:
         blocked_reasons.append("no route matches and no default destination is configured")
     elif destination is None:
         blocked_reasons.append(f"destination '{destination_id}' is not configured")
@@ -151,6 +179,8 @@ def _decide(config: MonitorConfig, subject: RouteSubject, readiness: Callable[[s
                 f"not to '{destination.id}' (projects.allowed_destinations)"
             )
 
+    if code_change:
+        policy = ApprovalPolicy.always  # a code change is always reviewed (config refuses 'never' for one)
     required, approval_reasons = approval_requirement(policy, destination, subject.severity, config.approval)
     return RouteDecision(
         route_id=route_id,

@@ -15,6 +15,7 @@ RESOLVE = "incident_monitor:resolve"
 GOVERNANCE = "incident_monitor:governance"
 ADMIN = "incident_monitor:admin"
 DOWNSTREAM_READ = "incident_monitor:downstream_read"
+CODE_CHANGE = "incident_monitor:code_change"
 
 ALL_SCOPES = frozenset(
     {
@@ -29,6 +30,7 @@ ALL_SCOPES = frozenset(
         GOVERNANCE,
         ADMIN,
         DOWNSTREAM_READ,
+        CODE_CHANGE,
     }
 )
 
@@ -74,6 +76,13 @@ ACTION_SCOPES: dict[str, frozenset[str]] = {
     "rotate_audit_key": frozenset({ADMIN}),
     "export_evidence": frozenset({GOVERNANCE}),
     "apply_retention": frozenset({ADMIN}),
+    # Code changes delegated to a coding-agent platform (issue 15); launches go through publish_draft.
+    "request_code_change": frozenset({CODE_CHANGE}),
+    "follow_up_code_change": frozenset({CODE_CHANGE}),
+    "stop_code_change": frozenset({CODE_CHANGE}),
+    "get_code_change": frozenset({READ}),
+    "list_code_changes": frozenset({READ}),
+    "ping_destination": frozenset({ADMIN}),
 }
 
 

@@ -31,16 +31,21 @@ def tool_errors() -> Iterator[None]:
         raise ToolError(f"{exc.code}: {exc.message}") from None
 
 
+def invalid_arguments_text(tool: str, problems: list[str]) -> str:
+    """The refusal of a call's arguments: one ``  - field: what is wrong`` line per problem."""
+    return (
+        f"invalid_input: {tool} arguments rejected; fix these fields and call {tool} again "
+        "(see its input schema):\n" + "\n".join(problems)
+    )
+
+
 def describe_invalid_arguments(tool: str, error: ValidationError) -> str:
     """Field names and what is wrong, never the rejected values (they may hold secrets)."""
     lines = []
     for err in error.errors(include_url=False, include_input=False, include_context=False):
         field = ".".join(str(p) for p in err["loc"]) or "(arguments)"
         lines.append(f"  - {field}: {err['msg']}")
-    return (
-        f"invalid_input: {tool} arguments rejected; fix these fields and call {tool} again "
-        "(see its input schema):\n" + "\n".join(lines)
-    )
+    return invalid_arguments_text(tool, lines)
 
 
 def error_text(tool: str, text: str) -> str:

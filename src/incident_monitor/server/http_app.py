@@ -23,7 +23,11 @@ from functools import partial
 
 import anyio
 import uvicorn
-from mcp.server.transport_security import TransportSecuritySettings
+from mcp.server.transport_security import (
+    DEFAULT_MAX_REQUEST_BODY_SIZE,
+    RequestBodyLimitMiddleware,
+    TransportSecuritySettings,
+)
 from sqlalchemy import text
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -34,6 +38,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from incident_monitor.domain.enums import Decision
 from incident_monitor.errors import ConfigError, StoreUnavailable
 from incident_monitor.policy.principal import UNAUTHENTICATED
+from incident_monitor.server import code_change_webhook
 from incident_monitor.server.auth import (
     INTAKE_PATH,
     BearerAuthenticator,
@@ -43,6 +48,7 @@ from incident_monitor.server.auth import (
 )
 from incident_monitor.server.console.app import PREFIX as CONSOLE_PREFIX
 from incident_monitor.server.console.app import console_routes, console_verifier
+from incident_monitor.server.frame_repair import FrameRepair
 from incident_monitor.server.host_origin import HostOriginGuard
 from incident_monitor.server.http_stack import UVICORN_HTTP, UVICORN_LOOP
 from incident_monitor.server.intake_endpoint import IntakeEndpoint
@@ -79,6 +85,8 @@ class HttpOptions:
     # Added to http.allowed_hosts / allowed_origins from the config.
     allowed_hosts: Sequence[str] = field(default_factory=tuple)
     allowed_origins: Sequence[str] = field(default_factory=tuple)
+    # The background code-change poller (off only where a test drives polling by hand with a fake clock).
+    poll_code_changes: bool = True
 
 
 def check_binding(monitor: Monitor, options: HttpOptions) -> TransportSecuritySettings:
@@ -186,10 +194,13 @@ def build_http_app(monitor: Monitor, options: HttpOptions) -> Starlette:
 
     def guarded(route: BaseRoute, resource_path: str) -> BaseRoute:
         metadata_url = f"{base}{METADATA_PATH}{resource_path}"
+        # After the bearer check and the SDK's body-size limit, frames its parser cannot read are repaired
+        # so that the scope gate refuses (and audits) them (server/frame_repair.py).
+        assert isinstance(route, Mount | Route)
+        app = RequestBodyLimitMiddleware(FrameRepair(route.app), DEFAULT_MAX_REQUEST_BODY_SIZE)
         if isinstance(route, Mount):
-            return Mount(route.path, app=RequireBearer(route.app, authenticator, principal_limiter, metadata_url))
-        assert isinstance(route, Route)
-        guard = RequireBearer(route.app, authenticator, principal_limiter, metadata_url)
+            return Mount(route.path, app=RequireBearer(app, authenticator, principal_limiter, metadata_url))
+        guard = RequireBearer(app, authenticator, principal_limiter, metadata_url)
         return Route(route.path, guard, methods=sorted(route.methods or ()) or None)
 
     streamable = server.streamable_http_app(
@@ -205,6 +216,7 @@ def build_http_app(monitor: Monitor, options: HttpOptions) -> Starlette:
         *(guarded(r, "/mcp") for r in streamable.routes),
         *(guarded(r, "/sse") for r in sse.routes),
         *console_routes(monitor, console_verifier(authenticator), http.public_url),
+        code_change_webhook.webhook_route(monitor),
     ]
 
     @asynccontextmanager
@@ -212,7 +224,11 @@ def build_http_app(monitor: Monitor, options: HttpOptions) -> Starlette:
         # Every replica finishes pending publishes whose claimant died (service/publishing.py), from start-up on.
         async with anyio.create_task_group() as background:
             background.start_soon(recovery_loop, monitor)
-            async with monitor.downstream.running(), server.session_manager.run():
+            async with (
+                monitor.downstream.running(),
+                server.session_manager.run(),
+                code_change_webhook.poller(monitor, enabled=options.poll_code_changes),
+            ):
                 with LogSourceRunner(monitor):
                     announce_sources(monitor)
                     yield

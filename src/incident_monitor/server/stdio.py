@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, BinaryIO, cast
 
 import anyio
 from mcp.server import MCPServer
+from mcp.server.stdio import stdio_server
 
 from incident_monitor.config import Settings
 from incident_monitor.errors import ConfigError, CredentialError
+from incident_monitor.server.frame_repair import RepairedLines
 from incident_monitor.server.principals import stdio_principal
 from incident_monitor.server.tools import build_mcp_server
 from incident_monitor.service import self_monitoring
@@ -17,6 +23,9 @@ from incident_monitor.service.log_sources import announce_sources
 from incident_monitor.service.log_tailing import LogSourceRunner
 from incident_monitor.service.monitor import Monitor
 from incident_monitor.service.publishing import attach_checkpoint_delivery, recover_pending, recovery_loop
+
+if sys.platform != "win32":
+    import fcntl
 
 logger = logging.getLogger(__name__)
 
@@ -49,10 +58,36 @@ def serve_stdio(settings: Settings) -> int:
     return 0
 
 
+@contextmanager
+def _claimed_stdin() -> Iterator[BinaryIO]:
+    """The protocol's stdin as a private descriptor, fd 0 pointed at the null device meanwhile (as the SDK does
+    when it reads stdin itself), so nothing else in the process or its children can take bytes of a frame."""
+    if sys.platform == "win32":
+        yield sys.stdin.buffer
+        return
+    private = fcntl.fcntl(0, fcntl.F_DUPFD_CLOEXEC, 3)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    try:
+        # closefd=False: a worker thread may still be blocked reading it after the transport exits.
+        yield os.fdopen(private, "rb", closefd=False)
+    finally:
+        os.dup2(private, 0)
+
+
+async def run_stdio(server: MCPServer) -> None:
+    """``MCPServer.run_stdio_async``, reading stdin through the frame repair (server/frame_repair.py)."""
+    with _claimed_stdin() as stdin:
+        async with stdio_server(stdin=cast(Any, RepairedLines(stdin))) as (read_stream, write_stream):
+            lowlevel = server._lowlevel_server
+            await lowlevel.run(read_stream, write_stream, lowlevel.create_initialization_options())
+
+
 async def _serve(monitor: Monitor, server: MCPServer) -> None:
     # Downstream sessions live as long as the server: connected before the first request is read. Recovery
     # goes on while serving: a publish whose claimant dies meanwhile is finished when its lease lapses.
     async with anyio.create_task_group() as background, monitor.downstream.running():
         background.start_soon(recovery_loop, monitor)
-        await server.run_stdio_async()
+        await run_stdio(server)
         background.cancel_scope.cancel()

@@ -11,7 +11,9 @@ rewritten once, at registration:
 - output: no ``default`` and no ``required`` (every field of a result is always present, null when
   empty); no ``type`` where the rest says it (an ``enum`` of strings, a nested object's
   ``properties``, an array's ``items``); no ``format: date-time`` (timestamps are the ``*_at``
-  fields, ISO 8601).
+  fields, ISO 8601); a value set an agent already reads where it chooses a value (an ``enum`` on an
+  input of a read tool: severities, incident and draft states, the list filters) is a plain string,
+  not that enum again (``listed``; see server/tools.py).
 
 Argument and result validation still run on the pydantic models, never on these schemas.
 """
@@ -40,15 +42,19 @@ class SchemaCycleError(ValueError):
 class _Pass:
     definitions: dict[str, Any]
     output: bool
+    listed: frozenset[tuple[Any, ...]] = frozenset()
 
     @property
     def dropped(self) -> frozenset[str]:
         return frozenset({"title", "$defs", "default", "required"} if self.output else {"title", "$defs"})
 
 
-def compact_schema(schema: dict[str, Any], *, output: bool = False) -> dict[str, Any]:
-    """``schema`` rewritten as the module docstring says (an input schema unless ``output``)."""
-    compacted = _compact(schema, _Pass(schema.get("$defs", {}), output), ())
+def compact_schema(
+    schema: dict[str, Any], *, output: bool = False, listed: frozenset[tuple[Any, ...]] = frozenset()
+) -> dict[str, Any]:
+    """``schema`` rewritten as the module docstring says (an input schema unless ``output``); in an output,
+    an ``enum`` whose values are one of the ``listed`` sets becomes a plain string."""
+    compacted = _compact(schema, _Pass(schema.get("$defs", {}), output, listed), ())
     if not output:
         return _optional_without_null(compacted)
     # MCP requires the result itself to say "type": "object"; nested objects are known by their properties.
@@ -69,6 +75,8 @@ def _compact(node: Any, run: _Pass, resolving: tuple[str, ...]) -> Any:
         # Keywords beside the $ref (a field's description or default) win over the definition's.
         siblings = {k: v for k, v in node.items() if k != "$ref"}
         return {**target, **_compact(siblings, run, resolving)}
+    if run.output and _listed_enum(node, run.listed):
+        node = {k: v for k, v in node.items() if k != "enum"} | {"type": "string"}
     result: dict[str, Any] = {}
     for key, value in node.items():
         if key in run.dropped or (key == "additionalProperties" and value is True):
@@ -106,6 +114,19 @@ def _nullable(options: list[Any]) -> dict[str, Any] | None:
     if "enum" in merged:
         merged["enum"] = [*merged["enum"], None]
     return merged
+
+
+def enum_values(node: Any) -> tuple[Any, ...] | None:
+    """The values of an ``enum`` of strings (a value set), else None."""
+    if not isinstance(node, dict) or not isinstance(node.get("enum"), list):
+        return None
+    values = tuple(node["enum"])
+    return values if all(isinstance(v, str) for v in values) else None
+
+
+def _listed_enum(node: dict[str, Any], listed: frozenset[tuple[Any, ...]]) -> bool:
+    values = enum_values(node)
+    return values is not None and values in listed and node.get("type", "string") == "string"
 
 
 def _enum_of_strings(node: dict[str, Any]) -> bool:

@@ -14,9 +14,10 @@ from mcp.server import MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError
 from mcp.server.mcpserver.tools import Tool
 from mcp.types import ToolAnnotations
-from pydantic import Field
+from pydantic import AfterValidator, Field
 
 from incident_monitor import __version__
+from incident_monitor.domain.code_change import CodeChangeView
 from incident_monitor.domain.enums import DraftStatus, IncidentStatus, Severity
 from incident_monitor.domain.io import (
     ApprovalResult,
@@ -34,14 +35,15 @@ from incident_monitor.domain.models import IncidentBase
 from incident_monitor.errors import MonitorError
 from incident_monitor.policy.principal import Principal
 from incident_monitor.policy.route_decision import RouteDecision
-from incident_monitor.policy.scopes import ACTION_SCOPES
+from incident_monitor.policy.scopes import ACTION_SCOPES, READ
 from incident_monitor.server.errors import ToolErrorShape, tool_errors
 from incident_monitor.server.logging_level import accept_logging_level
 from incident_monitor.server.replicas import request_state_security
 from incident_monitor.server.scope_gate import ScopeGate
-from incident_monitor.server.tool_schemas import compact_schema
+from incident_monitor.server.tool_schemas import compact_schema, enum_values
 from incident_monitor.service import (
     approvals,
+    code_changes,
     incidents,
     intake,
     log_sources,
@@ -57,9 +59,23 @@ from incident_monitor.service.monitor import Monitor
 
 T = TypeVar("T")
 
-# Identifiers carry no description: their names are the same in every input and output (DESIGN.md).
-DraftId = Annotated[str, Field(min_length=1, max_length=100)]
-IncidentId = Annotated[str, Field(min_length=1, max_length=100)]
+MAX_ID_CHARS = 100
+
+
+def _identifier(value: str) -> str:
+    if not 1 <= len(value) <= MAX_ID_CHARS:
+        raise ValueError(f"an id is 1 to {MAX_ID_CHARS} characters: copy it from a result")
+    return value
+
+
+# Identifiers carry no description (their names are the same in every input and output, DESIGN.md) and no length
+# limits in the schema: an agent copies an id from a result, never composes one, so limits in tools/list would
+# cost bytes in every session and tell it nothing. The limit is checked all the same.
+Identifier = Annotated[str, AfterValidator(_identifier)]
+DraftId = Identifier
+IncidentId = Identifier
+ApprovalId = Identifier
+RunId = Identifier  # a code change's run_id (ours, ccr_…)
 Limit = Annotated[int, Field(ge=1, le=1000)]
 Offset = Annotated[int, Field(ge=0)]  # the previous page's next_offset
 ShortText = Annotated[str, Field(max_length=200)]
@@ -97,6 +113,12 @@ TOOL_ANNOTATIONS: dict[str, ToolAnnotations] = {
     "build_assessment_report": READ_ONLY,
     "build_deployment_cards": READ_ONLY,
     "list_sources": READ_ONLY,
+    # Code changes (issue 15): a request only drafts; the launch is publish_draft of that draft.
+    "request_code_change": _annotations(read_only=False, destructive=False, idempotent=False, open_world=False),
+    "follow_up_code_change": _annotations(read_only=False, destructive=False, idempotent=False, open_world=False),
+    "stop_code_change": _annotations(read_only=False, destructive=True, idempotent=True, open_world=True),
+    "get_code_change": READ_ONLY,
+    "list_code_changes": READ_ONLY,
 }
 
 
@@ -158,8 +180,7 @@ class IncidentMonitorTools:
             dict[str, Any] | None, Field(description="Structured evidence; secrets are redacted.")
         ] = None,
     ) -> ReportResult:
-        """Report a failure or safety signal; returns incident_id and draft_id. Secrets are redacted; repeats
-        dedupe by fingerprint."""
+        """Report a failure or safety signal."""
         report = IncidentReport(
             title=title,
             detail=detail,
@@ -203,7 +224,7 @@ class IncidentMonitorTools:
             )
 
     async def get_incident(self, incident_id: IncidentId) -> IncidentDetail:
-        """One incident with its drafts, recent occurrences and its last run's audit timeline."""
+        """One incident in full, with its last run's timeline."""
         with tool_errors():
             return await in_worker(queries.get_incident, self.monitor, self.principal(), incident_id)
 
@@ -212,7 +233,7 @@ class IncidentMonitorTools:
         status: DraftStatus | None = None,
         severity: Severity | None = None,
         source: Annotated[str | None, Field(max_length=200)] = None,
-        incident_id: Annotated[str | None, Field(max_length=100)] = None,
+        incident_id: IncidentId | None = None,
         limit: Limit = 50,
         offset: Offset = 0,
     ) -> DraftPage:
@@ -231,18 +252,18 @@ class IncidentMonitorTools:
             )
 
     async def get_draft(self, draft_id: DraftId) -> DraftDetail:
-        """A draft: evidence, digest, triage, approvals, next_step. Receipts: list_receipts."""
+        """One draft in full; its receipts: list_receipts."""
         with tool_errors():
             return await in_worker(queries.get_draft, self.monitor, self.principal(), draft_id)
 
     async def triage_draft(self, draft_id: DraftId) -> TriageResult:
-        """Deterministic triage of a draft (duplicates, similar incidents, rate, severity). Then follow next_step."""
+        """Deterministic triage of a draft."""
         with tool_errors():
             return await in_worker(triage.triage_draft, self.monitor, self.principal(), draft_id)
 
     async def preview_route(
         self,
-        draft_id: Annotated[str | None, Field(max_length=100, description="Preview an existing draft.")] = None,
+        draft_id: Annotated[DraftId | None, Field(description="Preview an existing draft.")] = None,
         route_tags: list[ShortText] | None = None,
         risk_category: Annotated[str | None, Field(max_length=200)] = None,
         risk_level: Severity | None = None,
@@ -251,7 +272,7 @@ class IncidentMonitorTools:
         project_id: Annotated[str | None, Field(max_length=200)] = None,
         event: Annotated[str | None, Field(max_length=200)] = None,
     ) -> RouteDecision:
-        """Where a draft would publish, whether approval is needed and what blocks it (publish_draft's decision)."""
+        """What publish_draft would decide, without publishing."""
         with tool_errors():
             return await in_worker(
                 route_preview.preview_route,
@@ -272,13 +293,13 @@ class IncidentMonitorTools:
         draft_id: DraftId,
         reason: Annotated[str, Field(min_length=1, max_length=2000, description="Why this should be published.")],
     ) -> ApprovalResult:
-        """Ask an operator to approve publishing this draft's current evidence to its routed destination."""
+        """Ask an operator to approve publishing the draft's current evidence."""
         with tool_errors():
             return await in_worker(approvals.request_approval, self.monitor, self.principal(), draft_id, reason)
 
     async def decide_approval(
         self,
-        approval_id: Annotated[str, Field(min_length=1, max_length=100)],
+        approval_id: ApprovalId,
         decision: Literal["approve", "deny"],
         note: Annotated[str, Field(min_length=1, max_length=2000, description="Why; recorded in the audit log.")],
     ) -> ApprovalResult:
@@ -289,7 +310,7 @@ class IncidentMonitorTools:
             )
 
     async def publish_draft(self, draft_id: DraftId) -> PublishResult:
-        """Publish through the policy gates to the routed destination and return the receipt. Idempotent."""
+        """Publish through the policy gates to the routed destination."""
         with tool_errors():
             # Claim and settle (SQLite, fsync) in worker threads like every tool's service call; the adapter's
             # delivery, async I/O, is awaited on the loop.
@@ -297,12 +318,12 @@ class IncidentMonitorTools:
 
     async def list_receipts(
         self,
-        draft_id: Annotated[str | None, Field(max_length=100)] = None,
-        incident_id: Annotated[str | None, Field(max_length=100)] = None,
+        draft_id: DraftId | None = None,
+        incident_id: IncidentId | None = None,
         limit: Limit = 50,
         offset: Offset = 0,
     ) -> ReceiptPage:
-        """Publish receipts (status, external id/URL, error), newest first, by draft_id or incident_id."""
+        """Publish receipts, newest first."""
         with tool_errors():
             return await in_worker(
                 queries.list_receipts,
@@ -382,6 +403,50 @@ class IncidentMonitorTools:
         with tool_errors():
             return await in_worker(log_sources.list_sources, self.monitor, self.principal())
 
+    async def request_code_change(
+        self,
+        incident_id: IncidentId,
+        repository: Annotated[str, Field(min_length=1, max_length=200, description="e.g. 'acme/app'.")],
+        instructions: Annotated[str, Field(min_length=1, max_length=10_000, description="What to change.")],
+    ) -> code_changes.CodeChangeRequested:
+        """Draft a code change for a coding-agent platform (the brief: incident, instructions, investigation).
+        Then request_approval and publish_draft launch it."""
+        with tool_errors():
+            return await in_worker(
+                code_changes.request_code_change,
+                self.monitor,
+                self.principal(),
+                incident_id,
+                repository,
+                instructions,
+            )
+
+    async def follow_up_code_change(
+        self,
+        run_id: RunId,
+        instructions: Annotated[str, Field(min_length=1, max_length=10_000, description="What to change next.")],
+    ) -> code_changes.CodeChangeRequested:
+        """Draft follow-up instructions for a launched code change (same PR); approve and publish_draft send them."""
+        with tool_errors():
+            return await in_worker(
+                code_changes.follow_up_code_change, self.monitor, self.principal(), run_id, instructions
+            )
+
+    async def stop_code_change(self, run_id: RunId) -> CodeChangeView:
+        """Stop a code change on its platform (best effort)."""
+        with tool_errors():
+            return await code_changes.stop_code_change(self.monitor, self.principal(), run_id)
+
+    async def get_code_change(self, run_id: RunId) -> CodeChangeView:
+        """One code change in full."""
+        with tool_errors():
+            return await in_worker(code_changes.get_code_change, self.monitor, self.principal(), run_id)
+
+    async def list_code_changes(self, incident_id: IncidentId | None = None) -> code_changes.CodeChangePage:
+        """Code change summaries, newest first."""
+        with tool_errors():
+            return await in_worker(code_changes.list_code_changes, self.monitor, self.principal(), incident_id)
+
 
 INSTRUCTIONS = """\
 Incident Monitor: governed incident evidence. Safe sequence: get_status -> preview_route -> report_incident ->
@@ -391,20 +456,52 @@ Results carry next_step, the call to make next. Errors read "code: message" and 
 A result holds every field of its output schema (null when empty)."""
 
 
-def agent_facing_tool(fn: Callable[..., Any], name: str, annotations: ToolAnnotations) -> Tool:
-    """A tool whose published schemas are self-contained and small (server/tool_schemas.py)."""
+def agent_facing_tool(
+    fn: Callable[..., Any], name: str, annotations: ToolAnnotations, listed: frozenset[tuple[Any, ...]] = frozenset()
+) -> Tool:
+    """A tool whose published schemas are self-contained and small (server/tool_schemas.py); ``listed``: the
+    value sets its output writes as plain strings."""
     description = " ".join(inspect.cleandoc(fn.__doc__ or "").split())
     tool = Tool.from_function(fn, name=name, description=description, annotations=annotations, structured_output=True)
     tool.parameters = compact_schema(tool.parameters)
     output_schema = tool.fn_metadata.output_schema
     assert output_schema is not None, f"{name} must return a model (structured output)"
-    tool.fn_metadata.output_schema = compact_schema(output_schema, output=True)
+    tool.fn_metadata.output_schema = compact_schema(output_schema, output=True, listed=listed)
     return tool
 
 
+def read_tool_value_sets(tools: list[Tool]) -> frozenset[tuple[Any, ...]]:
+    """The value sets (enums) on the inputs of the read tools: an agent reads them where it chooses a value (the
+    filters of list_incidents and list_drafts), and every agent holds the read scope, so results need not repeat
+    them (issue 10's tools/list budget). Value sets that are no input anywhere (receipt, approval and code-change
+    states, decisions) stay enums in results."""
+    found: set[tuple[Any, ...]] = set()
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            values = enum_values(node)
+            if values is not None:
+                found.add(values)
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    for tool in tools:
+        if ACTION_SCOPES.get(tool.name) == frozenset({READ}):
+            walk(tool.parameters)
+    return frozenset(found)
+
+
+def agent_facing_tools(tools: IncidentMonitorTools) -> list[Tool]:
+    first = [agent_facing_tool(getattr(tools, name), name, hints) for name, hints in TOOL_ANNOTATIONS.items()]
+    listed = read_tool_value_sets(first)
+    return [agent_facing_tool(getattr(tools, name), name, hints, listed) for name, hints in TOOL_ANNOTATIONS.items()]
+
+
 def build_mcp_server(monitor: Monitor, principal: Callable[[], Principal]) -> MCPServer:
-    tools = IncidentMonitorTools(monitor, principal)
-    registered = [agent_facing_tool(getattr(tools, name), name, hints) for name, hints in TOOL_ANNOTATIONS.items()]
+    registered = agent_facing_tools(IncidentMonitorTools(monitor, principal))
     server = MCPServer(
         name="incident-monitor",
         version=__version__,

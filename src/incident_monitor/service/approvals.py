@@ -36,13 +36,13 @@ from incident_monitor.service.route_preview import decide_for_draft
 MAX_NOTE_CHARS = 2_000
 
 
-def clean_note(field: str, value: str) -> str:
+def clean_note(field: str, value: str, *, limit: int = MAX_NOTE_CHARS, say: str = "why in a sentence") -> str:
     """A reason or note as it may be stored, returned, audited and delivered: trimmed, bounded, redacted."""
     text = value.strip()
     if not text:
-        raise InvalidInput(f"{field}: required; say why in a sentence")
-    if len(text) > MAX_NOTE_CHARS:
-        raise InvalidInput(f"{field}: {len(text)} characters, limit {MAX_NOTE_CHARS}; shorten it")
+        raise InvalidInput(f"{field}: required; say {say}")
+    if len(text) > limit:
+        raise InvalidInput(f"{field}: {len(text)} characters, limit {limit}; shorten it")
     return redact_text(text)
 
 

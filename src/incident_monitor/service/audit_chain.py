@@ -14,7 +14,7 @@ import hmac
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, overload
 
 from pydantic import BaseModel
 from sqlalchemy import insert
@@ -141,16 +141,25 @@ def append_audit(
         prev_hash,
         key,
         at=at,
-        principal=principal,
-        action=action,
+        principal=_text(principal),
+        action=_text(action),
         decision=decision,
         reasons=list(reasons),
         digest=arguments_digest(arguments),
-        subject_id=subject_id,
-        run_id=run_id,
+        subject_id=_text(subject_id),
+        run_id=_text(run_id),
     )
     connection.execute(_INSERT, {name: getattr(event, name) for name in _COLUMNS})
     return event
+
+
+@overload
+def _text(value: str) -> str: ...
+@overload
+def _text(value: None) -> None: ...
+def _text(value: str | None) -> str | None:
+    # Hashed as stored: PostgreSQL's text cannot hold U+0000 (store/engine.py), so neither does a row's text column.
+    return value.replace("\x00", "\ufffd") if value is not None and "\x00" in value else value
 
 
 class AuditVerification(BaseModel):

@@ -36,7 +36,6 @@ from incident_monitor.domain.log_source_state import LogSourceFile, LogSourceSta
 from incident_monitor.domain.models import Incident
 from incident_monitor.errors import MonitorError
 from incident_monitor.policy.principal import Principal, source_principal
-from incident_monitor.service.claimants import is_gone, new_claimant_id
 from incident_monitor.service.governed import governed_call
 from incident_monitor.service.intake import report_incident
 from incident_monitor.service.log_files import (
@@ -50,6 +49,7 @@ from incident_monitor.service.log_files import (
 )
 from incident_monitor.service.log_parsing import LogEvent, LogParser
 from incident_monitor.service.monitor import Monitor
+from incident_monitor.service.replicas import is_gone, replica_id
 from incident_monitor.store.engine import read_scope
 
 logger = logging.getLogger(__name__)
@@ -167,7 +167,7 @@ class SourceTailer:
     def __init__(self, monitor: Monitor, settings: LogSourceSettings, *, owner: str | None = None) -> None:
         self.monitor = monitor
         self.settings = settings
-        self.owner = owner or new_claimant_id()
+        self.owner = owner or replica_id()
         self.principal: Principal = source_principal(settings.id)
         self.parser = LogParser(settings)
         self.cooldown = timedelta(minutes=settings.fingerprint_cooldown_minutes)
@@ -500,7 +500,7 @@ class SourceTailer:
     def _claim(self, connection: Connection, now: datetime) -> bool:
         """Hold (or renew) this source's lease; False when another replica holds a live one.
 
-        A lease whose holder is known gone (a process of this host that no longer runs: service/claimants.py)
+        A lease whose holder is known gone (a process of this host that no longer runs: service/replicas.py)
         is taken at once, as a lapsed one is.
         """
         until = now + self.lease_length
@@ -591,7 +591,7 @@ class LogSourceRunner:
 
     def __init__(self, monitor: Monitor, *, owner: str | None = None, clock: Callable[[], float] | None = None) -> None:
         self.monitor = monitor
-        self.owner = owner or new_claimant_id()
+        self.owner = owner or replica_id()
         self.tailers = [SourceTailer(monitor, s, owner=self.owner) for s in monitor.config.sources]
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None

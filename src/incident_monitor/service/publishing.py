@@ -13,7 +13,7 @@ the database's write lock, so exactly one claim moves a draft to ``publishing``;
 returns that receipt without delivering. The claim carries a lease (``claimed_by``, ``lease_expires_at``),
 renewed while the adapter call runs; the ``recovery_loop`` every server runs takes over only pending
 receipts whose claimant is gone: its lease lapsed, or it was a process of this host that no longer runs
-(service/claimants.py). A server starting while another's publish is in flight leaves it alone. The
+(service/replicas.py). A server starting while another's publish is in flight leaves it alone. The
 take-over is a conditional update only one process can win, and it finishes the receipt through the same
 idempotent adapter call. The first outcome settled wins: a late one from a claimant that came back is not
 written over it.
@@ -46,14 +46,14 @@ from incident_monitor.errors import ApprovalRequired, MonitorError, PublishBlock
 from incident_monitor.policy.permit import PublishPermit, issue_permit
 from incident_monitor.policy.principal import Principal
 from incident_monitor.policy.route_decision import RouteDecision
-from incident_monitor.service import self_monitoring
+from incident_monitor.service import code_changes, self_monitoring
 from incident_monitor.service.approvals import approvals_for, is_expired
 from incident_monitor.service.audit_chain import append_audit
-from incident_monitor.service.claimants import PROCESS_CLAIMANT, is_gone
 from incident_monitor.service.destination_health import disable_destination, record_delivery
 from incident_monitor.service.governed import governed_call
 from incident_monitor.service.monitor import Monitor
 from incident_monitor.service.queries import draft_next_step, get_draft_row, run_id_for_draft
+from incident_monitor.service.replicas import PROCESS_REPLICA, is_gone
 from incident_monitor.service.route_preview import decide_for_draft
 
 logger = logging.getLogger(__name__)
@@ -205,6 +205,8 @@ def claim(monitor: Monitor, principal: Principal, draft_id: str) -> Claim:
                 reasons=decision.blocked_reasons,
             )
         assert decision.destination_id is not None and decision.destination_kind is not None
+        if decision.destination_kind == "coding_agent":
+            code_changes.check_launchable(session, draft)
         key = idempotency_key(draft.draft_id, decision.destination_id, draft.evidence_digest)
         approval = _approval_gate(session, monitor, draft, decision, key)
         check_draft_transition(draft.draft_id, draft.status, DraftStatus.publishing)
@@ -229,7 +231,7 @@ def claim(monitor: Monitor, principal: Principal, draft_id: str) -> Claim:
             )
         receipt.status = ReceiptStatus.pending
         receipt.updated_at = now
-        receipt.claimed_by = PROCESS_CLAIMANT
+        receipt.claimed_by = PROCESS_REPLICA
         receipt.lease_expires_at = _lease_until(monitor, now)
         session.add(receipt)
         session.flush()
@@ -287,6 +289,8 @@ def settle(monitor: Monitor, principal: Principal, receipt_id: str, outcome: Pub
         record_delivery(
             session, receipt.destination_id, error=None if succeeded else (receipt.error or "failed"), at=now
         )
+        if receipt.destination_kind == "coding_agent":
+            code_changes.on_publish_settled(session, receipt, draft, now)
         incident = session.get(Incident, receipt.incident_id)
         if succeeded and incident is not None and incident.status in (IncidentStatus.open, IncidentStatus.triaged):
             check_incident_transition(incident.incident_id, incident.status, IncidentStatus.published)
@@ -391,7 +395,7 @@ def renew_lease(monitor: Monitor, receipt_id: str) -> bool:
             update(Receipt)
             .where(col(Receipt.receipt_id) == receipt_id)
             .where(col(Receipt.status) == ReceiptStatus.pending)
-            .where(col(Receipt.claimed_by) == PROCESS_CLAIMANT)
+            .where(col(Receipt.claimed_by) == PROCESS_REPLICA)
             .values(lease_expires_at=_lease_until(monitor, monitor.clock()))
             .execution_options(synchronize_session=False)
         )
@@ -455,7 +459,7 @@ def _pending_work(monitor: Monitor) -> list[tuple[str, PublishRequest, PublishPe
                     if receipt.lease_expires_at is None
                     else col(Receipt.lease_expires_at) == receipt.lease_expires_at
                 )
-                .values(claimed_by=PROCESS_CLAIMANT, lease_expires_at=_lease_until(monitor, now))
+                .values(claimed_by=PROCESS_REPLICA, lease_expires_at=_lease_until(monitor, now))
                 .execution_options(synchronize_session=False)
             )
             if taken.rowcount != 1:

@@ -13,6 +13,8 @@ What opens (or dedupes into) a self-monitoring incident, and at which severity:
 | the same medium/low trigger ``repeated_failure_threshold`` times | repeated        | high     |
 | a refused downstream tool (service/downstream/guard.py)          | blocked_action  | medium   |
 
+A call of an unknown tool opens nothing (its audit row says deny), nor does rejected input.
+
 A blocked action is never escalated as "repeated": a looping agent raises one incident whose count rises.
 
 Decisions reach it as a decision listener of the monitor (``attach`` registers it where a monitor is
@@ -65,6 +67,7 @@ _TITLES = {
     "publish_failed": "Publish failed",
     "approval_denied": "Approval denied",
     "blocked_action": "Blocked action",
+    "code_change_failed": "Code change failed",
 }
 _MAX_DETAIL_CHARS = 4_000
 
@@ -86,7 +89,7 @@ def _guard() -> Iterator[None]:
 def severity_for_decision(kind: str, action: str) -> Severity:
     if kind in ("publish_failed", "failed_call"):
         return Severity.critical
-    if kind == "approval_denied":
+    if kind in ("approval_denied", "code_change_failed"):
         return Severity.high
     return Severity.critical if action in HIGH_IMPACT_ACTIONS else Severity.medium
 
@@ -187,15 +190,13 @@ def on_decision(monitor: Monitor, record: DecisionRecord) -> None:
     """A recorded decision: denials and internal errors become incidents; the rest is normal flow."""
     kinds = {Decision.deny: "blocked_call", Decision.error: "failed_call"}
     kind = kinds.get(record.decision)
-    if kind is None:
+    if kind is None or record.action.startswith("tool:"):
+        # An unknown tool's name is a malformed call like bad arguments: denied and audited, and it pages no
+        # one (any credential, even one with no scope, could otherwise raise incidents at will) (issue 12).
         return
-    if kind == "blocked_call" and is_downstream_tool(record.action) and not record.action.startswith("tool:"):
+    if kind == "blocked_call" and is_downstream_tool(record.action):
         kind = "blocked_action"
     action, reasons = record.action, record.reasons
-    if action.startswith("tool:"):
-        # Unknown tool names are caller-chosen: one incident for all of them, the name in the reasons.
-        reasons = [f"called {action[:100]!r}", *reasons]
-        action = "unknown_tool"
     _record(
         monitor,
         kind=kind,
@@ -227,4 +228,16 @@ def on_approval_denied(monitor: Monitor, principal: Principal, approval_id: str,
         actor=requested_by,
         reasons=[f"approval {approval_id} requested by {requested_by} was denied by {principal.name}: {note}"],
         subject_id=approval_id,
+    )
+
+
+def on_code_change_failed(monitor: Monitor, run_id: str, incident_id: str, reason: str) -> None:
+    """A delegated code change that errored or failed: an incident linked to the run and its incident."""
+    _record(
+        monitor,
+        kind="code_change_failed",
+        action=f"code_change:{run_id}",
+        actor="system:code-change",
+        reasons=[f"code change {run_id} (incident {incident_id}): {reason}"],
+        subject_id=incident_id,
     )

@@ -12,12 +12,11 @@ from datetime import datetime
 from typing import Literal
 
 from pydantic import BaseModel, Field
-from sqlalchemy import text
-from sqlmodel import col, func, select
+from sqlalchemy import func, select, text
 
 from incident_monitor import __version__
 from incident_monitor.domain.enums import ApprovalStatus, IncidentStatus
-from incident_monitor.domain.models import ApprovalRequest, Incident
+from incident_monitor.domain.models import ApprovalRequest, Incident, table_of
 from incident_monitor.policy.principal import Principal
 from incident_monitor.service.destination_health import read_deliveries
 from incident_monitor.service.governed import governed_call
@@ -26,6 +25,17 @@ from incident_monitor.service.monitor import Monitor
 from incident_monitor.store.faults import StoreFault, store_health
 
 PublishState = Literal["ready", "degraded", "not_ready"]
+
+# Both counts in one Core statement, compiled once: get_status is the call agents make first and often,
+# and the ORM's per-call statement building cost more than the counting (issue 18).
+_INCIDENTS, _APPROVALS = table_of(Incident), table_of(ApprovalRequest)
+_COUNTS = select(
+    select(func.count())
+    .select_from(_INCIDENTS)
+    .where(_INCIDENTS.c.status != IncidentStatus.resolved)
+    .scalar_subquery(),
+    select(func.count()).select_from(_APPROVALS).where(_APPROVALS.c.status == ApprovalStatus.pending).scalar_subquery(),
+)
 DEFAULT_ROUTE = "default"  # how the default destination appears in ``routed_from``
 
 
@@ -196,12 +206,7 @@ def get_status(monitor: Monitor, principal: Principal) -> StatusView:
             for d in downstream
             if not d.connected
         )
-        open_count = session.exec(
-            select(func.count()).select_from(Incident).where(col(Incident.status) != IncidentStatus.resolved)
-        ).one()
-        pending = session.exec(
-            select(func.count()).select_from(ApprovalRequest).where(ApprovalRequest.status == ApprovalStatus.pending)
-        ).one()
+        open_count, pending = session.connection().execute(_COUNTS).one()
         return StatusView(
             version=__version__,
             policy_version=monitor.config.policy_version,

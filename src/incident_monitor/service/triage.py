@@ -30,6 +30,7 @@ from incident_monitor.domain.models import (
     new_id,
 )
 from incident_monitor.domain.transitions import check_draft_transition, check_incident_transition
+from incident_monitor.errors import InvalidInput
 from incident_monitor.policy.principal import Principal
 from incident_monitor.service.governed import governed_call
 from incident_monitor.service.monitor import Monitor
@@ -90,6 +91,10 @@ def triage_draft(monitor: Monitor, principal: Principal, draft_id: str) -> Triag
         settings = monitor.config.triage
         draft = get_draft_row(session, draft_id)
         call.run_id = run_id_for_draft(session, draft)
+        if "code_change" in draft.evidence:  # its evidence is the brief, not the incident: nothing to re-derive
+            raise InvalidInput(
+                f"draft_id: {draft_id} is a code-change draft; it is not triaged: call request_approval with it"
+            )
         incident = get_incident_row(session, draft.incident_id)
         now = monitor.clock()
 

@@ -21,6 +21,7 @@ from sqlalchemy import Index, event, make_url
 from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Session, SQLModel, create_engine
 
+from incident_monitor.domain import code_change as _code_change  # noqa: F401  (registers the table)
 from incident_monitor.domain import destination_state as _destination_state  # noqa: F401  (registers the table)
 from incident_monitor.domain import log_source_state as _log_source_state  # noqa: F401  (registers the tables)
 from incident_monitor.domain import models as _models  # noqa: F401  (registers the tables)
@@ -76,10 +77,45 @@ def _begin(connection: Connection) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+def configure_sqlite(engine: Engine) -> None:
+    """The store's durability and locking on a SQLite engine: WAL, ``synchronous=FULL``, BEGIN IMMEDIATE.
+
+    Also what the benchmarks' durable floors use (benchmarks/floors.py), so they pay the same fsync.
+    """
+    if engine.dialect.name != "sqlite":
+        return
+    event.listen(engine, "connect", _sqlite_pragmas)
+    # BEGIN IMMEDIATE takes the write lock up front, so the server and the CLI writing at once
+    # wait for each other (busy_timeout) instead of failing on a stale snapshot, and the audit
+    # chain's "read last hash, append" is serialised across processes.
+    event.listen(engine, "begin", _begin)
+
+
 def _begin_postgresql(connection: Connection) -> None:
     # Held until commit or rollback; released by the server if this process dies (its socket closes).
     if not connection.get_execution_options().get(_READ_ONLY, False):
         connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({WRITE_LOCK_KEY})")
+
+
+def _no_nul(value: Any) -> Any:
+    return value.replace("\x00", "\ufffd") if isinstance(value, str) and "\x00" in value else value
+
+
+def _without_nul(
+    _connection: Connection, _cursor: Any, statement: str, parameters: Any, _context: Any, _executemany: bool
+) -> tuple[str, Any]:
+    """PostgreSQL's text cannot hold U+0000 (SQLite's can): a NUL a caller sent in free text is stored as U+FFFD
+    instead of failing the whole call. What is hashed into the audit chain never holds one (service/audit_chain.py
+    replaces it before hashing), so the chain verifies the same on both backends."""
+    if isinstance(parameters, dict):
+        return statement, {key: _no_nul(value) for key, value in parameters.items()}
+    if isinstance(parameters, list | tuple):
+        rows = [
+            {key: _no_nul(value) for key, value in row.items()} if isinstance(row, dict) else _no_nul(row)
+            for row in parameters
+        ]
+        return statement, type(parameters)(rows) if isinstance(parameters, tuple) else rows
+    return statement, parameters
 
 
 def sqlite_url(data_dir: Path) -> str:
@@ -108,11 +144,7 @@ def create_store_engine(data_dir: Path, url: str | None = None, pool: PoolOption
     data_dir.mkdir(parents=True, exist_ok=True)
     if url is None or url.startswith("sqlite"):
         engine = create_engine(url or sqlite_url(data_dir), connect_args={"check_same_thread": False, "timeout": 30})
-        event.listen(engine, "connect", _sqlite_pragmas)
-        # BEGIN IMMEDIATE takes the write lock up front, so the server and the CLI writing at once
-        # wait for each other (busy_timeout) instead of failing on a stale snapshot, and the audit
-        # chain's "read last hash, append" is serialised across processes.
-        event.listen(engine, "begin", _begin)
+        configure_sqlite(engine)
         return engine
     if not url.startswith("postgresql+psycopg://"):
         raise ConfigError(
@@ -142,6 +174,7 @@ def create_store_engine(data_dir: Path, url: str | None = None, pool: PoolOption
     )
     # The same one-writer rule as SQLite's BEGIN IMMEDIATE, across every replica sharing the database.
     event.listen(engine, "begin", _begin_postgresql)
+    event.listen(engine, "before_cursor_execute", _without_nul, retval=True)
     return engine
 
 

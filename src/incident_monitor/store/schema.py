@@ -6,7 +6,7 @@ from sqlalchemy import inspect
 from sqlalchemy.engine import Connection
 
 # The newest migration in store/migrations/versions (a test checks they agree).
-HEAD_REVISION = "0004_log_sources"
+HEAD_REVISION = "0005_code_change_runs"
 VERSION_TABLE = "alembic_version"
 # A table every database this code ever wrote has: its presence without a version row means "before migrations".
 _FIRST_TABLE = "incidents"

@@ -469,7 +469,10 @@ async def run_probes(
     selected = list(probes) if probes else list(PROBES)
     unknown = [p for p in selected if p not in PROBES]
     if unknown:
-        raise InvalidInput(f"probes: unknown probe(s) {', '.join(unknown)}; known probes: {', '.join(PROBES)}")
+        # The ids sent are not repeated: a caller's text may carry a secret.
+        raise InvalidInput(
+            f"probes: {len(unknown)} unknown probe id(s), not repeated here; known probes: {', '.join(PROBES)}"
+        )
     results = [await PROBES[p](monitor, inventory) for p in selected]
     counts = {s: sum(1 for r in results if r.status == s) for s in ("passed", "failed", "not_applicable")}
     return ProbeReport(

@@ -1,4 +1,4 @@
-"""Claimant ids: a lease's holder is judged gone only when it was a process of this host and PID namespace that
+"""Replica ids: a lease's holder is judged gone only when it was a process of this host and PID namespace that
 no longer runs; anything else (a live process, another host or container, an id of another shape) holds."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 
-from incident_monitor.service.claimants import PROCESS_CLAIMANT, is_gone, new_claimant_id
+from incident_monitor.service.replicas import PROCESS_REPLICA, is_gone, replica_id
 
 
 def _parts(claimant: str) -> list[str]:
@@ -15,11 +15,11 @@ def _parts(claimant: str) -> list[str]:
 
 
 def test_this_process_and_a_live_one_are_not_gone() -> None:
-    assert not is_gone(PROCESS_CLAIMANT)
-    assert not is_gone(new_claimant_id())
+    assert not is_gone(PROCESS_REPLICA)
+    assert not is_gone(replica_id())
     live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
-        host, _, random_part, namespace = _parts(PROCESS_CLAIMANT)
+        host, _, random_part, namespace = _parts(PROCESS_REPLICA)
         assert not is_gone(f"{host}:{live.pid}:{random_part}:{namespace}")
     finally:
         live.kill()
@@ -29,7 +29,7 @@ def test_this_process_and_a_live_one_are_not_gone() -> None:
 def test_a_process_of_this_host_that_exited_is_gone() -> None:
     exited = subprocess.Popen([sys.executable, "-c", "pass"])
     exited.wait()
-    host, _, random_part, namespace = _parts(PROCESS_CLAIMANT)
+    host, _, random_part, namespace = _parts(PROCESS_REPLICA)
     assert is_gone(f"{host}:{exited.pid}:{random_part}:{namespace}")
     # A predecessor that had this process's pid (its random part is not one of ours) is gone too.
     assert is_gone(f"{host}:{os.getpid()}:00000000:{namespace}")
@@ -38,7 +38,7 @@ def test_a_process_of_this_host_that_exited_is_gone() -> None:
 def test_another_host_another_namespace_or_another_shape_holds() -> None:
     exited = subprocess.Popen([sys.executable, "-c", "pass"])
     exited.wait()
-    host, _, random_part, namespace = _parts(PROCESS_CLAIMANT)
+    host, _, random_part, namespace = _parts(PROCESS_REPLICA)
     assert not is_gone(f"elsewhere-{host}:{exited.pid}:{random_part}:{namespace}")
     assert not is_gone(f"{host}:{exited.pid}:{random_part}:1{namespace}")
     assert not is_gone(f"{host}:{exited.pid}:{random_part}:-")

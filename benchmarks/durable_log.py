@@ -1,0 +1,58 @@
+"""The durable floors' one write: a row of JSON text, stored as the governed server stores its rows.
+
+Same engine settings (store/engine.py ``configure_sqlite``: WAL, ``synchronous=FULL``, BEGIN
+IMMEDIATE), same group commit (store/group_commit.py: concurrent inserts share one commit, each
+returns only after it), so a durable floor pays exactly the fsync a governed call pays and nothing
+of the governance.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from sqlalchemy import Column, Integer, MetaData, Table, Text, create_engine, insert
+from sqlalchemy.engine import Engine
+
+from incident_monitor.store.engine import configure_sqlite
+from incident_monitor.store.group_commit import GroupCommit
+
+_METADATA = MetaData()
+_ROWS = Table("floor_rows", _METADATA, Column("id", Integer, primary_key=True), Column("body", Text, nullable=False))
+_INSERT = insert(_ROWS)
+
+
+def database_url(target: str) -> str:
+    """A URL as given (``postgresql+psycopg://…``), else a SQLite file path."""
+    return target if "://" in target else f"sqlite:///{target}"
+
+
+@dataclass
+class DurableLog:
+    engine: Engine
+    group_commit: GroupCommit
+
+    @classmethod
+    @contextmanager
+    def open(cls, target: str) -> Iterator[DurableLog]:
+        url = database_url(target)
+        connect_args = {"check_same_thread": False, "timeout": 30} if url.startswith("sqlite") else {}
+        engine = create_engine(url, connect_args=connect_args)
+        configure_sqlite(engine)
+        _METADATA.create_all(engine)
+        log = cls(engine, GroupCommit(engine))
+        try:
+            yield log
+        finally:
+            log.group_commit.close()
+            engine.dispose()
+
+    def insert(self, body: str) -> None:
+        """Returns once the row is committed (synchronously: the fsync is paid here)."""
+        with self.group_commit.unit_of_work() as session:
+            session.connection().execute(_INSERT, {"body": body})
+
+    def count(self) -> int:
+        with self.engine.connect() as connection:
+            return int(connection.exec_driver_sql("SELECT count(*) FROM floor_rows").scalar_one())
