@@ -44,10 +44,14 @@ def check_id(field: str, value: object) -> str:
     )
 
 
+def is_code_change_id(value: object) -> bool:
+    return is_monitor_id(value) and str(value).startswith("ccr_")
+
+
 def check_code_change_id(value: object) -> str:
     """A code change's ``run_id`` (``ccr_``; the field name is shared with a reporting run's, so it is not in
     ID_FIELDS); InvalidInput without the value otherwise."""
-    if is_monitor_id(value) and str(value).startswith("ccr_"):
+    if is_code_change_id(value):
         return str(value)
     raise InvalidInput(
         "run_id: not a code change of this monitor (expected 'ccr_' and 16 hex digits); "
