@@ -58,6 +58,11 @@ class CodeChangePage(BaseModel):
     code_changes: list[CodeChangeSummary]
 
 
+def run_subject(run_id: str) -> str | None:
+    """The audit row's subject: the run id only when it has a code change's shape (a refusal keeps no value sent)."""
+    return run_id if is_code_change_id(run_id) else None
+
+
 # --- requests: drafts that publish_draft launches -----------------------------------------------------------
 
 
@@ -138,17 +143,11 @@ def run_row(session: Session, run_id: str) -> CodeChangeRun:
     return run
 
 
-def _subject(run_id: str) -> str | None:
-    # The audit row keeps a run id only with a code change's shape, never a value a refused caller sent (the
-    # field is not in ID_FIELDS, which governed's safe_subject checks: a reporting run's run_id shares the name).
-    return run_id if is_code_change_id(run_id) else None
-
-
 def follow_up_code_change(
     monitor: Monitor, principal: Principal, run_id: str, instructions: str
 ) -> CodeChangeRequested:
     arguments = {"run_id": run_id, "instructions": instructions}
-    with governed_call(monitor, principal, "follow_up_code_change", arguments, subject_id=_subject(run_id)) as call:
+    with governed_call(monitor, principal, "follow_up_code_change", arguments, subject_id=run_subject(run_id)) as call:
         instructions = clean_note("instructions", instructions, limit=MAX_INSTRUCTIONS_CHARS, say=WHAT_TO_CHANGE)
         run = run_row(call.session, run_id)
         if run.platform_run_id is None:
@@ -224,7 +223,9 @@ def on_publish_settled(session: Session, receipt: Receipt, draft: Draft, now: da
 
 
 def get_code_change(monitor: Monitor, principal: Principal, run_id: str) -> CodeChangeView:
-    with governed_call(monitor, principal, "get_code_change", {"run_id": run_id}, subject_id=_subject(run_id)) as call:
+    with governed_call(
+        monitor, principal, "get_code_change", {"run_id": run_id}, subject_id=run_subject(run_id)
+    ) as call:
         return CodeChangeView.model_validate(run_row(call.session, run_id), from_attributes=True)
 
 
@@ -242,7 +243,9 @@ def list_code_changes(monitor: Monitor, principal: Principal, incident_id: str |
 
 
 def _decide_stop(monitor: Monitor, principal: Principal, run_id: str) -> tuple[str, str | None, bool]:
-    with governed_call(monitor, principal, "stop_code_change", {"run_id": run_id}, subject_id=_subject(run_id)) as call:
+    with governed_call(
+        monitor, principal, "stop_code_change", {"run_id": run_id}, subject_id=run_subject(run_id)
+    ) as call:
         run = run_row(call.session, run_id)
         call.notes.append(f"stop code change {run_id} ({run.status.value})")
         return run.destination_id, run.platform_run_id, run.status.terminal
