@@ -15,7 +15,7 @@ import anyio
 import pytest
 
 from support.databases import raw_sql, table_names
-from support.log_files import database_text_at
+from support.log_files import CI_LOG_SOURCE_CONFIG, database_text_at
 from support.secret_samples import GITHUB_PAT
 from support.stdio_server import SCRIPT, call, child_env, served
 
@@ -28,25 +28,7 @@ OUTSIDE_CANARY = "outside-the-root-canary"
 def write_config(tmp_path: Path) -> Path:
     (tmp_path / "ws" / "logs").mkdir(parents=True)
     path = tmp_path / "config.toml"
-    path.write_text(
-        """
-[workspace]
-root = "ws"
-
-[[projects]]
-id = "app"
-sources = ["ci"]
-
-[[sources]]
-kind = "log_file"
-id = "ci-log"
-project_id = "app"
-source_id = "ci"
-path = "logs/ci.log"
-poll_interval_seconds = 0.1
-""",
-        encoding="utf-8",
-    )
+    path.write_text(CI_LOG_SOURCE_CONFIG, encoding="utf-8")
     return path
 
 

@@ -12,30 +12,19 @@ import pytest
 from incident_monitor.config import load_config
 from incident_monitor.service.monitor import Monitor
 from support.databases import raw_sql
+from support.log_files import CI_LOG_SOURCE_CONFIG
 from support.replica_processes import Replica, replica_set
 
 pytestmark = pytest.mark.postgres_only
 
-CONFIG = """
+CONFIG = (
+    """
 [http]
 replicas = 3
 stateless = true
-
-[workspace]
-root = "ws"
-
-[[projects]]
-id = "app"
-sources = ["ci"]
-
-[[sources]]
-kind = "log_file"
-id = "ci-log"
-project_id = "app"
-source_id = "ci"
-path = "logs/ci.log"
-poll_interval_seconds = 0.1
 """
+    + CI_LOG_SOURCE_CONFIG
+)
 
 
 WORDS = [
