@@ -31,7 +31,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
-from sqlalchemy import Connection, Update, bindparam, insert, select, update
+from sqlalchemy import Connection, Update, bindparam, select, update
 
 from incident_monitor.config import Limits, MonitorConfig
 from incident_monitor.domain.enums import ApprovalStatus, DraftStatus, IncidentStatus, Severity
@@ -53,6 +53,7 @@ from incident_monitor.policy.redaction import redact_adjacent, redact_json, reda
 from incident_monitor.policy.report_severity import report_severity
 from incident_monitor.service.governed import governed_call
 from incident_monitor.service.monitor import Monitor
+from incident_monitor.store.prepared import Prepared
 
 _VOLATILE = re.compile(
     r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|\b[0-9a-f]{7,64}\b|\d+", re.IGNORECASE
@@ -231,7 +232,8 @@ def _redact(report: IncidentReport) -> tuple[IncidentReport, list[str]]:
 
 
 # Intake runs on every report, so its statements are Core, compiled once: the ORM's unit of work and
-# model construction cost several times the rest of a report (benchmarks/, issue 6).
+# model construction cost several times the rest of a report (benchmarks/, issue 6). The ones every
+# report runs are Prepared (store/prepared.py): compiled once per dialect, run on the driver's cursor.
 _INCIDENTS = table_of(Incident)
 _DRAFTS = table_of(Draft)
 _OCCURRENCES = table_of(IncidentOccurrence)
@@ -243,17 +245,21 @@ _FOUND_COLUMNS = (
     _INCIDENTS.c.risk_level,
     _INCIDENTS.c.occurrence_count,
 )
-_FIND_INCIDENT = select(*_FOUND_COLUMNS).where(_INCIDENTS.c.fingerprint == bindparam("fingerprint"))
+_FIND_INCIDENT = Prepared(select(*_FOUND_COLUMNS).where(_INCIDENTS.c.fingerprint == bindparam("fingerprint")))
 # Incidents stored before scoping hold the bare fingerprint: one counts only if it is the scope's own.
-_FIND_LEGACY_OF_PROJECT = select(*_FOUND_COLUMNS).where(
-    _INCIDENTS.c.fingerprint == bindparam("fingerprint"), _INCIDENTS.c.project_id == bindparam("project_id")
+_FIND_LEGACY_OF_PROJECT = Prepared(
+    select(*_FOUND_COLUMNS).where(
+        _INCIDENTS.c.fingerprint == bindparam("fingerprint"), _INCIDENTS.c.project_id == bindparam("project_id")
+    )
 )
-_FIND_LEGACY_OF_REPORTER = select(*_FOUND_COLUMNS).where(
-    _INCIDENTS.c.fingerprint == bindparam("fingerprint"),
-    _INCIDENTS.c.project_id.is_(None),
-    _INCIDENTS.c.reported_by == bindparam("reported_by"),
+_FIND_LEGACY_OF_REPORTER = Prepared(
+    select(*_FOUND_COLUMNS).where(
+        _INCIDENTS.c.fingerprint == bindparam("fingerprint"),
+        _INCIDENTS.c.project_id.is_(None),
+        _INCIDENTS.c.reported_by == bindparam("reported_by"),
+    )
 )
-_LATEST_DRAFT = (
+_LATEST_DRAFT = Prepared(
     select(_DRAFTS.c.draft_id, _DRAFTS.c.status)
     .where(_DRAFTS.c.incident_id == bindparam("incident_id"))
     .order_by(_DRAFTS.c.created_at.desc())
@@ -262,9 +268,9 @@ _LATEST_DRAFT = (
 _INCIDENT_ROW = select(_INCIDENTS).where(_INCIDENTS.c.incident_id == bindparam("incident_id"))
 
 
-_INSERT_INCIDENT = insert(_INCIDENTS)
-_INSERT_DRAFT = insert(_DRAFTS)
-_INSERT_OCCURRENCE = insert(_OCCURRENCES)
+_INSERT_INCIDENT = Prepared.insert(_INCIDENTS)
+_INSERT_DRAFT = Prepared.insert(_DRAFTS)
+_INSERT_OCCURRENCE = Prepared.insert(_OCCURRENCES)
 
 
 def _seen_again(*, reopen: bool) -> Update:
@@ -280,8 +286,8 @@ def _seen_again(*, reopen: bool) -> Update:
     return update(_INCIDENTS).where(_INCIDENTS.c.incident_id == bindparam("target_id")).values(values)
 
 
-_SEEN_AGAIN = _seen_again(reopen=False)
-_SEEN_AGAIN_REOPENED = _seen_again(reopen=True)
+_SEEN_AGAIN = Prepared(_seen_again(reopen=False))
+_SEEN_AGAIN_REOPENED = Prepared(_seen_again(reopen=True))
 _RAISE_SEVERITY = (
     update(_INCIDENTS)
     .where(_INCIDENTS.c.incident_id == bindparam("target_id"))
@@ -315,15 +321,13 @@ _SENT_STATUSES = frozenset({DraftStatus.publishing, DraftStatus.published})
 
 
 def _find(connection: Connection, scope: str | None, key: str, fingerprint: str, principal: Principal) -> Any:
-    found = connection.execute(_FIND_INCIDENT, {"fingerprint": key}).first()
+    found = _FIND_INCIDENT.first(connection, {"fingerprint": key})
     if found is not None or scope is None or key == fingerprint:
         return found
     if scope.startswith("project:"):
         legacy = {"fingerprint": fingerprint, "project_id": scope.removeprefix("project:")}
-        return connection.execute(_FIND_LEGACY_OF_PROJECT, legacy).first()
-    return connection.execute(
-        _FIND_LEGACY_OF_REPORTER, {"fingerprint": fingerprint, "reported_by": principal.name}
-    ).first()
+        return _FIND_LEGACY_OF_PROJECT.first(connection, legacy)
+    return _FIND_LEGACY_OF_REPORTER.first(connection, {"fingerprint": fingerprint, "reported_by": principal.name})
 
 
 def _redraft_at_higher_severity(
@@ -353,8 +357,8 @@ def new_draft(connection: Connection, incident: Mapping[str, Any], now: datetime
     evidence = build_evidence(incident)
     digest = evidence_digest(evidence)
     draft_id = new_id("drf")
-    connection.execute(
-        _INSERT_DRAFT,
+    _INSERT_DRAFT.execute(
+        connection,
         {
             "draft_id": draft_id,
             "incident_id": incident["incident_id"],
@@ -427,7 +431,7 @@ def report_incident(monitor: Monitor, principal: Principal, report: IncidentRepo
                 "last_run_id": clean.run_id,
                 "last_session_id": clean.session_id,
             }
-            connection.execute(_INSERT_INCIDENT, incident)
+            _INSERT_INCIDENT.execute(connection, incident)
             incident_id, status, stored_severity = incident["incident_id"], IncidentStatus.open, severity
             occurrences = 1
             draft_id = new_draft(connection, incident, now)
@@ -439,8 +443,8 @@ def report_incident(monitor: Monitor, principal: Principal, report: IncidentRepo
             if status is IncidentStatus.resolved:
                 check_incident_transition(incident_id, status, IncidentStatus.open)
                 status, recurrence = IncidentStatus.open, True
-            connection.execute(
-                _SEEN_AGAIN_REOPENED if recurrence else _SEEN_AGAIN,
+            (_SEEN_AGAIN_REOPENED if recurrence else _SEEN_AGAIN).execute(
+                connection,
                 {"target_id": incident_id, "now": now, "run_id": clean.run_id, "session_id": clean.session_id},
             )
             occurrences = found.occurrence_count + 1
@@ -455,7 +459,7 @@ def report_incident(monitor: Monitor, principal: Principal, report: IncidentRepo
                 )
                 call.notes.append(f"severity raised from {Severity(stored_severity).value} to {severity.value}")
                 stored_severity = severity
-            latest = connection.execute(_LATEST_DRAFT, {"incident_id": incident_id}).first()
+            latest = _LATEST_DRAFT.first(connection, {"incident_id": incident_id})
             draft_id = latest.draft_id if latest is not None else None
             draft_status = latest.status if latest is not None else None
             # A recurrence after publication, or an escalation of a draft already sent, needs a fresh draft;
@@ -468,8 +472,8 @@ def report_incident(monitor: Monitor, principal: Principal, report: IncidentRepo
                 _redraft_at_higher_severity(connection, latest.draft_id, row, now)
                 draft_status = DraftStatus.draft
                 call.notes.append(f"draft {latest.draft_id} revised; its open approvals superseded")
-        connection.execute(
-            _INSERT_OCCURRENCE,
+        _INSERT_OCCURRENCE.execute(
+            connection,
             {
                 "occurrence_id": new_id("occ"),
                 "incident_id": incident_id,
