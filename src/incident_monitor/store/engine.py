@@ -72,9 +72,20 @@ def _sqlite_pragmas(dbapi_connection: sqlite3.Connection, _record: Any) -> None:
 _READ_ONLY = "incident_monitor_read_only"
 
 
+def _execute_on_cursor(connection: Connection, statement: str) -> None:
+    """A constant statement straight on the driver's cursor: the begin hooks run on every unit of work, and
+    ``exec_driver_sql`` costs a whole execution context for them. Cursor events and SQLAlchemy's error
+    handling (a dropped connection is marked invalidated) are kept."""
+    cursor = connection.connection.cursor()
+    try:
+        connection._cursor_execute(cursor, statement, ())
+    finally:
+        cursor.close()
+
+
 def _begin(connection: Connection) -> None:
     if not connection.get_execution_options().get(_READ_ONLY, False):
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        _execute_on_cursor(connection, "BEGIN IMMEDIATE")
 
 
 def configure_sqlite(engine: Engine) -> None:
@@ -94,7 +105,7 @@ def configure_sqlite(engine: Engine) -> None:
 def _begin_postgresql(connection: Connection) -> None:
     # Held until commit or rollback; released by the server if this process dies (its socket closes).
     if not connection.get_execution_options().get(_READ_ONLY, False):
-        connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({WRITE_LOCK_KEY})")
+        _execute_on_cursor(connection, f"SELECT pg_advisory_xact_lock({WRITE_LOCK_KEY})")
 
 
 def _no_nul(value: Any) -> Any:
