@@ -6,6 +6,8 @@ import json
 from typing import Any
 
 import pytest
+from sqlalchemy import event
+from sqlalchemy.orm import Session
 from sqlmodel import func, select
 
 from incident_monitor.domain.enums import Decision, DraftStatus, IncidentStatus, Severity
@@ -454,3 +456,24 @@ async def test_triage_of_a_published_draft_records_a_run_but_keeps_its_evidence(
     )
     assert after.evidence_digest == published.receipt.evidence_digest
     assert counts(monitor)["TriageRun"] == runs_before + 1
+
+
+def test_a_report_makes_no_orm_session_and_stores_its_effect_with_its_audit_row(make_monitor: MonitorFactory) -> None:
+    monitor = make_monitor()
+    # Intake runs Core statements only (the unit of work makes its ORM session on first use, store/group_commit.py).
+    sessions: list[object] = []
+
+    def began(session: object, *_: object) -> None:
+        sessions.append(session)
+
+    event.listen(Session, "after_begin", began)
+    try:
+        first = send(monitor)
+        again = send(monitor)
+    finally:
+        event.remove(Session, "after_begin", began)
+    assert sessions == []
+    assert again.deduplicated and again.incident_id == first.incident_id and again.occurrence_count == 2
+    assert counts(monitor) == {"Incident": 1, "Draft": 1, "IncidentOccurrence": 2, "TriageRun": 0}
+    audit = last_audit(monitor)
+    assert audit.action == "report_incident" and audit.subject_id == first.incident_id

@@ -23,6 +23,7 @@ from incident_monitor.domain.enums import Decision
 from incident_monitor.domain.evidence import sha256_hex
 from incident_monitor.domain.models import AuditEvent, AuditEventBase, table_of
 from incident_monitor.service.audit_keys import AuditKey, AuditKeyring
+from incident_monitor.store.group_commit import UnitOfWork
 from incident_monitor.store.prepared import Prepared
 
 GENESIS_HASH = "0" * 64
@@ -134,7 +135,7 @@ def _build(
 
 
 def append_audit(
-    session: Session,
+    session: Session | UnitOfWork,
     keyring: AuditKeyring,
     *,
     at: datetime,

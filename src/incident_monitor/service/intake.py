@@ -398,7 +398,7 @@ def report_incident(monitor: Monitor, principal: Principal, report: IncidentRepo
         scope = dedupe_scope(principal, clean.project_id)
         fingerprint = dedupe_key(scope, given)
         now = monitor.clock()
-        connection = call.session.connection()
+        connection = call.connection()  # Core only: the call's ORM session is never made
         # BEGIN IMMEDIATE: the write lock is ours, so the row read here cannot change before commit.
         found = _find(connection, scope, fingerprint, given, principal)
         recurrence = False

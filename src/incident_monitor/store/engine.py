@@ -28,7 +28,7 @@ from incident_monitor.domain import models as _models  # noqa: F401  (registers 
 from incident_monitor.domain.models import AuditEvent, Incident, table_of
 from incident_monitor.errors import ConfigError
 from incident_monitor.store.faults import store_faults
-from incident_monitor.store.group_commit import GroupCommit
+from incident_monitor.store.group_commit import GroupCommit, UnitOfWork
 
 DATABASE_FILENAME = "incident-monitor.sqlite3"
 DATABASE_URL_VARIABLE = "INCIDENT_MONITOR_DATABASE_URL"
@@ -224,6 +224,33 @@ def dispose_engine(engine: Engine) -> None:
     if group_commit is not None:
         group_commit.close()
     engine.dispose()
+
+
+@contextmanager
+def unit_scope(engine: Engine) -> Iterator[UnitOfWork]:
+    """One unit of work, for Core statements (``connection()``) and, when needed, the ORM (``session``): durable
+    when the block ends, rolled back on any error. What every governed call runs in (service/governed.py)."""
+    group_commit = _group_commits.get(engine)
+    if group_commit is not None:
+        with store_faults(engine), group_commit.unit() as unit:
+            yield unit
+        return
+    with store_faults(engine), engine.connect() as connection:
+        transaction = connection.begin()
+        unit = UnitOfWork(connection, savepoint=False)
+        try:
+            yield unit
+            unit.commit()
+            transaction.commit()
+        except BaseException:
+            try:
+                unit.rollback()
+            finally:
+                if transaction.is_active:
+                    transaction.rollback()
+            raise
+        finally:
+            unit.close()
 
 
 @contextmanager
