@@ -302,6 +302,21 @@ def read_rows(session: Session, *, after: int, batch: int = 5_000) -> Iterator[A
         last = rows[-1].seq or last
 
 
+def read_chain_rows(session: Session, *, after: int, batch: int = 5_000) -> Iterator[Any]:
+    """What ``read_rows`` reads, as Core rows (same fields, same values): for checking the chain, which reads
+    every row since the last checkpoint on each checkpoint, and ORM objects cost three times the read."""
+    connection = session.connection()
+    last = after
+    while True:
+        rows = connection.execute(
+            select(*_TABLE.columns).where(_TABLE.c.seq > last).order_by(_TABLE.c.seq).limit(batch)
+        ).all()
+        if not rows:
+            return
+        yield from rows
+        last = rows[-1].seq
+
+
 def chain_head(session: Session) -> tuple[int, str | None, str | None]:
     """(seq, hash, key_id) of the newest row, (0, None, None) when there is none."""
     head = session.connection().execute(_HEAD_STATEMENT).first()
