@@ -31,7 +31,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
-from sqlalchemy import Connection, Update, bindparam, select, update
+from sqlalchemy import ColumnElement, Connection, Update, and_, bindparam, case, or_, select, update
 
 from incident_monitor.config import Limits, MonitorConfig
 from incident_monitor.domain.enums import ApprovalStatus, DraftStatus, IncidentStatus, Severity
@@ -246,18 +246,24 @@ _FOUND_COLUMNS = (
     _INCIDENTS.c.occurrence_count,
 )
 _FIND_INCIDENT = Prepared(select(*_FOUND_COLUMNS).where(_INCIDENTS.c.fingerprint == bindparam("fingerprint")))
+
+
+def _find_scoped_or_legacy(legacy: ColumnElement[bool]) -> Prepared:
+    """The scope's incident, else one stored before scoping (its bare fingerprint) that is the scope's own: one
+    statement, not two (a new incident is the common case, and it needs both answers)."""
+    scoped = _INCIDENTS.c.fingerprint == bindparam("key")
+    return Prepared(
+        select(*_FOUND_COLUMNS)
+        .where(or_(scoped, and_(_INCIDENTS.c.fingerprint == bindparam("fingerprint"), legacy)))
+        .order_by(case((scoped, 0), else_=1))  # the scoped incident first when both exist
+        .limit(1)
+    )
+
+
 # Incidents stored before scoping hold the bare fingerprint: one counts only if it is the scope's own.
-_FIND_LEGACY_OF_PROJECT = Prepared(
-    select(*_FOUND_COLUMNS).where(
-        _INCIDENTS.c.fingerprint == bindparam("fingerprint"), _INCIDENTS.c.project_id == bindparam("project_id")
-    )
-)
-_FIND_LEGACY_OF_REPORTER = Prepared(
-    select(*_FOUND_COLUMNS).where(
-        _INCIDENTS.c.fingerprint == bindparam("fingerprint"),
-        _INCIDENTS.c.project_id.is_(None),
-        _INCIDENTS.c.reported_by == bindparam("reported_by"),
-    )
+_FIND_SCOPED_OR_LEGACY_OF_PROJECT = _find_scoped_or_legacy(_INCIDENTS.c.project_id == bindparam("project_id"))
+_FIND_SCOPED_OR_LEGACY_OF_REPORTER = _find_scoped_or_legacy(
+    and_(_INCIDENTS.c.project_id.is_(None), _INCIDENTS.c.reported_by == bindparam("reported_by"))
 )
 _LATEST_DRAFT = Prepared(
     select(_DRAFTS.c.draft_id, _DRAFTS.c.status)
@@ -321,13 +327,13 @@ _SENT_STATUSES = frozenset({DraftStatus.publishing, DraftStatus.published})
 
 
 def _find(connection: Connection, scope: str | None, key: str, fingerprint: str, principal: Principal) -> Any:
-    found = _FIND_INCIDENT.first(connection, {"fingerprint": key})
-    if found is not None or scope is None or key == fingerprint:
-        return found
+    if scope is None or key == fingerprint:
+        return _FIND_INCIDENT.first(connection, {"fingerprint": key})
     if scope.startswith("project:"):
-        legacy = {"fingerprint": fingerprint, "project_id": scope.removeprefix("project:")}
-        return _FIND_LEGACY_OF_PROJECT.first(connection, legacy)
-    return _FIND_LEGACY_OF_REPORTER.first(connection, {"fingerprint": fingerprint, "reported_by": principal.name})
+        of_project = {"key": key, "fingerprint": fingerprint, "project_id": scope.removeprefix("project:")}
+        return _FIND_SCOPED_OR_LEGACY_OF_PROJECT.first(connection, of_project)
+    of_reporter = {"key": key, "fingerprint": fingerprint, "reported_by": principal.name}
+    return _FIND_SCOPED_OR_LEGACY_OF_REPORTER.first(connection, of_reporter)
 
 
 def _redraft_at_higher_severity(
