@@ -44,43 +44,16 @@ def arguments_digest(arguments: Any) -> str:
 
 
 def _row_hash(event: AuditEventBase, prev_hash: str) -> str:
-    return _hash_of(
-        seq=event.seq,
-        at=event.at,
-        principal=event.principal,
-        action=event.action,
-        decision=event.decision,
-        reasons=event.reasons,
-        digest=event.arguments_digest,
-        subject_id=event.subject_id,
-        run_id=event.run_id,
-        prev_hash=prev_hash,
-    )
-
-
-def _hash_of(
-    *,
-    seq: int | None,
-    at: datetime,
-    principal: str,
-    action: str,
-    decision: Decision,
-    reasons: list[str],
-    digest: str,
-    subject_id: str | None,
-    run_id: str | None,
-    prev_hash: str,
-) -> str:
     fields = {
-        "seq": seq,
-        "at": at.isoformat(),
-        "principal": principal,
-        "action": action,
-        "decision": decision.value,
-        "reasons": reasons,
-        "arguments_digest": digest,
-        "subject_id": subject_id,
-        "run_id": run_id,
+        "seq": event.seq,
+        "at": event.at.isoformat(),
+        "principal": event.principal,
+        "action": event.action,
+        "decision": event.decision.value,
+        "reasons": event.reasons,
+        "arguments_digest": event.arguments_digest,
+        "subject_id": event.subject_id,
+        "run_id": event.run_id,
         "prev_hash": prev_hash,
     }
     return sha256_hex(fields)
@@ -104,20 +77,7 @@ def _build(
     subject_id: str | None,
     run_id: str | None,
 ) -> AuditEventBase:
-    # Hash and MAC first, then one model_construct: setting fields on a built model costs more than both.
-    row_hash = _hash_of(
-        seq=seq,
-        at=at,
-        principal=principal,
-        action=action,
-        decision=decision,
-        reasons=reasons,
-        digest=digest,
-        subject_id=subject_id,
-        run_id=run_id,
-        prev_hash=prev_hash,
-    )
-    return AuditEventBase.model_construct(
+    event = AuditEventBase.model_construct(
         seq=seq,
         at=at,
         principal=principal,
@@ -128,10 +88,13 @@ def _build(
         subject_id=subject_id,
         run_id=run_id,
         prev_hash=prev_hash,
-        hash=row_hash,
+        hash="",
         key_id=key.key_id,
-        mac=row_mac(key, seq, row_hash),
+        mac=None,
     )
+    event.hash = _row_hash(event, prev_hash)
+    event.mac = row_mac(key, seq, event.hash)
+    return event
 
 
 def append_audit(
