@@ -255,7 +255,7 @@ class CpuMeter:
         async def run(tag: str, n: int) -> Run:
             database = self.database
             if database is not None:
-                statements_before, database_before = database.statements(), database.cpu_seconds()
+                statements_before, database_before = database.statements(), database.cpu_snapshot()
             before = process.cpu_times()
             result = await calls(tag, n)
             after = process.cpu_times()
@@ -263,7 +263,7 @@ class CpuMeter:
             self.seconds[side] = self.seconds.get(side, 0.0) + spent
             self.calls[side] = self.calls.get(side, 0) + n
             if database is not None:
-                database_spent = database.cpu_seconds() - database_before
+                database_spent = database.cpu_seconds_since(database_before)
                 self.database_seconds[side] = self.database_seconds.get(side, 0.0) + database_spent
                 self.statements[side] = self.statements.get(side, 0) + database.statements() - statements_before
             return result

@@ -100,17 +100,22 @@ class DatabaseMeter:
         self.cluster = cluster
         self.database = database
 
-    def cpu_seconds(self) -> float:
-        # Backends stay for the life of a connection (pools and the floors' one connection), so a side's
-        # difference holds its calls' work; one that exits in between takes its CPU with it (not seen here).
-        total = 0.0
+    def cpu_snapshot(self) -> dict[int, float]:
+        """CPU seconds so far of the postmaster and each of its processes, by pid."""
+        seconds = {}
         for process in (self.postmaster, *self.postmaster.children()):
             try:
                 times = process.cpu_times()
             except psutil.NoSuchProcess:
                 continue
-            total += times.user + times.system
-        return total
+            seconds[process.pid] = times.user + times.system
+        return seconds
+
+    def cpu_seconds_since(self, before: dict[int, float]) -> float:
+        """CPU the cluster spent since ``before``. Backends live as long as their connection (the servers' pools
+        and the floors' one connection), so this holds a side's calls' work; a process gone since (the meter's
+        own psql's backend) is left out rather than counted negative."""
+        return sum(seconds - before.get(pid, 0.0) for pid, seconds in self.cpu_snapshot().items())
 
     def statements(self) -> int:
         """Statements run so far in the database (BEGIN, COMMIT and SAVEPOINT included: each is a round trip)."""
