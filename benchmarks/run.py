@@ -417,7 +417,7 @@ async def bench_report_stdio(work: Path, sizes: Sizes, store: Store = SQLITE) ->
             sessions[side] = await stack.enter_async_context(stdio_session(command, env, log))
             processes[side] = newest_child()
         for clients, label in ((1, "1 client"), (CONCURRENCY, f"{CONCURRENCY} concurrent")):
-            cpu = CpuMeter(store.cluster)
+            cpu = CpuMeter(store.meter)
             sides = {
                 side: cpu.metered(
                     side,
@@ -452,7 +452,7 @@ async def bench_report_http(work: Path, sizes: Sizes, store: Store = SQLITE) -> 
             for side in REPORT_SIDES
         }
         for clients, label in ((1, "1 client"), (CONCURRENCY, f"{CONCURRENCY} concurrent clients")):
-            cpu = CpuMeter(store.cluster)
+            cpu = CpuMeter(store.meter)
             async with AsyncExitStack() as sessions_stack:
                 sides = {}
                 for side in REPORT_SIDES:
@@ -592,7 +592,7 @@ async def bench_intake(work: Path, sizes: Sizes, store: Store = SQLITE) -> list[
         url = f"http://127.0.0.1:{ports[side]}{INTAKE_PATH}"
         return lambda tag, n: post_reports(url, key, n, lambda i: f"intake-{tag}-{i}")
 
-    cpu = CpuMeter(store.cluster)
+    cpu = CpuMeter(store.meter)
     with ExitStack() as stack:
         processes = {
             side: stack.enter_context(http_process(commands[side], env, ports[side], work / f"{side}{store.slug}.log"))

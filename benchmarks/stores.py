@@ -73,7 +73,7 @@ class Store:
     label: str = ""  # appended to the benchmark's name
     slug: str = ""  # appended to its data directories
     url: str | None = None
-    cluster: DatabaseMeter | None = None
+    meter: DatabaseMeter | None = None  # the cluster's CPU and the database's statements (PostgreSQL)
 
     def env(self, env: dict[str, str]) -> dict[str, str]:
         """The servers' environment on this store (the SQLite rows never inherit a caller's database URL)."""
