@@ -237,6 +237,16 @@ def _redact(report: IncidentReport) -> tuple[IncidentReport, list[str]]:
 _INCIDENTS = table_of(Incident)
 _DRAFTS = table_of(Draft)
 _OCCURRENCES = table_of(IncidentOccurrence)
+# A repeat needs its incident's latest draft too: joined here rather than read by a statement of its own.
+_LATEST_DRAFT_ID = (
+    select(_DRAFTS.c.draft_id)
+    .where(_DRAFTS.c.incident_id == _INCIDENTS.c.incident_id)
+    .order_by(_DRAFTS.c.created_at.desc())
+    .limit(1)
+    .correlate(_INCIDENTS)
+    .scalar_subquery()
+)
+_LATEST = _DRAFTS.alias("latest")
 _FOUND_COLUMNS = (
     _INCIDENTS.c.incident_id,
     _INCIDENTS.c.fingerprint,
@@ -244,8 +254,13 @@ _FOUND_COLUMNS = (
     _INCIDENTS.c.severity,
     _INCIDENTS.c.risk_level,
     _INCIDENTS.c.occurrence_count,
+    _LATEST.c.draft_id.label("latest_draft_id"),
+    _LATEST.c.status.label("latest_draft_status"),
 )
-_FIND_INCIDENT = Prepared(select(*_FOUND_COLUMNS).where(_INCIDENTS.c.fingerprint == bindparam("fingerprint")))
+_FOUND_FROM = _INCIDENTS.outerjoin(_LATEST, _LATEST.c.draft_id == _LATEST_DRAFT_ID)
+_FIND_INCIDENT = Prepared(
+    select(*_FOUND_COLUMNS).select_from(_FOUND_FROM).where(_INCIDENTS.c.fingerprint == bindparam("fingerprint"))
+)
 
 
 def _find_scoped_or_legacy(legacy: ColumnElement[bool]) -> Prepared:
@@ -254,6 +269,7 @@ def _find_scoped_or_legacy(legacy: ColumnElement[bool]) -> Prepared:
     scoped = _INCIDENTS.c.fingerprint == bindparam("key")
     return Prepared(
         select(*_FOUND_COLUMNS)
+        .select_from(_FOUND_FROM)
         .where(or_(scoped, and_(_INCIDENTS.c.fingerprint == bindparam("fingerprint"), legacy)))
         .order_by(case((scoped, 0), else_=1))  # the scoped incident first when both exist
         .limit(1)
@@ -264,12 +280,6 @@ def _find_scoped_or_legacy(legacy: ColumnElement[bool]) -> Prepared:
 _FIND_SCOPED_OR_LEGACY_OF_PROJECT = _find_scoped_or_legacy(_INCIDENTS.c.project_id == bindparam("project_id"))
 _FIND_SCOPED_OR_LEGACY_OF_REPORTER = _find_scoped_or_legacy(
     and_(_INCIDENTS.c.project_id.is_(None), _INCIDENTS.c.reported_by == bindparam("reported_by"))
-)
-_LATEST_DRAFT = Prepared(
-    select(_DRAFTS.c.draft_id, _DRAFTS.c.status)
-    .where(_DRAFTS.c.incident_id == bindparam("incident_id"))
-    .order_by(_DRAFTS.c.created_at.desc())
-    .limit(1)
 )
 _INCIDENT_ROW = select(_INCIDENTS).where(_INCIDENTS.c.incident_id == bindparam("incident_id"))
 
@@ -465,19 +475,17 @@ def report_incident(monitor: Monitor, principal: Principal, report: IncidentRepo
                 )
                 call.notes.append(f"severity raised from {Severity(stored_severity).value} to {severity.value}")
                 stored_severity = severity
-            latest = _LATEST_DRAFT.first(connection, {"incident_id": incident_id})
-            draft_id = latest.draft_id if latest is not None else None
-            draft_status = latest.status if latest is not None else None
+            draft_id, draft_status = found.latest_draft_id, found.latest_draft_status
             # A recurrence after publication, or an escalation of a draft already sent, needs a fresh draft;
             # an escalation of an unsent draft revises it (back to draft); otherwise the open draft stands.
-            if (recurrence or raised) and (latest is None or latest.status in _SENT_STATUSES):
+            if (recurrence or raised) and (draft_id is None or draft_status in _SENT_STATUSES):
                 row = connection.execute(_INCIDENT_ROW, {"incident_id": incident_id}).one()._asdict()
                 draft_id, draft_status = new_draft(connection, row, now), DraftStatus.draft
-            elif raised and latest is not None:
+            elif raised and draft_id is not None:
                 row = connection.execute(_INCIDENT_ROW, {"incident_id": incident_id}).one()._asdict()
-                _redraft_at_higher_severity(connection, latest.draft_id, row, now)
+                _redraft_at_higher_severity(connection, draft_id, row, now)
                 draft_status = DraftStatus.draft
-                call.notes.append(f"draft {latest.draft_id} revised; its open approvals superseded")
+                call.notes.append(f"draft {draft_id} revised; its open approvals superseded")
         _INSERT_OCCURRENCE.execute(
             connection,
             {
