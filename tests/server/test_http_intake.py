@@ -6,9 +6,11 @@ it can do nothing else, and every refusal is a JSON error with a code and the ri
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from typing import Any
 
+import anyio.to_thread
 import httpx2
 import pytest
 from sqlmodel import select
@@ -16,6 +18,7 @@ from sqlmodel import select
 from incident_monitor.domain.models import AuditEvent, IntakeKey
 from incident_monitor.policy.principal import LOCAL_AGENT, local_operator
 from incident_monitor.policy.scopes import DEFAULT_AGENT_SCOPES
+from incident_monitor.server import intake_endpoint
 from incident_monitor.service import intake_keys, tokens
 from incident_monitor.service.monitor import Monitor
 from incident_monitor.service.route_preview import preview_route
@@ -274,6 +277,42 @@ def test_a_bad_key_is_refused_before_the_body_is_judged(monitor: Monitor, url: s
     headers = {"x-incident-monitor-intake-key": "imk_" + "B" * 43}
     response = httpx2.post(f"{url}{INTAKE}", content=payload, headers=headers)
     assert response.status_code == 401 and response.json()["error"] == "key_invalid"
+
+
+def test_the_key_check_and_the_report_share_one_worker_thread_hop(
+    monitor: Monitor, url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each hop to a worker thread wakes a thread and hands the GIL over: a report takes one, key check included."""
+    key = new_key(monitor)
+    hops: list[str] = []
+    checked_in: list[int] = []
+    reported_in: list[int] = []
+    run_sync = anyio.to_thread.run_sync
+    authenticate = intake_endpoint.authenticate_intake_key
+    report = intake_endpoint.report_for_project
+
+    async def counting_run_sync(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        if isinstance(getattr(func, "__self__", None), intake_endpoint.IntakeEndpoint):
+            hops.append(func.__name__)
+        return await run_sync(func, *args, **kwargs)
+
+    def checking(*args: Any) -> Any:
+        checked_in.append(threading.get_ident())
+        return authenticate(*args)
+
+    def reporting(*args: Any) -> Any:
+        reported_in.append(threading.get_ident())
+        return report(*args)
+
+    monkeypatch.setattr(anyio.to_thread, "run_sync", counting_run_sync)
+    monkeypatch.setattr(intake_endpoint, "authenticate_intake_key", checking)
+    monkeypatch.setattr(intake_endpoint, "report_for_project", reporting)
+    assert post(url, key, body(title="One hop")).status_code == 201
+    assert len(hops) == 1
+    assert checked_in == reported_in and threading.get_ident() not in checked_in
+    # A refused key takes its one hop too, and the body is never judged.
+    assert post(url, "imk_" + "C" * 43, body(title="Refused")).status_code == 401
+    assert len(hops) == 2 and len(reported_in) == 1
 
 
 def test_a_key_is_checked_without_waiting_for_the_write_lock(monitor: Monitor) -> None:
