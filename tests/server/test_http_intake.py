@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import anyio.to_thread
 import httpx2
 import pytest
 from sqlmodel import select
@@ -282,34 +282,36 @@ def test_a_bad_key_is_refused_before_the_body_is_judged(monitor: Monitor, url: s
 def test_the_key_check_and_the_report_share_one_worker_thread_hop(
     monitor: Monitor, url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Each hop to a worker thread wakes a thread and hands the GIL over: a report takes one, key check included."""
+    """Each hop to a worker thread wakes a thread and hands the GIL over: a report takes one, key check included,
+    on the endpoint's own threads (never the event loop's, never the pool the MCP tools share)."""
     key = new_key(monitor)
     hops: list[str] = []
-    checked_in: list[int] = []
-    reported_in: list[int] = []
-    run_sync = anyio.to_thread.run_sync
+    checked_in: list[str] = []
+    reported_in: list[str] = []
+    submit = ThreadPoolExecutor.submit
     authenticate = intake_endpoint.authenticate_intake_key
     report = intake_endpoint.report_for_project
 
-    async def counting_run_sync(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        if isinstance(getattr(func, "__self__", None), intake_endpoint.IntakeEndpoint):
-            hops.append(func.__name__)
-        return await run_sync(func, *args, **kwargs)
+    def counting_submit(executor: ThreadPoolExecutor, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        work = args[0] if args else fn  # a function run in a copied context comes as Context.run's first argument
+        if isinstance(getattr(work, "__self__", None), intake_endpoint.IntakeEndpoint):
+            hops.append(work.__name__)
+        return submit(executor, fn, *args, **kwargs)
 
     def checking(*args: Any) -> Any:
-        checked_in.append(threading.get_ident())
+        checked_in.append(threading.current_thread().name)
         return authenticate(*args)
 
     def reporting(*args: Any) -> Any:
-        reported_in.append(threading.get_ident())
+        reported_in.append(threading.current_thread().name)
         return report(*args)
 
-    monkeypatch.setattr(anyio.to_thread, "run_sync", counting_run_sync)
+    monkeypatch.setattr(ThreadPoolExecutor, "submit", counting_submit)
     monkeypatch.setattr(intake_endpoint, "authenticate_intake_key", checking)
     monkeypatch.setattr(intake_endpoint, "report_for_project", reporting)
     assert post(url, key, body(title="One hop")).status_code == 201
     assert len(hops) == 1
-    assert checked_in == reported_in and threading.get_ident() not in checked_in
+    assert checked_in == reported_in and checked_in[0].startswith("intake-worker")
     # A refused key takes its one hop too, and the body is never judged.
     assert post(url, "imk_" + "C" * 43, body(title="Refused")).status_code == 401
     assert len(hops) == 2 and len(reported_in) == 1
