@@ -42,6 +42,7 @@ from incident_monitor.service.projects import (
     SourceUnknown,
     report_for_project,
 )
+from incident_monitor.store.pinned_reads import PinnedReads
 
 logger = logging.getLogger(__name__)
 
@@ -125,10 +126,14 @@ class IntakeEndpoint:
         self.limiter = limiter
         self.unauthenticated = unauthenticated
         self._workers = ThreadPoolExecutor(max_workers=INTAKE_WORKERS, thread_name_prefix="intake-worker")
+        # Each worker thread keeps its connection for key checks open between requests.
+        self._key_reads = PinnedReads(monitor.engine)
 
     def close(self) -> None:
-        """Wait for the reports in flight (the server stops taking requests first)."""
+        """Wait for the reports in flight (the server stops taking requests first), then release the key
+        checks' connections."""
         self._workers.shutdown(wait=True)
+        self._key_reads.close()
 
     async def handle(self, request: Request) -> Response:
         address = f"address:{_client_address(request)}"
@@ -185,7 +190,7 @@ class IntakeEndpoint:
     def _check_key(self, secret: str) -> IntakeKeyBase | Response:
         """The key (checked on every request), then its rate limit."""
         try:
-            key = authenticate_intake_key(self.monitor, secret)
+            key = authenticate_intake_key(self.monitor, secret, self._key_reads)
         except CredentialError as exc:
             return _error(401, "key_invalid", exc.message)
         except Exception as exc:  # the store failed: say so, never a 500
