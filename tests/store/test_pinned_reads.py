@@ -1,5 +1,6 @@
-"""Pinned reads (store/pinned_reads.py): each thread keeps one read connection open, and every read on it
-still sees the latest committed state, never waits for the write lock, and survives a dead connection."""
+"""Pinned reads (store/pinned_reads.py): a few read connections kept open, and every read on them still sees
+the latest committed state, never waits for the write lock, survives a dead connection, and never takes more
+of the pool than its size."""
 
 from __future__ import annotations
 
@@ -103,18 +104,33 @@ def test_a_dead_connection_is_replaced_and_the_read_made_again(engine: Engine, c
         reads.close()
 
 
-def test_each_thread_reads_on_its_own_connection_and_close_returns_them_all(engine: Engine) -> None:
+def test_a_read_finding_the_kept_connections_busy_uses_the_pool_and_close_returns_the_kept_ones(
+    engine: Engine,
+) -> None:
     write(engine, "INSERT INTO notes (n, who) VALUES (1, 'shared')")
-    reads = PinnedReads(engine)
+    reads = PinnedReads(engine, size=1)
     before = engine.pool.checkedout()  # type: ignore[attr-defined]
+    inside, release = threading.Event(), threading.Event()
+
+    def hold_the_slow_read(*_: Any) -> None:
+        if threading.current_thread().name == "slow-reader":
+            inside.set()
+            release.wait(30)
+
+    event.listen(engine, "before_cursor_execute", hold_the_slow_read)
     seen: list[str | None] = []
-    threads = [threading.Thread(target=lambda: seen.append(who(reads, 1))) for _ in range(3)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert seen == ["shared"] * 3
-    assert engine.pool.checkedout() == before + 3  # type: ignore[attr-defined]
+    slow = threading.Thread(target=lambda: seen.append(who(reads, 1)), name="slow-reader")
+    slow.start()
+    try:
+        assert inside.wait(30)
+        # The one kept connection is busy: this read takes a pool connection and gives it back.
+        assert who(reads, 1) == "shared"
+        assert engine.pool.checkedout() == before + 1  # type: ignore[attr-defined]
+    finally:
+        release.set()
+        slow.join()
+    assert seen == ["shared"]
+    assert engine.pool.checkedout() == before + 1  # type: ignore[attr-defined]  (the kept one, idle)
     reads.close()
     assert engine.pool.checkedout() == before  # type: ignore[attr-defined]
     with pytest.raises(RuntimeError, match="closed"):

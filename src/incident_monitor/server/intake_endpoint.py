@@ -126,7 +126,7 @@ class IntakeEndpoint:
         self.limiter = limiter
         self.unauthenticated = unauthenticated
         self._workers = ThreadPoolExecutor(max_workers=INTAKE_WORKERS, thread_name_prefix="intake-worker")
-        # Each worker thread keeps its connection for key checks open between requests.
+        # Key checks read on a few connections kept open between requests.
         self._key_reads = PinnedReads(monitor.engine)
 
     def close(self) -> None:

@@ -112,9 +112,9 @@ _KEY_BY_HASH = sa_select(_KEYS).where(_KEYS.c.key_hash == bindparam("key_hash"))
 
 
 def _read_key(monitor: Monitor, digest: str, reads: PinnedReads | None) -> IntakeKeyBase | None:
-    """The key with this hash, read outside any unit of work (store.engine.read_scope, or the calling thread's
-    own read connection: store/pinned_reads.py): an intake request never queues behind the reports being
-    written just to check its key."""
+    """The key with this hash, read outside any unit of work (store.engine.read_scope, or a read connection
+    kept open: store/pinned_reads.py): an intake request never queues behind the reports being written just
+    to check its key."""
     if reads is not None:
         row = reads.first(_KEY_BY_HASH, {"key_hash": digest})
     else:
@@ -139,7 +139,7 @@ def authenticate_intake_key(monitor: Monitor, secret: str, reads: PinnedReads | 
     """The key a secret stands for; CredentialError (never naming the secret) otherwise.
 
     Checked against the database on every request (no cache): a disabled key is refused at once. ``reads``:
-    the server's per-thread read connections (the same committed state, a third of the cost per check).
+    the server's read connections kept open (the same committed state, half the cost per check).
     """
     digest = hash_token(secret)
     key = _read_key(monitor, digest, reads)
