@@ -317,6 +317,16 @@ def test_the_key_check_and_the_report_share_one_worker_thread_hop(
     assert len(hops) == 2 and len(reported_in) == 1
 
 
+def test_the_endpoint_releases_its_threads_and_kept_connections_when_the_server_stops(monitor: Monitor) -> None:
+    key = new_key(monitor)
+    checked_out = monitor.engine.pool.checkedout()  # type: ignore[attr-defined]
+    with http_server(monitor) as base:
+        assert post(base, key, body(title="Before the stop")).status_code == 201
+        assert any(t.name.startswith("intake-worker") for t in threading.enumerate())
+    assert not any(t.name.startswith("intake-worker") for t in threading.enumerate())
+    assert monitor.engine.pool.checkedout() <= checked_out  # type: ignore[attr-defined]
+
+
 def test_a_key_is_checked_without_waiting_for_the_write_lock(monitor: Monitor) -> None:
     """Authentication is a plain read: it answers while another unit of work holds the write lock
     (only the first use in a minute writes ``last_used_at``)."""
