@@ -1,8 +1,10 @@
-"""Who the caller is on transports without per-request auth (stdio)."""
+"""Who the caller is: on transports without per-request auth (stdio), and once per request on every transport."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 from incident_monitor.errors import CredentialError
 from incident_monitor.policy.principal import LOCAL_AGENT, Principal
@@ -33,3 +35,33 @@ def stdio_principal(monitor: Monitor, token: str | None) -> Callable[[], Princip
             return Principal(name=name, scopes=frozenset(), credential_problem=problem)
 
     return resolve
+
+
+class RequestPrincipal:
+    """The caller of the request being handled, resolved once per request.
+
+    The scope gate resolves the caller as a ``tools/call`` enters (``resolved``) and the tool serving it reads
+    the same principal, instead of checking the credential a second time (on stdio with a token, a store read
+    of ~0.2 ms each; issue 18). Every request still resolves afresh from committed state, so a revoked or
+    expired credential is refused on its next request. Outside ``resolved`` (a resource read, a test calling
+    a tool directly) each call resolves.
+    """
+
+    def __init__(self, resolve: Callable[[], Principal]) -> None:
+        self._resolve = resolve
+        # Per instance: two servers in one process (tests) never see each other's caller. The value lives in
+        # the request's own context (each request is its own task), and is reset when the request ends.
+        self._current: ContextVar[Principal | None] = ContextVar("request_principal", default=None)
+
+    def __call__(self) -> Principal:
+        current = self._current.get()
+        return current if current is not None else self._resolve()
+
+    @contextmanager
+    def resolved(self) -> Iterator[Principal]:
+        principal = self._resolve()
+        token = self._current.set(principal)
+        try:
+            yield principal
+        finally:
+            self._current.reset(token)
