@@ -442,7 +442,7 @@ async def bench_light_calls(work: Path, sizes: Sizes) -> list[Result]:
     The same calls are made by the SDK client (the targets) and by a raw JSON-RPC client on the same kind of
     stdio session (benchmarks/raw_jsonrpc.py), so the table shows the server's cost apart from the client's:
     the SDK client parses each answer into pydantic models (~16 KB of tool schemas for tools/list)."""
-    from benchmarks.raw_jsonrpc import raw_stdio_session
+    from benchmarks.raw_jsonrpc import RawStdioSession, raw_stdio_session
 
     env = server_env(work, work / "data-light")
     results = []
@@ -478,6 +478,11 @@ async def bench_light_calls(work: Path, sizes: Sizes) -> list[Result]:
         raw_floor = await stack.enter_async_context(
             raw_stdio_session(floor_command("noop-stdio"), env, ROOT, work / "raw-floor.log")
         )
+        raw_durable = await stack.enter_async_context(
+            raw_stdio_session(
+                floor_command("durable-stdio", durable_db(work, "light-raw")), env, ROOT, work / "raw-durable.log"
+            )
+        )
 
         def repeat(call: Callable[[], Awaitable[Any]]) -> Callable[[str, int], Awaitable[Run]]:
             async def calls(_: str, n: int) -> Run:
@@ -488,8 +493,14 @@ async def bench_light_calls(work: Path, sizes: Sizes) -> list[Result]:
         def metered(side: str, process: psutil.Process, calls: Callable[[str, int], Awaitable[Run]]) -> Any:
             return client_metered(side, cpu.metered(side, process, calls))
 
-        async def raw_noop() -> None:
-            await raw_floor.call_tool("noop", report_args("light-raw", 0))
+        def raw_tool_caller(session: RawStdioSession) -> Callable[[str, int], Awaitable[Run]]:
+            async def calls(round_tag: str, n: int) -> Run:
+                async def call(i: int) -> None:
+                    await session.call_tool("noop", report_args(f"light-raw-{round_tag}", i))
+
+                return await measure([call], n)
+
+            return calls
 
         raw_governed_process, raw_floor_process = psutil.Process(raw_governed.pid), psutil.Process(raw_floor.pid)
         sides = {
@@ -505,7 +516,8 @@ async def bench_light_calls(work: Path, sizes: Sizes) -> list[Result]:
             "raw get_status": metered(
                 "raw get_status", raw_governed_process, repeat(lambda: raw_governed.call_tool("get_status", {}))
             ),
-            "raw floor": metered("raw floor", raw_floor_process, repeat(raw_noop)),
+            "raw floor": metered("raw floor", raw_floor_process, raw_tool_caller(raw_floor)),
+            "raw durable": metered("raw durable", psutil.Process(raw_durable.pid), raw_tool_caller(raw_durable)),
         }
         for side in sides.values():
             await side("warmup", 1)
@@ -516,32 +528,31 @@ async def bench_light_calls(work: Path, sizes: Sizes) -> list[Result]:
             side: round(client_seconds[side] / client_calls[side] * 1000, 3) for side in client_seconds
         },
     }
-    d = Figures.of(*runs["durable"])
+    raw = "raw JSON-RPC client"
     rows = (
-        ("tools/list", "tools/list (default agent) stdio, vs a no-op tool call", "floor", "<= 1.2x no-op call"),
-        ("get_status", "get_status stdio, vs a no-op tool call", "floor", "<= 1.2x no-op call"),
-        # The server's share: no target of its own (the SDK-client rows above are the targets).
-        ("raw tools/list", "raw client: tools/list stdio, vs its no-op tool call", "raw floor", "(server's share)"),
-        ("raw get_status", "raw client: get_status stdio, vs its no-op tool call", "raw floor", "(server's share)"),
+        ("tools/list", "tools/list (default agent) stdio, vs a no-op tool call", "", "<= 1.2x no-op call"),
+        ("get_status", "get_status stdio, vs a no-op tool call", "", "<= 1.2x no-op call"),
+        # The server's share, each side called by the raw client: no target of its own (the SDK-client rows are).
+        ("raw tools/list", "raw client: tools/list stdio, vs its no-op tool call", "raw ", "(server's share)"),
+        ("raw get_status", "raw client: get_status stdio, vs its no-op tool call", "raw ", "(server's share)"),
     )
-    for name, label, floor_side, target in rows:
-        g, f = Figures.of(*runs[name]), Figures.of(*runs[floor_side])
+    for name, label, client, target in rows:
+        g, f, d = Figures.of(*runs[name]), Figures.of(*runs[f"{client}floor"]), Figures.of(*runs[f"{client}durable"])
         ratio = round(g.median_ms / f.median_ms, 3)
         results.append(
             Result(
                 label,
                 g,
                 f,
-                NOOP_TOOL if floor_side == "floor" else f"{NOOP_TOOL}, raw JSON-RPC client",
+                f"{NOOP_TOOL}, {raw}" if client else NOOP_TOOL,
                 ratio,
                 "median governed ÷ floor",
                 target,
-                ratio <= 1.2 if floor_side == "floor" else None,
+                None if client else ratio <= 1.2,
                 per_call,
-                # The durable floor is called by the SDK client: a like-for-like ratio for the SDK-client rows only.
-                durable=d if floor_side == "floor" else None,
-                durable_name=DURABLE_TOOL if floor_side == "floor" else None,
-                durable_ratio=round(g.median_ms / d.median_ms, 3) if floor_side == "floor" else None,
+                durable=d,
+                durable_name=f"{DURABLE_TOOL}, {raw}" if client else DURABLE_TOOL,
+                durable_ratio=round(g.median_ms / d.median_ms, 3),
             )
         )
     return results
