@@ -472,8 +472,10 @@ async def bench_light_calls(work: Path, sizes: Sizes) -> list[Result]:
             stdio_session(floor_command("durable-stdio", durable_db(work, "light")), env, work / "durable.log")
         )
         durable_process = newest_child()
+        # Its own data directory: two servers never share a database (nor its locks) within one benchmark.
+        raw_env = server_env(work, work / "data-light-raw")
         raw_governed = await stack.enter_async_context(
-            raw_stdio_session(governed_command("--transport", "stdio"), env, ROOT, work / "raw-governed.log")
+            raw_stdio_session(governed_command("--transport", "stdio"), raw_env, ROOT, work / "raw-governed.log")
         )
         raw_floor = await stack.enter_async_context(
             raw_stdio_session(floor_command("noop-stdio"), env, ROOT, work / "raw-floor.log")
