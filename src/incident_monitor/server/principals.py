@@ -9,7 +9,7 @@ from contextvars import ContextVar
 from incident_monitor.errors import CredentialError
 from incident_monitor.policy.principal import LOCAL_AGENT, Principal
 from incident_monitor.service.monitor import Monitor
-from incident_monitor.service.tokens import authenticate_token
+from incident_monitor.service.tokens import authenticate_token, kept_token_reads
 
 
 def stdio_principal(monitor: Monitor, token: str | None) -> Callable[[], Principal]:
@@ -24,11 +24,12 @@ def stdio_principal(monitor: Monitor, token: str | None) -> Callable[[], Princip
     if not token.strip():
         # A blank token in a client config is a mistake, not a request to run unauthenticated.
         raise CredentialError("set but empty; put a token in it, or unset it to run as the local agent")
-    name = authenticate_token(monitor, token).name
+    reads = kept_token_reads(monitor)
+    name = authenticate_token(monitor, token, reads).name
 
     def resolve() -> Principal:
         try:
-            return authenticate_token(monitor, token)
+            return authenticate_token(monitor, token, reads)
         except CredentialError as exc:
             # Same name (the audit log says who tried), no scopes (every call is denied).
             problem = f"{exc.message} (restart the server with a valid INCIDENT_MONITOR_TOKEN)"
