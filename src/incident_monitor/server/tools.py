@@ -38,6 +38,7 @@ from incident_monitor.policy.route_decision import RouteDecision
 from incident_monitor.policy.scopes import ACTION_SCOPES, READ
 from incident_monitor.server.errors import ToolErrorShape, tool_errors
 from incident_monitor.server.logging_level import accept_logging_level
+from incident_monitor.server.principals import RequestPrincipal
 from incident_monitor.server.replicas import request_state_security
 from incident_monitor.server.scope_gate import ScopeGate
 from incident_monitor.server.tool_schemas import compact_schema, enum_values
@@ -500,7 +501,9 @@ def agent_facing_tools(tools: IncidentMonitorTools) -> list[Tool]:
     return [agent_facing_tool(getattr(tools, name), name, hints, listed) for name, hints in TOOL_ANNOTATIONS.items()]
 
 
-def build_mcp_server(monitor: Monitor, principal: Callable[[], Principal]) -> MCPServer:
+def build_mcp_server(monitor: Monitor, resolve_principal: Callable[[], Principal]) -> MCPServer:
+    # The gate resolves the caller once per tools/call; the tool reads that same principal (server/principals.py).
+    principal = RequestPrincipal(resolve_principal)
     registered = agent_facing_tools(IncidentMonitorTools(monitor, principal))
     server = MCPServer(
         name="incident-monitor",
