@@ -1,9 +1,9 @@
 """The durable floors' one write: a row of JSON text, stored as the governed server stores its rows.
 
-Same engine settings (store/engine.py ``configure_sqlite``: WAL, ``synchronous=FULL``, BEGIN
-IMMEDIATE), same group commit (store/group_commit.py: concurrent inserts share one commit, each
-returns only after it), so a durable floor pays exactly the fsync a governed call pays and nothing
-of the governance.
+Same engine as the store's (store/engine.py ``create_store_engine``: on SQLite WAL, ``synchronous=FULL``,
+BEGIN IMMEDIATE; on PostgreSQL the same pool, timeouts and the write lock's advisory lock at BEGIN), same
+group commit (store/group_commit.py: concurrent inserts share one commit, each returns only after it), so
+a durable floor pays exactly the commit a governed call pays and nothing of the governance.
 """
 
 from __future__ import annotations
@@ -11,11 +11,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
-from sqlalchemy import Column, Integer, MetaData, Table, Text, create_engine, insert
+from sqlalchemy import Column, Integer, MetaData, Table, Text, insert
 from sqlalchemy.engine import Engine
 
-from incident_monitor.store.engine import configure_sqlite
+from incident_monitor.store.engine import create_store_engine
 from incident_monitor.store.group_commit import GroupCommit
 
 _METADATA = MetaData()
@@ -37,9 +38,10 @@ class DurableLog:
     @contextmanager
     def open(cls, target: str) -> Iterator[DurableLog]:
         url = database_url(target)
-        connect_args = {"check_same_thread": False, "timeout": 30} if url.startswith("sqlite") else {}
-        engine = create_engine(url, connect_args=connect_args)
-        configure_sqlite(engine)
+        # The store's engine wants the data directory it keeps its SQLite file in: the file's own, else (a
+        # PostgreSQL URL) the working directory, which it only makes sure exists.
+        data_dir = Path(target).parent if url.startswith("sqlite") else Path.cwd()
+        engine = create_store_engine(data_dir, url)
         _METADATA.create_all(engine)
         log = cls(engine, GroupCommit(engine))
         try:

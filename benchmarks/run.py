@@ -37,6 +37,16 @@ from mcp.client.streamable_http import streamable_http_client
 from sqlalchemy import insert
 
 from benchmarks.load import encode_post, post_all
+from benchmarks.stores import (
+    SQLITE,
+    DatabaseMeter,
+    Store,
+    durability_settings,
+    postgresql_cluster,
+    postgresql_missing,
+    postgresql_store,
+    postgresql_version,
+)
 from incident_monitor.server.http_stack import UVICORN_HTTP, UVICORN_LOOP
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -229,28 +239,50 @@ def newest_child() -> psutil.Process:
 class CpuMeter:
     """Server CPU time (user + system) spent while each side's calls ran: with the sides taking turns, one
     server is busy at a time, so this is what its calls cost it — the profile behind a ratio. (Warm-up
-    calls are metered too: a few against hundreds.)"""
+    calls are metered too: a few against hundreds.) On PostgreSQL (``database``), the cluster's CPU and the
+    statements sent to the database as well: the part of a call's cost spent outside the server process."""
 
-    def __init__(self) -> None:
+    def __init__(self, database: DatabaseMeter | None = None) -> None:
         self.seconds: dict[str, float] = {}
         self.calls: dict[str, int] = {}
+        self.database = database
+        self.database_seconds: dict[str, float] = {}
+        self.statements: dict[str, int] = {}
 
     def metered(
         self, side: str, process: psutil.Process, calls: Callable[[str, int], Awaitable[Run]]
     ) -> Callable[[str, int], Awaitable[Run]]:
         async def run(tag: str, n: int) -> Run:
+            database = self.database
+            if database is not None:
+                statements_before, database_before = database.statements(), database.cpu_snapshot()
             before = process.cpu_times()
             result = await calls(tag, n)
             after = process.cpu_times()
             spent = (after.user - before.user) + (after.system - before.system)
             self.seconds[side] = self.seconds.get(side, 0.0) + spent
             self.calls[side] = self.calls.get(side, 0) + n
+            if database is not None:
+                database_spent = database.cpu_seconds_since(database_before)
+                self.database_seconds[side] = self.database_seconds.get(side, 0.0) + database_spent
+                self.statements[side] = self.statements.get(side, 0) + database.statements() - statements_before
             return result
 
         return run
 
     def per_call_ms(self) -> dict[str, float]:
         return {side: round(self.seconds[side] / self.calls[side] * 1000, 3) for side in self.seconds}
+
+    def record(self, result: Result) -> None:
+        """The figures per call in the result's extra (server CPU; on PostgreSQL also the cluster's and statements)."""
+        result.extra["server_cpu_ms_per_call"] = self.per_call_ms()
+        if self.database is not None:
+            result.extra["database_cpu_ms_per_call"] = {
+                side: round(seconds / self.calls[side] * 1000, 3) for side, seconds in self.database_seconds.items()
+            }
+            result.extra["database_statements_per_call"] = {
+                side: round(count / self.calls[side], 2) for side, count in self.statements.items()
+            }
 
 
 @asynccontextmanager
@@ -366,24 +398,26 @@ def durable_db(work: Path, name: str) -> str:
 # --- the benchmarks --------------------------------------------------------------------------
 
 
-async def bench_report_stdio(work: Path, sizes: Sizes) -> list[Result]:
+async def bench_report_stdio(work: Path, sizes: Sizes, store: Store = SQLITE) -> list[Result]:
     """report_incident vs the no-op tool and the durable no-op tool on stdio, in alternating rounds. One stdio
     client per process: "8 clients" are 8 concurrent in-flight calls on the session (what an agent running
-    tools in parallel does)."""
-    env = server_env(work, work / "data-report-stdio")
+    tools in parallel does). ``store``: where the governed server and the durable floor write."""
+    env = store.env(server_env(work, work / f"data-report-stdio{store.slug}"))
+    durable = store.durable_target(durable_db(work, "report-stdio"))
     commands = {
         "governed": (governed_command("--transport", "stdio"), "report_incident"),
         "floor": (floor_command("noop-stdio"), "noop"),
-        "durable": (floor_command("durable-stdio", durable_db(work, "report-stdio")), "noop"),
+        "durable": (floor_command("durable-stdio", durable), "noop"),
     }
     results = []
     async with AsyncExitStack() as stack:
         sessions, processes = {}, {}
         for side, (command, _) in commands.items():
-            sessions[side] = await stack.enter_async_context(stdio_session(command, env, work / f"{side}.log"))
+            log = work / f"{side}{store.slug}.log"
+            sessions[side] = await stack.enter_async_context(stdio_session(command, env, log))
             processes[side] = newest_child()
         for clients, label in ((1, "1 client"), (CONCURRENCY, f"{CONCURRENCY} concurrent")):
-            cpu = CpuMeter()
+            cpu = CpuMeter(store.meter)
             sides = {
                 side: cpu.metered(
                     side,
@@ -393,31 +427,32 @@ async def bench_report_stdio(work: Path, sizes: Sizes) -> list[Result]:
                 for side in REPORT_SIDES
             }
             runs = await alternate(sides, sizes.report_calls, sizes.rounds)
-            result = durable_result(f"report_incident stdio, {label}", runs, NOOP_TOOL, DURABLE_TOOL, 0.8)
-            result.extra["server_cpu_ms_per_call"] = cpu.per_call_ms()
+            result = durable_result(f"report_incident stdio, {label}{store.label}", runs, NOOP_TOOL, DURABLE_TOOL, 0.8)
+            cpu.record(result)
             results.append(result)
     return results
 
 
-async def bench_report_http(work: Path, sizes: Sizes) -> list[Result]:
+async def bench_report_http(work: Path, sizes: Sizes, store: Store = SQLITE) -> list[Result]:
     """report_incident vs the no-op and durable no-op tools over Streamable HTTP (uvicorn), 1 client and 8
-    client sessions, in alternating rounds."""
-    env = server_env(work, work / "data-report-http")
+    client sessions, in alternating rounds. ``store``: where the governed server and the durable floor write."""
+    env = store.env(server_env(work, work / f"data-report-http{store.slug}"))
+    durable = store.durable_target(durable_db(work, "report-http"))
     ports = {side: free_port() for side in REPORT_SIDES}
     commands = {
         "governed": governed_command("--transport", "http", "--no-auth", "--port", str(ports["governed"])),
         "floor": floor_command("noop-http", str(ports["floor"])),
-        "durable": floor_command("durable-http", str(ports["durable"]), durable_db(work, "report-http")),
+        "durable": floor_command("durable-http", str(ports["durable"]), durable),
     }
     tools = {"governed": "report_incident", "floor": "noop", "durable": "noop"}
     results = []
     with ExitStack() as stack:
         processes = {
-            side: stack.enter_context(http_process(commands[side], env, ports[side], work / f"{side}.log"))
+            side: stack.enter_context(http_process(commands[side], env, ports[side], work / f"{side}{store.slug}.log"))
             for side in REPORT_SIDES
         }
         for clients, label in ((1, "1 client"), (CONCURRENCY, f"{CONCURRENCY} concurrent clients")):
-            cpu = CpuMeter()
+            cpu = CpuMeter(store.meter)
             async with AsyncExitStack() as sessions_stack:
                 sides = {}
                 for side in REPORT_SIDES:
@@ -429,8 +464,9 @@ async def bench_report_http(work: Path, sizes: Sizes) -> list[Result]:
                         side, processes[side], await warmed(sessions, tools[side], f"http{clients}")
                     )
                 runs = await alternate(sides, sizes.report_calls, sizes.rounds)
-            result = durable_result(f"report_incident Streamable HTTP, {label}", runs, NOOP_TOOL, DURABLE_TOOL, 0.8)
-            result.extra["server_cpu_ms_per_call"] = cpu.per_call_ms()
+            name = f"report_incident Streamable HTTP, {label}{store.label}"
+            result = durable_result(name, runs, NOOP_TOOL, DURABLE_TOOL, 0.8)
+            cpu.record(result)
             results.append(result)
     return results
 
@@ -493,13 +529,13 @@ async def bench_light_calls(work: Path, sizes: Sizes) -> list[Result]:
     return results
 
 
-def create_intake_key(work: Path, data_dir: Path) -> str:
+def create_intake_key(work: Path, data_dir: Path, database: str | None = None) -> str:
     from incident_monitor.policy.principal import local_operator
     from incident_monitor.service.intake_keys import create_intake_key as create
     from incident_monitor.service.monitor import Monitor
 
     os.environ["INCIDENT_MONITOR_WEBHOOK_SECRET"] = WEBHOOK_SECRET
-    monitor = Monitor.open(config_path=work / "config.toml", data_dir=data_dir)
+    monitor = Monitor.open(config_path=work / "config.toml", data_dir=data_dir, database=database)
     try:
         return create(monitor, local_operator(), project_id="bench", source_id="ci").secret
     finally:
@@ -537,27 +573,29 @@ async def post_reports(url: str, key: str, total: int, fingerprint: Callable[[in
 INTAKE_PATH = "/incident-monitor/intake/report"
 
 
-async def bench_intake(work: Path, sizes: Sizes) -> list[Result]:
+async def bench_intake(work: Path, sizes: Sizes, store: Store = SQLITE) -> list[Result]:
     """The intake endpoint against the bare endpoint and the bare endpoint that durably inserts the body
-    (the same group commit), in alternating rounds, all driven by the same lean generator."""
-    data_dir = work / "data-intake"
-    key = create_intake_key(work, data_dir)
-    env = server_env(work, data_dir)
+    (the same group commit), in alternating rounds, all driven by the same lean generator. ``store``: where
+    the governed server and the durable floor write."""
+    data_dir = work / f"data-intake{store.slug}"
+    key = create_intake_key(work, data_dir, store.url)
+    env = store.env(server_env(work, data_dir))
+    durable = store.durable_target(durable_db(work, "intake"))
     ports = {side: free_port() for side in REPORT_SIDES}
     commands = {
         "governed": governed_command("--transport", "http", "--no-auth", "--port", str(ports["governed"])),
         "floor": floor_command("bare-intake", str(ports["floor"])),
-        "durable": floor_command("durable-intake", str(ports["durable"]), durable_db(work, "intake")),
+        "durable": floor_command("durable-intake", str(ports["durable"]), durable),
     }
 
     def poster(side: str) -> Callable[[str, int], Awaitable[Run]]:
         url = f"http://127.0.0.1:{ports[side]}{INTAKE_PATH}"
         return lambda tag, n: post_reports(url, key, n, lambda i: f"intake-{tag}-{i}")
 
-    cpu = CpuMeter()
+    cpu = CpuMeter(store.meter)
     with ExitStack() as stack:
         processes = {
-            side: stack.enter_context(http_process(commands[side], env, ports[side], work / f"{side}.log"))
+            side: stack.enter_context(http_process(commands[side], env, ports[side], work / f"{side}{store.slug}.log"))
             for side in REPORT_SIDES
         }
         sides = {side: cpu.metered(side, processes[side], poster(side)) for side in REPORT_SIDES}
@@ -565,7 +603,7 @@ async def bench_intake(work: Path, sizes: Sizes) -> list[Result]:
             await side("warmup", CONCURRENCY)
         runs = await alternate(sides, sizes.intake_reports, sizes.rounds)
     result = durable_result(
-        f"intake endpoint, {CONCURRENCY} connections",
+        f"intake endpoint, {CONCURRENCY} connections{store.label}",
         runs,
         "bare Starlette JSON endpoint",
         "bare endpoint + durable insert of the body",
@@ -573,7 +611,7 @@ async def bench_intake(work: Path, sizes: Sizes) -> list[Result]:
         " and >= 1000 reports/s",
     )
     result.passed = bool(result.passed) and (result.governed.calls_per_s or 0) >= 1000
-    result.extra["server_cpu_ms_per_call"] = cpu.per_call_ms()
+    cpu.record(result)
     return [result]
 
 
@@ -1074,11 +1112,15 @@ async def bench_console(work: Path, sizes: Sizes) -> list[Result]:
 
 # --- the run ---------------------------------------------------------------------------------
 
+# The report and intake rows again with the governed server and the durable floor on PostgreSQL (the run's
+# private cluster, benchmarks/stores.py); skipped with one line when its binaries are not installed.
+POSTGRESQL_BENCHMARKS = ("report-stdio-pg", "report-http-pg", "intake-pg")
 BENCHMARKS = (
     "report-stdio",
     "report-http",
     "light-calls",
     "intake",
+    *POSTGRESQL_BENCHMARKS,
     "list",
     "posture",
     "cold-start",
@@ -1114,6 +1156,8 @@ def machine() -> dict[str, Any]:
         "processor": platform.processor() or platform.machine(),
         "python": platform.python_version(),
         "sqlite": sqlite3.sqlite_version,
+        # The server binaries the PostgreSQL rows run on (None when not installed: those rows are skipped).
+        "postgresql": postgresql_version(),
         # uvicorn's HTTP implementation and loop, for the governed HTTP server and its floors alike.
         "http_stack": {"http": UVICORN_HTTP, "loop": UVICORN_LOOP},
         "versions": versions,
@@ -1130,7 +1174,9 @@ def _floor_figure(floor: Figures | None, per_call: bool) -> str:
 def print_table(results: list[Result]) -> None:
     """Each governed figure with its no-op floor and ratio, and its durable floor and ratio where it has one."""
     columns = ("median ms", "p99 ms", "calls/s", "floor", "x floor", "durable", "x durable")
-    header = f"{'benchmark':58} " + " ".join(f"{c:>9}" for c in columns) + "  target"
+    # Wide enough for the longest row name ("… (PostgreSQL)") up to a limit, so no row's store is cut off.
+    width = min(max([58, *(len(r.name) for r in results)]), 72)
+    header = f"{'benchmark':{width}} " + " ".join(f"{c:>9}" for c in columns) + "  target"
     print(header)
     print("-" * len(header))
     for r in results:
@@ -1140,7 +1186,7 @@ def print_table(results: list[Result]) -> None:
         verdict = {True: "PASS", False: "MISS", None: ""}[r.passed]
         per_call = not r.ratio_of.startswith("calls/s")
         print(
-            f"{r.name[:58]:58} {r.governed.median_ms:>9.2f} {r.governed.p99_ms:>9.2f} {rate:>9} "
+            f"{r.name[:width]:{width}} {r.governed.median_ms:>9.2f} {r.governed.p99_ms:>9.2f} {rate:>9} "
             f"{_floor_figure(r.floor, per_call):>9} {ratio:>9} {_floor_figure(r.durable, per_call):>9} "
             f"{durable_ratio:>9}  "
             f"{r.target} {verdict}"
@@ -1155,19 +1201,42 @@ def summary(results: list[Result]) -> str:
     return line + (f" ({'; '.join(missed)})" if missed else "")
 
 
-async def run(selected: list[str], quick: bool, work: Path) -> list[Result]:
+@dataclass
+class Outcome:
+    results: list[Result]
+    skipped: list[str]  # one line per group of benchmarks that could not run here, saying how to fix it
+    postgresql_settings: dict[str, str] | None  # the cluster's durability settings, when the PostgreSQL rows ran
+
+
+async def run(selected: list[str], quick: bool, work: Path) -> Outcome:
     sys.path.insert(0, str(ROOT / "examples"))
     from webhook_receiver import WebhookReceiver  # examples/webhook_receiver.py: verifies every signature
 
     sizes = Sizes.for_mode(quick)
-    results: list[Result] = []
-    with WebhookReceiver(WEBHOOK_SECRET) as receiver:
+    outcome = Outcome([], [], None)
+    if any(name in POSTGRESQL_BENCHMARKS for name in selected) and (missing := postgresql_missing()):
+        print(missing, flush=True)
+        outcome.skipped.append(missing)
+        selected = [name for name in selected if name not in POSTGRESQL_BENCHMARKS]
+    with WebhookReceiver(WEBHOOK_SECRET) as receiver, ExitStack() as cluster_stack:
         (work / "config.toml").write_text(CONFIG_TEMPLATE.format(webhook_url=receiver.url))
+        clusters: list[Any] = []
+
+        def postgresql(name: str) -> Store:
+            """A fresh database for the benchmark ``name`` on the run's cluster, started on first use."""
+            if not clusters:
+                clusters.append(cluster_stack.enter_context(postgresql_cluster()))
+                outcome.postgresql_settings = durability_settings(clusters[0])
+            return postgresql_store(clusters[0], name)
+
         steps: dict[str, Callable[[], Awaitable[list[Result]]]] = {
             "report-stdio": lambda: bench_report_stdio(work, sizes),
             "report-http": lambda: bench_report_http(work, sizes),
             "light-calls": lambda: bench_light_calls(work, sizes),
             "intake": lambda: bench_intake(work, sizes),
+            "report-stdio-pg": lambda: bench_report_stdio(work, sizes, postgresql("report_stdio")),
+            "report-http-pg": lambda: bench_report_http(work, sizes, postgresql("report_http")),
+            "intake-pg": lambda: bench_intake(work, sizes, postgresql("intake")),
             "storm": lambda: bench_storm(work, sizes),
             "list": lambda: asyncio.to_thread(bench_list, work, sizes),
             "posture": lambda: asyncio.to_thread(bench_posture, work, sizes),
@@ -1179,9 +1248,9 @@ async def run(selected: list[str], quick: bool, work: Path) -> list[Result]:
         for name in selected:
             print(f"... {name}", file=sys.stderr, flush=True)
             started = time.perf_counter()
-            results.extend(await steps[name]())
+            outcome.results.extend(await steps[name]())
             print(f"    {time.perf_counter() - started:.1f} s", file=sys.stderr, flush=True)
-    return results
+    return outcome
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1195,18 +1264,20 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="incident-monitor-bench-"))
     started = time.perf_counter()
     try:
-        results = asyncio.run(run(selected, args.quick, work))
+        outcome = asyncio.run(run(selected, args.quick, work))
     finally:
         if args.keep:
             print(f"work directory kept: {work}", file=sys.stderr)
         else:
             shutil.rmtree(work, ignore_errors=True)
+    results = outcome.results
     print_table(results)
     document = {
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "mode": "quick" if args.quick else "full",
         "seconds": round(time.perf_counter() - started, 1),
-        "machine": machine(),
+        "machine": {**machine(), "postgresql_settings": outcome.postgresql_settings},
+        "skipped": outcome.skipped,
         "benchmarks": [asdict(r) for r in results],
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)

@@ -8,8 +8,13 @@ import sqlite3
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import pytest
 from benchmarks.durable_log import DurableLog
 from benchmarks.run import Run, alternate
+from benchmarks.stores import SQLITE, Store
+from sqlalchemy import text
+
+from incident_monitor.store.engine import DATABASE_URL_VARIABLE, WRITE_LOCK_KEY
 
 
 def test_the_durable_floor_stores_each_row_with_the_stores_durability(tmp_path: Path) -> None:
@@ -32,6 +37,38 @@ def test_the_durable_floor_stores_each_row_with_the_stores_durability(tmp_path: 
         ]
     finally:
         db.close()
+
+
+@pytest.mark.postgres_only
+def test_the_durable_floor_on_postgresql_commits_each_row_under_the_stores_write_lock(store_url: str) -> None:
+    with DurableLog.open(store_url) as log:
+        # The store's engine: every unit takes the write lock (the advisory lock) at BEGIN, as a governed call does.
+        with log.group_commit.unit_of_work() as session:
+            held = session.connection().execute(
+                text(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid() "
+                    "AND ((classid::bigint << 32) | objid::bigint) = :key"
+                ),
+                {"key": WRITE_LOCK_KEY},
+            )
+            assert held.scalar_one() == 1
+        for i in range(3):
+            log.insert(f'{{"i": {i}}}')
+        assert log.count() == 3
+    # Committed: a new log on the same database sees them.
+    with DurableLog.open(store_url) as log:
+        assert log.count() == 3
+
+
+def test_a_benchmark_store_sets_the_database_url_of_its_servers() -> None:
+    caller = {DATABASE_URL_VARIABLE: "postgresql+psycopg://someone@elsewhere/db", "PATH": "/bin"}
+    # The SQLite rows never inherit a caller's database URL; a PostgreSQL store's servers and floor share its database.
+    assert SQLITE.env(caller) == {"PATH": "/bin"}
+    assert SQLITE.durable_target("/tmp/floor.sqlite3") == "/tmp/floor.sqlite3"
+    url = "postgresql+psycopg://postgres@127.0.0.1:5432/bench_1"
+    store = Store(" (PostgreSQL)", "-pg", url)
+    assert store.env(caller) == {DATABASE_URL_VARIABLE: url, "PATH": "/bin"}
+    assert store.durable_target("/tmp/floor.sqlite3") == url
 
 
 def test_sides_take_turns_in_rotated_order_and_every_call_is_counted() -> None:
