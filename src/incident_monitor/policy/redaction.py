@@ -449,7 +449,7 @@ def _redact_fields(text: str) -> str:
 _MIN_ENCODED_RUN = 16
 _MAX_ENCODED_RUN = 16_384
 _MAX_DECODE_DEPTH = 2
-_BASE64_RUN = re.compile(r"(?<![A-Za-z0-9+/_-])[A-Za-z0-9+/_-]{16,}={0,2}")
+_BASE64_RUN = re.compile(rf"(?<![A-Za-z0-9+/_-])[A-Za-z0-9+/_-]{{{_MIN_ENCODED_RUN},}}={{0,2}}")
 _HEX_DIGITS = frozenset(string.hexdigits)
 # Percent-encoded: a run of non-blank characters holding at least one %XX. '%' is outside the other class,
 # so each character is tried once.
@@ -508,6 +508,8 @@ def _redact_encoded(text: str, depth: int) -> str:
 
     if "%" in text:
         text = _PERCENT_RUN.sub(percent, text)
+    if len(text) < _MIN_ENCODED_RUN:
+        return text  # shorter than any run _BASE64_RUN matches
     return _BASE64_RUN.sub(base64_or_hex, text)
 
 
@@ -561,11 +563,13 @@ def _redact(text: str, depth: int) -> str:
         return text
     if not _prefilter:
         text = _redact_folded_passes(_redact_exact_passes(text, guarded=False), guarded=False)
-    elif _CANDIDATES.search(text) is not None or "cook" in text.lower():
-        text = _redact_folded_passes(_redact_exact_passes(text, guarded=True), guarded=True)
     else:
-        # No pass before the field scanner can change the text (see _CANDIDATES).
-        text = _redact_folded_passes(text, guarded=True)
+        folded = text.lower()
+        if _CANDIDATES.search(text) is not None or "cook" in folded:
+            text = _redact_folded_passes(_redact_exact_passes(text, guarded=True), guarded=True)
+        elif "bear" in folded or _FIELD_NAME_PARTS.search(folded) is not None:
+            # No pass before the field scanner can change the text (see _CANDIDATES).
+            text = _redact_folded_passes(text, guarded=True)
     return _redact_encoded(text, depth)
 
 
