@@ -230,7 +230,7 @@ def _replace_discord_token(match: re.Match[str]) -> str:
 # what replaces it: _replace_random_token keeps values that do not look random, for prefixes ordinary
 # enough to start a word ("sk-learn-..."); others check the format's own structure. The third lists
 # literals one of which every match contains (the pattern's prefix spelled out, or a part of it): where
-# none occurs, the pattern is not tried (see _redact_in_clear). The fourth, when given, is a regex every
+# none occurs, the pattern is not tried (see _redact_exact_passes). The fourth, when given, is a regex every
 # match contains a match of, for the prefilter (_CANDIDATES) where the literals are too common to help.
 _TOKEN_PATTERNS: tuple[tuple[re.Pattern[str], Callable[[re.Match[str]], str], tuple[str, ...], str | None], ...] = (
     (_token("gh[pousr]_", "[A-Za-z0-9]{30,}"), _replace_token, ("ghp_", "gho_", "ghu_", "ghs_", "ghr_"), None),
@@ -543,8 +543,9 @@ _CANDIDATES = re.compile(
 # A sensitive field name (is_sensitive_key) lowercased holds one of these: each sensitive name and
 # suffix holds one without an underscore, so it comes from letters that are adjacent in the name.
 _FIELD_NAME_PARTS = re.compile("pass|pwd|secret|token|key|auth|cook|cred|dsn|str|sig")
-# The cookie header's and bare bearer's guards, "cook" and "bear", avoid the letters whose case-insensitive
-# matches do not lowercase to them (dotless i, long s), so a match of either pattern lowercased holds them.
+# The cookie header's and bare bearer's guards, "cook" and "bear", are read in the lowercased text: they
+# avoid the letters whose case-insensitive matches do not lowercase to them (dotless i, long s), so a
+# match of either pattern, lowercased, holds them.
 _prefilter = True
 """False runs every pass on every text: the reference the prefilter is tested against."""
 
@@ -573,8 +574,8 @@ def _redact(text: str, depth: int) -> str:
     return _redact_encoded(text, depth)
 
 
-# Guarded, a pass runs only where its input holds a literal that every match of its pattern holds: a pass
-# that cannot match leaves its input as it is. Unguarded, every pass runs (the tests' reference).
+# Guarded, a pass runs only where its input holds a literal that every match of its pattern holds (a pass
+# that cannot match leaves its input as it is); unguarded, every pass runs (the tests' reference).
 
 
 def _redact_exact_passes(text: str, guarded: bool) -> str:
