@@ -282,7 +282,7 @@ def test_every_token_match_holds_its_anchor_and_candidate(entry: int) -> None:
     superset = _without_lookarounds(pattern.pattern)
     assert "(?<" not in superset and "(?!" not in superset
 
-    @settings(PROFILE, max_examples=200)
+    @settings(PROFILE, max_examples=100)
     @given(st.from_regex(superset, fullmatch=True))
     def holds(match: str) -> None:
         if anchors:
@@ -306,7 +306,7 @@ def test_every_token_match_holds_its_anchor_and_candidate(entry: int) -> None:
 def test_other_passes_matches_hold_their_guard_and_candidate(pattern: str, guard: Callable[[str], bool]) -> None:
     superset = re.sub(r"^\(\?<!\[[^\]]*\]\)", "", _without_lookarounds(pattern))
 
-    @settings(PROFILE, max_examples=200)
+    @settings(PROFILE, max_examples=100)
     @given(st.from_regex(superset, fullmatch=True))
     def holds(match: str) -> None:
         assert guard(match)
