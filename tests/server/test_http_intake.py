@@ -6,7 +6,9 @@ it can do nothing else, and every refusal is a JSON error with a code and the ri
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx2
@@ -16,6 +18,7 @@ from sqlmodel import select
 from incident_monitor.domain.models import AuditEvent, IntakeKey
 from incident_monitor.policy.principal import LOCAL_AGENT, local_operator
 from incident_monitor.policy.scopes import DEFAULT_AGENT_SCOPES
+from incident_monitor.server import intake_endpoint
 from incident_monitor.service import intake_keys, tokens
 from incident_monitor.service.monitor import Monitor
 from incident_monitor.service.route_preview import preview_route
@@ -274,6 +277,54 @@ def test_a_bad_key_is_refused_before_the_body_is_judged(monitor: Monitor, url: s
     headers = {"x-incident-monitor-intake-key": "imk_" + "B" * 43}
     response = httpx2.post(f"{url}{INTAKE}", content=payload, headers=headers)
     assert response.status_code == 401 and response.json()["error"] == "key_invalid"
+
+
+def test_the_key_check_and_the_report_share_one_worker_thread_hop(
+    monitor: Monitor, url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each hop to a worker thread wakes a thread and hands the GIL over: a report takes one, key check included,
+    on the endpoint's own threads (never the event loop's, never the pool the MCP tools share)."""
+    key = new_key(monitor)
+    hops: list[str] = []
+    checked_in: list[str] = []
+    reported_in: list[str] = []
+    submit = ThreadPoolExecutor.submit
+    authenticate = intake_endpoint.authenticate_intake_key
+    report = intake_endpoint.report_for_project
+
+    def counting_submit(executor: ThreadPoolExecutor, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        work = args[0] if args else fn  # a function run in a copied context comes as Context.run's first argument
+        if isinstance(getattr(work, "__self__", None), intake_endpoint.IntakeEndpoint):
+            hops.append(work.__name__)
+        return submit(executor, fn, *args, **kwargs)
+
+    def checking(*args: Any) -> Any:
+        checked_in.append(threading.current_thread().name)
+        return authenticate(*args)
+
+    def reporting(*args: Any) -> Any:
+        reported_in.append(threading.current_thread().name)
+        return report(*args)
+
+    monkeypatch.setattr(ThreadPoolExecutor, "submit", counting_submit)
+    monkeypatch.setattr(intake_endpoint, "authenticate_intake_key", checking)
+    monkeypatch.setattr(intake_endpoint, "report_for_project", reporting)
+    assert post(url, key, body(title="One hop")).status_code == 201
+    assert len(hops) == 1
+    assert checked_in == reported_in and checked_in[0].startswith("intake-worker")
+    # A refused key takes its one hop too, and the body is never judged.
+    assert post(url, "imk_" + "C" * 43, body(title="Refused")).status_code == 401
+    assert len(hops) == 2 and len(reported_in) == 1
+
+
+def test_the_endpoint_releases_its_threads_and_kept_connections_when_the_server_stops(monitor: Monitor) -> None:
+    key = new_key(monitor)
+    checked_out = monitor.engine.pool.checkedout()  # type: ignore[attr-defined]
+    with http_server(monitor) as base:
+        assert post(base, key, body(title="Before the stop")).status_code == 201
+        assert any(t.name.startswith("intake-worker") for t in threading.enumerate())
+    assert not any(t.name.startswith("intake-worker") for t in threading.enumerate())
+    assert monitor.engine.pool.checkedout() <= checked_out  # type: ignore[attr-defined]
 
 
 def test_a_key_is_checked_without_waiting_for_the_write_lock(monitor: Monitor) -> None:

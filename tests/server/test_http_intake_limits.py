@@ -1,4 +1,4 @@
-"""The intake endpoint under attack, over a real socket: the key is checked before the body is read,
+"""The intake endpoint under attack, over a real socket: the key is checked before the body is parsed,
 refused keys are rate-limited per client address, bodies are parsed within limits (depth 32, keys,
 string sizes, valid Unicode), every refusal is a JSON error that repeats nothing sent, and a
 keep-alive connection stays usable after any bad request. Host/Origin checks cover every route."""
@@ -220,6 +220,17 @@ def test_a_body_over_the_size_limit_is_413_and_the_next_request_still_works(url:
         assert response.status_code == 413
         assert response.json()["error"] == "too_large"
         assert send_raw(url, json.dumps(body()).encode(), key, client=client).status_code == 201
+
+
+def test_an_oversized_body_with_a_refused_key_is_a_401_that_closes_the_connection(url: str, key: str) -> None:
+    """The key's refusal ranks first; the rest of the body is never read, so the connection is closed rather
+    than drained (as for the 413 a valid key gets)."""
+    oversized = _with_context({"big": "z" * 1_100_000})
+    refused = send_raw(url, oversized, "imk_" + "F" * 43)
+    assert refused.status_code == 401 and refused.json()["error"] == "key_invalid"
+    assert refused.headers["connection"] == "close"
+    too_large = send_raw(url, oversized, key)
+    assert too_large.status_code == 413 and too_large.headers["connection"] == "close"
 
 
 # --- keep-alive after a bad request (raw socket: one TCP connection, seen from the client) --------------

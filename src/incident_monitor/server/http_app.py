@@ -207,9 +207,10 @@ def build_http_app(monitor: Monitor, options: HttpOptions) -> Starlette:
         streamable_http_path="/mcp", transport_security=security, stateless_http=http.stateless
     )
     sse = server.sse_app(sse_path="/sse", message_path="/messages/", transport_security=security)
+    intake = IntakeEndpoint(monitor, key_limiter, refused_key_limiter)
     routes: list[BaseRoute] = [
         *_health_routes(monitor),
-        Route(INTAKE_PATH, IntakeEndpoint(monitor, key_limiter, refused_key_limiter).handle, methods=["POST"]),
+        Route(INTAKE_PATH, intake.handle, methods=["POST"]),
         _metadata_route(METADATA_PATH, base, authorization_servers),
         _metadata_route(f"{METADATA_PATH}/mcp", f"{base}/mcp", authorization_servers),
         _metadata_route(f"{METADATA_PATH}/sse", f"{base}/sse", authorization_servers),
@@ -232,6 +233,7 @@ def build_http_app(monitor: Monitor, options: HttpOptions) -> Starlette:
                 with LogSourceRunner(monitor):
                     announce_sources(monitor)
                     yield
+            intake.close()  # its worker threads, before the monitor closes
             background.cancel_scope.cancel()
 
     async def audit_refusal(path: str, reason: str) -> None:

@@ -24,6 +24,7 @@ from incident_monitor.service.governed import governed_call
 from incident_monitor.service.monitor import Monitor
 from incident_monitor.service.tokens import hash_token, last_use_due
 from incident_monitor.store.engine import read_scope
+from incident_monitor.store.pinned_reads import PinnedReads
 
 INTAKE_KEY_PREFIX = "imk_"
 INTAKE_KEY_SCOPES = (REPORT,)
@@ -110,11 +111,15 @@ _KEYS = table_of(IntakeKey)
 _KEY_BY_HASH = sa_select(_KEYS).where(_KEYS.c.key_hash == bindparam("key_hash"))
 
 
-def _read_key(monitor: Monitor, digest: str) -> IntakeKeyBase | None:
-    """The key with this hash, read outside any unit of work (store.engine.read_scope): an intake request
-    no longer queues behind every report being written just to check its key."""
-    with read_scope(monitor.engine) as connection:
-        row = connection.execute(_KEY_BY_HASH, {"key_hash": digest}).mappings().first()
+def _read_key(monitor: Monitor, digest: str, reads: PinnedReads | None) -> IntakeKeyBase | None:
+    """The key with this hash, read outside any unit of work (store.engine.read_scope, or a read connection
+    kept open: store/pinned_reads.py): an intake request never queues behind the reports being written just
+    to check its key."""
+    if reads is not None:
+        row = reads.first(_KEY_BY_HASH, {"key_hash": digest})
+    else:
+        with read_scope(monitor.engine) as connection:
+            row = connection.execute(_KEY_BY_HASH, {"key_hash": digest}).mappings().first()
     if row is None or not hmac.compare_digest(row["key_hash"], digest):
         return None
     return IntakeKeyBase.model_validate(dict(row))
@@ -130,13 +135,14 @@ def _record_use(monitor: Monitor, key_id: str, now: datetime) -> None:
         session.add(row)
 
 
-def authenticate_intake_key(monitor: Monitor, secret: str) -> IntakeKeyBase:
+def authenticate_intake_key(monitor: Monitor, secret: str, reads: PinnedReads | None = None) -> IntakeKeyBase:
     """The key a secret stands for; CredentialError (never naming the secret) otherwise.
 
-    Checked against the database on every request (no cache): a disabled key is refused at once.
+    Checked against the database on every request (no cache): a disabled key is refused at once. ``reads``:
+    the server's read connections kept open (the same committed state, half the cost per check).
     """
     digest = hash_token(secret)
-    key = _read_key(monitor, digest)
+    key = _read_key(monitor, digest, reads)
     if key is None:
         raise CredentialError("intake key not recognised: create one with `incident-monitor intake-keys create`")
     if key.disabled_at is not None:
