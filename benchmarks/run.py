@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import compileall
 import json
 import os
 import platform
@@ -36,6 +37,7 @@ from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from sqlalchemy import insert
 
+import incident_monitor
 from benchmarks.load import encode_post, post_all
 from benchmarks.stores import (
     SQLITE,
@@ -473,10 +475,30 @@ async def bench_report_http(work: Path, sizes: Sizes, store: Store = SQLITE) -> 
 
 async def bench_light_calls(work: Path, sizes: Sizes) -> list[Result]:
     """tools/list and get_status on the governed stdio server against one no-op tool call on the floor's,
-    in alternating rounds (median latency; get_status is a governed read: it commits its audit row)."""
+    in alternating rounds (median latency; get_status is a governed read: it commits its audit row).
+
+    The same calls are made by the SDK client (the targets) and by a raw JSON-RPC client on the same kind of
+    stdio session (benchmarks/raw_jsonrpc.py), so the table shows the server's cost apart from the client's:
+    the SDK client parses each answer into pydantic models (~16 KB of tool schemas for tools/list)."""
+    from benchmarks.raw_jsonrpc import RawStdioSession, raw_stdio_session
+
     env = server_env(work, work / "data-light")
     results = []
     cpu = CpuMeter()
+    client_seconds: dict[str, float] = {}
+    client_calls: dict[str, int] = {}
+
+    def client_metered(side: str, calls: Callable[[str, int], Awaitable[Run]]) -> Callable[[str, int], Awaitable[Run]]:
+        # The benchmark process's own CPU while a side's calls run: the client's share of a call.
+        async def run(tag: str, n: int) -> Run:
+            before = time.process_time()
+            result = await calls(tag, n)
+            client_seconds[side] = client_seconds.get(side, 0.0) + time.process_time() - before
+            client_calls[side] = client_calls.get(side, 0) + n
+            return result
+
+        return run
+
     async with AsyncExitStack() as stack:
         governed = await stack.enter_async_context(
             stdio_session(governed_command("--transport", "stdio"), env, work / "governed.log")
@@ -488,6 +510,19 @@ async def bench_light_calls(work: Path, sizes: Sizes) -> list[Result]:
             stdio_session(floor_command("durable-stdio", durable_db(work, "light")), env, work / "durable.log")
         )
         durable_process = newest_child()
+        # Its own data directory: two servers never share a database (nor its locks) within one benchmark.
+        raw_env = server_env(work, work / "data-light-raw")
+        raw_governed = await stack.enter_async_context(
+            raw_stdio_session(governed_command("--transport", "stdio"), raw_env, ROOT, work / "raw-governed.log")
+        )
+        raw_floor = await stack.enter_async_context(
+            raw_stdio_session(floor_command("noop-stdio"), env, ROOT, work / "raw-floor.log")
+        )
+        raw_durable = await stack.enter_async_context(
+            raw_stdio_session(
+                floor_command("durable-stdio", durable_db(work, "light-raw")), env, ROOT, work / "raw-durable.log"
+            )
+        )
 
         def repeat(call: Callable[[], Awaitable[Any]]) -> Callable[[str, int], Awaitable[Run]]:
             async def calls(_: str, n: int) -> Run:
@@ -495,34 +530,68 @@ async def bench_light_calls(work: Path, sizes: Sizes) -> list[Result]:
 
             return calls
 
+        def metered(side: str, process: psutil.Process, calls: Callable[[str, int], Awaitable[Run]]) -> Any:
+            return client_metered(side, cpu.metered(side, process, calls))
+
+        def raw_tool_caller(session: RawStdioSession) -> Callable[[str, int], Awaitable[Run]]:
+            async def calls(round_tag: str, n: int) -> Run:
+                async def call(i: int) -> None:
+                    await session.call_tool("noop", report_args(f"light-raw-{round_tag}", i))
+
+                return await measure([call], n)
+
+            return calls
+
+        raw_governed_process, raw_floor_process = psutil.Process(raw_governed.pid), psutil.Process(raw_floor.pid)
         sides = {
-            "tools/list": cpu.metered("tools/list", governed_process, repeat(governed.list_tools)),
-            "get_status": cpu.metered(
+            "tools/list": metered("tools/list", governed_process, repeat(governed.list_tools)),
+            "get_status": metered(
                 "get_status", governed_process, repeat(lambda: call_tool(governed, "get_status", {}))
             ),
-            "floor": cpu.metered("floor", floor_process, tool_caller([floor], "noop", "light")),
-            "durable": cpu.metered("durable", durable_process, tool_caller([durable], "noop", "light")),
+            "floor": metered("floor", floor_process, tool_caller([floor], "noop", "light")),
+            "durable": metered("durable", durable_process, tool_caller([durable], "noop", "light")),
+            "raw tools/list": metered(
+                "raw tools/list", raw_governed_process, repeat(lambda: raw_governed.request("tools/list"))
+            ),
+            "raw get_status": metered(
+                "raw get_status", raw_governed_process, repeat(lambda: raw_governed.call_tool("get_status", {}))
+            ),
+            "raw floor": metered("raw floor", raw_floor_process, raw_tool_caller(raw_floor)),
+            "raw durable": metered("raw durable", psutil.Process(raw_durable.pid), raw_tool_caller(raw_durable)),
         }
         for side in sides.values():
             await side("warmup", 1)
         runs = await alternate(sides, sizes.report_calls // 2, sizes.rounds)
-    f, d = Figures.of(*runs["floor"]), Figures.of(*runs["durable"])
-    for name, label in (("tools/list", "tools/list (default agent)"), ("get_status", "get_status")):
-        g = Figures.of(*runs[name])
+    per_call = {
+        "server_cpu_ms_per_call": cpu.per_call_ms(),
+        "client_cpu_ms_per_call": {
+            side: round(client_seconds[side] / client_calls[side] * 1000, 3) for side in client_seconds
+        },
+    }
+    raw = "raw JSON-RPC client"
+    rows = (
+        ("tools/list", "tools/list (default agent) stdio, vs a no-op tool call", "", "<= 1.2x no-op call"),
+        ("get_status", "get_status stdio, vs a no-op tool call", "", "<= 1.2x no-op call"),
+        # The server's share, each side called by the raw client: no target of its own (the SDK-client rows are).
+        ("raw tools/list", "raw client: tools/list stdio, vs its no-op tool call", "raw ", "(server's share)"),
+        ("raw get_status", "raw client: get_status stdio, vs its no-op tool call", "raw ", "(server's share)"),
+    )
+    for name, label, client, target in rows:
+        g, f, d = Figures.of(*runs[name]), Figures.of(*runs[f"{client}floor"]), Figures.of(*runs[f"{client}durable"])
         ratio = round(g.median_ms / f.median_ms, 3)
         results.append(
             Result(
-                f"{label} stdio, vs a no-op tool call",
+                label,
                 g,
                 f,
-                NOOP_TOOL,
+                f"{NOOP_TOOL}, {raw}" if client else NOOP_TOOL,
                 ratio,
                 "median governed ÷ floor",
-                "<= 1.2x no-op call",
-                ratio <= 1.2,
-                {"server_cpu_ms_per_call": cpu.per_call_ms()},
+                target,
+                None if client else ratio <= 1.2,
+                per_call,
                 durable=d,
-                durable_name=DURABLE_TOOL,
+                durable_name=f"{DURABLE_TOOL}, {raw}" if client else DURABLE_TOOL,
                 durable_ratio=round(g.median_ms / d.median_ms, 3),
             )
         )
@@ -871,30 +940,42 @@ def timed_sync(call: Callable[[], None], total: int) -> tuple[list[float], float
     return latencies, time.perf_counter() - started
 
 
-async def cold_start(command: list[str], env: dict[str, str], log: Path) -> float:
+async def cold_start(command: list[str], env: dict[str, str], log: Path) -> tuple[float, float]:
+    """Seconds from spawn to the first tools/list answered, and the server's CPU seconds by then (user + system:
+    steadier than the time on a shared machine, where the time also counts waiting for a core)."""
     started = time.perf_counter()
     async with stdio_session(command, env, log) as client:
         await client.list_tools()
-        return time.perf_counter() - started
+        elapsed = time.perf_counter() - started
+        cpu = newest_child().cpu_times()
+        return elapsed, cpu.user + cpu.system
 
 
 async def bench_cold_start(work: Path, sizes: Sizes) -> list[Result]:
+    # Both sides start from bytecode, as an installed package does (pip byte-compiles a wheel): run from this
+    # checkout with PYTHONDONTWRITEBYTECODE set (as on the shared machine), every start would otherwise compile
+    # each module whose .pyc is missing or stale (~100 ms for the server's own), a cost no installed start pays.
+    for package in (Path(incident_monitor.__file__).parent, ROOT / "benchmarks"):
+        compileall.compile_dir(package, quiet=1)
     env = server_env(work, work / "data-cold")
     sides = {
         "governed": (governed_command("--transport", "stdio"), work / "governed.log"),
         "floor": (floor_command("noop-stdio"), work / "floor.log"),
     }
     times: dict[str, list[float]] = {"governed": [], "floor": []}
+    cpu: dict[str, list[float]] = {"governed": [], "floor": []}
     # Alternating governed and floor starts, so drift in the machine's load moves both sides alike; the
     # first round warms the disk cache and creates the database, and is not counted.
     for round_ in range(sizes.cold_starts + 1):
         for side, (command, log) in sides.items():
-            elapsed = await cold_start(command, env, log)
+            elapsed, cpu_seconds = await cold_start(command, env, log)
             if round_:
                 times[side].append(elapsed)
+                cpu[side].append(cpu_seconds)
     governed, floor = times["governed"], times["floor"]
     g, f = Figures.of(governed, None), Figures.of(floor, None)
     ratio = round(g.median_ms / f.median_ms, 3)
+    cpu_ms = {side: round(statistics.median(seconds) * 1000, 1) for side, seconds in cpu.items()}
     return [
         Result(
             "stdio cold start: spawn -> first tools/list answered",
@@ -905,6 +986,10 @@ async def bench_cold_start(work: Path, sizes: Sizes) -> list[Result]:
             "median governed ÷ floor",
             "<= 1.3x floor",
             ratio <= 1.3,
+            extra={
+                "server_cpu_ms_median": cpu_ms,
+                "cpu_ratio": round(cpu_ms["governed"] / cpu_ms["floor"], 3),
+            },
         )
     ]
 

@@ -53,6 +53,9 @@ def test_quick_benchmark_run_writes_every_figure(tmp_path: Path) -> None:
         "report_incident Streamable HTTP, 8 concurrent clients",
         "tools/list (default agent) stdio",
         "get_status stdio",
+        # The same two calls by a raw JSON-RPC client: the server's share, apart from the SDK client's parsing.
+        "raw client: tools/list stdio",
+        "raw client: get_status stdio",
         "intake endpoint, 8 connections",
         "dedupe storm",
         "memory, RSS",

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -15,6 +17,7 @@ from benchmarks.stores import SQLITE, Store
 from sqlalchemy import text
 
 from incident_monitor.store.engine import DATABASE_URL_VARIABLE, WRITE_LOCK_KEY
+from support.paths import ROOT
 
 
 def test_the_durable_floor_stores_each_row_with_the_stores_durability(tmp_path: Path) -> None:
@@ -89,3 +92,22 @@ def test_sides_take_turns_in_rotated_order_and_every_call_is_counted() -> None:
     ]  # fmt: skip
     assert {name: len(latencies) for name, (latencies, _) in runs.items()} == {"a": 30, "b": 30, "c": 30}
     assert all(abs(wall - 0.03) < 1e-9 for _, wall in runs.values())
+
+
+def test_the_no_op_stdio_floor_imports_nothing_of_the_store() -> None:
+    # The cold-start floor is a no-op MCP server: SQLAlchemy and the store's models (~250 ms of a start) are the
+    # governed server's cost, so the floor must not pay for them too (it did while it imported the durable log).
+    started = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "benchmarks.floors", "noop-stdio"],
+        cwd=ROOT,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    imported = {
+        line.rsplit("|", 1)[-1].strip() for line in started.stderr.splitlines() if line.startswith("import time:")
+    }
+    assert "mcp.server" in imported, started.stderr[-2000:]  # the floor did start
+    assert not {"sqlalchemy", "sqlmodel", "benchmarks.durable_log", "incident_monitor.store.engine"} & imported

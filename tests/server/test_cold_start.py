@@ -17,6 +17,7 @@ import pytest
 from incident_monitor.config import Settings
 from incident_monitor.egress import transport
 from incident_monitor.egress.rules import EgressPolicy
+from incident_monitor.server.tools import TOOL_ANNOTATIONS
 from support.monitors import WEBHOOK_SECRET_VARIABLE, new_webhook_secret
 
 # Modules the stdio server has no use for. The HTTP transport's own stack (uvicorn, starlette) is not
@@ -58,12 +59,23 @@ destination_id = "telemetry"
 START_UP_PROBE = """
 import json, sys
 from mcp.server import MCPServer
+from mcp.server.mcpserver.tools import Tool
+
+derived = []
+derive = Tool.from_function.__func__
+
+def counted(cls, fn, *args, **kwargs):
+    derived.append(kwargs.get("name"))
+    return derive(cls, fn, *args, **kwargs)
+
+Tool.from_function = classmethod(counted)
 
 def report(self, *args, **kwargs):
     transport = sys.modules.get("incident_monitor.egress.transport")
     print(json.dumps({
         "modules": sorted(sys.modules),
         "tls_context_built": transport is not None and transport.tls_context.cache_info().currsize > 0,
+        "tools_derived": derived,
     }))
 
 async def report_async(self, *args, **kwargs):
@@ -105,6 +117,14 @@ def test_stdio_start_up_loads_neither_the_http_stack_nor_the_egress_client(tmp_p
 def test_stdio_start_up_builds_no_tls_context_until_something_is_sent(tmp_path: Path) -> None:
     """A webhook is configured, but nothing is published at start-up: the CA store is not loaded."""
     assert start_up(tmp_path)["tls_context_built"] is False
+
+
+def test_stdio_start_up_derives_each_tool_once(tmp_path: Path) -> None:
+    """Deriving a tool (its arguments model and schemas, Tool.from_function) is most of what start-up does of its
+    own: each tool is derived once, its output compacted after (issue 18); the toolsnaps show the schemas unchanged."""
+    derived = start_up(tmp_path)["tools_derived"]
+    assert isinstance(derived, list)
+    assert sorted(derived) == sorted(TOOL_ANNOTATIONS)
 
 
 def test_every_egress_transport_shares_one_tls_context() -> None:

@@ -37,6 +37,7 @@ from incident_monitor.server.rate_limit import RateLimiter
 from incident_monitor.server.tools import TOOL_ANNOTATIONS
 from incident_monitor.service import approvals, intake, intake_keys, tokens
 from incident_monitor.service.monitor import Monitor
+from incident_monitor.store.pinned_reads import PinnedReads
 from support.http_helpers import http_client, http_server
 from support.mcp_helpers import error_text, mcp_client
 from support.monitors import WEBHOOK_SECRET_VARIABLE, FakeClock, flow_config, new_webhook_secret
@@ -272,9 +273,9 @@ async def test_the_authenticator_is_an_async_token_verifier_that_looks_tokens_up
     lookups: list[threading.Thread] = []
     real = auth.authenticate_token
 
-    def recording(monitor: Monitor, credential: str) -> Principal:
+    def recording(monitor: Monitor, credential: str, reads: PinnedReads | None = None) -> Principal:
         lookups.append(threading.current_thread())
-        return real(monitor, credential)
+        return real(monitor, credential, reads)
 
     monkeypatch.setattr(auth, "authenticate_token", recording)
     verifier: TokenVerifier = auth.BearerAuthenticator(world.monitor)

@@ -536,6 +536,32 @@ async def test_a_token_revoked_mid_session_loses_every_tool(monitor: Monitor) ->
     the_audit_row(monitor, since, "get_incident", "deny")
 
 
+async def test_a_tool_call_checks_the_credential_once_and_every_call_checks_it_again(monitor: Monitor) -> None:
+    # The scope gate and the tool read one principal per call (a token lookup is a store read), and the next
+    # call reads the committed state again: a token revoked between two calls refuses the second.
+    created = create_token(monitor, OPERATOR, name="ci-agent", scopes=["read", "report"])
+    resolve = stdio_principal(monitor, created.secret)
+    checks: list[str] = []
+
+    def counted() -> Principal:
+        checks.append("checked")
+        return resolve()
+
+    async with mcp_client(monitor, counted) as client:
+        await client.list_tools()  # the client's schemas for checking results: listed once, checked once
+        assert len(checks) == 1
+        await call_ok(client, "report_incident", **RUNTIME_FAILURE)
+        assert len(checks) == 2
+        await call_ok(client, "get_status")
+        assert len(checks) == 3
+
+        revoke_token(monitor, OPERATOR, "ci-agent")
+        refusal = await call_refused(client, "report_incident", **RUNTIME_FAILURE | {"title": "A new failure"})
+
+    assert "permission denied" in refusal and "revoked" in refusal
+    assert len(checks) == 4
+
+
 # --- approvals and resolution: clear errors --------------------------------------------------------
 
 

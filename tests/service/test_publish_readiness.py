@@ -12,8 +12,9 @@ import pytest
 
 from incident_monitor.domain.enums import DraftStatus, ReceiptStatus
 from incident_monitor.service import approvals, incidents, publishing
+from incident_monitor.service.destination_health import disable_destination
 from incident_monitor.service.monitor import Monitor
-from incident_monitor.service.status import get_status
+from incident_monitor.service.status import get_status, publish_readiness
 from support.drafts import approved_draft, report_runtime_failure  # a runtime failure routed to ops-webhook, approved
 from support.http_helpers import http_server
 from support.monitors import AGENT, OPERATOR, WEBHOOK_SECRET_VARIABLE, FakeClock, MonitorFactory, flow_config
@@ -173,3 +174,24 @@ def test_status_counts_open_incidents_and_pending_approvals(make_monitor: Monito
 
     assert view.open_incidents == 2  # the resolved one is not counted
     assert view.pending_approvals == 1
+
+
+def test_a_disabled_destination_reads_the_same_in_status_readyz_and_readiness(
+    make_monitor: MonitorFactory, webhook_secret: str
+) -> None:
+    # get_status reads the disabled destinations on its own call's connection, /readyz (publish_readiness
+    # without one) and Monitor.readiness on their own: the three say the same.
+    monitor = make_monitor()
+    with monitor.session() as session:
+        disable_destination(session, "ops-webhook", "webhook answered 410 Gone", monitor.clock())
+    [reason] = monitor.readiness("ops-webhook").reasons
+    assert reason.startswith("disabled since ") and "webhook answered 410 Gone" in reason
+
+    view = get_status(monitor, AGENT)
+    alone = publish_readiness(monitor)
+
+    [shown] = [d for d in view.destinations if d.destination_id == "ops-webhook"]
+    assert (shown.ready, shown.reasons) == (False, [reason])
+    assert [d.model_dump() for d in alone.destinations] == [d.model_dump() for d in view.destinations]
+    assert view.readiness.publish_state == alone.state == "degraded"
+    assert view.readiness.ingest_ready is True

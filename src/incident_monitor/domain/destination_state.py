@@ -10,7 +10,9 @@ so status can say a destination is failing; it never blocks a publish (the next 
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy.engine import Engine
 from sqlmodel import Field, SQLModel
@@ -36,18 +38,27 @@ class DestinationDelivery(SQLModel, table=True):
     last_published_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
+# No parameters, so no paramstyle: the same text runs on the raw driver connection or a SQLAlchemy one.
+DISABLED_QUERY = "SELECT destination_id, disabled_at, reason FROM destination_states"
+
+
+def disabled_reasons(rows: Iterable[Sequence[Any]]) -> dict[str, str]:
+    """destination_id → why it is disabled, from DISABLED_QUERY's rows as the driver returns them."""
+    return {row[0]: f"disabled since {row[1]}: {row[2]}" for row in rows}
+
+
 def read_disabled(engine: Engine) -> dict[str, str]:
     """destination_id → why it is disabled, read outside any open unit of work.
 
     Readiness is asked from inside a governed call that already holds SQLite's write lock; a raw
-    autocommit read (no BEGIN IMMEDIATE) does not wait for it. No parameters, so no paramstyle.
+    autocommit read (no BEGIN IMMEDIATE) does not wait for it.
     """
     connection = engine.raw_connection()
     try:
         cursor = connection.cursor()
-        cursor.execute("SELECT destination_id, disabled_at, reason FROM destination_states")
+        cursor.execute(DISABLED_QUERY)
         rows = cursor.fetchall()
         cursor.close()
     finally:
         connection.close()
-    return {row[0]: f"disabled since {row[1]}: {row[2]}" for row in rows}
+    return disabled_reasons(rows)

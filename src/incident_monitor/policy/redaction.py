@@ -171,10 +171,16 @@ _URL_CREDENTIALS = re.compile(
     r"(?<![\w+.-])(?P<head>[A-Za-z][A-Za-z0-9+.-]{0,30}://[^\s/?#@:\"'<>\\]*:)"
     r"(?P<secret>[^\s/?#\"'<>\\]+)(?=@)"
 )
-# Webhook URLs whose path is the credential.
+# Webhook URLs whose path is the credential, each with a literal every match contains.
 _WEBHOOK_URLS = (
-    re.compile(r"(?P<head>https://hooks\.slack\.com/(?:services|workflows|triggers)/)(?P<secret>[\w/-]+)"),
-    re.compile(r"(?P<head>https://(?:ptb\.|canary\.)?discord(?:app)?\.com/api/webhooks/)(?P<secret>[\w/-]+)"),
+    (
+        re.compile(r"(?P<head>https://hooks\.slack\.com/(?:services|workflows|triggers)/)(?P<secret>[\w/-]+)"),
+        "https://hooks.slack.com/",
+    ),
+    (
+        re.compile(r"(?P<head>https://(?:ptb\.|canary\.)?discord(?:app)?\.com/api/webhooks/)(?P<secret>[\w/-]+)"),
+        "/api/webhooks/",
+    ),
 )
 
 # Cookie headers carry several secrets separated by ';', so the whole rest of the line goes.
@@ -222,38 +228,54 @@ def _replace_discord_token(match: re.Match[str]) -> str:
 
 # Well-known credential formats, replaced wherever they appear. The second member decides, given the match,
 # what replaces it: _replace_random_token keeps values that do not look random, for prefixes ordinary
-# enough to start a word ("sk-learn-..."); others check the format's own structure.
-_TOKEN_PATTERNS: tuple[tuple[re.Pattern[str], Callable[[re.Match[str]], str]], ...] = (
-    (_token("gh[pousr]_", "[A-Za-z0-9]{30,}"), _replace_token),  # GitHub
-    (_token("github_pat_", "[A-Za-z0-9_]{30,}"), _replace_token),  # GitHub fine-grained
-    (_token("glpat-", "[A-Za-z0-9_-]{20,}"), _replace_token),  # GitLab
-    (_token("xox[a-z]", r"(?:\.xox[a-z])?-[A-Za-z0-9-]{10,}"), _replace_token),  # Slack bot/user/refresh
-    (_token("xapp-", r"\d-[A-Za-z0-9-]{10,}"), _replace_token),  # Slack app-level
-    (_token("A[KS]IA", r"[0-9A-Z]{16}\b"), _replace_token),  # AWS access key id (long-term / session)
-    (_token("sk-", "[A-Za-z0-9_-]{20,}"), _replace_random_token),  # OpenAI, Anthropic (sk-ant-...)
-    (_token("[rs]k_(?:live|test)_", "[A-Za-z0-9]{10,}"), _replace_random_token),  # Stripe secret/restricted
-    (_token("whsec_", "[A-Za-z0-9+/=]{16,}"), _replace_random_token),  # Standard Webhooks / Stripe signing
-    (_token("AIza", "[0-9A-Za-z_-]{35}(?![0-9A-Za-z_-])"), _replace_token),  # Google API key
-    (_token("lin_api_", "[A-Za-z0-9]{32,}"), _replace_token),  # Linear API key
-    (_token("lin_oauth_", "[A-Za-z0-9]{32,}"), _replace_token),  # Linear OAuth token
-    (_token("npm_", "[A-Za-z0-9]{36}(?![A-Za-z0-9])"), _replace_token),  # npm
-    (_token("hf_", "[A-Za-z0-9]{30,}"), _replace_random_token),  # Hugging Face
-    (_token(r"SG\.", r"[\w-]{16,}\.[\w-]{16,}"), _replace_token),  # SendGrid
-    (_token("eyJ", r"[A-Za-z0-9_-]{5,}\.eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*"), _replace_token),  # JWT
+# enough to start a word ("sk-learn-..."); others check the format's own structure. The third lists
+# literals one of which every match contains (the pattern's prefix spelled out, or a part of it): where
+# none occurs, the pattern is not tried (see _redact_exact_passes). The fourth, when given, is a regex every
+# match contains a match of, for the prefilter (_CANDIDATES) where the literals are too common to help.
+_TOKEN_PATTERNS: tuple[tuple[re.Pattern[str], Callable[[re.Match[str]], str], tuple[str, ...], str | None], ...] = (
+    (_token("gh[pousr]_", "[A-Za-z0-9]{30,}"), _replace_token, ("ghp_", "gho_", "ghu_", "ghs_", "ghr_"), None),
+    (_token("github_pat_", "[A-Za-z0-9_]{30,}"), _replace_token, ("github_pat_",), None),  # GitHub fine-grained
+    (_token("glpat-", "[A-Za-z0-9_-]{20,}"), _replace_token, ("glpat-",), None),  # GitLab
+    (_token("xox[a-z]", r"(?:\.xox[a-z])?-[A-Za-z0-9-]{10,}"), _replace_token, ("xox",), None),  # Slack
+    (_token("xapp-", r"\d-[A-Za-z0-9-]{10,}"), _replace_token, ("xapp-",), None),  # Slack app-level
+    # AWS access key id (long-term / session)
+    (_token("A[KS]IA", r"[0-9A-Z]{16}\b"), _replace_token, ("AKIA", "ASIA"), None),
+    # OpenAI, Anthropic (sk-ant-...)
+    (_token("sk-", "[A-Za-z0-9_-]{20,}"), _replace_random_token, ("sk-",), None),
+    # Stripe secret/restricted
+    (_token("[rs]k_(?:live|test)_", "[A-Za-z0-9]{10,}"), _replace_random_token, ("k_live_", "k_test_"), None),
+    # Standard Webhooks / Stripe signing
+    (_token("whsec_", "[A-Za-z0-9+/=]{16,}"), _replace_random_token, ("whsec_",), None),
+    # Google API key
+    (_token("AIza", "[0-9A-Za-z_-]{35}(?![0-9A-Za-z_-])"), _replace_token, ("AIza",), None),
+    (_token("lin_api_", "[A-Za-z0-9]{32,}"), _replace_token, ("lin_api_",), None),  # Linear API key
+    (_token("lin_oauth_", "[A-Za-z0-9]{32,}"), _replace_token, ("lin_oauth_",), None),  # Linear OAuth token
+    (_token("npm_", "[A-Za-z0-9]{36}(?![A-Za-z0-9])"), _replace_token, ("npm_",), None),  # npm
+    (_token("hf_", "[A-Za-z0-9]{30,}"), _replace_random_token, ("hf_",), None),  # Hugging Face
+    (_token(r"SG\.", r"[\w-]{16,}\.[\w-]{16,}"), _replace_token, ("SG.",), None),  # SendGrid
+    # JWT: header, ".eyJ", payload.
+    (_token("eyJ", r"[A-Za-z0-9_-]{5,}\.eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*"), _replace_token, (".eyJ",), None),
     # PyPI upload tokens are macaroons whose base64 opens with the issuer: pypi.org or test.pypi.org.
-    (_token("pypi-", "AgE[A-Za-z0-9_-]{50,}"), _replace_token),
+    (_token("pypi-", "AgE[A-Za-z0-9_-]{50,}"), _replace_token, ("pypi-AgE",), None),
     # Twilio account SID and API key SID: the two halves of a Twilio credential besides the secret.
-    (_token("(?:AC|SK)", "[0-9a-fA-F]{32}(?![0-9A-Za-z])"), _replace_token),
+    (
+        _token("(?:AC|SK)", "[0-9a-fA-F]{32}(?![0-9A-Za-z])"),
+        _replace_token,
+        ("AC", "SK"),
+        "AC[0-9a-fA-F]{32}|SK[0-9a-fA-F]{32}",
+    ),
     # Square access tokens (legacy sq0atp-, current EAAA...) and OAuth application secrets, with the
     # sandbox variants. EAAA also opens ordinary base64, so the run must end where a Square token ends.
-    (_token("sq0(?:atp|csp|atb|csb)-", "[A-Za-z0-9_-]{22,}"), _replace_token),
-    (_token("EAAA", "[A-Za-z0-9_-]{40,80}+(?![A-Za-z0-9_+/=-])"), _replace_random_token),
-    (_token("AKC", "[A-Za-z0-9]{10,}"), _replace_random_token),  # Artifactory API key (AKCp...)
+    (_token("sq0(?:atp|csp|atb|csb)-", "[A-Za-z0-9_-]{22,}"), _replace_token, ("sq0",), None),
+    (_token("EAAA", "[A-Za-z0-9_-]{40,80}+(?![A-Za-z0-9_+/=-])"), _replace_random_token, ("EAAA",), None),
+    (_token("AKC", "[A-Za-z0-9]{10,}"), _replace_random_token, ("AKC",), None),  # Artifactory API key (AKCp...)
     # Discord bot token: base64(user id).timestamp.HMAC; the id check keeps dotted names like
-    # "NetworkConnectionManager.handle.processIncomingRequests" readable.
+    # "NetworkConnectionManager.handle.processIncomingRequests" readable. No literal: always tried.
     (
         _token("[MNO]", r"[A-Za-z0-9_-]{23,25}\.[A-Za-z0-9_-]{6}\.[A-Za-z0-9_-]{27,38}(?![A-Za-z0-9_-])"),
         _replace_discord_token,
+        (),
+        r"M[A-Za-z0-9_-]{23,25}\.|N[A-Za-z0-9_-]{23,25}\.|O[A-Za-z0-9_-]{23,25}\.",
     ),
 )
 # Mailchimp API keys (32 hex, then "-us" and the datacenter) and Telegram bot tokens (the bot's id, ':',
@@ -275,11 +297,12 @@ _XML_ELEMENT = re.compile(r"<(?P<tag>[A-Za-z_][\w.-]*)>(?P<secret>[^<]+)</(?P=ta
 
 # A field name followed by its separator: key=value, key: value, "key": value, \"key\": value (JSON
 # escaped inside a string), and --flag value. The lookbehind stops attempts starting inside a name, so
-# each name is scanned once.
+# each name is scanned once; the name is possessive because what follows it never starts with a name's
+# character, so giving characters back could not make a match (it only cost a retry per character).
 _FIELD = re.compile(
     r"""
     (?<![\w.-])
-    (?P<key>(?P<flag>--?)?[A-Za-z_][\w.-]*)
+    (?P<key>(?P<flag>--?)?[A-Za-z_][\w.-]*+)
     (?:
         (?:\\?["'])?[ \t]*[:=][ \t]*
       | (?P<gap>(?(flag)[ \t]+|(?!)))
@@ -426,7 +449,7 @@ def _redact_fields(text: str) -> str:
 _MIN_ENCODED_RUN = 16
 _MAX_ENCODED_RUN = 16_384
 _MAX_DECODE_DEPTH = 2
-_BASE64_RUN = re.compile(r"(?<![A-Za-z0-9+/_-])[A-Za-z0-9+/_-]{16,}={0,2}")
+_BASE64_RUN = re.compile(rf"(?<![A-Za-z0-9+/_-])[A-Za-z0-9+/_-]{{{_MIN_ENCODED_RUN},}}={{0,2}}")
 _HEX_DIGITS = frozenset(string.hexdigits)
 # Percent-encoded: a run of non-blank characters holding at least one %XX. '%' is outside the other class,
 # so each character is tried once.
@@ -485,7 +508,46 @@ def _redact_encoded(text: str, depth: int) -> str:
 
     if "%" in text:
         text = _PERCENT_RUN.sub(percent, text)
+    if len(text) < _MIN_ENCODED_RUN:
+        return text  # shorter than any run _BASE64_RUN matches
     return _BASE64_RUN.sub(base64_or_hex, text)
+
+
+# --------------------------------------------------------------------------------------------------
+# Prefilter
+# --------------------------------------------------------------------------------------------------
+
+# Most of what agents report holds no secret, and each pass costs a regex scan even where it matches
+# nothing. So the passes before the field scanner (_redact_exact_passes) run only when one of them could
+# change the text: when it holds a match of _CANDIDATES, or "cook" lowercased (the cookie header). Each
+# alternative is implied by a pass's pattern (every match of the pattern holds a match of it), so where
+# none matches, the first pass leaves the text as it is, the second sees the same text, and so on:
+# skipping them changes nothing. The alternatives open with a literal, so the scan is one cheap pass.
+_CANDIDATES = re.compile(
+    "|".join(
+        [
+            "PRIVATE KEY",
+            r"""://[^\s/?#@:"'<>\\]*:[^\s/?#"'<>\\]+@""",  # _URL_CREDENTIALS without its scheme
+            *(re.escape(anchor) for _, anchor in _WEBHOOK_URLS),
+            *(
+                candidate or "|".join(re.escape(anchor) for anchor in anchors)
+                for _, _, anchors, candidate in _TOKEN_PATTERNS
+            ),
+            _MAILCHIMP_KEY.pattern,
+            _TELEGRAM_BOT_TOKEN.pattern,
+            _ARTIFACTORY_PASSWORD.pattern,
+            "</",  # _XML_ELEMENT
+        ]
+    )
+)
+# A sensitive field name (is_sensitive_key) lowercased holds one of these: each sensitive name and
+# suffix holds one without an underscore, so it comes from letters that are adjacent in the name.
+_FIELD_NAME_PARTS = re.compile("pass|pwd|secret|token|key|auth|cook|cred|dsn|str|sig")
+# The cookie header's and bare bearer's guards, "cook" and "bear", are read in the lowercased text: they
+# avoid the letters whose case-insensitive matches do not lowercase to them (dotless i, long s), so a
+# match of either pattern, lowercased, holds them.
+_prefilter = True
+"""False runs every pass on every text: the reference the prefilter is tested against."""
 
 
 def redact_text(text: str) -> str:
@@ -500,23 +562,60 @@ def redact_text(text: str) -> str:
 def _redact(text: str, depth: int) -> str:
     if not text:
         return text
+    if not _prefilter:
+        text = _redact_folded_passes(_redact_exact_passes(text, guarded=False), guarded=False)
+    else:
+        folded = text.lower()
+        if _CANDIDATES.search(text) is not None or "cook" in folded:
+            text = _redact_folded_passes(_redact_exact_passes(text, guarded=True), guarded=True)
+        elif "bear" in folded or _FIELD_NAME_PARTS.search(folded) is not None:
+            # No pass before the field scanner can change the text (see _CANDIDATES).
+            text = _redact_folded_passes(text, guarded=True)
+    return _redact_encoded(text, depth)
+
+
+# Guarded, a pass runs only where its input holds a literal that every match of its pattern holds (a pass
+# that cannot match leaves its input as it is); unguarded, every pass runs (the tests' reference).
+
+
+def _redact_exact_passes(text: str, guarded: bool) -> str:
+    """The passes in clear before the field scanner: all but the cookie header's are case-sensitive."""
     # Private keys first: their base64 body must go as one block, not be nibbled by the token patterns.
     text = _redact_private_keys(text)
-    text = _URL_CREDENTIALS.sub(_keep_head, text)
-    for pattern in _WEBHOOK_URLS:
-        text = pattern.sub(_keep_head, text)
-    text = _COOKIE_HEADER.sub(_keep_head, text)
-    for pattern, replace in _TOKEN_PATTERNS:
+    if not guarded or ("://" in text and "@" in text):
+        text = _URL_CREDENTIALS.sub(_keep_head, text)
+    for pattern, anchor in _WEBHOOK_URLS:
+        if not guarded or anchor in text:
+            text = pattern.sub(_keep_head, text)
+    if not guarded or "cook" in text.lower():
+        text = _COOKIE_HEADER.sub(_keep_head, text)
+    for pattern, replace, anchors, _ in _TOKEN_PATTERNS:
+        if guarded and anchors:
+            for anchor in anchors:
+                if anchor in text:
+                    break
+            else:
+                continue
         text = pattern.sub(replace, text)
-    text = _redact_led_tokens(text, _MAILCHIMP_KEY, _LOWER_HEX, (32, 32), _ALPHANUMERIC, _always)
-    text = _redact_led_tokens(text, _TELEGRAM_BOT_TOKEN, _DIGITS, (8, 10), _DIGITS, _telegram_secret_looks_random)
-    if _ARTIFACTORY_CONTEXT.search(text):
+    if not guarded or "-us" in text:
+        text = _redact_led_tokens(text, _MAILCHIMP_KEY, _LOWER_HEX, (32, 32), _ALPHANUMERIC, _always)
+    if not guarded or ":" in text:
+        text = _redact_led_tokens(text, _TELEGRAM_BOT_TOKEN, _DIGITS, (8, 10), _DIGITS, _telegram_secret_looks_random)
+    if (not guarded or "AP" in text) and _ARTIFACTORY_CONTEXT.search(text):
         text = _ARTIFACTORY_PASSWORD.sub(_replace_random_token, text)
-    text = _XML_ELEMENT.sub(_replace_xml_element, text)
-    text = _redact_fields(text)
+    if not guarded or "</" in text:
+        text = _XML_ELEMENT.sub(_replace_xml_element, text)
+    return text
+
+
+def _redact_folded_passes(text: str, guarded: bool) -> str:
+    """The last passes in clear, both case-insensitive: sensitive fields, then bare bearer tokens."""
+    if not guarded or _FIELD_NAME_PARTS.search(text.lower()) is not None:
+        text = _redact_fields(text)
     # Last, so "Authorization: Bearer x" is handled (scheme kept) by the field scanner.
-    text = _BARE_BEARER.sub(_replace_bare_bearer, text)
-    return _redact_encoded(text, depth)
+    if not guarded or "bear" in text.lower():
+        text = _BARE_BEARER.sub(_replace_bare_bearer, text)
+    return text
 
 
 # A secret split across two fields ("ghp_abc" in one, "def…" in the next) is recognised only where the

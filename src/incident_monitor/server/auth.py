@@ -29,7 +29,7 @@ from incident_monitor.server.jwt_verifier import JwtVerifier
 from incident_monitor.server.rate_limit import RateLimiter
 from incident_monitor.service.intake_keys import looks_like_intake_key
 from incident_monitor.service.monitor import Monitor
-from incident_monitor.service.tokens import TOKEN_PREFIX, authenticate_token
+from incident_monitor.service.tokens import TOKEN_PREFIX, authenticate_token, kept_token_reads
 
 INTAKE_PATH = "/incident-monitor/intake/report"
 
@@ -46,6 +46,7 @@ class BearerAuthenticator:
     def __init__(self, monitor: Monitor, jwt_verifier: JwtVerifier | None = None) -> None:
         self.monitor = monitor
         self.jwt_verifier = jwt_verifier
+        self._token_reads = kept_token_reads(monitor)
 
     async def authenticate(self, credential: str) -> AccessToken:
         """The access token a credential stands for; CredentialError (saying why, never the credential) if none."""
@@ -56,7 +57,7 @@ class BearerAuthenticator:
         if self.jwt_verifier is not None and not credential.startswith(TOKEN_PREFIX):
             principal = await self.jwt_verifier.principal(credential)
         else:
-            principal = await anyio.to_thread.run_sync(authenticate_token, self.monitor, credential)
+            principal = await anyio.to_thread.run_sync(authenticate_token, self.monitor, credential, self._token_reads)
         return AccessToken(
             token=credential,
             client_id=principal.name,

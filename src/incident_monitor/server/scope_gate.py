@@ -8,7 +8,7 @@
   the tool, whose service audits the decision.
 """
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
@@ -22,6 +22,7 @@ from incident_monitor.policy.engine import can_call
 from incident_monitor.policy.principal import Principal
 from incident_monitor.server import downstream_tools
 from incident_monitor.server.errors import describe_invalid_arguments, invalid_arguments_text
+from incident_monitor.server.principals import RequestPrincipal
 from incident_monitor.server.tool_arguments import argument_problems, auditable
 from incident_monitor.service.downstream.guard import resolve as resolve_downstream
 from incident_monitor.service.governed import deny_if_not_allowed, record_decision, shown_tool_name
@@ -36,11 +37,16 @@ def _error(text: str) -> CallToolResult:
 
 class ScopeGate:
     def __init__(
-        self, monitor: Monitor, resolve_principal: Callable[[], Principal], tools: Mapping[str, FuncMetadata]
+        self, monitor: Monitor, resolve_principal: RequestPrincipal, tools: Mapping[str, FuncMetadata]
     ) -> None:
         self.monitor = monitor
         self.resolve_principal = resolve_principal
         self.tools = tools
+        # The names each tool takes (its fields and their aliases), for argument_problems on every call.
+        self._accepted = {
+            name: frozenset(n for f, info in metadata.arg_model.model_fields.items() for n in (f, info.alias) if n)
+            for name, metadata in tools.items()
+        }
         # The registered tools never change while we serve, and what a caller sees of them depends on its
         # scopes alone (policy.engine.can_call): their wire form is built once and filtered once per scope
         # set, not per request (tools/list of 18 tools cost more than a no-op tool call; issue 18). The wire
@@ -62,24 +68,31 @@ class ScopeGate:
         if ctx.method == "resources/list":
             return self._filter_resources(await call_next(ctx), self.resolve_principal())
         if ctx.method == "tools/call":
-            params = ctx.params or {}
-            name, arguments = params.get("name"), params.get("arguments")
-            # Guarded downstream tools (and names that try to reach one) never reach the SDK's tool table.
-            resolution = resolve_downstream(self.monitor, name) if isinstance(name, str) else None
-            if resolution is not None and name not in self.tools:
-                # Their own servers decide which names they take; the gate only that the arguments can be read.
-                listed = resolution.connection.tools.allowed.get(resolution.tool) if resolution.exposed else None
-                names = listed.input_schema.get("properties", {}) if listed is not None else {}
-                unreadable = argument_problems(str(name), arguments, names, other_names=True)
-                if unreadable:
-                    action = resolution.canonical if resolution.exposed else f"tool:{shown_tool_name(name)}"
-                    return self._reject(action, str(name), unreadable, arguments)
-                return await downstream_tools.call(
-                    self.monitor, self.resolve_principal(), str(name), resolution, dict(arguments or {})
-                )
-            refusal = self._check_call(params)
-            if refusal is not None:
-                return refusal
+            # The caller resolved once for the whole call: the gate's checks and the tool read the same principal.
+            with self.resolve_principal.resolved():
+                return await self._call_tool(ctx, call_next)
+        return await call_next(ctx)
+
+    async def _call_tool(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+        """A tools/call: a downstream tool's handed to its guard, ours checked (``_check_call``), then served."""
+        params = ctx.params or {}
+        name, arguments = params.get("name"), params.get("arguments")
+        # Guarded downstream tools (and names that try to reach one) never reach the SDK's tool table.
+        resolution = resolve_downstream(self.monitor, name) if isinstance(name, str) else None
+        if resolution is not None and name not in self.tools:
+            # Their own servers decide which names they take; the gate only that the arguments can be read.
+            listed = resolution.connection.tools.allowed.get(resolution.tool) if resolution.exposed else None
+            names = listed.input_schema.get("properties", {}) if listed is not None else {}
+            unreadable = argument_problems(str(name), arguments, names, other_names=True)
+            if unreadable:
+                action = resolution.canonical if resolution.exposed else f"tool:{shown_tool_name(name)}"
+                return self._reject(action, str(name), unreadable, arguments)
+            return await downstream_tools.call(
+                self.monitor, self.resolve_principal(), str(name), resolution, dict(arguments or {})
+            )
+        refusal = self._check_call(params)
+        if refusal is not None:
+            return refusal
         return await call_next(ctx)
 
     @staticmethod
@@ -156,10 +169,11 @@ class ScopeGate:
         except PermissionDenied as exc:
             return _error(f"{exc.code}: {exc.message}")
         metadata = self.tools[name]
-        accepted = {n for field, info in metadata.arg_model.model_fields.items() for n in (field, info.alias) if n}
         sent = params.get("arguments")
         # The SDK unpacks JSON sent inside a string for a non-string argument: checked as the tool would get it.
-        problems = argument_problems(name, metadata.pre_parse_json(sent) if isinstance(sent, dict) else sent, accepted)
+        problems = argument_problems(
+            name, metadata.pre_parse_json(sent) if isinstance(sent, dict) else sent, self._accepted[name]
+        )
         if problems:
             return self._reject(name, name, problems, sent)
         try:

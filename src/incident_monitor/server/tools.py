@@ -38,6 +38,7 @@ from incident_monitor.policy.route_decision import RouteDecision
 from incident_monitor.policy.scopes import ACTION_SCOPES, READ
 from incident_monitor.server.errors import ToolErrorShape, tool_errors
 from incident_monitor.server.logging_level import accept_logging_level
+from incident_monitor.server.principals import RequestPrincipal
 from incident_monitor.server.replicas import request_state_security
 from incident_monitor.server.scope_gate import ScopeGate
 from incident_monitor.server.tool_schemas import compact_schema, enum_values
@@ -456,17 +457,13 @@ Results carry next_step, the call to make next. Errors read "code: message" and 
 A result holds every field of its output schema (null when empty)."""
 
 
-def agent_facing_tool(
-    fn: Callable[..., Any], name: str, annotations: ToolAnnotations, listed: frozenset[tuple[Any, ...]] = frozenset()
-) -> Tool:
-    """A tool whose published schemas are self-contained and small (server/tool_schemas.py); ``listed``: the
-    value sets its output writes as plain strings."""
+def agent_facing_tool(fn: Callable[..., Any], name: str, annotations: ToolAnnotations) -> Tool:
+    """A tool whose input schema is self-contained and small (server/tool_schemas.py); its output schema is
+    compacted by ``agent_facing_tools``, once the value sets an output writes as plain strings are known."""
     description = " ".join(inspect.cleandoc(fn.__doc__ or "").split())
     tool = Tool.from_function(fn, name=name, description=description, annotations=annotations, structured_output=True)
     tool.parameters = compact_schema(tool.parameters)
-    output_schema = tool.fn_metadata.output_schema
-    assert output_schema is not None, f"{name} must return a model (structured output)"
-    tool.fn_metadata.output_schema = compact_schema(output_schema, output=True, listed=listed)
+    assert tool.fn_metadata.output_schema is not None, f"{name} must return a model (structured output)"
     return tool
 
 
@@ -495,12 +492,20 @@ def read_tool_value_sets(tools: list[Tool]) -> frozenset[tuple[Any, ...]]:
 
 
 def agent_facing_tools(tools: IncidentMonitorTools) -> list[Tool]:
-    first = [agent_facing_tool(getattr(tools, name), name, hints) for name, hints in TOOL_ANNOTATIONS.items()]
-    listed = read_tool_value_sets(first)
-    return [agent_facing_tool(getattr(tools, name), name, hints, listed) for name, hints in TOOL_ANNOTATIONS.items()]
+    # Each tool derived once (Tool.from_function builds its arguments model and schemas: the most of a server's
+    # start-up that is its own); the outputs are compacted after, from the inputs' value sets (issue 18).
+    registered = [agent_facing_tool(getattr(tools, name), name, hints) for name, hints in TOOL_ANNOTATIONS.items()]
+    listed = read_tool_value_sets(registered)
+    for tool in registered:
+        output_schema = tool.fn_metadata.output_schema
+        assert output_schema is not None, f"{tool.name} must return a model (structured output)"
+        tool.fn_metadata.output_schema = compact_schema(output_schema, output=True, listed=listed)
+    return registered
 
 
-def build_mcp_server(monitor: Monitor, principal: Callable[[], Principal]) -> MCPServer:
+def build_mcp_server(monitor: Monitor, resolve_principal: Callable[[], Principal]) -> MCPServer:
+    # The gate resolves the caller once per tools/call; the tool reads that same principal (server/principals.py).
+    principal = RequestPrincipal(resolve_principal)
     registered = agent_facing_tools(IncidentMonitorTools(monitor, principal))
     server = MCPServer(
         name="incident-monitor",

