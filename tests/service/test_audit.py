@@ -38,7 +38,7 @@ from incident_monitor.service import (
     status,
     triage,
 )
-from incident_monitor.service.audit_chain import GENESIS_HASH, SYSTEM_PRINCIPAL
+from incident_monitor.service.audit_chain import GENESIS_HASH, SYSTEM_PRINCIPAL, read_chain_rows, read_rows
 from incident_monitor.service.audit_checkpoints import verify_audit_log
 from incident_monitor.service.monitor import Monitor
 from incident_monitor.store.engine import DATABASE_FILENAME
@@ -519,3 +519,19 @@ def test_two_processes_appending_at_once_keep_one_chain(make_monitor: MonitorFac
         incidents_ = session.exec(select(Incident)).all()
     assert len(incidents_) == 3
     assert sum(i.occurrence_count for i in incidents_) == 2 * per_worker
+
+
+def test_the_chain_check_reads_the_same_rows_as_the_orm(make_monitor: MonitorFactory) -> None:
+    # verify_audit_log walks Core rows (audit_chain.read_chain_rows): the same values the ORM loads, so the
+    # same hashes; a denial and a report give rows with reasons, subjects and run ids.
+    monitor = make_monitor(flow_config())
+    intake.report_incident(monitor, AGENT, report(run_id="run-7"))
+    with pytest.raises(PermissionDenied):
+        intake.report_incident(monitor, READER, report(title="Login smoke failed"))
+    with monitor.session() as session:
+        core = list(read_chain_rows(session, after=0, batch=1))
+        orm = list(read_rows(session, after=0))
+        assert len(core) == len(orm) >= 2
+        for row, event in zip(core, orm, strict=True):
+            assert row._asdict() == event.model_dump()
+        assert verify_audit_log(monitor, session).ok

@@ -6,6 +6,8 @@ import json
 from typing import Any
 
 import pytest
+from sqlalchemy import event
+from sqlalchemy.orm import Session
 from sqlmodel import func, select
 
 from incident_monitor.domain.enums import Decision, DraftStatus, IncidentStatus, Severity
@@ -454,3 +456,71 @@ async def test_triage_of_a_published_draft_records_a_run_but_keeps_its_evidence(
     )
     assert after.evidence_digest == published.receipt.evidence_digest
     assert counts(monitor)["TriageRun"] == runs_before + 1
+
+
+def test_a_report_makes_no_orm_session_and_stores_its_effect_with_its_audit_row(make_monitor: MonitorFactory) -> None:
+    monitor = make_monitor()
+    # Intake runs Core statements only (the unit of work makes its ORM session on first use, store/group_commit.py).
+    sessions: list[object] = []
+
+    def began(session: object, *_: object) -> None:
+        sessions.append(session)
+
+    event.listen(Session, "after_begin", began)
+    try:
+        first = send(monitor)
+        again = send(monitor)
+    finally:
+        event.remove(Session, "after_begin", began)
+    assert sessions == []
+    assert again.deduplicated and again.incident_id == first.incident_id and again.occurrence_count == 2
+    assert counts(monitor) == {"Incident": 1, "Draft": 1, "IncidentOccurrence": 2, "TriageRun": 0}
+    audit = last_audit(monitor)
+    assert audit.action == "report_incident" and audit.subject_id == first.incident_id
+
+
+def _stored_before_scoping(monitor: Monitor, result: ReportResult, bare: str, **columns: str | None) -> None:
+    """Turn a stored incident into one written before scoping: its bare fingerprint (and the given columns)."""
+    with monitor.session() as session:
+        incident = session.get(Incident, result.incident_id)
+        assert incident is not None
+        incident.fingerprint = bare
+        for name, value in columns.items():
+            setattr(incident, name, value)
+        session.add(incident)
+
+
+PROJECT_CONFIG = flow_config(projects=[{"id": "shop"}, {"id": "blog"}])
+
+
+def test_an_incident_stored_before_scoping_is_found_by_its_own_project_only(make_monitor: MonitorFactory) -> None:
+    monitor = make_monitor(PROJECT_CONFIG)
+    legacy = send(monitor, project_id="shop", fingerprint="fp_checkout")
+    _stored_before_scoping(monitor, legacy, "fp_checkout")
+    again = send(monitor, project_id="shop", fingerprint="fp_checkout")
+    assert again.deduplicated and again.incident_id == legacy.incident_id and again.fingerprint == "fp_checkout"
+    other = send(monitor, project_id="blog", fingerprint="fp_checkout")
+    assert not other.deduplicated and other.fingerprint == "project:blog|fp_checkout"
+
+
+def test_the_scoped_incident_wins_over_one_stored_before_scoping(make_monitor: MonitorFactory) -> None:
+    monitor = make_monitor(PROJECT_CONFIG)
+    legacy = send(monitor, project_id="shop", fingerprint="fp_a")
+    _stored_before_scoping(monitor, legacy, "fp_checkout")
+    scoped = send(monitor, project_id="shop", fingerprint="fp_b")
+    _stored_before_scoping(monitor, scoped, "project:shop|fp_checkout")
+    again = send(monitor, project_id="shop", fingerprint="fp_checkout")
+    assert again.deduplicated and again.incident_id == scoped.incident_id
+
+
+def test_an_incident_stored_before_scoping_without_a_project_is_its_reporters_only(
+    make_monitor: MonitorFactory,
+) -> None:
+    monitor = make_monitor(PROJECT_CONFIG)
+    legacy = send(monitor, fingerprint="fp_login")
+    _stored_before_scoping(monitor, legacy, "fp_login")
+    again = send(monitor, fingerprint="fp_login")
+    assert again.deduplicated and again.incident_id == legacy.incident_id
+    _stored_before_scoping(monitor, legacy, "fp_login", reported_by="someone-else")
+    mine = send(monitor, fingerprint="fp_login")
+    assert not mine.deduplicated and mine.incident_id != legacy.incident_id

@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import event, text
 from sqlalchemy.engine import Engine
 
-from incident_monitor.store.engine import dispose_engine, session_scope
+from incident_monitor.store.engine import create_store_engine, dispose_engine, session_scope, unit_scope
 from incident_monitor.store.group_commit import BatchCommitFailed, GroupCommit
 from incident_monitor.store.startup import open_engine
 
@@ -44,8 +44,12 @@ def wait_until(condition: Callable[[], bool]) -> None:
         time.sleep(0.001)
 
 
-def run_batch(engine: Engine, units: dict[str, Callable[[], None] | None]) -> dict[str, BaseException | None]:
-    """The first unit holds its turn until every other unit queued behind it, so all of them form one batch."""
+def run_batch(
+    engine: Engine, units: dict[str, Callable[[], None] | None], *, core: bool = False
+) -> dict[str, BaseException | None]:
+    """The first unit holds its turn until every other unit queued behind it, so all of them form one batch.
+
+    ``core``: each unit inserts through its Core connection (``unit_scope``), never making an ORM session."""
     group = group_commit_of(engine)
     release_first = threading.Event()
     outcomes: dict[str, BaseException | None] = {}
@@ -53,8 +57,12 @@ def run_batch(engine: Engine, units: dict[str, Callable[[], None] | None]) -> di
 
     def unit(name: str) -> None:
         try:
-            with session_scope(engine) as session:
-                session.execute(text("INSERT INTO notes (who) VALUES (:who)"), {"who": name})
+            with unit_scope(engine) as unit:
+                insert = text("INSERT INTO notes (who) VALUES (:who)")
+                if core:
+                    unit.connection().execute(insert, {"who": name})
+                else:
+                    unit.session.execute(insert, {"who": name})
                 if name == names[0]:
                     release_first.wait(10)
                 extra = units[name]
@@ -156,3 +164,50 @@ def test_a_unit_that_fails_before_touching_its_session_leaves_the_next_one_worki
     with session_scope(engine) as session:
         session.execute(text("INSERT INTO notes (who) VALUES ('next')"))
     assert stored(engine) == ["next"]
+
+
+@pytest.mark.parametrize("failing", ["first", "middle"])
+def test_core_only_units_share_a_commit_and_a_failing_one_is_rolled_back_alone(engine: Engine, failing: str) -> None:
+    def fail() -> None:
+        raise ValueError("this unit fails")
+
+    group = group_commit_of(engine)
+    before = group.commits
+    units: dict[str, Callable[[], None] | None] = {"first": None, "middle": None, "last": None}
+    units[failing] = fail
+    outcomes = run_batch(engine, units, core=True)
+    assert isinstance(outcomes[failing], ValueError)
+    # A failing first unit ends its batch (the transaction held nothing else); the others then share one.
+    assert group.commits == before + (2 if failing == "first" else 1)
+    assert sorted(stored(engine)) == sorted(name for name in units if name != failing)
+
+
+def test_a_unit_using_core_and_the_orm_keeps_or_undoes_both_together(engine: Engine) -> None:
+    def both_then_fail() -> None:
+        with unit_scope(engine) as unit:  # nested in the first unit: its own savepoint
+            unit.connection().execute(text("INSERT INTO notes (who) VALUES ('core')"))
+            unit.session.execute(text("INSERT INTO notes (who) VALUES ('orm')"))
+            raise ValueError("undo both")
+
+    with unit_scope(engine) as unit:
+        unit.session.execute(text("INSERT INTO notes (who) VALUES ('orm-kept')"))
+        unit.connection().execute(text("INSERT INTO notes (who) VALUES ('core-kept')"))
+        with pytest.raises(ValueError):
+            both_then_fail()
+    assert stored(engine) == ["orm-kept", "core-kept"]
+
+
+def test_a_unit_without_group_commit_commits_core_and_orm_or_neither(tmp_path: Path) -> None:
+    engine = create_store_engine(tmp_path)  # no group commit started: a transaction of its own per unit
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("CREATE TABLE notes (n INTEGER PRIMARY KEY, who TEXT NOT NULL)"))
+        with pytest.raises(ValueError), unit_scope(engine) as unit:
+            unit.connection().execute(text("INSERT INTO notes (who) VALUES ('undone')"))
+            raise ValueError("rolled back")
+        with unit_scope(engine) as unit:
+            unit.connection().execute(text("INSERT INTO notes (who) VALUES ('core')"))
+            unit.session.execute(text("INSERT INTO notes (who) VALUES ('orm')"))
+        assert stored(engine) == ["core", "orm"]
+    finally:
+        dispose_engine(engine)

@@ -41,7 +41,7 @@ from incident_monitor.service.audit_chain import (
     ChainWalker,
     append_audit,
     chain_head,
-    read_rows,
+    read_chain_rows,
     seal_unsealed_rows,
 )
 from incident_monitor.service.audit_keys import AuditKeyring, default_key_dir, public_key_hex
@@ -283,7 +283,7 @@ def verify_audit_log(monitor: Monitor, session: Session, *, incremental: bool = 
             if problem:
                 return AuditVerification(ok=False, events_checked=0, first_broken_seq=anchor.seq, problem=problem)
             result = verify_rows(
-                read_rows(session, after=newest.seq),
+                read_chain_rows(session, after=newest.seq),
                 checkpoints,
                 keyring=keyring,
                 public_keys=public_keys,
@@ -293,7 +293,7 @@ def verify_audit_log(monitor: Monitor, session: Session, *, incremental: bool = 
             )
             return result.model_copy(update={"rows_read": result.rows_read + len(pinned)})
     return verify_rows(
-        read_rows(session, after=_first_after_archive(checkpoints)),
+        read_chain_rows(session, after=_first_after_archive(checkpoints)),
         checkpoints,
         keyring=keyring,
         public_keys=public_keys,

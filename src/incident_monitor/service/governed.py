@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy.engine import Connection
 from sqlmodel import Session
 
 from incident_monitor.domain.enums import Decision
@@ -36,6 +37,7 @@ from incident_monitor.service import audit_checkpoints
 from incident_monitor.service.audit_chain import append_audit
 from incident_monitor.service.monitor import DecisionRecord, Monitor
 from incident_monitor.service.run_links import related_run
+from incident_monitor.store.group_commit import UnitOfWork
 
 logger = logging.getLogger(__name__)
 audit_logger = logging.getLogger("incident_monitor.audit")
@@ -107,12 +109,21 @@ def shown_tool_name(name: object) -> str:
 
 @dataclass
 class GovernedCall:
-    session: Session
+    unit: UnitOfWork
     principal: Principal
     action: str
     subject_id: str | None = None
     run_id: str | None = None
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def session(self) -> Session:
+        """The call's ORM session (made on first use)."""
+        return self.unit.session
+
+    def connection(self) -> Connection:
+        """The call's Core connection, in the same transaction as ``session``."""
+        return self.unit.connection()
 
 
 def decision_for(exc: MonitorError) -> Decision:
@@ -140,9 +151,9 @@ def record_decision(
     ``started`` is when the call began (``time.perf_counter()``); without it the line times the recording.
     """
     started = time.perf_counter() if started is None else started
-    with monitor.session() as session:
+    with monitor.unit() as unit:
         append_audit(
-            session,
+            unit,
             monitor.audit_keys,
             at=monitor.clock(),
             principal=principal.name,
@@ -219,8 +230,8 @@ def governed_call(
     deny_if_not_allowed(monitor, principal, action, arguments, started=started)
     call: GovernedCall | None = None
     try:
-        with monitor.session() as session:
-            call = GovernedCall(session, principal, action, subject_id=subject_id, run_id=run_id)
+        with monitor.unit() as unit:
+            call = GovernedCall(unit, principal, action, subject_id=subject_id, run_id=run_id)
             yield call
             allowed = DecisionRecord(
                 principal,
@@ -232,7 +243,7 @@ def governed_call(
                 run_id=call.run_id,
             )
             append_audit(
-                session,
+                unit,
                 monitor.audit_keys,
                 at=monitor.clock(),
                 principal=principal.name,

@@ -31,7 +31,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
-from sqlalchemy import Connection, Update, bindparam, insert, select, update
+from sqlalchemy import ColumnElement, Connection, Update, and_, bindparam, case, or_, select, update
 
 from incident_monitor.config import Limits, MonitorConfig
 from incident_monitor.domain.enums import ApprovalStatus, DraftStatus, IncidentStatus, Severity
@@ -53,6 +53,7 @@ from incident_monitor.policy.redaction import redact_adjacent, redact_json, reda
 from incident_monitor.policy.report_severity import report_severity
 from incident_monitor.service.governed import governed_call
 from incident_monitor.service.monitor import Monitor
+from incident_monitor.store.prepared import Prepared
 
 _VOLATILE = re.compile(
     r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|\b[0-9a-f]{7,64}\b|\d+", re.IGNORECASE
@@ -235,10 +236,21 @@ def _redact(report: IncidentReport) -> tuple[IncidentReport, list[str]]:
 
 
 # Intake runs on every report, so its statements are Core, compiled once: the ORM's unit of work and
-# model construction cost several times the rest of a report (benchmarks/, issue 6).
+# model construction cost several times the rest of a report (benchmarks/, issue 6). The ones every
+# report runs are Prepared (store/prepared.py): compiled once per dialect, run on the driver's cursor.
 _INCIDENTS = table_of(Incident)
 _DRAFTS = table_of(Draft)
 _OCCURRENCES = table_of(IncidentOccurrence)
+# A repeat needs its incident's latest draft too: joined here rather than read by a statement of its own.
+_LATEST_DRAFT_ID = (
+    select(_DRAFTS.c.draft_id)
+    .where(_DRAFTS.c.incident_id == _INCIDENTS.c.incident_id)
+    .order_by(_DRAFTS.c.created_at.desc())
+    .limit(1)
+    .correlate(_INCIDENTS)
+    .scalar_subquery()
+)
+_LATEST = _DRAFTS.alias("latest")
 _FOUND_COLUMNS = (
     _INCIDENTS.c.incident_id,
     _INCIDENTS.c.fingerprint,
@@ -246,29 +258,39 @@ _FOUND_COLUMNS = (
     _INCIDENTS.c.severity,
     _INCIDENTS.c.risk_level,
     _INCIDENTS.c.occurrence_count,
+    _LATEST.c.draft_id.label("latest_draft_id"),
+    _LATEST.c.status.label("latest_draft_status"),
 )
-_FIND_INCIDENT = select(*_FOUND_COLUMNS).where(_INCIDENTS.c.fingerprint == bindparam("fingerprint"))
+_FOUND_FROM = _INCIDENTS.outerjoin(_LATEST, _LATEST.c.draft_id == _LATEST_DRAFT_ID)
+_FIND_INCIDENT = Prepared(
+    select(*_FOUND_COLUMNS).select_from(_FOUND_FROM).where(_INCIDENTS.c.fingerprint == bindparam("fingerprint"))
+)
+
+
+def _find_scoped_or_legacy(legacy: ColumnElement[bool]) -> Prepared:
+    """The scope's incident, else one stored before scoping (its bare fingerprint) that is the scope's own: one
+    statement, not two (a new incident is the common case, and it needs both answers)."""
+    scoped = _INCIDENTS.c.fingerprint == bindparam("key")
+    return Prepared(
+        select(*_FOUND_COLUMNS)
+        .select_from(_FOUND_FROM)
+        .where(or_(scoped, and_(_INCIDENTS.c.fingerprint == bindparam("fingerprint"), legacy)))
+        .order_by(case((scoped, 0), else_=1))  # the scoped incident first when both exist
+        .limit(1)
+    )
+
+
 # Incidents stored before scoping hold the bare fingerprint: one counts only if it is the scope's own.
-_FIND_LEGACY_OF_PROJECT = select(*_FOUND_COLUMNS).where(
-    _INCIDENTS.c.fingerprint == bindparam("fingerprint"), _INCIDENTS.c.project_id == bindparam("project_id")
-)
-_FIND_LEGACY_OF_REPORTER = select(*_FOUND_COLUMNS).where(
-    _INCIDENTS.c.fingerprint == bindparam("fingerprint"),
-    _INCIDENTS.c.project_id.is_(None),
-    _INCIDENTS.c.reported_by == bindparam("reported_by"),
-)
-_LATEST_DRAFT = (
-    select(_DRAFTS.c.draft_id, _DRAFTS.c.status)
-    .where(_DRAFTS.c.incident_id == bindparam("incident_id"))
-    .order_by(_DRAFTS.c.created_at.desc())
-    .limit(1)
+_FIND_SCOPED_OR_LEGACY_OF_PROJECT = _find_scoped_or_legacy(_INCIDENTS.c.project_id == bindparam("project_id"))
+_FIND_SCOPED_OR_LEGACY_OF_REPORTER = _find_scoped_or_legacy(
+    and_(_INCIDENTS.c.project_id.is_(None), _INCIDENTS.c.reported_by == bindparam("reported_by"))
 )
 _INCIDENT_ROW = select(_INCIDENTS).where(_INCIDENTS.c.incident_id == bindparam("incident_id"))
 
 
-_INSERT_INCIDENT = insert(_INCIDENTS)
-_INSERT_DRAFT = insert(_DRAFTS)
-_INSERT_OCCURRENCE = insert(_OCCURRENCES)
+_INSERT_INCIDENT = Prepared.insert(_INCIDENTS)
+_INSERT_DRAFT = Prepared.insert(_DRAFTS)
+_INSERT_OCCURRENCE = Prepared.insert(_OCCURRENCES)
 
 
 def _seen_again(*, reopen: bool) -> Update:
@@ -284,8 +306,8 @@ def _seen_again(*, reopen: bool) -> Update:
     return update(_INCIDENTS).where(_INCIDENTS.c.incident_id == bindparam("target_id")).values(values)
 
 
-_SEEN_AGAIN = _seen_again(reopen=False)
-_SEEN_AGAIN_REOPENED = _seen_again(reopen=True)
+_SEEN_AGAIN = Prepared(_seen_again(reopen=False))
+_SEEN_AGAIN_REOPENED = Prepared(_seen_again(reopen=True))
 _RAISE_SEVERITY = (
     update(_INCIDENTS)
     .where(_INCIDENTS.c.incident_id == bindparam("target_id"))
@@ -319,15 +341,13 @@ _SENT_STATUSES = frozenset({DraftStatus.publishing, DraftStatus.published})
 
 
 def _find(connection: Connection, scope: str | None, key: str, fingerprint: str, principal: Principal) -> Any:
-    found = connection.execute(_FIND_INCIDENT, {"fingerprint": key}).first()
-    if found is not None or scope is None or key == fingerprint:
-        return found
+    if scope is None or key == fingerprint:
+        return _FIND_INCIDENT.first(connection, {"fingerprint": key})
     if scope.startswith("project:"):
-        legacy = {"fingerprint": fingerprint, "project_id": scope.removeprefix("project:")}
-        return connection.execute(_FIND_LEGACY_OF_PROJECT, legacy).first()
-    return connection.execute(
-        _FIND_LEGACY_OF_REPORTER, {"fingerprint": fingerprint, "reported_by": principal.name}
-    ).first()
+        of_project = {"key": key, "fingerprint": fingerprint, "project_id": scope.removeprefix("project:")}
+        return _FIND_SCOPED_OR_LEGACY_OF_PROJECT.first(connection, of_project)
+    of_reporter = {"key": key, "fingerprint": fingerprint, "reported_by": principal.name}
+    return _FIND_SCOPED_OR_LEGACY_OF_REPORTER.first(connection, of_reporter)
 
 
 def _redraft_at_higher_severity(
@@ -357,8 +377,8 @@ def new_draft(connection: Connection, incident: Mapping[str, Any], now: datetime
     evidence = build_evidence(incident)
     digest = evidence_digest(evidence)
     draft_id = new_id("drf")
-    connection.execute(
-        _INSERT_DRAFT,
+    _INSERT_DRAFT.execute(
+        connection,
         {
             "draft_id": draft_id,
             "incident_id": incident["incident_id"],
@@ -398,7 +418,7 @@ def report_incident(monitor: Monitor, principal: Principal, report: IncidentRepo
         scope = dedupe_scope(principal, clean.project_id)
         fingerprint = dedupe_key(scope, given)
         now = monitor.clock()
-        connection = call.session.connection()
+        connection = call.connection()  # Core only: the call's ORM session is never made
         # BEGIN IMMEDIATE: the write lock is ours, so the row read here cannot change before commit.
         found = _find(connection, scope, fingerprint, given, principal)
         recurrence = False
@@ -431,7 +451,7 @@ def report_incident(monitor: Monitor, principal: Principal, report: IncidentRepo
                 "last_run_id": clean.run_id,
                 "last_session_id": clean.session_id,
             }
-            connection.execute(_INSERT_INCIDENT, incident)
+            _INSERT_INCIDENT.execute(connection, incident)
             incident_id, status, stored_severity = incident["incident_id"], IncidentStatus.open, severity
             occurrences = 1
             draft_id = new_draft(connection, incident, now)
@@ -443,8 +463,8 @@ def report_incident(monitor: Monitor, principal: Principal, report: IncidentRepo
             if status is IncidentStatus.resolved:
                 check_incident_transition(incident_id, status, IncidentStatus.open)
                 status, recurrence = IncidentStatus.open, True
-            connection.execute(
-                _SEEN_AGAIN_REOPENED if recurrence else _SEEN_AGAIN,
+            (_SEEN_AGAIN_REOPENED if recurrence else _SEEN_AGAIN).execute(
+                connection,
                 {"target_id": incident_id, "now": now, "run_id": clean.run_id, "session_id": clean.session_id},
             )
             occurrences = found.occurrence_count + 1
@@ -459,21 +479,19 @@ def report_incident(monitor: Monitor, principal: Principal, report: IncidentRepo
                 )
                 call.notes.append(f"severity raised from {Severity(stored_severity).value} to {severity.value}")
                 stored_severity = severity
-            latest = connection.execute(_LATEST_DRAFT, {"incident_id": incident_id}).first()
-            draft_id = latest.draft_id if latest is not None else None
-            draft_status = latest.status if latest is not None else None
+            draft_id, draft_status = found.latest_draft_id, found.latest_draft_status
             # A recurrence after publication, or an escalation of a draft already sent, needs a fresh draft;
             # an escalation of an unsent draft revises it (back to draft); otherwise the open draft stands.
-            if (recurrence or raised) and (latest is None or latest.status in _SENT_STATUSES):
+            if (recurrence or raised) and (draft_id is None or draft_status in _SENT_STATUSES):
                 row = connection.execute(_INCIDENT_ROW, {"incident_id": incident_id}).one()._asdict()
                 draft_id, draft_status = new_draft(connection, row, now), DraftStatus.draft
-            elif raised and latest is not None:
+            elif raised and draft_id is not None:
                 row = connection.execute(_INCIDENT_ROW, {"incident_id": incident_id}).one()._asdict()
-                _redraft_at_higher_severity(connection, latest.draft_id, row, now)
+                _redraft_at_higher_severity(connection, draft_id, row, now)
                 draft_status = DraftStatus.draft
-                call.notes.append(f"draft {latest.draft_id} revised; its open approvals superseded")
-        connection.execute(
-            _INSERT_OCCURRENCE,
+                call.notes.append(f"draft {draft_id} revised; its open approvals superseded")
+        _INSERT_OCCURRENCE.execute(
+            connection,
             {
                 "occurrence_id": new_id("occ"),
                 "incident_id": incident_id,

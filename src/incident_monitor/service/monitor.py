@@ -33,7 +33,8 @@ from incident_monitor.policy.principal import Principal
 from incident_monitor.secret_ref import is_env_ref, resolve_secret, secret_ref_variable
 from incident_monitor.service.audit_keys import AuditKeyring, load_keyring
 from incident_monitor.service.downstream.connections import DownstreamConnections
-from incident_monitor.store.engine import DATABASE_URL_VARIABLE, PoolOptions, dispose_engine, session_scope
+from incident_monitor.store.engine import DATABASE_URL_VARIABLE, PoolOptions, dispose_engine, session_scope, unit_scope
+from incident_monitor.store.group_commit import UnitOfWork
 from incident_monitor.store.startup import open_engine
 
 
@@ -188,6 +189,12 @@ class Monitor:
     def session(self) -> Iterator[Session]:
         with session_scope(self.engine) as session:
             yield session
+
+    @contextmanager
+    def unit(self) -> Iterator[UnitOfWork]:
+        """A unit of work whose ORM session is made only if used (store/group_commit.py): governed calls."""
+        with unit_scope(self.engine) as unit:
+            yield unit
 
     def close(self) -> None:
         for hook in list(self.on_close):

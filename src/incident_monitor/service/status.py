@@ -191,7 +191,7 @@ def get_status(monitor: Monitor, principal: Principal) -> StatusView:
     with governed_call(monitor, principal, "get_status", {}) as call:
         # Every read on the call's own connection (no second connection per read), and the counts are the
         # probe that the database answers: get_status is the call agents make first and often (issue 18).
-        connection = call.session.connection()
+        connection = call.connection()  # Core only: the call makes no ORM session
         problems: list[str] = []
         try:
             open_count, pending = connection.execute(_COUNTS).one()

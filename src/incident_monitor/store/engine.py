@@ -28,7 +28,7 @@ from incident_monitor.domain import models as _models  # noqa: F401  (registers 
 from incident_monitor.domain.models import AuditEvent, Incident, table_of
 from incident_monitor.errors import ConfigError
 from incident_monitor.store.faults import store_faults
-from incident_monitor.store.group_commit import GroupCommit
+from incident_monitor.store.group_commit import GroupCommit, UnitOfWork
 
 DATABASE_FILENAME = "incident-monitor.sqlite3"
 DATABASE_URL_VARIABLE = "INCIDENT_MONITOR_DATABASE_URL"
@@ -72,9 +72,20 @@ def _sqlite_pragmas(dbapi_connection: sqlite3.Connection, _record: Any) -> None:
 _READ_ONLY = "incident_monitor_read_only"
 
 
+def _execute_on_cursor(connection: Connection, statement: str) -> None:
+    """A constant statement straight on the driver's cursor: the begin hooks run on every unit of work, and
+    ``exec_driver_sql`` costs a whole execution context for them. Cursor events and SQLAlchemy's error
+    handling (a dropped connection is marked invalidated) are kept."""
+    cursor = connection.connection.cursor()
+    try:
+        connection._cursor_execute(cursor, statement, ())
+    finally:
+        cursor.close()
+
+
 def _begin(connection: Connection) -> None:
     if not connection.get_execution_options().get(_READ_ONLY, False):
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        _execute_on_cursor(connection, "BEGIN IMMEDIATE")
 
 
 def configure_sqlite(engine: Engine) -> None:
@@ -94,7 +105,7 @@ def configure_sqlite(engine: Engine) -> None:
 def _begin_postgresql(connection: Connection) -> None:
     # Held until commit or rollback; released by the server if this process dies (its socket closes).
     if not connection.get_execution_options().get(_READ_ONLY, False):
-        connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({WRITE_LOCK_KEY})")
+        _execute_on_cursor(connection, f"SELECT pg_advisory_xact_lock({WRITE_LOCK_KEY})")
 
 
 def _no_nul(value: Any) -> Any:
@@ -213,6 +224,33 @@ def dispose_engine(engine: Engine) -> None:
     if group_commit is not None:
         group_commit.close()
     engine.dispose()
+
+
+@contextmanager
+def unit_scope(engine: Engine) -> Iterator[UnitOfWork]:
+    """One unit of work, for Core statements (``connection()``) and, when needed, the ORM (``session``): durable
+    when the block ends, rolled back on any error. What every governed call runs in (service/governed.py)."""
+    group_commit = _group_commits.get(engine)
+    if group_commit is not None:
+        with store_faults(engine), group_commit.unit() as unit:
+            yield unit
+        return
+    with store_faults(engine), engine.connect() as connection:
+        transaction = connection.begin()
+        unit = UnitOfWork(connection, savepoint=False)
+        try:
+            yield unit
+            unit.commit()
+            transaction.commit()
+        except BaseException:
+            try:
+                unit.rollback()
+            finally:
+                if transaction.is_active:
+                    transaction.rollback()
+            raise
+        finally:
+            unit.close()
 
 
 @contextmanager

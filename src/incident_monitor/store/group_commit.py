@@ -24,9 +24,8 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Literal
 
-from sqlalchemy.engine import Connection, Engine, RootTransaction
+from sqlalchemy.engine import Connection, Engine, NestedTransaction, RootTransaction
 from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session
 
@@ -54,6 +53,53 @@ class _Batch:
             raise BatchCommitFailed(f"the transaction was not committed: {self.error}") from self.error
 
 
+class UnitOfWork:
+    """One unit's share of the transaction: Core statements on ``connection()``, the ORM on ``session``.
+
+    The session is made on first use: a report (service/intake.py) and the audit append run Core statements
+    only, and an ORM session joined, committed and closed per unit cost about as much as their statements.
+    Either way the unit's effects are in its savepoint (or, for a batch's first unit, the batch's transaction),
+    which the unit of work alone releases or rolls back.
+    """
+
+    def __init__(self, connection: Connection, *, savepoint: bool) -> None:
+        self._connection = connection
+        self._wants_savepoint = savepoint
+        self._savepoint: NestedTransaction | None = None
+        self._session: Session | None = None
+
+    def connection(self) -> Connection:
+        if self._wants_savepoint and self._savepoint is None:
+            self._savepoint = self._connection.begin_nested()
+        return self._connection
+
+    @property
+    def session(self) -> Session:
+        if self._session is None:
+            # "rollback_only": the session joins the unit's transaction (its savepoint, if any) and never commits
+            # it (the unit of work does); its rollback undoes what it joined, as the unit's rollback would.
+            self._session = Session(
+                bind=self.connection(), join_transaction_mode="rollback_only", expire_on_commit=False
+            )
+        return self._session
+
+    def commit(self) -> None:
+        if self._session is not None:
+            self._session.commit()  # flushes; the transaction stays the unit's
+        if self._savepoint is not None and self._savepoint.is_active:
+            self._savepoint.commit()
+
+    def rollback(self) -> None:
+        if self._session is not None:
+            self._session.rollback()
+        if self._savepoint is not None and self._savepoint.is_active:
+            self._savepoint.rollback()
+
+    def close(self) -> None:
+        if self._session is not None:
+            self._session.close()
+
+
 class GroupCommit:
     """One per engine; every unit of work of this process goes through it, on one connection."""
 
@@ -71,17 +117,22 @@ class GroupCommit:
 
     @contextmanager
     def unit_of_work(self) -> Iterator[Session]:
+        with self.unit() as unit:
+            yield unit.session
+
+    @contextmanager
+    def unit(self) -> Iterator[UnitOfWork]:
         if self._owner == threading.get_ident():
             # Nested in a unit of this thread: a savepoint inside it, durable when the outer one is.
             assert self._batch is not None
-            with self._session(self._batch, savepoint=True) as session:
-                yield session
+            with self._unit(self._batch, savepoint=True) as unit:
+                yield unit
             return
         batch = self._take_turn()
         try:
             # The first unit needs no savepoint: if it fails, the transaction holds nothing else.
-            with self._session(batch, savepoint=batch.units > 1) as session:
-                yield session
+            with self._unit(batch, savepoint=batch.units > 1) as unit:
+                yield unit
         finally:
             self._end_turn(batch)
         batch.wait_durable()
@@ -135,24 +186,25 @@ class GroupCommit:
                 connection.close()
 
     @contextmanager
-    def _session(self, batch: _Batch, *, savepoint: bool) -> Iterator[Session]:
+    def _unit(self, batch: _Batch, *, savepoint: bool) -> Iterator[UnitOfWork]:
         # Savepoint: commit releases it (durable with the batch), rollback undoes this unit alone.
         # Otherwise the unit is the batch's first: commit leaves the transaction to the batch,
-        # rollback ends the whole transaction (it holds nothing else).
-        mode: Literal["create_savepoint", "rollback_only"] = "create_savepoint" if savepoint else "rollback_only"
-        with Session(bind=batch.connection, join_transaction_mode=mode, expire_on_commit=False) as session:
+        # rollback ends the whole transaction (it holds nothing else; _end_turn rolls it back if still open).
+        unit = UnitOfWork(batch.connection, savepoint=savepoint)
+        try:
+            yield unit
+            unit.commit()
+        except BaseException:
             try:
-                yield session
-                session.commit()
+                unit.rollback()
             except BaseException:
-                try:
-                    session.rollback()
-                except BaseException:
-                    batch.broken = True  # the transaction is in an unknown state: commit none of it
-                    raise
-                if not savepoint:
-                    batch.ended = True
+                batch.broken = True  # the transaction is in an unknown state: commit none of it
                 raise
+            if not savepoint:
+                batch.ended = True
+            raise
+        finally:
+            unit.close()
 
     def _end_turn(self, batch: _Batch) -> None:
         with self._state:
