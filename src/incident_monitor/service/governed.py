@@ -11,9 +11,8 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 from sqlalchemy.engine import Connection
@@ -107,14 +106,38 @@ def shown_tool_name(name: object) -> str:
     return "(invalid)"
 
 
-@dataclass
 class GovernedCall:
-    unit: UnitOfWork
-    principal: Principal
-    action: str
-    subject_id: str | None = None
-    run_id: str | None = None
-    notes: list[str] = field(default_factory=list)
+    """What a governed call's body works with: its unit of work, and what the audit row will say.
+
+    The unit of work (and with it the store's write turn: BEGIN IMMEDIATE, or PostgreSQL's advisory lock) is
+    taken on first use of ``unit``, ``session`` or ``connection()``, or at the end for the audit row. A body
+    that first does work needing no store (a report's limits, redaction, fingerprint) does it outside the
+    turn, so it overlaps other calls' commits instead of holding up the batch behind it.
+    """
+
+    def __init__(
+        self,
+        open_unit: Callable[[], UnitOfWork],
+        principal: Principal,
+        action: str,
+        *,
+        subject_id: str | None = None,
+        run_id: str | None = None,
+    ) -> None:
+        self._open_unit = open_unit
+        self._unit: UnitOfWork | None = None
+        self.principal = principal
+        self.action = action
+        self.subject_id = subject_id
+        self.run_id = run_id
+        self.notes: list[str] = []
+
+    @property
+    def unit(self) -> UnitOfWork:
+        """The call's unit of work (its write turn taken on first use)."""
+        if self._unit is None:
+            self._unit = self._open_unit()
+        return self._unit
 
     @property
     def session(self) -> Session:
@@ -224,14 +247,25 @@ def governed_call(
     *,
     subject_id: str | None = None,
     run_id: str | None = None,
+    defer_unit: bool = False,
 ) -> Iterator[GovernedCall]:
+    """Scope check, then the body and its audit row in one unit of work; refusals and failures audited apart.
+
+    ``defer_unit``: the unit of work (the store's write turn) is taken when the body first uses it rather than
+    before the body runs. Only for a body whose work before its first store access touches no store at all
+    (a nested unit of work there would commit apart from the call's audit row).
+    """
     started = time.perf_counter()
     subject_id = safe_subject(arguments, subject_id)
     deny_if_not_allowed(monitor, principal, action, arguments, started=started)
     call: GovernedCall | None = None
     try:
-        with monitor.unit() as unit:
-            call = GovernedCall(unit, principal, action, subject_id=subject_id, run_id=run_id)
+        with ExitStack() as units:
+            call = GovernedCall(
+                lambda: units.enter_context(monitor.unit()), principal, action, subject_id=subject_id, run_id=run_id
+            )
+            if not defer_unit:
+                call.unit  # noqa: B018 (taking the write turn now: the body's store work is atomic with its row)
             yield call
             allowed = DecisionRecord(
                 principal,
@@ -243,7 +277,7 @@ def governed_call(
                 run_id=call.run_id,
             )
             append_audit(
-                unit,
+                call.unit,
                 monitor.audit_keys,
                 at=monitor.clock(),
                 principal=principal.name,

@@ -400,7 +400,9 @@ def new_draft(connection: Connection, incident: Mapping[str, Any], now: datetime
 
 def report_incident(monitor: Monitor, principal: Principal, report: IncidentReport) -> ReportResult:
     arguments = report.model_dump(mode="json")
-    with governed_call(monitor, principal, "report_incident", arguments) as call:
+    # The checks, redaction and fingerprint below touch no store: they run before the call takes the write turn
+    # (defer_unit), beside other reports' commits rather than inside the batch they would hold up.
+    with governed_call(monitor, principal, "report_incident", arguments, defer_unit=True) as call:
         # Sizes first, on the raw report: bounds the redaction work and names the caller's own field.
         _check_limits(report, monitor.config.limits)
         clean, redacted = _redact(report)
@@ -417,9 +419,10 @@ def report_incident(monitor: Monitor, principal: Principal, report: IncidentRepo
         given = clean.fingerprint or compute_fingerprint(clean)
         scope = dedupe_scope(principal, clean.project_id)
         fingerprint = dedupe_key(scope, given)
-        now = monitor.clock()
         connection = call.connection()  # Core only: the call's ORM session is never made
-        # BEGIN IMMEDIATE: the write lock is ours, so the row read here cannot change before commit.
+        # BEGIN IMMEDIATE: the write lock is ours, so the row read here cannot change before commit, and times
+        # taken from here on follow the order the reports are stored in (last_seen_at never goes back).
+        now = monitor.clock()
         found = _find(connection, scope, fingerprint, given, principal)
         recurrence = False
         draft_id: str | None
