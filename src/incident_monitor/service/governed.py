@@ -252,8 +252,10 @@ def governed_call(
     """Scope check, then the body and its audit row in one unit of work; refusals and failures audited apart.
 
     ``defer_unit``: the unit of work (the store's write turn) is taken when the body first uses it rather than
-    before the body runs. Only for a body whose work before its first store access touches no store at all
-    (a nested unit of work there would commit apart from the call's audit row).
+    before the body runs. Only for a body whose work before its first store access stores nothing (a nested
+    unit of work there commits apart from the call's audit row). A body that awaits must use it and take the
+    unit only after its last await: a turn held by the event loop's thread across an await would stall every
+    other writer, and the loop's other calls would join it as if nested in it.
     """
     started = time.perf_counter()
     subject_id = safe_subject(arguments, subject_id)

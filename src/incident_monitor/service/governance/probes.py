@@ -486,10 +486,10 @@ async def run_assessment_probes(
     monitor: Monitor, principal: Principal, tools: Sequence[ToolEntry], *, probes: Sequence[str] | None = None
 ) -> ProbeReport:
     with governed_call(
-        monitor, principal, "run_assessment_probes", {"probes": list(probes) if probes else None}
+        monitor, principal, "run_assessment_probes", {"probes": list(probes) if probes else None}, defer_unit=True
     ) as call:
-        # A short read of its own: the call's session (and the database's write lock) is taken only for
-        # the audit row at the end, not while the probes run.
+        # A short read of its own: the call's unit of work (and the database's write lock) is taken only for
+        # the audit row at the end (defer_unit), never held across the awaits while the probes run.
         with monitor.session() as session:
             inventory = collect_inventory(monitor, session, tools)
         report = await run_probes(monitor, inventory, probes)

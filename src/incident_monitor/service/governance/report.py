@@ -234,7 +234,8 @@ async def assemble_report(monitor: Monitor, tools: Sequence[ToolEntry]) -> Asses
 async def build_assessment_report(
     monitor: Monitor, principal: Principal, tools: Sequence[ToolEntry]
 ) -> AssessmentReport:
-    with governed_call(monitor, principal, "build_assessment_report", {}) as call:
+    # defer_unit: the write turn is taken for the audit row at the end, never held across the probes' awaits.
+    with governed_call(monitor, principal, "build_assessment_report", {}, defer_unit=True) as call:
         report = await assemble_report(monitor, tools)
         call.notes.append(f"findings {report.posture.counts}; probes {report.probes.counts}")
         return report
