@@ -114,9 +114,13 @@ def serve_durable(kind: str, argv: list[str]) -> int:
         with DurableLog.open(argv[1]) as log:
             serve_http(durable_intake(log), int(argv[0]))
     else:
-        print(f"unknown floor {kind!r}", file=sys.stderr)
-        return 2
+        return unknown_floor(kind)
     return 0
+
+
+def unknown_floor(kind: str) -> int:
+    print(f"unknown floor {kind!r}", file=sys.stderr)
+    return 2
 
 
 def main(argv: list[str]) -> int:
@@ -140,8 +144,7 @@ def main(argv: list[str]) -> int:
 
         serve_http(Starlette(routes=[Route("/page.html", page, methods=["GET"])]), int(argv[1]))
     else:
-        print(f"unknown floor {kind!r}", file=sys.stderr)
-        return 2
+        return unknown_floor(kind)
     return 0
 
 

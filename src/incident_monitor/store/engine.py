@@ -67,9 +67,9 @@ def _sqlite_pragmas(dbapi_connection: sqlite3.Connection, _record: Any) -> None:
     cursor.close()
 
 
-# Marks a connection of ``read_scope``: it issues no BEGIN, so each statement runs in SQLite's
-# autocommit mode, reading the latest committed state (WAL) without taking or waiting for a lock.
-_READ_ONLY = "incident_monitor_read_only"
+# Marks a read-only connection (``read_scope``, ``store.pinned_reads``): it issues no BEGIN, so each statement
+# runs in SQLite's autocommit mode, reading the latest committed state (WAL) without taking or waiting for a lock.
+READ_ONLY_OPTION = "incident_monitor_read_only"
 
 
 def _execute_on_cursor(connection: Connection, statement: str) -> None:
@@ -84,7 +84,7 @@ def _execute_on_cursor(connection: Connection, statement: str) -> None:
 
 
 def _begin(connection: Connection) -> None:
-    if not connection.get_execution_options().get(_READ_ONLY, False):
+    if not connection.get_execution_options().get(READ_ONLY_OPTION, False):
         _execute_on_cursor(connection, "BEGIN IMMEDIATE")
 
 
@@ -104,7 +104,7 @@ def configure_sqlite(engine: Engine) -> None:
 
 def _begin_postgresql(connection: Connection) -> None:
     # Held until commit or rollback; released by the server if this process dies (its socket closes).
-    if not connection.get_execution_options().get(_READ_ONLY, False):
+    if not connection.get_execution_options().get(READ_ONLY_OPTION, False):
         _execute_on_cursor(connection, f"SELECT pg_advisory_xact_lock({WRITE_LOCK_KEY})")
 
 
@@ -215,7 +215,7 @@ def read_scope(engine: Engine, *, remember_faults: bool = True) -> Iterator[Conn
     ``remember_faults=False``: opening the store (a fault is the caller's one error line: store/faults.py).
     """
     with store_faults(engine, remember=remember_faults), engine.connect() as connection:
-        yield connection.execution_options(**{_READ_ONLY: True})
+        yield connection.execution_options(**{READ_ONLY_OPTION: True})
 
 
 def dispose_engine(engine: Engine) -> None:

@@ -24,7 +24,7 @@ from sqlalchemy import Executable
 from sqlalchemy.engine import Connection, Engine, RowMapping
 from sqlalchemy.exc import DBAPIError
 
-from incident_monitor.store.engine import _READ_ONLY, read_scope
+from incident_monitor.store.engine import READ_ONLY_OPTION, read_scope
 from incident_monitor.store.faults import store_faults
 
 # Reads in flight at once on kept connections (a read takes ~20 us; more wait for the GIL, not the database).
@@ -85,7 +85,7 @@ class PinnedReads:
         try:
             # AUTOCOMMIT: PostgreSQL would otherwise keep a transaction open between reads (idle in transaction);
             # SQLite's connections already run statements in autocommit mode (store.engine's connect hook).
-            return self.engine.connect().execution_options(isolation_level="AUTOCOMMIT", **{_READ_ONLY: True})
+            return self.engine.connect().execution_options(isolation_level="AUTOCOMMIT", **{READ_ONLY_OPTION: True})
         except BaseException:
             with self._lock:
                 self._kept -= 1
