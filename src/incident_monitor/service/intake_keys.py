@@ -23,8 +23,7 @@ from incident_monitor.policy.scopes import REPORT
 from incident_monitor.service.governed import governed_call
 from incident_monitor.service.monitor import Monitor
 from incident_monitor.service.tokens import hash_token, last_use_due
-from incident_monitor.store.engine import read_scope
-from incident_monitor.store.pinned_reads import PinnedReads
+from incident_monitor.store.pinned_reads import PinnedReads, first_committed
 
 INTAKE_KEY_PREFIX = "imk_"
 INTAKE_KEY_SCOPES = (REPORT,)
@@ -115,11 +114,7 @@ def _read_key(monitor: Monitor, digest: str, reads: PinnedReads | None) -> Intak
     """The key with this hash, read outside any unit of work (store.engine.read_scope, or a read connection
     kept open: store/pinned_reads.py): an intake request never queues behind the reports being written just
     to check its key."""
-    if reads is not None:
-        row = reads.first(_KEY_BY_HASH, {"key_hash": digest})
-    else:
-        with read_scope(monitor.engine) as connection:
-            row = connection.execute(_KEY_BY_HASH, {"key_hash": digest}).mappings().first()
+    row = first_committed(monitor.engine, _KEY_BY_HASH, {"key_hash": digest}, reads)
     if row is None or not hmac.compare_digest(row["key_hash"], digest):
         return None
     return IntakeKeyBase.model_validate(dict(row))

@@ -20,8 +20,7 @@ from incident_monitor.policy.principal import Principal
 from incident_monitor.policy.scopes import APPROVE, parse_scopes
 from incident_monitor.service.governed import governed_call
 from incident_monitor.service.monitor import Monitor
-from incident_monitor.store.engine import read_scope
-from incident_monitor.store.pinned_reads import PinnedReads
+from incident_monitor.store.pinned_reads import PinnedReads, first_committed
 
 TOKEN_PREFIX = "imt_"  # noqa: S105 - a public prefix, not a secret
 _NAME_PATTERN = "letters, digits, '.', '_', '-' (1-64 characters)"
@@ -156,11 +155,7 @@ def authenticate_token(monitor: Monitor, secret: str, reads: PinnedReads | None 
     connection of its own.
     """
     digest = hash_token(secret)
-    if reads is not None:
-        row = reads.first(_TOKEN_BY_HASH, {"token_hash": digest})
-    else:
-        with read_scope(monitor.engine) as connection:
-            row = connection.execute(_TOKEN_BY_HASH, {"token_hash": digest}).mappings().first()
+    row = first_committed(monitor.engine, _TOKEN_BY_HASH, {"token_hash": digest}, reads)
     if row is None or not hmac.compare_digest(row["token_hash"], digest):
         raise CredentialError("token not recognised: create one with `incident-monitor tokens create`")
     token = ApiTokenBase.model_validate(dict(row))

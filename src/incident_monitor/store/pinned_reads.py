@@ -48,8 +48,7 @@ class PinnedReads:
             for attempt in (1, 2):
                 connection = self._take()
                 if connection is None:
-                    with read_scope(self.engine) as spare:
-                        return spare.execute(statement, parameters).mappings().first()
+                    return first_committed(self.engine, statement, parameters)
                 try:
                     row = connection.execute(statement, parameters).mappings().first()
                 except DBAPIError as exc:
@@ -105,3 +104,14 @@ class PinnedReads:
         with contextlib.suppress(Exception):  # already unusable; the pool replaces it
             connection.invalidate()
             connection.close()
+
+
+def first_committed(
+    engine: Engine, statement: Executable, parameters: Mapping[str, Any], reads: PinnedReads | None = None
+) -> RowMapping | None:
+    """The first row ``statement`` returns from the latest committed state: on ``reads`` (kept connections) when
+    given, else on a connection of its own (``read_scope``), outside any unit of work either way."""
+    if reads is not None:
+        return reads.first(statement, parameters)
+    with read_scope(engine) as connection:
+        return connection.execute(statement, parameters).mappings().first()
